@@ -1,0 +1,1 @@
+"""Model-agnostic machinery: data on the device, checkpoints, run directories, training loops."""

@@ -1,0 +1,260 @@
+"""Datasets held as decoded uint8 tensors, and a loader that batches and augments on the compute device.
+
+Small image datasets (CIFAR, Fashion-MNIST, image folders of that size) fit in memory many times over, so
+they are decoded once (image folders are cached after the first decode), moved to the device as one uint8
+tensor, and every batch is gathered, augmented (pad-and-crop, flip, cutout) and normalised there as whole
+batches. No DataLoader workers, no per-image Python work.
+
+Every epoch's order and augmentation come from a generator seeded by (seed, epoch, stream), so a resumed
+run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DATASETS = ("cifar10", "cifar100", "fashion-mnist", "folder:PATH")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff"}
+
+
+@dataclass
+class ImageData:
+    images: Tensor  # (N, C, H, W) uint8
+    labels: Tensor  # (N,) int64
+    classes: list[str]
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.images.shape[2], self.images.shape[3]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std in [0, 1] units (computed in chunks to bound memory)."""
+        total = torch.zeros(self.channels, dtype=torch.float64)
+        total_sq = torch.zeros_like(total)
+        for chunk in self.images.split(4096):
+            x = chunk.to(torch.float64) / 255
+            total += x.sum((0, 2, 3))
+            total_sq += (x * x).sum((0, 2, 3))
+        count = len(self) * self.size[0] * self.size[1]
+        mean = total / count
+        std = (total_sq / count - mean * mean).clamp_min(1e-12).sqrt()
+        return mean.tolist(), std.tolist()
+
+
+def load_dataset(name: str, split: str, data_dir: str | Path | None = None, cache_dir: str | Path | None = None
+                 ) -> ImageData:
+    """Load ``split`` ('train' or 'test') of a dataset by name: cifar10, cifar100, fashion-mnist or folder:PATH."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if name.startswith("folder:"):
+        return _load_folder(Path(name[len("folder:"):]).expanduser(), split, cache_dir)
+    if name == "fashion-mnist":
+        return _load_fashion_mnist(split, data_dir)
+    if name in ("cifar10", "cifar100"):
+        return _load_cifar(name, split, data_dir)
+    raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as fh:
+        raw = fh.read()
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot"]
+
+
+def _load_fashion_mnist(split: str, data_dir: str | Path | None) -> ImageData:
+    prefix = "train" if split == "train" else "t10k"
+    candidates = [Path(data_dir).expanduser()] if data_dir else []
+    candidates += [DEBIAN_FASHION_MNIST]
+    for root in candidates:
+        for folder in (root, root / "FashionMNIST" / "raw"):
+            img, lab = folder / f"{prefix}-images-idx3-ubyte.gz", folder / f"{prefix}-labels-idx1-ubyte.gz"
+            if img.is_file() and lab.is_file():
+                try:
+                    images = torch.from_numpy(_read_idx(img).copy()).unsqueeze(1)
+                    labels = torch.from_numpy(_read_idx(lab).astype(np.int64))
+                except (OSError, ValueError, EOFError) as exc:
+                    raise UserError(f"cannot read Fashion-MNIST file {img} ({exc}); reinstall it with "
+                                    "'apt-get install --reinstall dataset-fashion-mnist'") from None
+                return ImageData(images, labels, list(FASHION_CLASSES))
+    return _torchvision("FashionMNIST", split, data_dir, "fashion-mnist",
+                        "install it with 'apt-get install -y dataset-fashion-mnist'")
+
+
+def _load_cifar(name: str, split: str, data_dir: str | Path | None) -> ImageData:
+    return _torchvision("CIFAR10" if name == "cifar10" else "CIFAR100", split, data_dir, name,
+                        "or use --dataset folder:PATH for an image-folder copy")
+
+
+def _torchvision(cls_name: str, split: str, data_dir: str | Path | None, name: str, hint: str) -> ImageData:
+    import torchvision.datasets as tvd
+
+    root = Path(data_dir or "~/.cache/ista-nas/data").expanduser()
+    cls = getattr(tvd, cls_name)
+    dataset = None
+    for download in (False, True):
+        try:
+            dataset = cls(root=str(root), train=split == "train", download=download)
+            break
+        except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError... depending on the failure
+            err = exc
+    if dataset is None:
+        raise UserError(f"dataset {name} is not in {root} and could not be downloaded ({type(err).__name__}); "
+                        f"put torchvision's copy there with --data-dir, {hint}")
+    data = dataset.data
+    images = torch.as_tensor(np.asarray(data))
+    images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)
+    labels = torch.as_tensor(np.asarray(dataset.targets), dtype=torch.int64)
+    return ImageData(images.contiguous(), labels, list(dataset.classes))
+
+
+def _load_folder(root: Path, split: str, cache_dir: str | Path | None) -> ImageData:
+    split_dir = root / split
+    if not split_dir.is_dir():
+        raise UserError(f"image folder {root} has no {split}/ directory; lay it out as {root}/train/<class>/*.jpg "
+                        f"and {root}/test/<class>/*.jpg")
+    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+    if not classes:
+        raise UserError(f"{split_dir} has no class folders; put each class's images in {split_dir}/<class>/")
+    files = [(p, c) for c, cls in enumerate(classes) for p in sorted((split_dir / cls).iterdir())
+             if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise UserError(f"{split_dir} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    key = hashlib.sha1(repr((str(split_dir.resolve()), classes, len(files),
+                             max(os.stat(p).st_mtime_ns for p, _ in files))).encode()).hexdigest()[:16]
+    cache = Path(cache_dir or os.environ.get("ISTA_NAS_CACHE", "~/.cache/ista-nas")).expanduser() / f"{key}.pt"
+    if cache.is_file():
+        try:
+            saved = torch.load(cache, weights_only=True)
+            return ImageData(saved["images"], saved["labels"], classes)
+        except Exception:  # a broken cache is rebuilt, never trusted
+            log.warning("ignoring unreadable cache %s", cache)
+    images, labels = _decode(files)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"images": images, "labels": labels}, tmp)
+        os.replace(tmp, cache)
+    except OSError as exc:
+        log.warning("could not cache decoded images at %s: %s", cache, exc)
+    return ImageData(images, labels, classes)
+
+
+def _decode(files: list[tuple[Path, int]]) -> tuple[Tensor, Tensor]:
+    from PIL import Image
+    from tqdm import tqdm
+
+    arrays, first_shape, mode = [], None, None
+    for path, _ in tqdm(files, desc=f"decoding {files[0][0].parent.parent}", unit="img", leave=False,
+                        disable=None):
+        try:
+            with Image.open(path) as im:
+                if mode is None:
+                    mode = "L" if im.mode in ("L", "1", "I;16", "I") else "RGB"
+                arr = np.asarray(im.convert(mode))
+        except OSError as exc:
+            raise UserError(f"cannot decode image {path} ({exc}); remove or replace the file") from None
+        if first_shape is None:
+            first_shape = arr.shape
+        elif arr.shape != first_shape:
+            raise UserError(f"image {path} is {arr.shape[1]}x{arr.shape[0]} but the first image is "
+                            f"{first_shape[1]}x{first_shape[0]}; resize the folder's images to one size")
+        arrays.append(arr)
+    stacked = torch.from_numpy(np.stack(arrays))
+    images = stacked.unsqueeze(1) if stacked.dim() == 3 else stacked.permute(0, 3, 1, 2)
+    return images.contiguous(), torch.tensor([c for _, c in files], dtype=torch.int64)
+
+
+@dataclass
+class Augment:
+    crop_padding: int = 0  # pad-and-crop by up to this many pixels (0: off)
+    flip: bool = False  # random horizontal flip
+    cutout: int = 0  # side of the square cut out (0: off)
+
+
+def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 0x9E3779B1 + epoch * 0x85EBCA77 + stream * 0xC2B2AE3D) % 2**63)
+
+
+class DeviceLoader:
+    """Iterates batches of (float images, labels) on ``device`` for one epoch at a time."""
+
+    def __init__(self, data: ImageData, indices: Tensor, batch_size: int, device: torch.device,
+                 mean: list[float], std: list[float], augment: Augment | None = None, shuffle: bool = True,
+                 drop_last: bool = True, channels_last: bool = False, seed: int = 0, stream: int = 0):
+        self.images = data.images.to(device)
+        self.labels = data.labels.to(device)
+        self.indices = indices.cpu()
+        self.batch_size, self.device = batch_size, device
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
+        self.augment = augment or Augment()
+        self.shuffle, self.drop_last, self.channels_last = shuffle, drop_last, channels_last
+        self.seed, self.stream = seed, stream
+
+    def __len__(self) -> int:
+        n = len(self.indices)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        gen = epoch_generator(self.seed, epoch, self.stream)
+        order = self.indices[torch.randperm(len(self.indices), generator=gen)] if self.shuffle else self.indices
+        for k in range(len(self)):
+            idx = order[k * self.batch_size:(k + 1) * self.batch_size].to(self.device)
+            yield self._batch(self.images[idx], gen), self.labels[idx]
+
+    def _batch(self, x: Tensor, gen: torch.Generator) -> Tensor:
+        aug, (n, c, h, w) = self.augment, x.shape
+        if aug.crop_padding:
+            p = aug.crop_padding
+            off = torch.randint(0, 2 * p + 1, (2, n), generator=gen).to(self.device)
+            rows = (off[0].unsqueeze(1) + torch.arange(h, device=self.device)).view(n, h, 1)
+            cols = (off[1].unsqueeze(1) + torch.arange(w, device=self.device)).view(n, 1, w)
+            padded = F.pad(x, (p, p, p, p))
+            x = padded[torch.arange(n, device=self.device).view(n, 1, 1), :, rows, cols].permute(0, 3, 1, 2)
+        if aug.flip:
+            flip = (torch.rand(n, generator=gen) < 0.5).to(self.device).view(n, 1, 1, 1)
+            x = torch.where(flip, x.flip(3), x)
+        x = (x.float() - self.mean) / self.std
+        if aug.cutout:
+            centre = (torch.rand(2, n, generator=gen) * torch.tensor([[h], [w]])).long().to(self.device)
+            half = aug.cutout // 2
+            ys = torch.arange(h, device=self.device).view(1, h, 1)
+            xs = torch.arange(w, device=self.device).view(1, 1, w)
+            dy, dx = ys - centre[0].view(n, 1, 1), xs - centre[1].view(n, 1, 1)
+            hole = (dy >= -half) & (dy < aug.cutout - half) & (dx >= -half) & (dx < aug.cutout - half)
+            x = x * (~hole).unsqueeze(1)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        return x.contiguous(memory_format=memory_format)

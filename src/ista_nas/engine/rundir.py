@@ -1,0 +1,81 @@
+"""The run directory: resolved config, per-epoch metrics (JSON lines), results and the checkpoint.
+
+    RUN/config.json        the resolved configuration
+    RUN/metrics.jsonl      one JSON object per finished epoch
+    RUN/checkpoint.pt      the last finished epoch, written atomically
+    RUN/<results>          written by the method (genotype.json, ...)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .checkpoint import atomic_write_json
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser()
+        self.config_path = self.path / "config.json"
+        self.metrics_path = self.path / "metrics.jsonl"
+        self.checkpoint_path = self.path / "checkpoint.pt"
+
+    @classmethod
+    def create(cls, path: str | Path, config: dict[str, Any]) -> "RunDir":
+        """A fresh run directory for ``config``; refuses a directory that already holds a run or other files."""
+        run = cls(path)
+        if run.config_path.is_file():
+            try:
+                stored = json.loads(run.config_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                stored = None
+            if stored == config:
+                raise UserError(f"{run.path} already holds this run; continue it with --resume {run.path} or "
+                                "choose a new --out")
+            raise UserError(f"{run.path} holds a different run (its config.json differs); choose another --out "
+                            f"or continue that run with --resume {run.path}")
+        if run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
+            raise UserError(f"--out {run.path} exists and is not an empty directory; choose a new --out")
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create run directory {run.path}: {exc.strerror}; choose another --out") from None
+        atomic_write_json(run.config_path, config)
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> tuple["RunDir", dict[str, Any]]:
+        """An existing run directory and its stored config (for --resume)."""
+        run = cls(path)
+        if not run.config_path.is_file():
+            raise UserError(f"{run.path} is not a run directory (no config.json); pass the --out of an earlier run "
+                            "to --resume")
+        try:
+            config = json.loads(run.config_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"cannot read {run.config_path} ({exc}); the run directory is damaged") from None
+        if not isinstance(config, dict):
+            raise UserError(f"{run.config_path} does not hold a config object; the run directory is damaged")
+        return run, config
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        path = self.path / name
+        atomic_write_json(path, obj)
+        return path
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with self.metrics_path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+
+    def keep_metrics_before(self, epoch: int) -> None:
+        """Drop metric lines of epochs >= ``epoch`` (written after the checkpoint a resume starts from)."""
+        kept = [r for r in self.read_metrics() if r.get("epoch", 0) < epoch]
+        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))

@@ -1,0 +1,23 @@
+"""Exceptions. A ``UserError`` is a problem with the user's input; its message names the problem and the fix.
+
+The CLI prints a ``UserError`` as one line and exits with code 2; a ``RunFailed`` (the run itself went wrong,
+e.g. the loss diverged) is printed the same way with exit code 1. Neither shows a traceback.
+"""
+
+
+class IstaNasError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+    exit_code = 1
+
+
+class UserError(IstaNasError, ValueError):
+    """Bad input: a flag, a file, a dataset or a run directory. The message says how to fix it."""
+
+    exit_code = 2
+
+
+class RunFailed(IstaNasError, RuntimeError):
+    """The run could not go on (for example a NaN loss); the message says what state was kept."""
+
+    exit_code = 1

@@ -1,0 +1,1 @@
+"""Search methods. Each is a module with ``search(config, out)`` and ``resume(run_dir, **overrides)``."""

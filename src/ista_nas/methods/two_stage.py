@@ -1,0 +1,222 @@
+"""Two-stage ISTA-NAS search (Yang et al., NeurIPS 2020, Sec. 3.2), read top to bottom.
+
+Per epoch: the supernet is fixed to the current supports; every training batch gives one Adam step on the
+compressed architecture parameters b (loss on a batch of the held-out half) and one SGD step on the network
+weights (loss on a batch of the training half); after the epoch z is recovered from b and the supports move.
+The result is the genotype of the final supports; stage two (retraining it) is ``ista-nas train``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..config import SearchConfig
+from ..engine.checkpoint import load_checkpoint, save_checkpoint
+from ..engine.data import Augment, DeviceLoader, ImageData, load_dataset
+from ..engine.loop import resolve_device, run_epoch
+from ..engine.rundir import RunDir
+from ..errors import UserError
+from ..genotype import Genotype
+from ..networks import SearchNetwork
+
+log = logging.getLogger(__name__)
+
+CELL_TYPES = ("normal", "reduce")
+
+
+@dataclass
+class SearchResult:
+    genotype: Genotype
+    run_dir: Path
+    metrics: list[dict[str, Any]]
+
+
+def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
+    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs))
+
+
+class TwoStageSearch:
+    """The network and its two optimisers; ``step`` is one architecture update plus one weight update."""
+
+    def __init__(self, net: SearchNetwork, cfg: SearchConfig):
+        self.net, self.cfg = net, cfg
+        self.b = net.arch.b
+        self.w_opt = torch.optim.SGD(net.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                     weight_decay=cfg.weight_decay)
+        self.a_opt = torch.optim.Adam([self.b], lr=cfg.arch_lr, betas=(0.5, 0.999),
+                                      weight_decay=cfg.arch_weight_decay)
+        self.active: list[torch.nn.Parameter] = []
+
+    def begin_epoch(self, epoch: int) -> None:
+        for group in self.w_opt.param_groups:
+            group["lr"] = cosine_lr(epoch, self.cfg.epochs, self.cfg.lr, self.cfg.lr_min)
+        # Only the support ops run this epoch, so only their weights can get gradients.
+        self.active = self.net.active_weight_parameters()
+        self.net.train()
+
+    def step(self, x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor) -> dict[str, Tensor]:
+        # Architecture step: gradient of the validation loss with respect to b only (no weight gradients).
+        logits_val = self.net(x_val)
+        loss_val = F.cross_entropy(logits_val, y_val)
+        (self.b.grad,) = torch.autograd.grad(loss_val, [self.b])
+        self.a_opt.step()
+        # Weight step on the training batch, with the updated relaxed weights.
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y)
+        self.w_opt.zero_grad(set_to_none=True)
+        loss.backward(inputs=self.active)
+        torch.nn.utils.clip_grad_norm_(self.active, self.cfg.grad_clip)
+        self.w_opt.step()
+        return {
+            "train_loss": loss.detach() * len(y), "train_correct": (logits.argmax(1) == y).sum(),
+            "train_n": torch.tensor(len(y)),
+            "valid_loss": loss_val.detach() * len(y_val), "valid_correct": (logits_val.argmax(1) == y_val).sum(),
+            "valid_n": torch.tensor(len(y_val)),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.net.state_dict(), "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["model"])
+        self.w_opt.load_state_dict(state["w_opt"])
+        self.a_opt.load_state_dict(state["a_opt"])
+
+
+def _summarize(sums: dict[str, float]) -> dict[str, float]:
+    out = {}
+    for part in ("train", "valid"):
+        n = max(sums[f"{part}_n"], 1.0)
+        out[f"{part}_loss"] = sums[f"{part}_loss"] / n
+        out[f"{part}_acc"] = 100.0 * sums[f"{part}_correct"] / n
+    return out
+
+
+def prepare_data(cfg: SearchConfig, device: torch.device) -> tuple[ImageData, DeviceLoader, DeviceLoader]:
+    """Load the training split, take the seeded subset and split it into the weight and architecture halves."""
+    data = load_dataset(cfg.dataset, "train", cfg.data_dir or None)
+    if cfg.subset > len(data):
+        raise UserError(f"--subset {cfg.subset} is larger than the {len(data)} training images of {cfg.dataset}; "
+                        f"use at most {len(data)} (or 0 for all)")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed))
+    order = order[: cfg.subset or len(data)]
+    split = int(len(order) * cfg.train_portion)
+    train_idx, valid_idx = order[:split], order[split:]
+    if min(len(train_idx), len(valid_idx)) < cfg.batch_size:
+        raise UserError(f"{len(order)} images split {len(train_idx)}/{len(valid_idx)} give less than one batch of "
+                        f"{cfg.batch_size}; raise --subset or lower --batch-size")
+    mean, std = data.stats()
+    augment = Augment(crop_padding=min(data.size) // 8 if cfg.augment else 0, flip=cfg.augment, cutout=cfg.cutout)
+    common = dict(batch_size=cfg.batch_size, device=device, mean=mean, std=std, augment=augment,
+                  channels_last=cfg.channels_last, seed=cfg.seed)
+    return data, DeviceLoader(data, train_idx, stream=0, **common), DeviceLoader(data, valid_idx, stream=1, **common)
+
+
+def _valid_batches(loader: DeviceLoader, epoch: int, count: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """``count`` architecture batches, cycling the held-out half when it is the shorter one."""
+    cycle = 0
+    while count > 0:
+        for batch in loader.epoch(epoch * 1_000 + cycle):
+            if count == 0:
+                return
+            count -= 1
+            yield batch
+        cycle += 1
+
+
+def build_network(cfg: SearchConfig, data: ImageData) -> SearchNetwork:
+    torch.manual_seed(cfg.seed)
+    return SearchNetwork(channels=cfg.channels, layers=cfg.layers, num_classes=data.num_classes,
+                         in_channels=data.channels, steps=cfg.steps, proj_dims=cfg.proj_dims,
+                         sparsity=cfg.sparsity, lam=cfg.lam, matrix=cfg.matrix, seed=cfg.seed)
+
+
+def _changed_names(changed: Tensor) -> list[str]:
+    return [f"{CELL_TYPES[t]}/node{g}" for t, g in changed.nonzero().tolist()]
+
+
+def search(cfg: SearchConfig, out: str | Path) -> SearchResult:
+    """Run a two-stage search from scratch into the new run directory ``out``."""
+    cfg.validate()
+    run = RunDir.create(out, cfg.to_dict())
+    return _run(cfg, run, checkpoint=None)
+
+
+def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
+    """Continue the run in ``run_dir`` from its last checkpoint. ``overrides`` may change epochs and device."""
+    run, stored = RunDir.open(run_dir)
+    cfg = SearchConfig.from_dict(stored)
+    for key, value in overrides.items():
+        if key in ("epochs", "device"):
+            setattr(cfg, key, value)
+        elif getattr(cfg, key) != value:
+            raise UserError(f"--resume continues the stored run; --{key.replace('_', '-')} {value} differs from "
+                            f"its {getattr(cfg, key)} (only --epochs and --device can change)")
+    cfg.validate()
+    checkpoint = load_checkpoint(run.checkpoint_path, required=("epoch", "search", "config"))
+    if checkpoint["epoch"] > cfg.epochs:
+        raise UserError(f"the checkpoint has already finished {checkpoint['epoch']} epochs; pass --epochs "
+                        f"{checkpoint['epoch']} or more")
+    run.write_json("config.json", cfg.to_dict())
+    return _run(cfg, run, checkpoint)
+
+
+def _run(cfg: SearchConfig, run: RunDir, checkpoint: dict[str, Any] | None) -> SearchResult:
+    device = resolve_device(cfg.device)
+    data, train_loader, valid_loader = prepare_data(cfg, device)
+    net = build_network(cfg, data).to(device)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    searcher = TwoStageSearch(net, cfg)
+    start = 0
+    if checkpoint is not None:
+        try:
+            searcher.load_state_dict(checkpoint["search"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise UserError(f"checkpoint {run.checkpoint_path} does not fit this run's network ({exc}); "
+                            "it belongs to another run") from None
+        start = checkpoint["epoch"]
+        run.keep_metrics_before(start + 1)
+        log.info("resuming %s after epoch %d of %d", run.path, start, cfg.epochs)
+    log.info("searching on %s: %s, %d train / %d valid images, %d steps per epoch, run directory %s",
+             device, cfg.dataset, len(train_loader.indices), len(valid_loader.indices), len(train_loader), run.path)
+
+    for epoch in range(start, cfg.epochs):
+        began = time.perf_counter()
+        searcher.begin_epoch(epoch)
+        batches = zip(train_loader.epoch(epoch), _valid_batches(valid_loader, epoch, len(train_loader)))
+        stats = run_epoch(lambda tr, va: searcher.step(*tr, *va), batches, len(train_loader),
+                          f"epoch {epoch + 1}/{cfg.epochs}", _summarize)
+        recovery, changed = net.arch.recover()
+        if not recovery.converged:
+            log.warning("recovery did not certify optimality (KKT violation %.2e); supports may be approximate",
+                        float(recovery.kkt_violation.max()))
+        genotype = net.genotype()
+        save_checkpoint(run.checkpoint_path, {"epoch": epoch + 1, "config": cfg.to_dict(),
+                                              "search": searcher.state_dict(), "genotype": genotype.to_dict()})
+        run.write_json("genotype.json", genotype.to_dict())
+        run.write_json("ranking.json", net.ranking())
+        record = {"epoch": epoch + 1, **stats, "lr": searcher.w_opt.param_groups[0]["lr"],
+                  "supports_changed": _changed_names(changed), "recovery_iterations": recovery.iterations,
+                  "recovery_kkt_violation": float(recovery.kkt_violation.max()),
+                  "seconds": round(time.perf_counter() - began, 3), "genotype": genotype.to_dict()}
+        run.append_metrics(record)
+        log.info("epoch %d/%d  train loss %.4f acc %.2f%%  valid loss %.4f acc %.2f%%  supports changed %d  %.1fs",
+                 epoch + 1, cfg.epochs, stats["train_loss"], stats["train_acc"], stats["valid_loss"],
+                 stats["valid_acc"], len(record["supports_changed"]), record["seconds"])
+    genotype = net.genotype()
+    run.write_json("genotype.json", genotype.to_dict())
+    run.write_json("ranking.json", net.ranking())
+    log.info("genotype: %s", genotype.to_dict())
+    log.info("wrote %s", run.path / "genotype.json")
+    return SearchResult(genotype, run.path, run.read_metrics())

@@ -1,0 +1,114 @@
+"""The compressed architecture representation of ISTA-NAS (imports torch and the solver only).
+
+Every decision group g (in the DARTS space: one intermediate node of one cell type) has an s-sparse
+architecture vector z_g of length n_g, one entry per candidate. A fixed random measurement matrix A_g
+(m x n_g) compresses it to b_g = A_g z_g; the m numbers of b are the only architecture parameters trained.
+After each epoch z is recovered from b by LASSO and its s largest |z| entries form the support S_g.
+During the epoch the candidates in S_g are weighted by one ISTA step restricted to the support,
+
+    alpha_S = z_S + A_S^T (b - A z),      z zero outside S,
+
+so the gradient of the loss reaches b through A_S, and nothing else is ever evaluated.
+
+Groups of different sizes are batched in one tensor, zero-padded to the largest n.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .lasso import LassoResult, lasso
+
+MATRIX_KINDS = ("uniform", "gaussian")
+
+
+def measurement_matrices(group_sizes: Sequence[int], m: int, kind: str, generator: torch.Generator,
+                         copies: int = 1) -> Tensor:
+    """Random (copies, groups, m, max n) matrices, zero beyond each group's size.
+
+    ``uniform`` draws from U[0, 1) like the official code (np.random.rand); ``gaussian`` from N(0, 1/m),
+    the usual compressed-sensing choice.
+    """
+    n_max = max(group_sizes)
+    out = torch.zeros(copies, len(group_sizes), m, n_max, dtype=torch.float64)
+    for c in range(copies):
+        for g, n in enumerate(group_sizes):
+            if kind == "uniform":
+                out[c, g, :, :n] = torch.rand(m, n, generator=generator, dtype=torch.float64)
+            elif kind == "gaussian":
+                out[c, g, :, :n] = torch.randn(m, n, generator=generator, dtype=torch.float64) / m**0.5
+            else:
+                raise ValueError(f"unknown measurement matrix kind {kind!r}; choose one of {MATRIX_KINDS}")
+    return out
+
+
+class SparseCode(nn.Module):
+    """Measurement matrices, compressed parameters b and recovered supports for ``types x groups`` decisions.
+
+    Buffers (saved in ``state_dict`` and moved by ``.to``): ``A`` (T, G, m, n), ``z`` (T, G, n) the last
+    recovered vector, ``support`` (T, G, s) candidate indices. Parameter: ``b`` (T, G, m).
+    """
+
+    def __init__(self, group_sizes: Sequence[int], types: int = 2, m: int = 7, s: int = 2, lam: float = 1e-5,
+                 matrix: str = "uniform", seed: int = 0, init_scale: float = 1e-3):
+        super().__init__()
+        if s > min(group_sizes):
+            raise ValueError(f"sparsity s={s} exceeds the smallest group size {min(group_sizes)}")
+        self.group_sizes = tuple(group_sizes)
+        self.s, self.lam = s, lam
+        gen = torch.Generator().manual_seed(seed)
+        self.register_buffer("A", measurement_matrices(group_sizes, m, matrix, gen, copies=types).float())
+        n_max = max(group_sizes)
+        self.register_buffer("valid", torch.arange(n_max) < torch.tensor(group_sizes).unsqueeze(-1))  # (G, n)
+        self.b = nn.Parameter(init_scale * torch.randn(types, len(group_sizes), m, generator=gen))
+        self.register_buffer("z", torch.zeros(types, len(group_sizes), n_max))
+        self.register_buffer("support", torch.zeros(types, len(group_sizes), s, dtype=torch.long))
+        self._support_list: list[list[list[int]]] = []
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._cache_support())
+        self.recover()
+
+    @property
+    def support_list(self) -> list[list[list[int]]]:
+        """The support as nested Python ints [type][group][k], cached on the host (no device sync)."""
+        return self._support_list
+
+    def _cache_support(self) -> None:
+        self._support_list = self.support.tolist()
+
+    @torch.no_grad()
+    def recover(self, warm_start: bool = True) -> tuple[LassoResult, Tensor]:
+        """Solve the LASSO for every group from the current b; update z and the support.
+
+        Returns the solver result and a (T, G) bool tensor of the groups whose support changed.
+        """
+        result = lasso(self.A.double(), self.b.detach().double(), self.lam,
+                       z0=self.z.double() if warm_start else None)
+        z = result.z.to(self.z.dtype)
+        # Padding columns can never be chosen, even when fewer than s entries are nonzero.
+        ranked = torch.where(self.valid, z.abs(), torch.full_like(z, -1.0))
+        support = ranked.topk(self.s, dim=-1).indices.sort(dim=-1).values
+        changed = (support != self.support).any(-1)
+        self.z.copy_(z)
+        self.support.copy_(support)
+        self._cache_support()
+        return result, changed
+
+    def truncated_z(self) -> Tensor:
+        """z with everything outside the support set to zero."""
+        mask = torch.zeros_like(self.z, dtype=torch.bool).scatter_(-1, self.support, True)
+        return torch.where(mask, self.z, torch.zeros_like(self.z))
+
+    def relaxed_weights(self) -> Tensor:
+        """(T, G, s) weights of the support candidates: alpha_S = z_S + A_S^T (b - A z_S); differentiable in b."""
+        z = self.truncated_z()
+        residual = self.b - (self.A @ z.unsqueeze(-1)).squeeze(-1)  # (T, G, m)
+        A_s = self.A.gather(-1, self.support.unsqueeze(-2).expand(*self.A.shape[:-1], self.s))  # (T, G, m, s)
+        return self.z.gather(-1, self.support) + (A_s.transpose(-1, -2) @ residual.unsqueeze(-1)).squeeze(-1)
+
+    def ranking(self) -> Tensor:
+        """(T, G, n) candidate indices ordered by decreasing |z| (padding last)."""
+        ranked = torch.where(self.valid, self.z.abs(), torch.full_like(self.z, -1.0))
+        return ranked.argsort(dim=-1, descending=True, stable=True)

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ista_nas.config import make_config
+
+
+def make_image_folder(root, classes=3, per_class=(40, 8), size=16, mode="RGB", seed=0):
+    """A tiny image-folder dataset whose classes differ in mean colour, so a net can learn something."""
+    rng = np.random.default_rng(seed)
+    for split, count in zip(("train", "test"), per_class):
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                base = 60 + 70 * c
+                shape = (size, size, 3) if mode == "RGB" else (size, size)
+                arr = np.clip(rng.normal(base, 40, shape), 0, 255).astype(np.uint8)
+                Image.fromarray(arr, mode).save(folder / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("data") / "tiny")
+
+
+@pytest.fixture
+def tiny_config(tiny_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
+
+    def make(**overrides):
+        settings = dict(dataset=f"folder:{tiny_folder}", subset=0, epochs=2, batch_size=12, lr=0.05, channels=4, layers=3,
+                        device="cpu", seed=0)
+        settings.update(overrides)
+        return make_config("quick", **settings)
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

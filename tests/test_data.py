@@ -1,0 +1,101 @@
+import gzip
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ista_nas import UserError
+from ista_nas.engine.data import Augment, DeviceLoader, ImageData, load_dataset
+
+from conftest import make_image_folder
+
+
+def test_image_folder_decodes_losslessly_and_caches(tmp_path):
+    root = make_image_folder(tmp_path / "d", classes=2, per_class=(3, 2), size=8)
+    data = load_dataset(f"folder:{root}", "train", cache_dir=tmp_path / "cache")
+    from PIL import Image
+    first = np.asarray(Image.open(root / "train" / "class0" / "000.png"))
+    assert data.images.shape == (6, 3, 8, 8) and data.images.dtype == torch.uint8
+    assert np.array_equal(data.images[0].permute(1, 2, 0).numpy(), first)
+    assert data.labels.tolist() == [0, 0, 0, 1, 1, 1] and data.classes == ["class0", "class1"]
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    again = load_dataset(f"folder:{root}", "train", cache_dir=tmp_path / "cache")
+    assert torch.equal(again.images, data.images)
+
+
+def test_grey_folder_has_one_channel(tmp_path):
+    root = make_image_folder(tmp_path / "g", classes=2, per_class=(2, 2), size=8, mode="L")
+    assert load_dataset(f"folder:{root}", "test", cache_dir=tmp_path / "c").channels == 1
+
+
+def test_folder_errors_name_the_fix(tmp_path):
+    with pytest.raises(UserError, match="has no train/ directory"):
+        load_dataset(f"folder:{tmp_path}", "train")
+    root = make_image_folder(tmp_path / "mixed", classes=1, per_class=(2, 1), size=8)
+    from PIL import Image
+    Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(root / "train" / "class0" / "odd.png")
+    with pytest.raises(UserError, match="resize"):
+        load_dataset(f"folder:{root}", "train", cache_dir=tmp_path / "c")
+    with pytest.raises(UserError, match="unknown dataset"):
+        load_dataset("mnist3d", "train")
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_idx_files_are_parsed(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 28, 28))
+    labels = rng.integers(0, 10, 5)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
+    data = load_dataset("fashion-mnist", "test", data_dir=tmp_path)
+    assert np.array_equal(data.images[:, 0].numpy(), images)
+    assert data.labels.tolist() == labels.tolist() and data.num_classes == 10
+
+
+def _data(n=6, c=2, h=8, w=8):
+    images = torch.arange(n * c * h * w, dtype=torch.int64).remainder(251).to(torch.uint8).view(n, c, h, w)
+    return ImageData(images, torch.arange(n), [str(i) for i in range(n)])
+
+
+def test_crop_and_flip_match_a_per_image_reference():
+    data = _data()
+    loader = DeviceLoader(data, torch.arange(6), 6, torch.device("cpu"), [0.0, 0.0], [1 / 255, 1 / 255],
+                          Augment(crop_padding=2, flip=True), shuffle=False)
+    (x, y), = list(loader.epoch(0))
+    # Replay the generator the same way the loader drew its parameters.
+    from ista_nas.engine.data import epoch_generator
+    gen = epoch_generator(0, 0, 0)
+    off = torch.randint(0, 5, (2, 6), generator=gen)
+    flip = torch.rand(6, generator=gen) < 0.5
+    for i in range(6):
+        padded = F.pad(data.images[i].float(), (2, 2, 2, 2))
+        ref = padded[:, off[0, i]:off[0, i] + 8, off[1, i]:off[1, i] + 8]
+        if flip[i]:
+            ref = ref.flip(2)
+        torch.testing.assert_close(x[i], ref)
+    assert y.tolist() == list(range(6))
+
+
+def test_cutout_zeroes_a_square_of_the_given_side():
+    data = ImageData(torch.full((50, 1, 20, 20), 200, dtype=torch.uint8), torch.zeros(50, dtype=torch.long), ["a"])
+    loader = DeviceLoader(data, torch.arange(50), 50, torch.device("cpu"), [0.0], [1.0], Augment(cutout=6))
+    (x, _), = list(loader.epoch(3))
+    holes = (x == 0).sum((1, 2, 3))
+    assert int(holes.max()) == 36  # a square fully inside the image
+    assert bool((holes > 0).all()) and bool((holes <= 36).all())
+
+
+def test_epoch_order_is_a_seeded_permutation_and_drop_last():
+    data = _data(n=10)
+    loader = DeviceLoader(data, torch.arange(10), 4, torch.device("cpu"), [0.0, 0.0], [1.0, 1.0], seed=5)
+    assert len(loader) == 2
+    first = torch.cat([y for _, y in loader.epoch(0)])
+    assert len(set(first.tolist())) == 8
+    assert torch.equal(first, torch.cat([y for _, y in loader.epoch(0)]))
+    assert not torch.equal(first, torch.cat([y for _, y in loader.epoch(1)]))

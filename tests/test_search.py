@@ -1,0 +1,107 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ista_nas import Genotype, RunFailed, load_genotype
+from ista_nas.engine.checkpoint import load_checkpoint
+from ista_nas.methods import two_stage
+
+
+def test_tiny_search_writes_every_output(tiny_config, tmp_path):
+    cfg = tiny_config(epochs=2)
+    result = two_stage.search(cfg, tmp_path / "run")
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "genotype.json", "ranking.json",
+                                               "checkpoint.pt"}
+    assert json.loads((run / "config.json").read_text()) == cfg.to_dict()
+    genotype = load_genotype(run / "genotype.json")
+    assert genotype == result.genotype and len(genotype.normal) == 8
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    for r in lines:
+        assert {"train_loss", "train_acc", "valid_loss", "valid_acc", "supports_changed", "seconds", "genotype"} <= set(r)
+        Genotype.from_dict(r["genotype"])
+    assert Genotype.from_dict(lines[-1]["genotype"]) == genotype
+    ranking = json.loads((run / "ranking.json").read_text())
+    assert [len(node) for node in ranking["normal"]] == [14, 21, 28, 35]
+    # The genotype's pairs are the two best-ranked candidates of each node.
+    for node, entries in enumerate(ranking["normal"]):
+        best = {(e["op"], e["predecessor"]) for e in entries[:2]}
+        assert best == set(genotype.normal[2 * node: 2 * node + 2])
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    assert ckpt["epoch"] == 2
+
+
+def test_resume_equals_an_uninterrupted_run(tiny_config, tmp_path):
+    full = two_stage.search(tiny_config(epochs=3), tmp_path / "full")
+    two_stage.search(tiny_config(epochs=1), tmp_path / "part")
+    resumed = two_stage.resume(tmp_path / "part", epochs=3)
+    assert resumed.genotype == full.genotype
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["search"]
+    b = load_checkpoint(tmp_path / "part" / "checkpoint.pt")["search"]
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert [r["epoch"] for r in resumed.metrics] == [1, 2, 3]
+    assert resumed.metrics[-1]["train_loss"] == full.metrics[-1]["train_loss"]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
+    two_stage.search(tiny_config(epochs=1), tmp_path / "run")
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    real_step = two_stage.TwoStageSearch.step
+
+    def poisoned(self, *batch):
+        stats = real_step(self, *batch)
+        stats["train_loss"] = stats["train_loss"] * float("nan")
+        return stats
+
+    monkeypatch.setattr(two_stage.TwoStageSearch, "step", poisoned)
+    with pytest.raises(RunFailed, match="train_loss became non-finite"):
+        two_stage.resume(tmp_path / "run", epochs=2)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "ista_nas.cli", *args], capture_output=True, text=True)
+
+
+def _assert_user_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ista-nas: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--preset", "fast"], ["unknown preset 'fast'", "quick"]),
+    (["--dataset", "imagenet9"], ["unknown dataset 'imagenet9'"]),
+    (["--sparsity", "14"], ["--sparsity (s) must be in 1..13"]),
+    (["--proj-dims", "0"], ["--proj-dims (m) must be at least 1"]),
+    (["--lr", "0"], ["--lr must be positive"]),
+    (["--arch-lr", "-1"], ["--arch-lr must be positive"]),
+    (["--matrix", "cauchy"], ["unknown --matrix 'cauchy'"]),
+    (["--dataset", "folder:/nonexistent/x"], ["has no train/ directory"]),
+])
+def test_bad_flags_give_one_line_and_exit_2(args, fragments, tmp_path):
+    _assert_user_error(cli("search", "--preset", "quick", "--out", str(tmp_path / "r"), *args), *fragments)
+
+
+def test_bad_runs_and_checkpoints_give_one_line_and_exit_2(tiny_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
+    base = ["search", "--preset", "quick", "--dataset", f"folder:{tiny_folder}", "--channels", "4", "--layers",
+            "3", "--batch-size", "12", "--epochs", "1", "--device", "cpu", "--subset", "0"]
+    _assert_user_error(cli(*base, "--subset", "100000", "--out", str(tmp_path / "a")), "--subset 100000 is larger")
+    ok = cli(*base, "--out", str(tmp_path / "run"))
+    assert ok.returncode == 0, ok.stderr
+    _assert_user_error(cli(*base, "--lr", "0.5", "--out", str(tmp_path / "run")), "holds a different run")
+    _assert_user_error(cli(*base, "--out", str(tmp_path / "run")), "already holds this run", "--resume")
+    _assert_user_error(cli("search", "--resume", str(tmp_path / "run"), "--lr", "0.5"), "only --epochs and --device")
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    _assert_user_error(cli("search", "--resume", str(tmp_path / "run"), "--epochs", "2"), "corrupt", str(ckpt))
+    _assert_user_error(cli("search", "--resume", str(tmp_path / "nothing")), "not a run directory")

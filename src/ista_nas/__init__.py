@@ -1,12 +1,12 @@
 """ISTA-NAS: neural architecture search by sparse coding (Yang et al., NeurIPS 2020).
 
-Layers, bottom up: ``ops`` and ``lasso`` (torch only) -> ``sparse_coding`` -> ``genotype`` and ``networks``
+Layers, bottom up: ``ops`` and ``solver`` (torch only) -> ``sparse_coding`` -> ``genotype`` and ``networks``
 -> ``methods`` (the search algorithms) -> ``engine`` helpers they use -> ``cli``.
 """
 
 from .errors import IstaNasError, RunFailed, UserError
 from .genotype import Genotype, load_genotype, save_genotype
-from .lasso import LassoResult, lasso
+from .solver import LassoResult, lasso
 
 __version__ = "0.1.0"
 

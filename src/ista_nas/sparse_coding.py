@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .lasso import LassoResult, lasso
+from .solver import LassoResult, lasso
 
 MATRIX_KINDS = ("uniform", "gaussian")
 

@@ -99,13 +99,20 @@ def _homotopy(AtA: Tensor, Atb: Tensor, lam: float, max_steps: int) -> tuple[Ten
     done = level <= lam
     x = torch.zeros_like(Atb)
     first = Atb.abs().argmax(-1)
-    active = torch.zeros_like(x, dtype=torch.bool)
+    active = torch.zeros_like(Atb, dtype=torch.bool)
     active[rows, first] = ~done
     theta = torch.sign(Atb) * active
+    # Coefficients that joined or left at the last breakpoint: a joiner starts at exactly zero, a leaver at
+    # exactly |corr| = level, so neither may trigger a zero-length event.
+    dropped = torch.zeros_like(active)
+    joined = active.clone()
     steps = 0
     for steps in range(1, max_steps + 1):
         if bool(done.all()):
             break
+        # x is recomputed exactly at every breakpoint (no drift from accumulating steps).
+        x = torch.where(done.unsqueeze(-1), x, _solve_on_support(AtA, Atb, active, theta, level))
+        x = torch.where(joined, torch.zeros_like(x), x)
         d = _solve_on_support(AtA, torch.zeros_like(Atb), active, -theta, 1.0)
         corr = Atb - (AtA @ x.unsqueeze(-1)).squeeze(-1)
         slope = (AtA @ d.unsqueeze(-1)).squeeze(-1)
@@ -115,27 +122,30 @@ def _homotopy(AtA: Tensor, Atb: Tensor, lam: float, max_steps: int) -> tuple[Ten
         # Joins: an inactive j with |corr_j - g * slope_j| = level - g.
         g_plus = torch.where((1 - slope).abs() > 1e-15, (lv - corr) / (1 - slope), inf)
         g_minus = torch.where((1 + slope).abs() > 1e-15, (lv + corr) / (1 + slope), inf)
-        g_plus = torch.where(g_plus > tiny, g_plus, inf)
-        g_minus = torch.where(g_minus > tiny, g_minus, inf)
+        # A coefficient that has just left sits exactly at |corr| = level: ignore that zero-length event.
+        floor = torch.where(dropped, 1e-9 * lv, tiny)
+        g_plus = torch.where(g_plus > floor, g_plus, inf)
+        g_minus = torch.where(g_minus > floor, g_minus, inf)
         g_join = torch.where(active, inf, torch.minimum(g_plus, g_minus))
         # Drops: an active coefficient reaching zero.
-        g_drop = torch.where(active & (d != 0), -x / d.where(d != 0, torch.ones_like(d)), inf)
+        g_drop = torch.where(active & ~joined & (d != 0), -x / d.where(d != 0, torch.ones_like(d)), inf)
         g_drop = torch.where(g_drop > tiny, g_drop, inf)
         join_j, drop_j = g_join.argmin(-1), g_drop.argmin(-1)
         g_j, g_d = g_join[rows, join_j], g_drop[rows, drop_j]
         g_end = level - lam
         gamma = torch.minimum(torch.minimum(g_j, g_d), g_end)
         gamma = torch.where(done, torch.zeros_like(gamma), gamma)
-        x = x + gamma.unsqueeze(-1) * d
         level = level - gamma
         is_drop = ~done & (g_d <= g_j) & (g_d < g_end)
         is_join = ~done & (g_j < g_d) & (g_j < g_end)
         new_sign = torch.sign(corr - gamma.unsqueeze(-1) * slope)[rows, join_j]
         active[rows[is_join], join_j[is_join]] = True
         theta[rows[is_join], join_j[is_join]] = new_sign[is_join]
+        dropped, joined = torch.zeros_like(active), torch.zeros_like(active)
+        dropped[rows[is_drop], drop_j[is_drop]] = True
+        joined[rows[is_join], join_j[is_join]] = True
         active[rows[is_drop], drop_j[is_drop]] = False
         theta[rows[is_drop], drop_j[is_drop]] = 0.0
-        x[rows[is_drop], drop_j[is_drop]] = 0.0
         done = done | (gamma >= g_end)
     # Polish: the exact solution for the final active set and signs at the target lam.
     return _solve_on_support(AtA, Atb, active, theta, lam), steps

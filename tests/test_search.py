@@ -96,6 +96,7 @@ def test_bad_runs_and_checkpoints_give_one_line_and_exit_2(tiny_folder, tmp_path
     base = ["search", "--preset", "quick", "--dataset", f"folder:{tiny_folder}", "--channels", "4", "--layers",
             "3", "--batch-size", "12", "--epochs", "1", "--device", "cpu", "--subset", "0"]
     _assert_user_error(cli(*base, "--subset", "100000", "--out", str(tmp_path / "a")), "--subset 100000 is larger")
+    assert not (tmp_path / "a").exists()  # a run that never started leaves nothing to clean up
     ok = cli(*base, "--out", str(tmp_path / "run"))
     assert ok.returncode == 0, ok.stderr
     _assert_user_error(cli(*base, "--lr", "0.5", "--out", str(tmp_path / "run")), "holds a different run")

@@ -24,8 +24,8 @@ class RunDir:
         self.checkpoint_path = self.path / "checkpoint.pt"
 
     @classmethod
-    def create(cls, path: str | Path, config: dict[str, Any]) -> "RunDir":
-        """A fresh run directory for ``config``; refuses a directory that already holds a run or other files."""
+    def check_new(cls, path: str | Path, config: dict[str, Any]) -> "RunDir":
+        """Refuse a directory that already holds a run or other files; creates nothing."""
         run = cls(path)
         if run.config_path.is_file():
             try:
@@ -39,6 +39,12 @@ class RunDir:
                             f"or continue that run with --resume {run.path}")
         if run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
             raise UserError(f"--out {run.path} exists and is not an empty directory; choose a new --out")
+        return run
+
+    @classmethod
+    def create(cls, path: str | Path, config: dict[str, Any]) -> "RunDir":
+        """A fresh run directory holding ``config`` (after the same checks as ``check_new``)."""
+        run = cls.check_new(path, config)
         try:
             run.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

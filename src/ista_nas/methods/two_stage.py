@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,7 @@ def prepare_data(cfg: SearchConfig, device: torch.device) -> tuple[ImageData, De
         raise UserError(f"{len(order)} images split {len(train_idx)}/{len(valid_idx)} give less than one batch of "
                         f"{cfg.batch_size}; raise --subset or lower --batch-size")
     mean, std = data.stats()
+    data = ImageData(data.images.to(device), data.labels.to(device), data.classes)  # one copy on the device
     augment = Augment(crop_padding=min(data.size) // 8 if cfg.augment else 0, flip=cfg.augment, cutout=cfg.cutout)
     common = dict(batch_size=cfg.batch_size, device=device, mean=mean, std=std, augment=augment,
                   channels_last=cfg.channels_last, seed=cfg.seed)
@@ -148,8 +149,8 @@ def _changed_names(changed: Tensor) -> list[str]:
 def search(cfg: SearchConfig, out: str | Path) -> SearchResult:
     """Run a two-stage search from scratch into the new run directory ``out``."""
     cfg.validate()
-    run = RunDir.create(out, cfg.to_dict())
-    return _run(cfg, run, checkpoint=None)
+    RunDir.check_new(out, cfg.to_dict())  # fail fast, but create the directory only once the data has loaded
+    return _run(cfg, lambda: RunDir.create(out, cfg.to_dict()), checkpoint=None)
 
 
 def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
@@ -167,17 +168,22 @@ def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
     if checkpoint["epoch"] > cfg.epochs:
         raise UserError(f"the checkpoint has already finished {checkpoint['epoch']} epochs; pass --epochs "
                         f"{checkpoint['epoch']} or more")
-    run.write_json("config.json", cfg.to_dict())
-    return _run(cfg, run, checkpoint)
+
+    def reopen() -> RunDir:
+        run.write_json("config.json", cfg.to_dict())
+        return run
+
+    return _run(cfg, reopen, checkpoint)
 
 
-def _run(cfg: SearchConfig, run: RunDir, checkpoint: dict[str, Any] | None) -> SearchResult:
+def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None) -> SearchResult:
     device = resolve_device(cfg.device)
     data, train_loader, valid_loader = prepare_data(cfg, device)
     net = build_network(cfg, data).to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     searcher = TwoStageSearch(net, cfg)
+    run = open_run()
     start = 0
     if checkpoint is not None:
         try:

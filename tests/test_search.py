@@ -103,6 +103,10 @@ def test_bad_runs_and_checkpoints_give_one_line_and_exit_2(tiny_folder, tmp_path
     _assert_user_error(cli(*base, "--out", str(tmp_path / "run")), "already holds this run", "--resume")
     _assert_user_error(cli("search", "--resume", str(tmp_path / "run"), "--lr", "0.5"), "only --epochs and --device")
     ckpt = tmp_path / "run" / "checkpoint.pt"
-    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    good = ckpt.read_bytes()
+    assert cli(*base, "--lr", "0.5", "--out", str(tmp_path / "other")).returncode == 0
+    ckpt.write_bytes((tmp_path / "other" / "checkpoint.pt").read_bytes())
+    _assert_user_error(cli("search", "--resume", str(tmp_path / "run"), "--epochs", "2"), "other settings", "lr")
+    ckpt.write_bytes(good[:1000])
     _assert_user_error(cli("search", "--resume", str(tmp_path / "run"), "--epochs", "2"), "corrupt", str(ckpt))
     _assert_user_error(cli("search", "--resume", str(tmp_path / "nothing")), "not a run directory")

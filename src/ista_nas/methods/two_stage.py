@@ -165,6 +165,11 @@ def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
                             f"its {getattr(cfg, key)} (only --epochs and --device can change)")
     cfg.validate()
     checkpoint = load_checkpoint(run.checkpoint_path, required=("epoch", "search", "config"))
+    mismatched = sorted(k for k, v in checkpoint["config"].items()
+                        if k not in ("epochs", "device") and stored.get(k) != v)
+    if mismatched:
+        raise UserError(f"checkpoint {run.checkpoint_path} was written by a run with other settings "
+                        f"({', '.join(mismatched)} differ from config.json); it belongs to another run")
     if checkpoint["epoch"] > cfg.epochs:
         raise UserError(f"the checkpoint has already finished {checkpoint['epoch']} epochs; pass --epochs "
                         f"{checkpoint['epoch']} or more")
@@ -174,6 +179,13 @@ def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
         return run
 
     return _run(cfg, reopen, checkpoint)
+
+
+def _write_results(run: RunDir, net: SearchNetwork) -> Genotype:
+    genotype = net.genotype()
+    run.write_json("genotype.json", genotype.to_dict())
+    run.write_json("ranking.json", net.ranking())
+    return genotype
 
 
 def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None) -> SearchResult:
@@ -210,8 +222,7 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
         genotype = net.genotype()
         save_checkpoint(run.checkpoint_path, {"epoch": epoch + 1, "config": cfg.to_dict(),
                                               "search": searcher.state_dict(), "genotype": genotype.to_dict()})
-        run.write_json("genotype.json", genotype.to_dict())
-        run.write_json("ranking.json", net.ranking())
+        _write_results(run, net)
         record = {"epoch": epoch + 1, **stats, "lr": searcher.w_opt.param_groups[0]["lr"],
                   "supports_changed": _changed_names(changed), "recovery_iterations": recovery.iterations,
                   "recovery_kkt_violation": float(recovery.kkt_violation.max()),
@@ -220,9 +231,7 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
         log.info("epoch %d/%d  train loss %.4f acc %.2f%%  valid loss %.4f acc %.2f%%  supports changed %d  %.1fs",
                  epoch + 1, cfg.epochs, stats["train_loss"], stats["train_acc"], stats["valid_loss"],
                  stats["valid_acc"], len(record["supports_changed"]), record["seconds"])
-    genotype = net.genotype()
-    run.write_json("genotype.json", genotype.to_dict())
-    run.write_json("ranking.json", net.ranking())
+    genotype = _write_results(run, net) if start == cfg.epochs else net.genotype()  # else written above
     log.info("genotype: %s", genotype.to_dict())
     log.info("wrote %s", run.path / "genotype.json")
     return SearchResult(genotype, run.path, run.read_metrics())

@@ -71,7 +71,7 @@ def cli(*args):
 def _assert_user_error(proc, *fragments):
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ista-nas: error:"), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("ista-nas") and " error: " in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
@@ -86,6 +86,8 @@ def _assert_user_error(proc, *fragments):
     (["--arch-lr", "-1"], ["--arch-lr must be positive"]),
     (["--matrix", "cauchy"], ["unknown --matrix 'cauchy'"]),
     (["--dataset", "folder:/nonexistent/x"], ["has no train/ directory"]),
+    (["--lr", "abc"], ["invalid float value: 'abc'", "--help"]),
+    (["--no-such-flag"], ["unrecognized arguments: --no-such-flag"]),
 ])
 def test_bad_flags_give_one_line_and_exit_2(args, fragments, tmp_path):
     _assert_user_error(cli("search", "--preset", "quick", "--out", str(tmp_path / "r"), *args), *fragments)

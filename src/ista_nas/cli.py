@@ -16,6 +16,13 @@ from .errors import IstaNasError, UserError
 log = logging.getLogger("ista_nas")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (problem + where to look) and exit code 2."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per SearchConfig field; defaults are SUPPRESSed so only explicit flags are seen."""
     for f in dataclasses.fields(SearchConfig):
@@ -28,14 +35,14 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                                 help=f.metadata["help"])
         else:
             parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=f.name.upper(),
-                                help=f"{f.metadata['help']} [paper: {f.default}]")
+                                help=f.metadata["help"])
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ista-nas", description="ISTA-NAS: architecture search by sparse coding")
+    parser = _Parser(prog="ista-nas", description="ISTA-NAS: architecture search by sparse coding")
     parser.add_argument("--version", action="version", version=f"ista-nas {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     search = commands.add_parser("search", help="search an architecture (two-stage ISTA-NAS)",
                                  description="Search a cell architecture. Start from a preset; every flag overrides it.")

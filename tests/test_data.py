@@ -99,3 +99,17 @@ def test_epoch_order_is_a_seeded_permutation_and_drop_last():
     assert len(set(first.tolist())) == 8
     assert torch.equal(first, torch.cat([y for _, y in loader.epoch(0)]))
     assert not torch.equal(first, torch.cat([y for _, y in loader.epoch(1)]))
+
+
+def test_missing_torchvision_dataset_names_the_folder_to_provide(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    class Offline:
+        base_folder = "cifar-10-batches-py"
+
+        def __init__(self, root, train, download):
+            raise RuntimeError("Dataset not found" if not download else "no network")
+
+    monkeypatch.setattr(tvd, "CIFAR10", Offline)
+    with pytest.raises(UserError, match="could not be downloaded.*cifar-10-batches-py.*--data-dir"):
+        load_dataset("cifar10", "train", data_dir=tmp_path)

@@ -110,12 +110,12 @@ def _load_fashion_mnist(split: str, data_dir: str | Path | None) -> ImageData:
                                     "'apt-get install --reinstall dataset-fashion-mnist'") from None
                 return ImageData(images, labels, list(FASHION_CLASSES))
     return _torchvision("FashionMNIST", split, data_dir, "fashion-mnist",
-                        "install it with 'apt-get install -y dataset-fashion-mnist'")
+                        "or install it with 'apt-get install -y dataset-fashion-mnist'")
 
 
 def _load_cifar(name: str, split: str, data_dir: str | Path | None) -> ImageData:
     return _torchvision("CIFAR10" if name == "cifar10" else "CIFAR100", split, data_dir, name,
-                        "or use --dataset folder:PATH for an image-folder copy")
+                        "or use --dataset folder:PATH for an image-folder copy (PATH/train/<class>/*.png)")
 
 
 def _torchvision(cls_name: str, split: str, data_dir: str | Path | None, name: str, hint: str) -> ImageData:
@@ -131,8 +131,9 @@ def _torchvision(cls_name: str, split: str, data_dir: str | Path | None, name: s
         except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError... depending on the failure
             err = exc
     if dataset is None:
+        folder = getattr(cls, "base_folder", None) or f"{cls_name}/raw"
         raise UserError(f"dataset {name} is not in {root} and could not be downloaded ({type(err).__name__}); "
-                        f"put torchvision's copy there with --data-dir, {hint}")
+                        f"pass the folder holding torchvision's {folder} with --data-dir, {hint}")
     data = dataset.data
     images = torch.as_tensor(np.asarray(data))
     images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)

@@ -19,7 +19,10 @@ def test_json_round_trip(tmp_path):
     path = tmp_path / "g.json"
     save_genotype(g, path)
     assert load_genotype(path) == g
-    assert json.loads(path.read_text()) == VALID
+    assert json.loads(path.read_text()) == {**VALID, "flavour": "standard"}
+    one_stage = Genotype.from_dict({**VALID, "flavour": "one-stage"})
+    save_genotype(one_stage, path)
+    assert load_genotype(path) == one_stage and one_stage.flavour == "one-stage"
     assert g.steps == 4
 
 
@@ -33,6 +36,8 @@ def test_json_round_trip(tmp_path):
     (lambda d: d["normal"].__setitem__(1, ["skip_connect"]), "expected \\[op, predecessor\\]"),
     (lambda d: d.__setitem__("normal_concat", [2, 3, 9]), "normal_concat"),
     (lambda d: d.pop("reduce_concat"), "missing key"),
+    (lambda d: d.__setitem__("flavor", "one-stage"), "unknown key\\(s\\) flavor"),
+    (lambda d: d.__setitem__("flavour", "three-stage"), "unknown flavour 'three-stage'"),
 ])
 def test_invalid_genotypes_are_rejected(mutate, message):
     data = json.loads(json.dumps(VALID))

@@ -16,6 +16,8 @@ from .errors import UserError
 from .ops import PRIMITIVES
 
 Pair = tuple[str, int]
+FLAVOURS = ("standard", "one-stage")  # one-stage: a BN after every parameter-free op (pools, identity skip)
+KEYS = ("normal", "normal_concat", "reduce", "reduce_concat", "flavour")
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class Genotype:
     normal_concat: tuple[int, ...]
     reduce: tuple[Pair, ...]
     reduce_concat: tuple[int, ...]
+    flavour: str = "standard"
 
     @property
     def steps(self) -> int:
@@ -35,6 +38,7 @@ class Genotype:
             "normal_concat": list(self.normal_concat),
             "reduce": [[op, pred] for op, pred in self.reduce],
             "reduce_concat": list(self.reduce_concat),
+            "flavour": self.flavour,
         }
 
     @classmethod
@@ -46,6 +50,12 @@ class Genotype:
         if missing:
             raise UserError(f"{source}: missing key(s) {', '.join(missing)}; a genotype needs normal, normal_concat, "
                             "reduce and reduce_concat")
+        unknown = sorted(set(data) - set(KEYS))
+        if unknown:
+            raise UserError(f"{source}: unknown key(s) {', '.join(map(str, unknown))}; a genotype has {', '.join(KEYS)}")
+        flavour = data.get("flavour", "standard")
+        if flavour not in FLAVOURS:
+            raise UserError(f"{source}: unknown flavour {flavour!r}; choose one of {', '.join(FLAVOURS)}")
         normal = _pairs(data["normal"], f"{source}: normal")
         reduce = _pairs(data["reduce"], f"{source}: reduce")
         if len(normal) != len(reduce):
@@ -53,7 +63,7 @@ class Genotype:
                             "both cells need the same number of nodes")
         steps = len(normal) // 2
         return cls(normal, _concat(data["normal_concat"], steps, f"{source}: normal_concat"),
-                   reduce, _concat(data["reduce_concat"], steps, f"{source}: reduce_concat"))
+                   reduce, _concat(data["reduce_concat"], steps, f"{source}: reduce_concat"), flavour)
 
 
 def _pairs(value: Any, where: str) -> tuple[Pair, ...]:

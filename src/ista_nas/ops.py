@@ -79,12 +79,8 @@ class FactorizedReduce(nn.Module):
 def _pool(kind: str) -> Callable[[int, int, bool], nn.Module]:
     def build(c: int, stride: int, affine: bool) -> nn.Module:
         if kind == "max":
-            pool = nn.MaxPool2d(3, stride=stride, padding=1)
-        else:
-            pool = nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
-        # A BN after the parameter-free pool puts its output on the same scale as the conv ops', so the
-        # architecture weights compare like with like (the official search code does the same).
-        return nn.Sequential(pool, nn.BatchNorm2d(c, affine=affine))
+            return nn.MaxPool2d(3, stride=stride, padding=1)
+        return nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
 
     return build
 

@@ -38,7 +38,12 @@ class SparseCell(nn.Module):
             ops = nn.ModuleList()
             for k in range((i + 2) * len(PRIMITIVES)):
                 pred, name = candidate(k)
-                ops.append(OPS[name](c, 2 if reduction and pred < 2 else 1, affine))
+                op = OPS[name](c, 2 if reduction and pred < 2 else 1, affine)
+                if "pool" in name:
+                    # A BN after the parameter-free pool puts its output on the conv ops' scale, so the
+                    # architecture weights compare like with like (the official search code does the same).
+                    op = nn.Sequential(op, nn.BatchNorm2d(c, affine=affine))
+                ops.append(op)
             self.nodes.append(ops)
 
     def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, support: Sequence[Sequence[int]]) -> Tensor:

@@ -1,0 +1,147 @@
+"""Discrete networks built from a genotype: the CIFAR network and the ImageNet (mobile) network.
+
+One class serves both: ``stem="cifar"`` is a single 3x3 conv, ``stem="imagenet"`` three stride-2 convs to
+1/8 resolution. Cells follow the genotype; reductions at L/3 and 2L/3; an auxiliary head after cell 2L/3.
+The ``one-stage`` flavour adds a BN after every parameter-free op (pools and the identity skip), as the
+networks that ISTA-NAS's one-stage search trains and returns do.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..genotype import Genotype
+from ..ops import OPS, FactorizedReduce, ReLUConvBN
+
+
+def drop_path(x: Tensor, prob: float) -> Tensor:
+    """Zero whole samples with probability ``prob`` and rescale the rest (scheduled drop-path, DARTS)."""
+    keep = 1.0 - prob
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x * mask / keep
+
+
+def preprocessing(c_pp: int, c_p: int, c: int, reduction_prev: bool, affine: bool) -> tuple[nn.Module, nn.Module]:
+    """The two 1x1 input adapters of a cell (the first halves the resolution after a reduction cell)."""
+    pre0 = FactorizedReduce(c_pp, c, affine) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, affine)
+    return pre0, ReLUConvBN(c_p, c, 1, 1, 0, affine)
+
+
+def build_op(name: str, c: int, stride: int, flavour: str) -> nn.Module:
+    op = OPS[name](c, stride, True)
+    if flavour == "one-stage" and ("pool" in name or isinstance(op, nn.Identity)):
+        op = nn.Sequential(op, nn.BatchNorm2d(c))  # every op then ends in a BN that can absorb alpha
+    return op
+
+
+class Cell(nn.Module):
+    def __init__(self, genotype: Genotype, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool):
+        super().__init__()
+        self.reduction = reduction
+        self.pre0, self.pre1 = preprocessing(c_pp, c_p, c, reduction_prev, affine=True)
+        pairs = genotype.reduce if reduction else genotype.normal
+        self.concat = list(genotype.reduce_concat if reduction else genotype.normal_concat)
+        self.inputs = [pred for _, pred in pairs]
+        self.ops = nn.ModuleList(build_op(name, c, 2 if reduction and pred < 2 else 1, genotype.flavour)
+                                 for name, pred in pairs)
+        # Drop-path skips identity ops, so a skip connection is never dropped.
+        self.droppable = [not isinstance(op, nn.Identity) for op in self.ops]
+
+    def forward(self, s0: Tensor, s1: Tensor, drop_prob: float) -> Tensor:
+        states = [self.pre0(s0), self.pre1(s1)]
+        for node in range(len(self.ops) // 2):
+            out = None
+            for k in (2 * node, 2 * node + 1):
+                h = self.ops[k](states[self.inputs[k]])
+                if self.training and drop_prob > 0 and self.droppable[k]:
+                    h = drop_path(h, drop_prob)
+                out = h if out is None else out + h
+            states.append(out)
+        return torch.cat([states[i] for i in self.concat], dim=1)
+
+
+class AuxiliaryHead(nn.Module):
+    """DARTS's auxiliary classifier on the 2L/3 feature map (8x8 on CIFAR, 14x14 on ImageNet)."""
+
+    def __init__(self, c: int, num_classes: int, imagenet: bool):
+        super().__init__()
+        self.pool_stride = 2 if imagenet else 3
+        layers: list[nn.Module] = [nn.Conv2d(c, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
+                                   nn.Conv2d(128, 768, 2, bias=False)]
+        if not imagenet:  # the DARTS ImageNet head has no BN here (kept for comparable results)
+            layers.append(nn.BatchNorm2d(768))
+        layers.append(nn.ReLU(inplace=True))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu(x)
+        if min(x.shape[-2:]) >= 8:
+            x = F.avg_pool2d(x, 5, stride=self.pool_stride, count_include_pad=False)
+        else:  # small inputs (e.g. 28x28 images give 7x7 here): pool to the 2x2 the head expects
+            x = F.adaptive_avg_pool2d(x, 2)
+        x = F.adaptive_avg_pool2d(self.features(x), 1)
+        return self.classifier(x.flatten(1))
+
+
+class Network(nn.Module):
+    """The network a genotype describes. ``forward`` returns logits; ``forward_with_aux`` adds the head's."""
+
+    def __init__(self, genotype: Genotype, channels: int = 36, layers: int = 20, num_classes: int = 10,
+                 in_channels: int = 3, auxiliary: bool = True, stem: str = "cifar", stem_multiplier: int = 3):
+        super().__init__()
+        if stem not in ("cifar", "imagenet"):
+            raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
+        self.genotype = genotype
+        self.drop_path_prob = 0.0  # set by the trainer each epoch
+        imagenet = stem == "imagenet"
+        # The first two cell inputs: both the stem output (CIFAR), or the 1/4 and 1/8 stem stages (ImageNet).
+        self.stem1: nn.Module | None = None
+        if imagenet:
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, channels // 2, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(channels // 2), nn.ReLU(inplace=True),
+                nn.Conv2d(channels // 2, channels, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels))
+            self.stem1 = nn.Sequential(nn.ReLU(inplace=True),
+                                       nn.Conv2d(channels, channels, 3, stride=2, padding=1, bias=False),
+                                       nn.BatchNorm2d(channels))
+            c_pp = c_p = channels
+        else:
+            c_stem = stem_multiplier * channels
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False),
+                                      nn.BatchNorm2d(c_stem))
+            c_pp = c_p = c_stem
+        c, reduction_prev = channels, imagenet
+        self.cells = nn.ModuleList()
+        self.aux_after = 2 * layers // 3 if auxiliary else -1
+        self.aux_head: AuxiliaryHead | None = None
+        for i in range(layers):
+            reduction = layers >= 3 and i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                c *= 2
+            cell = Cell(genotype, c_pp, c_p, c, reduction, reduction_prev)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            c_pp, c_p = c_p, len(cell.concat) * c
+            if i == self.aux_after:
+                self.aux_head = AuxiliaryHead(c_p, num_classes, imagenet)
+        self.classifier = nn.Linear(c_p, num_classes)
+
+    def forward_with_aux(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        s0 = self.stem(x)
+        s1 = s0 if self.stem1 is None else self.stem1(s0)
+        aux = None
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self.aux_after and self.training and self.aux_head is not None:
+                aux = self.aux_head(s1)
+        return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1)), aux
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_aux(x)[0]
+
+
+def count_parameters(model: nn.Module, exclude_aux: bool = True) -> int:
+    return sum(p.numel() for name, p in model.named_parameters() if not (exclude_aux and name.startswith("aux_head.")))

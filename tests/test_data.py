@@ -71,11 +71,11 @@ def test_crop_and_flip_match_a_per_image_reference():
     # Replay the generator the same way the loader drew its parameters.
     from ista_nas.engine.data import epoch_generator
     gen = epoch_generator(0, 0, 0)
-    off = torch.randint(0, 5, (2, 6), generator=gen)
+    off = torch.randint(0, 5, (6, 2), generator=gen)
     flip = torch.rand(6, generator=gen) < 0.5
     for i in range(6):
         padded = F.pad(data.images[i].float(), (2, 2, 2, 2))
-        ref = padded[:, off[0, i]:off[0, i] + 8, off[1, i]:off[1, i] + 8]
+        ref = padded[:, off[i, 0]:off[i, 0] + 8, off[i, 1]:off[i, 1] + 8]
         if flip[i]:
             ref = ref.flip(2)
         torch.testing.assert_close(x[i], ref)

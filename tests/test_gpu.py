@@ -1,22 +1,65 @@
+"""CUDA checks (skipped without a CUDA device): same numbers as the CPU, no host syncs in a search step."""
+
 import pytest
 import torch
+import torch.nn.functional as F
 
-from ista_nas.methods.two_stage import TwoStageSearch
+from ista_nas.engine.data import Augment, DeviceLoader, ImageData
+from ista_nas.methods import two_stage
 from ista_nas.networks import SearchNetwork
 
 pytestmark = pytest.mark.gpu
 
 
-def test_search_step_on_cuda_matches_cpu(tiny_config):
-    cfg = tiny_config(channels_last=False)
+def _net(device):
     torch.manual_seed(0)
+    net = SearchNetwork(channels=4, layers=3, num_classes=3, seed=0)
+    with torch.no_grad():
+        net.arch.b.normal_(0, 1e-2, generator=torch.Generator().manual_seed(1))
+    net.arch.recover()
+    return net.to(device)
+
+
+def test_gradients_weights_and_supports_match_the_cpu(tiny_config):
+    cfg = tiny_config(channels_last=False)
     x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 3, (8,))
-    results = []
+    grads, weights, supports = [], [], []
     for device in ("cpu", "cuda"):
-        torch.manual_seed(0)
-        net = SearchNetwork(channels=4, layers=3, num_classes=3, seed=0).to(device)
-        searcher = TwoStageSearch(net, cfg)
+        net = _net(device)
+        loss = F.cross_entropy(net(x.to(device)), y.to(device))
+        grads.append(torch.autograd.grad(loss, [net.arch.b])[0].cpu())
+        searcher = two_stage.TwoStageSearch(net, cfg)
         searcher.begin_epoch(0)
         searcher.step(x.to(device), y.to(device), x.to(device), y.to(device))
-        results.append(net.arch.b.detach().cpu())
-    torch.testing.assert_close(results[0], results[1], atol=1e-4, rtol=1e-3)
+        weights.append({k: v.detach().cpu() for k, v in net.state_dict().items()})
+        net.arch.recover()
+        supports.append(net.arch.support_list)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-3)
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], atol=1e-4, rtol=1e-3, msg=key)
+    assert supports[0] == supports[1]
+
+
+def test_search_steps_do_not_synchronise_with_the_host(tiny_config):
+    cfg = tiny_config()
+    data = ImageData(torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8), torch.randint(0, 3, (64,)),
+                     ["a", "b", "c"])
+    device = torch.device("cuda")
+    loader = DeviceLoader(data, torch.arange(64), 8, device, [0.5] * 3, [0.25] * 3,
+                          Augment(crop_padding=2, flip=True, cutout=4), channels_last=True)
+    net = _net(device).to(memory_format=torch.channels_last)
+    searcher = two_stage.TwoStageSearch(net, cfg)
+    searcher.begin_epoch(0)
+    batches = list(loader.epoch(0))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for (x, y), (xv, yv) in zip(batches, batches[1:]):
+            searcher.step(x, y, xv, yv)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_tiny_search_runs_on_cuda(tiny_config, tmp_path):
+    result = two_stage.search(tiny_config(device="cuda", epochs=1), tmp_path / "run")
+    assert len(result.genotype.normal) == 8

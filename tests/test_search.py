@@ -87,6 +87,9 @@ def _assert_user_error(proc, *fragments):
     (["--matrix", "cauchy"], ["unknown --matrix 'cauchy'"]),
     (["--dataset", "folder:/nonexistent/x"], ["has no train/ directory"]),
     (["--lr", "abc"], ["invalid float value: 'abc'", "--help"]),
+    (["--sparsity", "8"], ["at most --proj-dims (m)"]),
+    (["--seed", str(2**64)], ["--seed must be in"]),
+    (["--device", "tpu"], ["unknown --device 'tpu'"]),
     (["--no-such-flag"], ["unrecognized arguments: --no-such-flag"]),
 ])
 def test_bad_flags_give_one_line_and_exit_2(args, fragments, tmp_path):
@@ -112,3 +115,67 @@ def test_bad_runs_and_checkpoints_give_one_line_and_exit_2(tiny_folder, tmp_path
     ckpt.write_bytes(good[:1000])
     _assert_user_error(cli("search", "--resume", str(tmp_path / "run"), "--epochs", "2"), "corrupt", str(ckpt))
     _assert_user_error(cli("search", "--resume", str(tmp_path / "nothing")), "not a run directory")
+
+
+def test_stored_config_with_wrong_types_is_rejected(tiny_config, tmp_path):
+    from ista_nas import UserError
+    from ista_nas.config import SearchConfig
+
+    data = tiny_config().to_dict()
+    with pytest.raises(UserError, match="epochs must be int, got '5'"):
+        SearchConfig.from_dict({**data, "epochs": "5"}).validate()
+    with pytest.raises(UserError, match="augment must be bool"):
+        SearchConfig.from_dict({**data, "augment": 1}).validate()
+    SearchConfig.from_dict({**data, "lr": 1}).validate()  # an int where a float is expected is fine
+
+
+def test_unfinished_first_epoch_can_simply_be_started_again(tiny_config, tmp_path):
+    from ista_nas.engine.rundir import RunDir
+
+    cfg = tiny_config(epochs=1)
+    RunDir.create(tmp_path / "run", cfg.to_dict())  # as left by a run killed before its first checkpoint
+    result = two_stage.search(cfg, tmp_path / "run")
+    assert (tmp_path / "run" / "checkpoint.pt").exists() and len(result.metrics) == 1
+
+
+def test_resume_survives_a_torn_metrics_line(tiny_config, tmp_path):
+    two_stage.search(tiny_config(epochs=1), tmp_path / "run")
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"epoch": 2, "train_lo')  # killed while appending epoch 2
+    result = two_stage.resume(tmp_path / "run", epochs=2)
+    assert [r["epoch"] for r in result.metrics] == [1, 2]
+
+
+def test_unused_weights_keep_decaying_like_the_official_code(tiny_config):
+    from ista_nas.config import make_config
+    from ista_nas.networks import SearchNetwork
+
+    cfg = make_config("paper", lr=0.1, momentum=0.9, weight_decay=0.01)
+    torch.manual_seed(0)
+    net = SearchNetwork(channels=4, layers=3, num_classes=3, seed=0)
+    searcher = two_stage.TwoStageSearch(net, cfg)
+    x, y = torch.randn(6, 3, 16, 16), torch.randint(0, 3, (6,))
+    searcher.begin_epoch(0)
+    searcher.step(x, y, x, y)
+    # Move node 0 of the normal cell to another support; its old ops are now unused.
+    old = net.arch.support_list[0][0]
+    new = [k for k in range(14) if k not in old][:2]
+    with torch.no_grad():
+        net.arch.support[0, 0] = torch.tensor(new)
+    net.arch._cache_support()
+    op = net.cells[0].nodes[0][old[0]]
+    params = [p for p in op.parameters()]
+    if not params:  # a parameter-free candidate: use the other one
+        op = net.cells[0].nodes[0][old[1]]
+        params = list(op.parameters())
+    never_used = list(net.cells[0].nodes[0][new[0]].parameters())
+    assert params and all(p.grad is not None for p in params)
+    before = [p.detach().clone() for p in params]
+    buffers = [searcher.w_opt.state[p]["momentum_buffer"].clone() for p in params]
+    searcher.begin_epoch(1)
+    lr = searcher.w_opt.param_groups[0]["lr"]
+    searcher.step(x, y, x, y)
+    for p, p0, buf in zip(params, before, buffers):
+        expected_buf = 0.9 * buf + 0.01 * p0  # zero gradient: decay and momentum only
+        torch.testing.assert_close(p.detach(), p0 - lr * expected_buf)
+    assert all(p.grad is not None for p in never_used)  # active now

@@ -97,9 +97,27 @@ def test_state_dict_round_trip_restores_the_host_support_cache():
 
 def test_recover_reports_changed_groups():
     code = SparseCode(SIZES, seed=6)
-    before = code.support.clone()
     with torch.no_grad():
-        code.b[1, 2] += 0.05 * torch.randn(7)
+        code.b.normal_(0, 1e-2, generator=torch.Generator().manual_seed(0))
+    code.recover()
+    before = code.support.clone()
     _, changed = code.recover()
-    assert torch.equal(changed, (code.support != before).any(-1))
-    assert not changed[0].any()
+    assert not changed.any()  # same b: same supports
+    k = next(k for k in range(28) if k not in before[1, 2].tolist())
+    with torch.no_grad():
+        # Make candidate k of node 2 (reduce) dominate: b = 10 A_k has the 1-sparse preimage 10 e_k.
+        code.b[1, 2] = 10 * code.A[1, 2, :, k]
+    _, changed = code.recover()
+    expected = torch.zeros(2, 4, dtype=torch.bool)
+    expected[1, 2] = True
+    assert torch.equal(changed, expected)
+    assert k in code.support_list[1][2]
+
+
+def test_ties_are_broken_the_same_way_for_support_and_ranking():
+    code = SparseCode(SIZES, m=7, s=2, seed=7)
+    with torch.no_grad():
+        code.b.zero_()
+    code.recover()  # z = 0 everywhere: every candidate ties
+    assert code.support.tolist() == [[[0, 1]] * 4] * 2
+    assert torch.equal(code.ranking()[..., :2].sort(-1).values, code.support)

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -60,12 +61,15 @@ def _search(args: argparse.Namespace) -> None:
 
     given: dict[str, Any] = {k: v for k, v in vars(args).items()
                              if k not in ("command", "verbose", "out", "resume")}
-    if args.resume:
-        if args.out:
+    if args.resume is not None:
+        if args.out is not None:
             raise UserError("--out and --resume exclude each other; --resume continues the run where it is")
-        given.pop("preset", None)
         two_stage.resume(args.resume, **given)
         return
+    if given.get("dataset", "").startswith("folder:"):  # stored absolute, so a resume works from anywhere
+        given["dataset"] = "folder:" + str(Path(given["dataset"][len("folder:"):]).expanduser().resolve())
+    if given.get("data_dir"):
+        given["data_dir"] = str(Path(given["data_dir"]).expanduser().resolve())
     cfg = make_config(**given)
     two_stage.search(cfg, args.out or time.strftime("runs/search-%Y%m%d-%H%M%S"))
 
@@ -83,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ista-nas: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("ista-nas: interrupted; the last finished epoch is in the run directory's checkpoint.pt, continue "
-              "with --resume DIR", file=sys.stderr)
+        print("ista-nas: interrupted", file=sys.stderr)
         return 130
     return 0
 

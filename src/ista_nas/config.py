@@ -68,6 +68,13 @@ class SearchConfig:
 
     def validate(self) -> "SearchConfig":
         """Raise a UserError for impossible settings; return self."""
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), type(f.default)
+            ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                ok = True
+            if not ok:
+                raise UserError(f"{f.name} must be {kind.__name__}, got {value!r}")
         smallest_group = 2 * len(PRIMITIVES)
         checks = [
             (self.method == "two-stage", f"unknown method {self.method!r}; choose two-stage"),
@@ -84,6 +91,9 @@ class SearchConfig:
             (1 <= self.sparsity < smallest_group,
              f"--sparsity (s) must be in 1..{smallest_group - 1}: the first node has only {smallest_group} "
              f"candidates (2 inputs x {len(PRIMITIVES)} ops), got {self.sparsity}"),
+            (self.sparsity <= self.proj_dims,
+             f"--sparsity (s) must be at most --proj-dims (m): a LASSO solution has at most m nonzeros, got "
+             f"s={self.sparsity} > m={self.proj_dims}"),
             (self.lam > 0, f"--lam must be positive, got {self.lam}"),
             (self.matrix in MATRIX_KINDS, f"unknown --matrix {self.matrix!r}; choose one of {', '.join(MATRIX_KINDS)}"),
             (self.channels >= 1, f"--channels must be at least 1, got {self.channels}"),
@@ -92,6 +102,7 @@ class SearchConfig:
             (0 < self.train_portion < 1, f"--train-portion must be strictly between 0 and 1, got {self.train_portion}"),
             (self.subset >= 0, f"--subset must be >= 0 (0 = all images), got {self.subset}"),
             (self.cutout >= 0, f"--cutout must be >= 0, got {self.cutout}"),
+            (0 <= self.seed < 2**63, f"--seed must be in 0..2^63-1, got {self.seed}"),
         ]
         for ok, message in checks:
             if not ok:

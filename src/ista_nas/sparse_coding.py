@@ -87,9 +87,7 @@ class SparseCode(nn.Module):
         result = lasso(self.A.double(), self.b.detach().double(), self.lam,
                        z0=self.z.double() if warm_start else None)
         z = result.z.to(self.z.dtype)
-        # Padding columns can never be chosen, even when fewer than s entries are nonzero.
-        ranked = torch.where(self.valid, z.abs(), torch.full_like(z, -1.0))
-        support = ranked.topk(self.s, dim=-1).indices.sort(dim=-1).values
+        support = self._rank(z)[..., : self.s].sort(dim=-1).values
         changed = (support != self.support).any(-1)
         self.z.copy_(z)
         self.support.copy_(support)
@@ -108,7 +106,11 @@ class SparseCode(nn.Module):
         A_s = self.A.gather(-1, self.support.unsqueeze(-2).expand(*self.A.shape[:-1], self.s))  # (T, G, m, s)
         return self.z.gather(-1, self.support) + (A_s.transpose(-1, -2) @ residual.unsqueeze(-1)).squeeze(-1)
 
-    def ranking(self) -> Tensor:
-        """(T, G, n) candidate indices ordered by decreasing |z| (padding last)."""
-        ranked = torch.where(self.valid, self.z.abs(), torch.full_like(self.z, -1.0))
+    def _rank(self, z: Tensor) -> Tensor:
+        # Padding is never chosen, and ties (exact zeros) go to the lower index, on every device.
+        ranked = torch.where(self.valid, z.abs(), torch.full_like(z, -1.0))
         return ranked.argsort(dim=-1, descending=True, stable=True)
+
+    def ranking(self) -> Tensor:
+        """(T, G, n) candidate indices ordered by decreasing |z| (padding last); the support is its first s."""
+        return self._rank(self.z)

@@ -230,27 +230,39 @@ class DeviceLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        # The epoch's order and every augmentation parameter are drawn up front on the host and copied to
+        # the device once, so the batches themselves need no host-to-device copy (no per-step sync on CUDA).
         gen = epoch_generator(self.seed, epoch, self.stream)
-        order = self.indices[torch.randperm(len(self.indices), generator=gen)] if self.shuffle else self.indices
+        n, (h, w) = len(self.indices), self.images.shape[-2:]
+        order = self.indices[torch.randperm(n, generator=gen)] if self.shuffle else self.indices
+        aug = self.augment
+        params = {"order": order}
+        if aug.crop_padding:
+            params["offset"] = torch.randint(0, 2 * aug.crop_padding + 1, (n, 2), generator=gen)
+        if aug.flip:
+            params["flip"] = torch.rand(n, generator=gen) < 0.5
+        if aug.cutout:
+            params["centre"] = (torch.rand(n, 2, generator=gen) * torch.tensor([h, w])).long()
+        pinned = self.device.type == "cuda"
+        params = {k: (v.pin_memory() if pinned else v).to(self.device, non_blocking=True) for k, v in params.items()}
         for k in range(len(self)):
-            idx = order[k * self.batch_size:(k + 1) * self.batch_size].to(self.device)
-            yield self._batch(self.images[idx], gen), self.labels[idx]
+            part = {key: v[k * self.batch_size:(k + 1) * self.batch_size] for key, v in params.items()}
+            idx = part["order"]
+            yield self._batch(self.images[idx], part), self.labels[idx]
 
-    def _batch(self, x: Tensor, gen: torch.Generator) -> Tensor:
+    def _batch(self, x: Tensor, part: dict[str, Tensor]) -> Tensor:
         aug, (n, c, h, w) = self.augment, x.shape
         if aug.crop_padding:
-            p = aug.crop_padding
-            off = torch.randint(0, 2 * p + 1, (2, n), generator=gen).to(self.device)
-            rows = (off[0].unsqueeze(1) + torch.arange(h, device=self.device)).view(n, h, 1)
-            cols = (off[1].unsqueeze(1) + torch.arange(w, device=self.device)).view(n, 1, w)
+            p, off = aug.crop_padding, part["offset"]
+            rows = (off[:, :1] + torch.arange(h, device=self.device)).view(n, h, 1)
+            cols = (off[:, 1:] + torch.arange(w, device=self.device)).view(n, 1, w)
             padded = F.pad(x, (p, p, p, p))
             x = padded[torch.arange(n, device=self.device).view(n, 1, 1), :, rows, cols].permute(0, 3, 1, 2)
         if aug.flip:
-            flip = (torch.rand(n, generator=gen) < 0.5).to(self.device).view(n, 1, 1, 1)
-            x = torch.where(flip, x.flip(3), x)
+            x = torch.where(part["flip"].view(n, 1, 1, 1), x.flip(3), x)
         x = (x.float() - self.mean) / self.std
         if aug.cutout:
-            centre = (torch.rand(2, n, generator=gen) * torch.tensor([[h], [w]])).long().to(self.device)
+            centre = part["centre"].T
             half = aug.cutout // 2
             ys = torch.arange(h, device=self.device).view(1, h, 1)
             xs = torch.arange(w, device=self.device).view(1, 1, w)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .checkpoint import atomic_write_json
+from .checkpoint import atomic_write_bytes, atomic_write_json
 
 
 class RunDir:
@@ -33,11 +33,13 @@ class RunDir:
             except (OSError, json.JSONDecodeError):
                 stored = None
             if stored == config:
+                if not run.checkpoint_path.exists():
+                    return run  # the same run stopped before its first checkpoint: start it again
                 raise UserError(f"{run.path} already holds this run; continue it with --resume {run.path} or "
                                 "choose a new --out")
             raise UserError(f"{run.path} holds a different run (its config.json differs); choose another --out "
                             f"or continue that run with --resume {run.path}")
-        if run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
+        elif run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
             raise UserError(f"--out {run.path} exists and is not an empty directory; choose a new --out")
         return run
 
@@ -77,11 +79,21 @@ class RunDir:
             fh.write(json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The metric records; a line cut short by a crash is skipped."""
         if not self.metrics_path.is_file():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        records = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
 
     def keep_metrics_before(self, epoch: int) -> None:
-        """Drop metric lines of epochs >= ``epoch`` (written after the checkpoint a resume starts from)."""
-        kept = [r for r in self.read_metrics() if r.get("epoch", 0) < epoch]
-        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        """Keep only the records of epochs before ``epoch`` (a resume drops those after its checkpoint)."""
+        kept = [r for r in self.read_metrics() if isinstance(r.get("epoch"), int) and r["epoch"] < epoch]
+        atomic_write_bytes(self.metrics_path,
+                           lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in kept)))

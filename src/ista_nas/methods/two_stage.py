@@ -60,8 +60,13 @@ class TwoStageSearch:
     def begin_epoch(self, epoch: int) -> None:
         for group in self.w_opt.param_groups:
             group["lr"] = cosine_lr(epoch, self.cfg.epochs, self.cfg.lr, self.cfg.lr_min)
-        # Only the support ops run this epoch, so only their weights can get gradients.
+        # Only the support ops run this epoch, so only their weights can get gradients. Once a weight has
+        # been used it keeps a (zero) gradient when its op leaves the support, so SGD's weight decay and
+        # momentum go on acting on it: the official code's behaviour (PyTorch 1.x zero_grad kept zeros).
         self.active = self.net.active_weight_parameters()
+        for p in self.active:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
         self.net.train()
 
     def step(self, x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor) -> dict[str, Tensor]:
@@ -73,7 +78,7 @@ class TwoStageSearch:
         # Weight step on the training batch, with the updated relaxed weights.
         logits = self.net(x)
         loss = F.cross_entropy(logits, y)
-        self.w_opt.zero_grad(set_to_none=True)
+        self.w_opt.zero_grad(set_to_none=False)
         loss.backward(inputs=self.active)
         torch.nn.utils.clip_grad_norm_(self.active, self.cfg.grad_clip)
         self.w_opt.step()
@@ -85,12 +90,16 @@ class TwoStageSearch:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.net.state_dict(), "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict()}
+        used = [p.grad is not None for p in self.w_opt.param_groups[0]["params"]]
+        return {"model": self.net.state_dict(), "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
+                "weights_used": used}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["model"])
         self.w_opt.load_state_dict(state["w_opt"])
         self.a_opt.load_state_dict(state["a_opt"])
+        for p, used in zip(self.w_opt.param_groups[0]["params"], state["weights_used"], strict=True):
+            p.grad = torch.zeros_like(p) if used else None
 
 
 def _summarize(sums: dict[str, float]) -> dict[str, float]:
@@ -209,6 +218,21 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
     log.info("searching on %s: %s, %d train / %d valid images, %d steps per epoch, run directory %s",
              device, cfg.dataset, len(train_loader.indices), len(valid_loader.indices), len(train_loader), run.path)
 
+    try:
+        _epochs(cfg, run, net, searcher, train_loader, valid_loader, start)
+    except KeyboardInterrupt:
+        done = load_checkpoint(run.checkpoint_path)["epoch"] if run.checkpoint_path.exists() else 0
+        log.warning("interrupted after %d finished epochs; %s", done,
+                    f"continue with --resume {run.path}" if done else "no epoch finished, run the command again")
+        raise
+    genotype = _write_results(run, net) if start == cfg.epochs else net.genotype()  # else written above
+    log.info("genotype: %s", genotype.to_dict())
+    log.info("wrote %s", run.path / "genotype.json")
+    return SearchResult(genotype, run.path, run.read_metrics())
+
+
+def _epochs(cfg: SearchConfig, run: RunDir, net: SearchNetwork, searcher: TwoStageSearch,
+            train_loader: DeviceLoader, valid_loader: DeviceLoader, start: int) -> None:
     for epoch in range(start, cfg.epochs):
         began = time.perf_counter()
         searcher.begin_epoch(epoch)
@@ -219,19 +243,15 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
         if not recovery.converged:
             log.warning("recovery did not certify optimality (KKT violation %.2e); supports may be approximate",
                         float(recovery.kkt_violation.max()))
-        genotype = net.genotype()
-        save_checkpoint(run.checkpoint_path, {"epoch": epoch + 1, "config": cfg.to_dict(),
-                                              "search": searcher.state_dict(), "genotype": genotype.to_dict()})
-        _write_results(run, net)
+        genotype = _write_results(run, net)
         record = {"epoch": epoch + 1, **stats, "lr": searcher.w_opt.param_groups[0]["lr"],
                   "supports_changed": _changed_names(changed), "recovery_iterations": recovery.iterations,
                   "recovery_kkt_violation": float(recovery.kkt_violation.max()),
                   "seconds": round(time.perf_counter() - began, 3), "genotype": genotype.to_dict()}
+        # Metrics first, checkpoint last: a crash in between is undone by the resume trimming the metrics.
         run.append_metrics(record)
+        save_checkpoint(run.checkpoint_path, {"epoch": epoch + 1, "config": cfg.to_dict(),
+                                              "search": searcher.state_dict(), "genotype": genotype.to_dict()})
         log.info("epoch %d/%d  train loss %.4f acc %.2f%%  valid loss %.4f acc %.2f%%  supports changed %d  %.1fs",
                  epoch + 1, cfg.epochs, stats["train_loss"], stats["train_acc"], stats["valid_loss"],
                  stats["valid_acc"], len(record["supports_changed"]), record["seconds"])
-    genotype = _write_results(run, net) if start == cfg.epochs else net.genotype()  # else written above
-    log.info("genotype: %s", genotype.to_dict())
-    log.info("wrote %s", run.path / "genotype.json")
-    return SearchResult(genotype, run.path, run.read_metrics())

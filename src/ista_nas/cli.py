@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import PRESETS, SearchConfig, make_config
+from .config import SearchConfig, TrainConfig
 from .errors import IstaNasError, UserError
 
 log = logging.getLogger("ista_nas")
@@ -24,9 +25,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per SearchConfig field; defaults are SUPPRESSed so only explicit flags are seen."""
-    for f in dataclasses.fields(SearchConfig):
+def _add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
+    """One flag per config field; defaults are SUPPRESSed so only explicit flags are seen."""
+    for f in dataclasses.fields(config_cls):
         if f.name == "preset":
             continue
         flag = "--" + f.name.replace("_", "-")
@@ -39,39 +40,80 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                                 help=f.metadata["help"])
 
 
+def _add_run_command(commands, name: str, config_cls: type, help: str) -> None:
+    sub = commands.add_parser(name, help=help, description=f"{help}. Start from a preset; every flag overrides it.")
+    sub.add_argument("--preset", default=argparse.SUPPRESS,
+                     help=f"starting settings: {', '.join(config_cls.PRESETS)} [default: paper]")
+    sub.add_argument("--out", default=None, help=f"new run directory [default: runs/{name}-TIMESTAMP]")
+    sub.add_argument("--resume", metavar="DIR", default=None,
+                     help="continue the run in DIR from its last checkpoint (--epochs and --device may change)")
+    _add_config_flags(sub, config_cls)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ista-nas", description="ISTA-NAS: architecture search by sparse coding")
     parser.add_argument("--version", action="version", version=f"ista-nas {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    search = commands.add_parser("search", help="search an architecture (two-stage ISTA-NAS)",
-                                 description="Search a cell architecture. Start from a preset; every flag overrides it.")
-    search.add_argument("--preset", default=argparse.SUPPRESS,
-                        help=f"starting settings: {', '.join(PRESETS)} [default: paper]")
-    search.add_argument("--out", default=None, help="new run directory [default: runs/search-TIMESTAMP]")
-    search.add_argument("--resume", metavar="DIR", default=None,
-                        help="continue the run in DIR from its last checkpoint (--epochs and --device may change)")
-    _add_config_flags(search)
+    _add_run_command(commands, "search", SearchConfig, "Search a cell architecture (two-stage ISTA-NAS)")
+    _add_run_command(commands, "train", TrainConfig, "Train a genotype's network from scratch and test it")
+    ev = commands.add_parser("evaluate", help="Test accuracy of a trained checkpoint",
+                             description="Test loss, top-1 and top-5 accuracy of a checkpoint written by train.")
+    ev.add_argument("checkpoint", help="checkpoint.pt of a training run (or the run directory)")
+    ev.add_argument("--dataset", default=None, help="dataset to test on [default: the one it was trained on]")
+    ev.add_argument("--data-dir", default=None, help="where torchvision datasets live")
+    ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    ev.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
-def _search(args: argparse.Namespace) -> None:
-    from .methods import two_stage
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
 
+
+def _run_command(args: argparse.Namespace, module: Any, config_cls: type, start: Any) -> None:
+    """search and train: a new run from a preset and flags, or --resume of an existing one."""
     given: dict[str, Any] = {k: v for k, v in vars(args).items()
                              if k not in ("command", "verbose", "out", "resume")}
     if args.resume is not None:
         if args.out is not None:
             raise UserError("--out and --resume exclude each other; --resume continues the run where it is")
-        two_stage.resume(args.resume, **given)
+        module.resume(args.resume, **given)
         return
-    if given.get("dataset", "").startswith("folder:"):  # stored absolute, so a resume works from anywhere
-        given["dataset"] = "folder:" + str(Path(given["dataset"][len("folder:"):]).expanduser().resolve())
+    # Paths are stored absolute, so a resume works from any directory.
+    if given.get("dataset", "").startswith("folder:"):
+        given["dataset"] = "folder:" + _absolute(given["dataset"][len("folder:"):])
     if given.get("data_dir"):
-        given["data_dir"] = str(Path(given["data_dir"]).expanduser().resolve())
-    cfg = make_config(**given)
-    two_stage.search(cfg, args.out or time.strftime("runs/search-%Y%m%d-%H%M%S"))
+        given["data_dir"] = _absolute(given["data_dir"])
+    if "genotype" in given and Path(given["genotype"]).exists():
+        given["genotype"] = _absolute(given["genotype"])
+    start(config_cls.make(**given), args.out or time.strftime(f"runs/{args.command}-%Y%m%d-%H%M%S"))
+
+
+def _search(args: argparse.Namespace) -> None:
+    from .methods import two_stage
+
+    _run_command(args, two_stage, SearchConfig, two_stage.search)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from . import retrain
+
+    _run_command(args, retrain, TrainConfig, retrain.train)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from . import retrain
+
+    path = Path(args.checkpoint)
+    result = retrain.evaluate_checkpoint(path / "checkpoint.pt" if path.is_dir() else path, args.dataset,
+                                         args.data_dir, args.device, args.batch_size)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['dataset']} test split, {result['images']} images: top-1 {result['top1']:.2f}%  "
+              f"top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with logging_redirect_tqdm():
-            {"search": _search}[args.command](args)
+            {"search": _search, "train": _train, "evaluate": _evaluate}[args.command](args)
     except IstaNasError as exc:
         print(f"ista-nas: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,4 +1,4 @@
-"""Search configuration: one dataclass, the paper's settings as defaults, with the reason next to each.
+"""Run configurations: one dataclass per command, the paper's settings as defaults, the reason next to each.
 
 Every field is also a command-line flag (``--batch-size`` for ``batch_size``); a preset overrides a few
 defaults, explicit flags override the preset.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import UserError
 from .ops import PRIMITIVES
@@ -19,8 +19,48 @@ def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+class _Config:
+    """Shared behaviour: dict round trip, type checks, presets. Subclasses list their checks in ``_checks``."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise UserError(f"unknown config key(s) {', '.join(unknown)}; valid keys are {', '.join(sorted(names))}")
+        return cls(**data)
+
+    @classmethod
+    def make(cls, preset: str = "paper", **overrides: Any):
+        if preset not in cls.PRESETS:
+            raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(cls.PRESETS)}")
+        return cls(**{**cls.PRESETS[preset], **overrides, "preset": preset}).validate()
+
+    def validate(self):
+        """Raise a UserError for a value of the wrong type or an impossible setting; return self."""
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), type(f.default)
+            ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                ok = True
+            if not ok:
+                raise UserError(f"{f.name} must be {kind.__name__}, got {value!r}")
+        for ok, message in self._checks():
+            if not ok:
+                raise UserError(message)
+        return self
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        raise NotImplementedError
+
+
 @dataclass
-class SearchConfig:
+class SearchConfig(_Config):
     preset: str = _f("paper", "the preset the other values started from")
     method: str = _f("two-stage", "search method (two-stage ISTA-NAS)")
     # Data
@@ -55,26 +95,7 @@ class SearchConfig:
     device: str = _f("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
     channels_last: bool = _f(True, "channels-last memory format: about 2x faster convolutions on CPU")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SearchConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise UserError(f"unknown config key(s) {', '.join(unknown)}; valid keys are {', '.join(sorted(names))}")
-        return cls(**data)
-
-    def validate(self) -> "SearchConfig":
-        """Raise a UserError for impossible settings; return self."""
-        for f in dataclasses.fields(self):
-            value, kind = getattr(self, f.name), type(f.default)
-            ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                ok = True
-            if not ok:
-                raise UserError(f"{f.name} must be {kind.__name__}, got {value!r}")
+    def _checks(self) -> list[tuple[bool, str]]:
         smallest_group = 2 * len(PRIMITIVES)
         checks = [
             (self.method == "two-stage", f"unknown method {self.method!r}; choose two-stage"),
@@ -104,13 +125,10 @@ class SearchConfig:
             (self.cutout >= 0, f"--cutout must be >= 0, got {self.cutout}"),
             (0 <= self.seed < 2**63, f"--seed must be in 0..2^63-1, got {self.seed}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(message)
-        return self
+        return checks
 
 
-PRESETS: dict[str, dict[str, Any]] = {
+SearchConfig.PRESETS = {
     # The paper's two-stage search on CIFAR-10 (the dataclass defaults).
     "paper": {},
     # Minutes on a 2-core CPU: a small net on 28x28 Fashion-MNIST, a subset and a few epochs. A reduced-scale
@@ -122,6 +140,79 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def make_config(preset: str = "paper", **overrides: Any) -> SearchConfig:
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return SearchConfig(**{**PRESETS[preset], **overrides, "preset": preset}).validate()
+    """A validated SearchConfig from a preset and overrides."""
+    return SearchConfig.make(preset, **overrides)
+
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+@dataclass
+class TrainConfig(_Config):
+    preset: str = _f("paper", "the preset the other values started from")
+    genotype: str = _f("ista_twostage", "built-in genotype name, a genotype.json, or a search run directory")
+    # Data
+    dataset: str = _f("cifar10", "cifar10, cifar100, fashion-mnist or folder:PATH (train/ and test/ or val/)")
+    data_dir: str = _f("", "where torchvision datasets live (default ~/.cache/ista-nas/data)")
+    subset: int = _f(0, "train on only this many training images, 0 = all")
+    augment: bool = _f(True, "pad-and-crop by 1/8 of the side and horizontal flip (DARTS's CIFAR augmentation)")
+    cutout: int = _f(16, "cutout square side in pixels, 0 = off (DARTS retrain: 16)")
+    # Network (the paper's CIFAR evaluation network: 20 cells of 36 initial channels)
+    stem: str = _f("cifar", "cifar (one 3x3 conv) or imagenet (three stride-2 convs to 1/8, the mobile setting)")
+    channels: int = _f(36, "initial channels C (paper CIFAR: 36, ImageNet: 48)")
+    layers: int = _f(20, "cells L; reductions at L/3 and 2L/3 (paper CIFAR: 20, ImageNet: 14)")
+    auxiliary_weight: float = _f(0.4, "weight of the auxiliary head's loss, 0 = no auxiliary head (DARTS: 0.4)")
+    drop_path: float = _f(0.2, "final drop-path probability, rising linearly from 0 (DARTS: 0.2)")
+    # Optimisation: SGD, cosine schedule (DARTS's protocol)
+    epochs: int = _f(600, "training epochs (paper: 600)")
+    batch_size: int = _f(96, "batch size (paper: 96)")
+    lr: float = _f(0.025, "initial learning rate, cosine-annealed to lr_min (paper: 0.025)")
+    lr_min: float = _f(0.0, "final learning rate (DARTS: 0)")
+    warmup_epochs: int = _f(0, "linear learning-rate warm-up epochs before the cosine (ImageNet: 5)")
+    momentum: float = _f(0.9, "SGD momentum (DARTS: 0.9)")
+    weight_decay: float = _f(3e-4, "SGD weight decay (DARTS CIFAR: 3e-4, ImageNet: 3e-5)")
+    grad_clip: float = _f(5.0, "clip the gradient norm at this value (DARTS: 5)")
+    label_smoothing: float = _f(0.0, "label smoothing of the loss (ImageNet: 0.1)")
+    # Run
+    seed: int = _f(0, "seeds weights, subset and batch order")
+    device: str = _f("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
+    channels_last: bool = _f(True, "channels-last memory format (faster convolutions on CPU and recent GPUs)")
+    amp: str = _f("auto", "mixed precision: auto (bf16 on CUDA when supported, else fp16; off on CPU), bf16, fp16, off")
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.stem in ("cifar", "imagenet"), f"unknown --stem {self.stem!r}; choose cifar or imagenet"),
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 2, f"--batch-size must be at least 2 (batch norm needs 2), got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (0 <= self.lr_min <= self.lr, f"--lr-min must be in [0, lr={self.lr}], got {self.lr_min}"),
+            (0 <= self.warmup_epochs < self.epochs,
+             f"--warmup-epochs must be in 0..epochs-1 ({self.epochs - 1}), got {self.warmup_epochs}"),
+            (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
+            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (self.grad_clip > 0, f"--grad-clip must be positive, got {self.grad_clip}"),
+            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.auxiliary_weight >= 0, f"--auxiliary-weight must be >= 0, got {self.auxiliary_weight}"),
+            (0 <= self.drop_path < 1, f"--drop-path must be in [0, 1), got {self.drop_path}"),
+            (self.channels >= 2, f"--channels must be at least 2, got {self.channels}"),
+            (self.layers >= 1, f"--layers must be at least 1, got {self.layers}"),
+            (self.subset >= 0, f"--subset must be >= 0 (0 = all images), got {self.subset}"),
+            (self.cutout >= 0, f"--cutout must be >= 0, got {self.cutout}"),
+            (0 <= self.seed < 2**63, f"--seed must be in 0..2^63-1, got {self.seed}"),
+            (self.amp in AMP_MODES, f"unknown --amp {self.amp!r}; choose one of {', '.join(AMP_MODES)}"),
+        ]
+
+
+TrainConfig.PRESETS = {
+    # DARTS's CIFAR evaluation protocol, used by the paper (the dataclass defaults).
+    "paper": {},
+    # The paper's ImageNet (mobile) setting with PC-DARTS's large-batch recipe; give --dataset folder:PATH
+    # (PATH/train and PATH/val). Images are read from disk each epoch.
+    "imagenet": dict(genotype="ista_imagenet", dataset="folder:imagenet", stem="imagenet", channels=48, layers=14,
+                     epochs=250, batch_size=1024, lr=0.5, warmup_epochs=5, weight_decay=3e-5, label_smoothing=0.1,
+                     drop_path=0.0, cutout=0),
+    # Minutes on a 2-core CPU: a small network, a Fashion-MNIST subset and a few epochs. A reduced-scale
+    # stand-in to see the pipeline work, not the paper's setting.
+    "quick": dict(dataset="fashion-mnist", subset=10000, epochs=5, batch_size=64, lr=0.05, channels=16, layers=8,
+                  cutout=0, drop_path=0.1),
+}

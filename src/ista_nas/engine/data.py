@@ -143,6 +143,8 @@ def _torchvision(cls_name: str, split: str, data_dir: str | Path | None, name: s
 
 def _load_folder(root: Path, split: str, cache_dir: str | Path | None) -> ImageData:
     split_dir = root / split
+    if split == "test" and not split_dir.is_dir() and (root / "val").is_dir():
+        split_dir = root / "val"  # ImageNet's layout
     if not split_dir.is_dir():
         raise UserError(f"image folder {root} has no {split}/ directory; lay it out as {root}/train/<class>/*.jpg "
                         f"and {root}/test/<class>/*.jpg")
@@ -219,6 +221,7 @@ class DeviceLoader:
         self.labels = data.labels.to(device)
         self.indices = indices.cpu()
         self.batch_size, self.device = batch_size, device
+        self.mean_std = (list(mean), list(std))
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
         self.augment = augment or Augment()

@@ -9,11 +9,15 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .checkpoint import atomic_write_bytes, atomic_write_json
+from .checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint
+
+log = logging.getLogger(__name__)
+RESUMABLE = ("epochs", "device")  # what --resume may change; everything else continues as stored
 
 
 class RunDir:
@@ -97,3 +101,33 @@ class RunDir:
         kept = [r for r in self.read_metrics() if isinstance(r.get("epoch"), int) and r["epoch"] < epoch]
         atomic_write_bytes(self.metrics_path,
                            lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in kept)))
+
+    @classmethod
+    def resume(cls, path: str | Path, config_cls: type, overrides: dict[str, Any]) -> tuple["RunDir", Any, dict]:
+        """Open a run for --resume: its stored config with ``overrides`` applied, and its last checkpoint.
+
+        Only the RESUMABLE keys may differ from the stored config; the checkpoint must come from this run.
+        """
+        run, stored = cls.open(path)
+        cfg = config_cls.from_dict(stored)
+        for key, value in overrides.items():
+            if key in RESUMABLE:
+                setattr(cfg, key, value)
+            elif getattr(cfg, key) != value:
+                raise UserError(f"--resume continues the stored run; --{key.replace('_', '-')} {value} differs from "
+                                f"its {getattr(cfg, key)} (only {' and '.join('--' + k for k in RESUMABLE)} can change)")
+        cfg.validate()
+        checkpoint = load_checkpoint(run.checkpoint_path, required=("epoch", "config"))
+        mismatched = sorted(k for k, v in checkpoint["config"].items() if k not in RESUMABLE and stored.get(k) != v)
+        if mismatched:
+            raise UserError(f"checkpoint {run.checkpoint_path} was written by a run with other settings "
+                            f"({', '.join(mismatched)} differ from config.json); it belongs to another run")
+        if checkpoint["epoch"] > cfg.epochs:
+            raise UserError(f"the checkpoint has already finished {checkpoint['epoch']} epochs; pass --epochs "
+                            f"{checkpoint['epoch']} or more")
+        return run, cfg, checkpoint
+
+    def report_interrupt(self) -> None:
+        done = load_checkpoint(self.checkpoint_path)["epoch"] if self.checkpoint_path.exists() else 0
+        log.warning("interrupted after %d finished epochs; %s", done,
+                    f"continue with --resume {self.path}" if done else "no epoch finished, run the command again")

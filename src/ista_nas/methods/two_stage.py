@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import SearchConfig
-from ..engine.checkpoint import load_checkpoint, save_checkpoint
+from ..engine.checkpoint import save_checkpoint
 from ..engine.data import Augment, DeviceLoader, ImageData, load_dataset
 from ..engine.loop import resolve_device, run_epoch
 from ..engine.rundir import RunDir
@@ -164,24 +164,9 @@ def search(cfg: SearchConfig, out: str | Path) -> SearchResult:
 
 def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
     """Continue the run in ``run_dir`` from its last checkpoint. ``overrides`` may change epochs and device."""
-    run, stored = RunDir.open(run_dir)
-    cfg = SearchConfig.from_dict(stored)
-    for key, value in overrides.items():
-        if key in ("epochs", "device"):
-            setattr(cfg, key, value)
-        elif getattr(cfg, key) != value:
-            raise UserError(f"--resume continues the stored run; --{key.replace('_', '-')} {value} differs from "
-                            f"its {getattr(cfg, key)} (only --epochs and --device can change)")
-    cfg.validate()
-    checkpoint = load_checkpoint(run.checkpoint_path, required=("epoch", "search", "config"))
-    mismatched = sorted(k for k, v in checkpoint["config"].items()
-                        if k not in ("epochs", "device") and stored.get(k) != v)
-    if mismatched:
-        raise UserError(f"checkpoint {run.checkpoint_path} was written by a run with other settings "
-                        f"({', '.join(mismatched)} differ from config.json); it belongs to another run")
-    if checkpoint["epoch"] > cfg.epochs:
-        raise UserError(f"the checkpoint has already finished {checkpoint['epoch']} epochs; pass --epochs "
-                        f"{checkpoint['epoch']} or more")
+    run, cfg, checkpoint = RunDir.resume(run_dir, SearchConfig, overrides)
+    if "search" not in checkpoint:
+        raise UserError(f"{run.checkpoint_path} is not a search checkpoint; resume it with the command that wrote it")
 
     def reopen() -> RunDir:
         run.write_json("config.json", cfg.to_dict())
@@ -221,9 +206,7 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
     try:
         _epochs(cfg, run, net, searcher, train_loader, valid_loader, start)
     except KeyboardInterrupt:
-        done = load_checkpoint(run.checkpoint_path)["epoch"] if run.checkpoint_path.exists() else 0
-        log.warning("interrupted after %d finished epochs; %s", done,
-                    f"continue with --resume {run.path}" if done else "no epoch finished, run the command again")
+        run.report_interrupt()
         raise
     genotype = _write_results(run, net) if start == cfg.epochs else net.genotype()  # else written above
     log.info("genotype: %s", genotype.to_dict())

@@ -1,0 +1,81 @@
+"""Cell diagrams (PNG and SVG) drawn with matplotlib: inputs on the left, nodes in the middle, output right.
+
+Each edge is labelled with its op; the intermediate nodes feed the concatenated cell output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .genotype import Genotype
+
+OP_COLOURS = {
+    "max_pool_3x3": "#8c564b", "avg_pool_3x3": "#bcbd22", "skip_connect": "#7f7f7f",
+    "sep_conv_3x3": "#1f77b4", "sep_conv_5x5": "#17becf", "dil_conv_3x3": "#d62728", "dil_conv_5x5": "#ff7f0e",
+}
+
+
+def draw_cell(genotype: Genotype, cell: str, stem: str | Path) -> list[Path]:
+    """Draw the ``normal`` or ``reduce`` cell into ``stem``.png and ``stem``.svg; return both paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch
+
+    pairs = genotype.normal if cell == "normal" else genotype.reduce
+    concat = genotype.normal_concat if cell == "normal" else genotype.reduce_concat
+    steps = len(pairs) // 2
+    # Positions: inputs at x=0, node i at x=1.6+1.4i (zig-zag in y), output at the right.
+    pos = {0: (0.0, 1.2), 1: (0.0, -1.2)}
+    for i in range(steps):
+        pos[i + 2] = (1.6 + 1.4 * i, 0.9 if i % 2 == 0 else -0.9)
+    out_x = 1.6 + 1.4 * steps + 0.6
+    pos["out"] = (out_x, 0.0)
+    names = {0: "c_{k-2}", 1: "c_{k-1}", "out": "c_{k}"}
+    names.update({i + 2: str(i) for i in range(steps)})
+
+    fig, ax = plt.subplots(figsize=(2.2 + 1.5 * steps, 4.2))
+    ax.set_title(f"{cell} cell", fontsize=13)
+
+    def arrow(a, b, colour, rad, label=None):
+        (x0, y0), (x1, y1) = pos[a], pos[b]
+        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=14, lw=1.6,
+                                     color=colour, connectionstyle=f"arc3,rad={rad}", shrinkA=20, shrinkB=20))
+        if label:
+            mx, my = (x0 + x1) / 2, (y0 + y1) / 2
+            # Offset the label towards the arc's bulge so that the two edges into a node separate.
+            dx, dy = x1 - x0, y1 - y0
+            mx, my = mx - rad * dy * 0.5, my + rad * dx * 0.5
+            ax.text(mx, my, label, fontsize=8.5, ha="center", va="center", color=colour,
+                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
+
+    for k, (op, pred) in enumerate(pairs):
+        node = k // 2 + 2
+        same = pairs[2 * (k // 2)][1] == pairs[2 * (k // 2) + 1][1]
+        rad = (0.25 if k % 2 == 0 else -0.25) if same else (0.12 if k % 2 == 0 else -0.12)
+        arrow(pred, node, OP_COLOURS.get(op, "black"), rad, op)
+    for node in concat:
+        arrow(node, "out", "#bbbbbb", 0.0)
+
+    for key, (x, y) in pos.items():
+        is_io = key in (0, 1, "out")
+        ax.text(x, y, names[key], ha="center", va="center", fontsize=11, zorder=3,
+                bbox=dict(boxstyle="round,pad=0.45", fc="#d9ead3" if is_io else "#cfe2f3",
+                          ec="#38761d" if is_io else "#0b5394", lw=1.4))
+    ax.set_xlim(-0.8, out_x + 0.8)
+    ax.set_ylim(-2.0, 2.0)
+    ax.axis("off")
+    fig.tight_layout()
+    stem = Path(stem)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return paths
+
+
+def write_diagrams(genotype: Genotype, directory: str | Path) -> list[Path]:
+    """normal.png/.svg and reduce.png/.svg in ``directory``."""
+    directory = Path(directory)
+    return [p for cell in ("normal", "reduce") for p in draw_cell(genotype, cell, directory / cell)]

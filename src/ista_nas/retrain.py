@@ -1,0 +1,266 @@
+"""Stage two: train the network a genotype describes from scratch and evaluate it (DARTS's protocol).
+
+Per epoch: drop-path rises linearly to its final value, the learning rate follows a linear warm-up then a
+cosine, every training batch is one SGD step on the loss plus the auxiliary head's weighted loss, and the
+test split is evaluated (top-1, top-5). A checkpoint records everything ``evaluate`` and ``export`` need to
+rebuild the model without the run directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import TrainConfig
+from .engine.checkpoint import load_checkpoint, save_checkpoint
+from .engine.data import Augment, DeviceLoader, ImageData, load_dataset
+from .engine.loop import resolve_device, run_epoch
+from .engine.rundir import RunDir
+from .errors import UserError
+from .genotype import Genotype
+from .networks.cnn import Network, count_parameters
+from .published import get_genotype
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    test_top1: float
+    test_top5: float
+    metrics: list[dict[str, Any]]
+
+
+def learning_rate(epoch: int, cfg: TrainConfig) -> float:
+    """Linear warm-up over ``warmup_epochs``, then cosine from lr to lr_min over the remaining epochs."""
+    if epoch < cfg.warmup_epochs:
+        return cfg.lr * (epoch + 1) / (cfg.warmup_epochs + 1)
+    t = (epoch - cfg.warmup_epochs) / (cfg.epochs - cfg.warmup_epochs)
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
+
+
+def model_spec(cfg: TrainConfig, genotype: Genotype, data: ImageData, mean: list[float], std: list[float]
+               ) -> dict[str, Any]:
+    """Everything needed to rebuild and feed the network; stored in every checkpoint."""
+    return {"genotype": genotype.to_dict(), "channels": cfg.channels, "layers": cfg.layers,
+            "num_classes": data.num_classes, "in_channels": data.channels, "auxiliary": cfg.auxiliary_weight > 0,
+            "stem": cfg.stem, "classes": data.classes, "image_size": list(data.size), "mean": mean, "std": std}
+
+
+def build_model(spec: dict[str, Any]) -> Network:
+    return Network(Genotype.from_dict(spec["genotype"]), channels=spec["channels"], layers=spec["layers"],
+                   num_classes=spec["num_classes"], in_channels=spec["in_channels"], auxiliary=spec["auxiliary"],
+                   stem=spec["stem"])
+
+
+def autocast_for(device: torch.device, amp: str) -> tuple[Callable[[], Any], bool]:
+    """(context factory, needs a grad scaler) for the mixed-precision mode on this device."""
+    if device.type != "cuda" or amp == "off":
+        return contextlib.nullcontext, False
+    dtype = torch.float16 if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()) \
+        else torch.bfloat16
+    return (lambda: torch.autocast("cuda", dtype=dtype)), dtype == torch.float16
+
+
+class Trainer:
+    """The model, its optimiser and the mixed-precision machinery; ``step`` is one SGD update."""
+
+    def __init__(self, model: Network, cfg: TrainConfig, device: torch.device):
+        self.model, self.cfg = model, cfg
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
+        self.autocast, scaled = autocast_for(device, cfg.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=scaled)
+
+    def begin_epoch(self, epoch: int) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(epoch, self.cfg)
+        self.model.drop_path_prob = self.cfg.drop_path * epoch / self.cfg.epochs
+        self.model.train()
+
+    def step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        with self.autocast():
+            logits, aux = self.model.forward_with_aux(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
+            total = loss if aux is None else loss + self.cfg.auxiliary_weight * F.cross_entropy(
+                aux, y, label_smoothing=self.cfg.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {"loss": loss.detach().float() * len(y), "correct": (logits.argmax(1) == y).sum(),
+                "n": torch.tensor(len(y))}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: DeviceLoader, autocast: Callable[[], Any] = contextlib.nullcontext,
+             desc: str = "test") -> dict[str, float]:
+    """Loss, top-1 and top-5 accuracy (%) of ``model`` over one pass of ``loader``."""
+    model.eval()
+
+    def step(x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        with autocast():
+            logits = model(x).float()
+        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        return {"loss": F.cross_entropy(logits, y, reduction="sum"), "top1": (top5[:, 0] == y).sum(),
+                "top5": (top5 == y.unsqueeze(1)).any(1).sum(), "n": torch.tensor(len(y))}
+
+    def summarize(sums: dict[str, float]) -> dict[str, float]:
+        n = max(sums["n"], 1.0)
+        return {"loss": sums["loss"] / n, "top1": 100 * sums["top1"] / n, "top5": 100 * sums["top5"] / n}
+
+    return run_epoch(step, loader.epoch(0), len(loader), desc, summarize)
+
+
+def prepare_data(cfg: TrainConfig, device: torch.device) -> tuple[ImageData, DeviceLoader, DeviceLoader]:
+    # The loaders carry the normalisation (mean, std) of the training split.
+    """Training split (seeded subset, augmented) and test split (whole, in order), both on the device."""
+    train = load_dataset(cfg.dataset, "train", cfg.data_dir or None)
+    test = load_dataset(cfg.dataset, "test", cfg.data_dir or None)
+    if cfg.subset > len(train):
+        raise UserError(f"--subset {cfg.subset} is larger than the {len(train)} training images of {cfg.dataset}; "
+                        f"use at most {len(train)} (or 0 for all)")
+    if test.classes != train.classes or test.size != train.size or test.channels != train.channels:
+        raise UserError(f"the test split of {cfg.dataset} does not match its training split (classes, image size "
+                        "or channels); give both splits the same class folders and image format")
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.subset or len(train)]
+    if len(order) < cfg.batch_size:
+        raise UserError(f"{len(order)} training images give less than one batch of {cfg.batch_size}; "
+                        "raise --subset or lower --batch-size")
+    mean, std = train.stats()
+    train = ImageData(train.images.to(device), train.labels.to(device), train.classes)
+    augment = Augment(crop_padding=min(train.size) // 8 if cfg.augment else 0, flip=cfg.augment, cutout=cfg.cutout)
+    train_loader = DeviceLoader(train, order, cfg.batch_size, device, mean, std, augment,
+                                channels_last=cfg.channels_last, seed=cfg.seed)
+    test_loader = DeviceLoader(test, torch.arange(len(test)), 2 * cfg.batch_size, device, mean, std, shuffle=False,
+                               drop_last=False, channels_last=cfg.channels_last)
+    return train, train_loader, test_loader
+
+
+def train(cfg: TrainConfig, out: str | Path) -> TrainResult:
+    """Train ``cfg.genotype`` from scratch into the new run directory ``out``."""
+    cfg.validate()
+    get_genotype(cfg.genotype)  # a bad --genotype fails before anything else
+    RunDir.check_new(out, cfg.to_dict())
+    return _run(cfg, lambda: RunDir.create(out, cfg.to_dict()), checkpoint=None)
+
+
+def resume(run_dir: str | Path, **overrides: Any) -> TrainResult:
+    """Continue the training run in ``run_dir`` from its last checkpoint (epochs and device may change)."""
+    run, cfg, checkpoint = RunDir.resume(run_dir, TrainConfig, overrides)
+    if "trainer" not in checkpoint:
+        raise UserError(f"{run.checkpoint_path} is not a training checkpoint; resume it with the command that wrote "
+                        "it")
+
+    def reopen() -> RunDir:
+        run.write_json("config.json", cfg.to_dict())
+        return run
+
+    return _run(cfg, reopen, checkpoint)
+
+
+def _run(cfg: TrainConfig, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None) -> TrainResult:
+    device = resolve_device(cfg.device)
+    genotype = get_genotype(cfg.genotype)
+    data, train_loader, test_loader = prepare_data(cfg, device)
+    spec = model_spec(cfg, genotype, data, train_loader.mean_std[0], train_loader.mean_std[1])
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    trainer = Trainer(model, cfg, device)
+    run = open_run()
+    run.write_json("genotype.json", genotype.to_dict())
+    start = 0
+    if checkpoint is not None:
+        try:
+            trainer.load_state_dict(checkpoint["trainer"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise UserError(f"checkpoint {run.checkpoint_path} does not fit this run's network ({exc}); "
+                            "it belongs to another run") from None
+        start = checkpoint["epoch"]
+        run.keep_metrics_before(start + 1)
+        log.info("resuming %s after epoch %d of %d", run.path, start, cfg.epochs)
+    log.info("training %s (%.3fM parameters without the auxiliary head) on %s: %s, %d train / %d test images, "
+             "run directory %s", cfg.genotype, count_parameters(model) / 1e6, device, cfg.dataset,
+             len(train_loader.indices), len(test_loader.indices), run.path)
+    try:
+        for epoch in range(start, cfg.epochs):
+            began = time.perf_counter()
+            trainer.begin_epoch(epoch)
+            stats = run_epoch(trainer.step, train_loader.epoch(epoch), len(train_loader),
+                              f"epoch {epoch + 1}/{cfg.epochs}", _summarize)
+            test = evaluate(model, test_loader, trainer.autocast, desc=f"test {epoch + 1}/{cfg.epochs}")
+            record = {"epoch": epoch + 1, **stats, "test_loss": test["loss"], "test_top1": test["top1"],
+                      "test_top5": test["top5"], "lr": trainer.optimizer.param_groups[0]["lr"],
+                      "drop_path": model.drop_path_prob, "seconds": round(time.perf_counter() - began, 3)}
+            run.append_metrics(record)
+            save_checkpoint(run.checkpoint_path, {"epoch": epoch + 1, "config": cfg.to_dict(), "model_spec": spec,
+                                                  "trainer": trainer.state_dict(), "test": test})
+            log.info("epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f top-1 %.2f%% top-5 %.2f%%  %.1fs",
+                     epoch + 1, cfg.epochs, stats["train_loss"], stats["train_acc"], test["loss"], test["top1"],
+                     test["top5"], record["seconds"])
+    except KeyboardInterrupt:
+        run.report_interrupt()
+        raise
+    metrics = run.read_metrics()
+    last = metrics[-1] if metrics else {"test_top1": float("nan"), "test_top5": float("nan")}
+    log.info("final test accuracy: top-1 %.2f%%, top-5 %.2f%%; checkpoint %s", last["test_top1"], last["test_top5"],
+             run.checkpoint_path)
+    return TrainResult(run.path, last["test_top1"], last["test_top5"], metrics)
+
+
+def _summarize(sums: dict[str, float]) -> dict[str, float]:
+    n = max(sums["n"], 1.0)
+    return {"train_loss": sums["loss"] / n, "train_acc": 100 * sums["correct"] / n}
+
+
+def load_model(checkpoint_path: str | Path) -> tuple[Network, dict[str, Any]]:
+    """The trained network of a training checkpoint (eval mode, on the CPU) and the checkpoint itself."""
+    checkpoint = load_checkpoint(checkpoint_path, required=("model_spec", "trainer"))
+    model = build_model(checkpoint["model_spec"])
+    model.load_state_dict(checkpoint["trainer"]["model"])
+    return model.eval(), checkpoint
+
+
+def evaluate_checkpoint(checkpoint_path: str | Path, dataset: str | None = None, data_dir: str | None = None,
+                        device: str = "auto", batch_size: int = 256) -> dict[str, float]:
+    """Test loss, top-1 and top-5 of a trained checkpoint, on its own dataset's test split or ``dataset``'s."""
+    model, checkpoint = load_model(checkpoint_path)
+    cfg = TrainConfig.from_dict(checkpoint["config"])
+    dev = resolve_device(device)
+    name = dataset or cfg.dataset
+    test = load_dataset(name, "test", data_dir or cfg.data_dir or None)
+    spec = checkpoint["model_spec"]
+    if test.num_classes != spec["num_classes"] or test.channels != spec["in_channels"]:
+        raise UserError(f"{name} has {test.num_classes} classes of {test.channels}-channel images but the model "
+                        f"expects {spec['num_classes']} and {spec['in_channels']}; evaluate on a matching dataset")
+    loader = DeviceLoader(test, torch.arange(len(test)), batch_size, dev, spec["mean"], spec["std"], shuffle=False,
+                          drop_last=False, channels_last=cfg.channels_last)
+    model = model.to(dev)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    result = evaluate(model, loader, autocast_for(dev, cfg.amp)[0])
+    return {**result, "images": len(test), "dataset": name}

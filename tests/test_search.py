@@ -15,7 +15,8 @@ def test_tiny_search_writes_every_output(tiny_config, tmp_path):
     result = two_stage.search(cfg, tmp_path / "run")
     run = tmp_path / "run"
     assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "genotype.json", "ranking.json",
-                                               "checkpoint.pt"}
+                                               "checkpoint.pt", "normal.png", "normal.svg", "reduce.png",
+                                               "reduce.svg"}
     assert json.loads((run / "config.json").read_text()) == cfg.to_dict()
     genotype = load_genotype(run / "genotype.json")
     assert genotype == result.genotype and len(genotype.normal) == 8

@@ -14,6 +14,7 @@ from typing import Any
 from . import __version__
 from .config import SearchConfig, TrainConfig
 from .errors import IstaNasError, UserError
+from .published import PUBLISHED, get_genotype
 
 log = logging.getLogger("ista_nas")
 
@@ -65,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     ev.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+    show = commands.add_parser("show", help="Cells, parameters, FLOPs and diagrams of a genotype",
+                               description="Print a genotype's cells, parameters and FLOPs; draw its cells.")
+    show.add_argument("genotype", help=f"a built-in name ({', '.join(PUBLISHED)}), a genotype.json or a run directory")
+    show.add_argument("--channels", type=int, default=36, help="initial channels C [36]")
+    show.add_argument("--layers", type=int, default=20, help="cells L [20]")
+    show.add_argument("--dataset", default="cifar10", help="input size and classes: cifar10, cifar100, "
+                      "fashion-mnist, imagenet or folder:PATH [cifar10]")
+    show.add_argument("--out", default=None, help="folder for normal/reduce .png and .svg [diagrams/NAME]")
+    show.add_argument("--json", action="store_true", help="print one JSON object (params, flops, ...) only")
     return parser
 
 
@@ -116,15 +126,46 @@ def _evaluate(args: argparse.Namespace) -> None:
               f"top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}")
 
 
+def _show(args: argparse.Namespace) -> None:
+    from .diagram import write_diagrams
+    from .summary import summarize
+
+    if args.channels < 2 or args.layers < 1:
+        raise UserError("--channels must be at least 2 and --layers at least 1")
+    genotype = get_genotype(args.genotype)
+    info = summarize(genotype, args.channels, args.layers, args.dataset)
+    out = Path(args.out or Path("diagrams") / Path(args.genotype).stem)
+    out.mkdir(parents=True, exist_ok=True)
+    info["diagrams"] = [str(p) for p in write_diagrams(genotype, out)]
+    if args.json:
+        print(json.dumps({"genotype": genotype.to_dict(), **info}))
+        return
+    for cell, pairs in (("normal", genotype.normal), ("reduce", genotype.reduce)):
+        print(f"{cell} cell:")
+        for node in range(len(pairs) // 2):
+            a, b = pairs[2 * node], pairs[2 * node + 1]
+            print(f"  node {node}: {a[0]}({_input_name(a[1])}) + {b[0]}({_input_name(b[1])})")
+    print(f"flavour {genotype.flavour}; C={args.channels}, L={args.layers}, {args.dataset} input "
+          f"{'x'.join(map(str, info['input']))}")
+    print(f"parameters {info['params'] / 1e6:.3f}M (auxiliary head excluded), FLOPs {info['flops'] / 1e6:.1f}M "
+          f"({info['macs'] / 1e6:.1f}M multiply-adds)")
+    print(f"diagrams: {', '.join(info['diagrams'])}")
+
+
+def _input_name(pred: int) -> str:
+    return ("c_{k-2}", "c_{k-1}")[pred] if pred < 2 else f"node {pred - 2}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     try:
         with logging_redirect_tqdm():
-            {"search": _search, "train": _train, "evaluate": _evaluate}[args.command](args)
+            {"search": _search, "train": _train, "evaluate": _evaluate, "show": _show}[args.command](args)
     except IstaNasError as exc:
         print(f"ista-nas: error: {exc}", file=sys.stderr)
         return exc.exit_code

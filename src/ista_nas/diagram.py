@@ -44,9 +44,9 @@ def draw_cell(genotype: Genotype, cell: str, stem: str | Path) -> list[Path]:
                                      color=colour, connectionstyle=f"arc3,rad={rad}", shrinkA=20, shrinkB=20))
         if label:
             mx, my = (x0 + x1) / 2, (y0 + y1) / 2
-            # Offset the label towards the arc's bulge so that the two edges into a node separate.
+            # The midpoint of matplotlib's arc3 curve (a quadratic Bezier): the label sits on the edge.
             dx, dy = x1 - x0, y1 - y0
-            mx, my = mx - rad * dy * 0.5, my + rad * dx * 0.5
+            mx, my = mx + rad * dy * 0.5, my - rad * dx * 0.5
             ax.text(mx, my, label, fontsize=8.5, ha="center", va="center", color=colour,
                     bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
 

@@ -26,6 +26,7 @@ from .engine.checkpoint import load_checkpoint, save_checkpoint
 from .engine.data import Augment, DeviceLoader, ImageData, load_dataset
 from .engine.loop import resolve_device, run_epoch
 from .engine.rundir import RunDir
+from .diagram import write_diagrams
 from .errors import UserError
 from .genotype import Genotype
 from .networks.cnn import Network, count_parameters
@@ -193,6 +194,7 @@ def _run(cfg: TrainConfig, open_run: Callable[[], RunDir], checkpoint: dict[str,
     trainer = Trainer(model, cfg, device)
     run = open_run()
     run.write_json("genotype.json", genotype.to_dict())
+    write_diagrams(genotype, run.path)
     start = 0
     if checkpoint is not None:
         try:

@@ -26,6 +26,7 @@ from ..engine.data import Augment, DeviceLoader, ImageData, load_dataset
 from ..engine.loop import resolve_device, run_epoch
 from ..engine.rundir import RunDir
 from ..errors import UserError
+from ..diagram import write_diagrams
 from ..genotype import Genotype
 from ..networks import SearchNetwork
 
@@ -209,6 +210,7 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
         run.report_interrupt()
         raise
     genotype = _write_results(run, net) if start == cfg.epochs else net.genotype()  # else written above
+    write_diagrams(genotype, run.path)
     log.info("genotype: %s", genotype.to_dict())
     log.info("wrote %s", run.path / "genotype.json")
     return SearchResult(genotype, run.path, run.read_metrics())

@@ -1,0 +1,67 @@
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+import torch
+from PIL import Image
+
+from ista_nas.diagram import write_diagrams
+from ista_nas.published import PUBLISHED
+from ista_nas.summary import summarize
+
+
+def test_diagrams_are_valid_png_and_svg_showing_every_op(tmp_path):
+    genotype = PUBLISHED["ista_twostage"]
+    paths = write_diagrams(genotype, tmp_path)
+    assert sorted(p.name for p in paths) == ["normal.png", "normal.svg", "reduce.png", "reduce.svg"]
+    for path in paths:
+        if path.suffix == ".png":
+            with Image.open(path) as im:
+                im.verify()
+                assert im.format == "PNG" and im.size[0] > 300
+        else:
+            root = ET.parse(path).getroot()
+            assert root.tag.endswith("svg")
+    svg = (tmp_path / "normal.svg").read_text()
+    # Every op label is drawn as text (matplotlib keeps it as a comment/path id in SVG output).
+    for op, _ in genotype.normal:
+        assert op in svg
+
+
+def test_flops_match_a_hand_count_for_a_tiny_network():
+    # All-pool cells have no conv FLOPs in the cells, so the total is stem + preprocessing + classifier convs.
+    from ista_nas.genotype import Genotype
+    from ista_nas.networks.cnn import Network
+    from torch.utils.flop_counter import FlopCounterMode
+
+    g = Genotype(tuple([("max_pool_3x3", 0), ("max_pool_3x3", 1)] * 4), (2, 3, 4, 5),
+                 tuple([("max_pool_3x3", 0), ("max_pool_3x3", 1)] * 4), (2, 3, 4, 5))
+    info = summarize(g, channels=4, layers=1, dataset="cifar10")
+    # layers=1: no reductions. stem conv 3->12 at 32x32, two 1x1 preprocessing convs 12->4, classifier 16->10.
+    expected = 2 * (3 * 12 * 9 * 32 * 32 + 2 * 12 * 4 * 32 * 32 + 16 * 10)
+    assert info["flops"] == expected and info["macs"] == expected // 2
+    # Parameters by hand: stem conv + BN, two 1x1 convs + BNs, classifier (the auxiliary head excluded).
+    assert info["params"] == (3 * 12 * 9 + 2 * 12) + 2 * (12 * 4 + 2 * 4) + (16 * 10 + 10)
+    net = Network(g, channels=4, layers=1, num_classes=10)
+    assert info["params_with_aux"] == sum(p.numel() for p in net.parameters())
+
+
+def test_show_json_and_text(tmp_path):
+    cmd = [sys.executable, "-m", "ista_nas.cli", "show", "darts_v2", "--json", "--out", str(tmp_path / "d")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert isinstance(info["params"], int) and isinstance(info["flops"], int)
+    assert abs(info["params"] / 1e6 - 3.35) < 0.01
+    assert len(info["diagrams"]) == 4 and all((tmp_path / "d" / n).exists() for n in ("normal.png", "reduce.svg"))
+    small = subprocess.run([sys.executable, "-m", "ista_nas.cli", "show", "darts_v2", "--json", "--channels", "16",
+                            "--layers", "8", "--dataset", "fashion-mnist", "--out", str(tmp_path / "e")],
+                           capture_output=True, text=True)
+    assert json.loads(small.stdout)["input"] == [1, 28, 28]
+    text = subprocess.run([sys.executable, "-m", "ista_nas.cli", "show", "pc_darts", "--out", str(tmp_path / "f")],
+                          capture_output=True, text=True)
+    assert "node 3:" in text.stdout and "parameters 3.6" in text.stdout
+    bad = subprocess.run([sys.executable, "-m", "ista_nas.cli", "show", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "neither a built-in name" in bad.stderr

@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     ev.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ex = commands.add_parser("export", help="Write a trained model as one deployable TorchScript or ONNX file",
+                             description="Export a checkpoint written by train: normalisation, network and "
+                                         "metadata (genotype, classes, accuracy) in one file.")
+    ex.add_argument("checkpoint", help="checkpoint.pt of a training run (or the run directory)")
+    ex.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript", help="[torchscript]")
+    ex.add_argument("--out", default=None, help="output file [model.pt or model.onnx beside the checkpoint]")
     show = commands.add_parser("show", help="Cells, parameters, FLOPs and diagrams of a genotype",
                                description="Print a genotype's cells, parameters and FLOPs; draw its cells.")
     show.add_argument("genotype", help=f"a built-in name ({', '.join(PUBLISHED)}), a genotype.json or a run directory")
@@ -116,14 +122,24 @@ def _train(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from . import retrain
 
-    path = Path(args.checkpoint)
-    result = retrain.evaluate_checkpoint(path / "checkpoint.pt" if path.is_dir() else path, args.dataset,
-                                         args.data_dir, args.device, args.batch_size)
+    result = retrain.evaluate_checkpoint(_checkpoint_path(args.checkpoint), args.dataset, args.data_dir,
+                                         args.device, args.batch_size)
     if args.json:
         print(json.dumps(result))
     else:
         print(f"{result['dataset']} test split, {result['images']} images: top-1 {result['top1']:.2f}%  "
               f"top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}")
+
+
+def _checkpoint_path(arg: str) -> Path:
+    path = Path(arg)
+    return path / "checkpoint.pt" if path.is_dir() else path
+
+
+def _export(args: argparse.Namespace) -> None:
+    from .export import export
+
+    print(export(_checkpoint_path(args.checkpoint), args.format, args.out))
 
 
 def _show(args: argparse.Namespace) -> None:
@@ -165,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with logging_redirect_tqdm():
-            {"search": _search, "train": _train, "evaluate": _evaluate, "show": _show}[args.command](args)
+            {"search": _search, "train": _train, "evaluate": _evaluate, "show": _show,
+             "export": _export}[args.command](args)
     except IstaNasError as exc:
         print(f"ista-nas: error: {exc}", file=sys.stderr)
         return exc.exit_code

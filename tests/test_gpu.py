@@ -63,3 +63,15 @@ def test_search_steps_do_not_synchronise_with_the_host(tiny_config):
 def test_tiny_search_runs_on_cuda(tiny_config, tmp_path):
     result = two_stage.search(tiny_config(device="cuda", epochs=1), tmp_path / "run")
     assert len(result.genotype.normal) == 8
+
+
+def test_tiny_training_runs_on_cuda_with_mixed_precision(tiny_folder, tmp_path, monkeypatch):
+    from ista_nas import retrain
+    from ista_nas.config import TrainConfig
+
+    monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
+    for amp in ("auto", "fp16"):
+        cfg = TrainConfig.make("quick", dataset=f"folder:{tiny_folder}", subset=0, epochs=1, batch_size=12,
+                               channels=4, layers=3, device="cuda", amp=amp)
+        result = retrain.train(cfg, tmp_path / amp)
+        assert 0 <= result.test_top1 <= 100

@@ -12,6 +12,8 @@ from ista_nas.config import TrainConfig
 from ista_nas.engine.checkpoint import load_checkpoint
 from ista_nas.published import PUBLISHED
 
+from conftest import interrupted_copy
+
 
 @pytest.fixture
 def train_config(tiny_folder, tmp_path, monkeypatch):
@@ -48,16 +50,18 @@ def test_tiny_training_run_and_evaluation_agree(train_config, tmp_path):
     assert again["loss"] == pytest.approx(lines[-1]["test_loss"], rel=1e-5)
 
 
-def test_training_resume_equals_an_uninterrupted_run(train_config, tmp_path):
-    full = retrain.train(train_config(epochs=3), tmp_path / "full")
-    retrain.train(train_config(epochs=1), tmp_path / "part")
-    resumed = retrain.resume(tmp_path / "part", epochs=3)
+def test_training_resume_equals_an_uninterrupted_run(train_config, tmp_path, monkeypatch):
+    # Stopped after epoch 2 of 4: drop-path is active by then, so its random masks must replay exactly.
+    with monkeypatch.context() as patch:
+        interrupted_copy(patch, retrain, 2, tmp_path / "full", tmp_path / "part")
+        full = retrain.train(train_config(epochs=4), tmp_path / "full")
+    resumed = retrain.resume(tmp_path / "part")
     a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["trainer"]["model"]
     b = load_checkpoint(tmp_path / "part" / "checkpoint.pt")["trainer"]["model"]
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert resumed.test_top1 == full.test_top1
-    assert [r["epoch"] for r in resumed.metrics] == [1, 2, 3]
+    assert [r["epoch"] for r in resumed.metrics] == [1, 2, 3, 4]
 
 
 def test_a_search_run_directory_trains(train_config, tiny_config, tmp_path):
@@ -76,3 +80,26 @@ def test_bad_genotype_and_evaluation_input(train_config, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ista_nas.cli", "evaluate", str(tmp_path / "none.pt")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "no checkpoint at" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_streaming_from_disk_handles_mixed_image_sizes(tmp_path, monkeypatch):
+    # ImageNet-style: JPEG-like images of different sizes, test split called val/, read every epoch.
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 12), ("val", 4)):
+        for c in range(2):
+            folder = tmp_path / "img" / split / f"c{c}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                h, w = rng.integers(20, 40, 2)
+                Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+    cfg = TrainConfig.make("imagenet", dataset=f"folder:{tmp_path / 'img'}", image_size=32, workers=0, channels=8,
+                           layers=3, batch_size=6, epochs=2, warmup_epochs=1, device="cpu")
+    result = retrain.train(cfg, tmp_path / "run")
+    assert len(result.metrics) == 2 and result.metrics[0]["lr"] == pytest.approx(0.25)
+    spec = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["model_spec"]
+    assert spec["stem"] == "imagenet" and spec["image_size"] == [32, 32] and spec["num_classes"] == 2
+    again = retrain.evaluate_checkpoint(tmp_path / "run" / "checkpoint.pt", device="cpu")
+    assert again["images"] == 8 and again["top1"] == pytest.approx(result.test_top1)

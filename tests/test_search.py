@@ -9,6 +9,8 @@ from ista_nas import Genotype, RunFailed, load_genotype
 from ista_nas.engine.checkpoint import load_checkpoint
 from ista_nas.methods import two_stage
 
+from conftest import interrupted_copy
+
 
 def test_tiny_search_writes_every_output(tiny_config, tmp_path):
     cfg = tiny_config(epochs=2)
@@ -36,10 +38,12 @@ def test_tiny_search_writes_every_output(tiny_config, tmp_path):
     assert ckpt["epoch"] == 2
 
 
-def test_resume_equals_an_uninterrupted_run(tiny_config, tmp_path):
-    full = two_stage.search(tiny_config(epochs=3), tmp_path / "full")
-    two_stage.search(tiny_config(epochs=1), tmp_path / "part")
-    resumed = two_stage.resume(tmp_path / "part", epochs=3)
+def test_resume_equals_an_uninterrupted_run(tiny_config, tmp_path, monkeypatch):
+    # Stopped after epoch 2 of 3 (the learning rate has moved along its cosine by then).
+    with monkeypatch.context() as patch:
+        interrupted_copy(patch, two_stage, 2, tmp_path / "full", tmp_path / "part")
+        full = two_stage.search(tiny_config(epochs=3), tmp_path / "full")
+    resumed = two_stage.resume(tmp_path / "part")
     assert resumed.genotype == full.genotype
     a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["search"]
     b = load_checkpoint(tmp_path / "part" / "checkpoint.pt")["search"]

@@ -157,6 +157,10 @@ class TrainConfig(_Config):
     subset: int = _f(0, "train on only this many training images, 0 = all")
     augment: bool = _f(True, "pad-and-crop by 1/8 of the side and horizontal flip (DARTS's CIFAR augmentation)")
     cutout: int = _f(16, "cutout square side in pixels, 0 = off (DARTS retrain: 16)")
+    stream: bool = _f(False, "read a folder: dataset from disk every epoch with DataLoader workers and ImageNet "
+                             "augmentation, for datasets too large for memory (ImageNet)")
+    image_size: int = _f(224, "with --stream: training crop and test centre-crop side (ImageNet: 224)")
+    workers: int = _f(8, "with --stream: DataLoader worker processes")
     # Network (the paper's CIFAR evaluation network: 20 cells of 36 initial channels)
     stem: str = _f("cifar", "cifar (one 3x3 conv) or imagenet (three stride-2 convs to 1/8, the mobile setting)")
     channels: int = _f(36, "initial channels C (paper CIFAR: 36, ImageNet: 48)")
@@ -200,6 +204,10 @@ class TrainConfig(_Config):
             (self.cutout >= 0, f"--cutout must be >= 0, got {self.cutout}"),
             (0 <= self.seed < 2**63, f"--seed must be in 0..2^63-1, got {self.seed}"),
             (self.amp in AMP_MODES, f"unknown --amp {self.amp!r}; choose one of {', '.join(AMP_MODES)}"),
+            (not self.stream or self.dataset.startswith("folder:"),
+             f"--stream reads image folders; give --dataset folder:PATH, not {self.dataset!r}"),
+            (self.image_size >= 8, f"--image-size must be at least 8, got {self.image_size}"),
+            (self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
         ]
 
 
@@ -210,9 +218,9 @@ TrainConfig.PRESETS = {
     # (PATH/train and PATH/val). Images are read from disk each epoch.
     "imagenet": dict(genotype="ista_imagenet", dataset="folder:imagenet", stem="imagenet", channels=48, layers=14,
                      epochs=250, batch_size=1024, lr=0.5, warmup_epochs=5, weight_decay=3e-5, label_smoothing=0.1,
-                     drop_path=0.0, cutout=0),
+                     drop_path=0.0, cutout=0, stream=True),
     # Minutes on a 2-core CPU: a small network, a Fashion-MNIST subset and a few epochs. A reduced-scale
     # stand-in to see the pipeline work, not the paper's setting.
-    "quick": dict(dataset="fashion-mnist", subset=10000, epochs=5, batch_size=64, lr=0.05, channels=16, layers=8,
+    "quick": dict(dataset="fashion-mnist", subset=5000, epochs=3, batch_size=64, lr=0.05, channels=12, layers=6,
                   cutout=0, drop_path=0.1),
 }

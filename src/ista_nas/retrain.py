@@ -23,8 +23,9 @@ from torch import Tensor
 
 from .config import TrainConfig
 from .engine.checkpoint import load_checkpoint, save_checkpoint
-from .engine.data import Augment, DeviceLoader, ImageData, load_dataset
+from .engine.data import Augment, DeviceLoader, ImageData, epoch_seed, load_dataset
 from .engine.loop import resolve_device, run_epoch
+from .engine.stream import StreamingLoader
 from .engine.rundir import RunDir
 from .diagram import write_diagrams
 from .errors import UserError
@@ -51,11 +52,21 @@ def learning_rate(epoch: int, cfg: TrainConfig) -> float:
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
 
 
-def model_spec(cfg: TrainConfig, genotype: Genotype, data: ImageData, mean: list[float], std: list[float]
+@dataclass
+class DataInfo:
+    classes: list[str]
+    channels: int
+    size: tuple[int, int]
+
+
+Loader = DeviceLoader | StreamingLoader
+
+
+def model_spec(cfg: TrainConfig, genotype: Genotype, data: DataInfo, mean: list[float], std: list[float]
                ) -> dict[str, Any]:
     """Everything needed to rebuild and feed the network; stored in every checkpoint."""
     return {"genotype": genotype.to_dict(), "channels": cfg.channels, "layers": cfg.layers,
-            "num_classes": data.num_classes, "in_channels": data.channels, "auxiliary": cfg.auxiliary_weight > 0,
+            "num_classes": len(data.classes), "in_channels": data.channels, "auxiliary": cfg.auxiliary_weight > 0,
             "stem": cfg.stem, "classes": data.classes, "image_size": list(data.size), "mean": mean, "std": std}
 
 
@@ -88,6 +99,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(epoch, self.cfg)
         self.model.drop_path_prob = self.cfg.drop_path * epoch / self.cfg.epochs
+        torch.manual_seed(epoch_seed(self.cfg.seed, epoch, 2))  # drop-path masks: reproducible after a resume
         self.model.train()
 
     def step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
@@ -116,7 +128,7 @@ class Trainer:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: DeviceLoader, autocast: Callable[[], Any] = contextlib.nullcontext,
+def evaluate(model: torch.nn.Module, loader: Loader, autocast: Callable[[], Any] = contextlib.nullcontext,
              desc: str = "test") -> dict[str, float]:
     """Loss, top-1 and top-5 accuracy (%) of ``model`` over one pass of ``loader``."""
     model.eval()
@@ -135,9 +147,21 @@ def evaluate(model: torch.nn.Module, loader: DeviceLoader, autocast: Callable[[]
     return run_epoch(step, loader.epoch(0), len(loader), desc, summarize)
 
 
-def prepare_data(cfg: TrainConfig, device: torch.device) -> tuple[ImageData, DeviceLoader, DeviceLoader]:
-    # The loaders carry the normalisation (mean, std) of the training split.
-    """Training split (seeded subset, augmented) and test split (whole, in order), both on the device."""
+def prepare_data(cfg: TrainConfig, device: torch.device) -> tuple[DataInfo, Loader, Loader]:
+    """Training split (seeded subset, augmented) and test split (whole, in order); the loaders carry the
+    normalisation (mean, std) of the training data."""
+    if cfg.stream:
+        root = cfg.dataset[len("folder:"):]
+        common = dict(device=device, image_size=cfg.image_size, workers=cfg.workers, seed=cfg.seed,
+                      channels_last=cfg.channels_last)
+        train_loader = StreamingLoader(root, "train", cfg.batch_size, train=True, subset=cfg.subset, **common)
+        test_loader = StreamingLoader(root, "test", 2 * cfg.batch_size, train=False, **common)
+        if test_loader.classes != train_loader.classes:
+            raise UserError(f"the test/val split of {root} has other class folders than train/; give both the same")
+        if len(train_loader.indices) < cfg.batch_size:
+            raise UserError(f"{len(train_loader.indices)} training images give less than one batch of "
+                            f"{cfg.batch_size}; lower --batch-size")
+        return DataInfo(train_loader.classes, 3, train_loader.size), train_loader, test_loader
     train = load_dataset(cfg.dataset, "train", cfg.data_dir or None)
     test = load_dataset(cfg.dataset, "test", cfg.data_dir or None)
     if cfg.subset > len(train):
@@ -157,7 +181,7 @@ def prepare_data(cfg: TrainConfig, device: torch.device) -> tuple[ImageData, Dev
                                 channels_last=cfg.channels_last, seed=cfg.seed)
     test_loader = DeviceLoader(test, torch.arange(len(test)), 2 * cfg.batch_size, device, mean, std, shuffle=False,
                                drop_last=False, channels_last=cfg.channels_last)
-    return train, train_loader, test_loader
+    return DataInfo(train.classes, train.channels, train.size), train_loader, test_loader
 
 
 def train(cfg: TrainConfig, out: str | Path) -> TrainResult:
@@ -254,15 +278,22 @@ def evaluate_checkpoint(checkpoint_path: str | Path, dataset: str | None = None,
     cfg = TrainConfig.from_dict(checkpoint["config"])
     dev = resolve_device(device)
     name = dataset or cfg.dataset
-    test = load_dataset(name, "test", data_dir or cfg.data_dir or None)
     spec = checkpoint["model_spec"]
-    if test.num_classes != spec["num_classes"] or test.channels != spec["in_channels"]:
-        raise UserError(f"{name} has {test.num_classes} classes of {test.channels}-channel images but the model "
-                        f"expects {spec['num_classes']} and {spec['in_channels']}; evaluate on a matching dataset")
-    loader = DeviceLoader(test, torch.arange(len(test)), batch_size, dev, spec["mean"], spec["std"], shuffle=False,
-                          drop_last=False, channels_last=cfg.channels_last)
+    loader: Loader
+    if cfg.stream and name.startswith("folder:"):
+        loader = StreamingLoader(name[len("folder:"):], "test", batch_size, dev, train=False,
+                                 image_size=cfg.image_size, workers=cfg.workers, channels_last=cfg.channels_last)
+        classes, channels = len(loader.classes), 3
+    else:
+        test = load_dataset(name, "test", data_dir or cfg.data_dir or None)
+        loader = DeviceLoader(test, torch.arange(len(test)), batch_size, dev, spec["mean"], spec["std"],
+                              shuffle=False, drop_last=False, channels_last=cfg.channels_last)
+        classes, channels = test.num_classes, test.channels
+    if classes != spec["num_classes"] or channels != spec["in_channels"]:
+        raise UserError(f"{name} has {classes} classes of {channels}-channel images but the model expects "
+                        f"{spec['num_classes']} and {spec['in_channels']}; evaluate on a matching dataset")
     model = model.to(dev)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     result = evaluate(model, loader, autocast_for(dev, cfg.amp)[0])
-    return {**result, "images": len(test), "dataset": name}
+    return {**result, "images": len(loader.indices), "dataset": name}

@@ -207,8 +207,13 @@ class Augment:
     cutout: int = 0  # side of the square cut out (0: off)
 
 
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """A seed for one (run seed, epoch, stream) triple: resumed runs draw exactly what uninterrupted ones do."""
+    return (seed * 0x9E3779B1 + epoch * 0x85EBCA77 + stream * 0xC2B2AE3D) % 2**63
+
+
 def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 0x9E3779B1 + epoch * 0x85EBCA77 + stream * 0xC2B2AE3D) % 2**63)
+    return torch.Generator().manual_seed(epoch_seed(seed, epoch, stream))
 
 
 class DeviceLoader:

@@ -1,0 +1,76 @@
+"""Streaming loader for image folders too large for memory (ImageNet): decoded from disk every epoch.
+
+Same interface as ``DeviceLoader`` (``epoch(e)`` yields normalised batches on the device, ``len``,
+``indices``, ``mean_std``). Decoding and the standard ImageNet augmentation (random-resized crop, flip,
+colour jitter for training; resize and centre crop for testing) run in DataLoader worker processes, the
+only place per-image work belongs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+from .data import epoch_generator
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+class StreamingLoader:
+    def __init__(self, root: str | Path, split: str, batch_size: int, device: torch.device, train: bool,
+                 image_size: int = 224, workers: int = 8, seed: int = 0, channels_last: bool = False,
+                 subset: int = 0):
+        from torchvision import datasets, transforms
+
+        root = Path(root)
+        folder = root / split
+        if split == "test" and not folder.is_dir():
+            folder = root / "val"
+        if not folder.is_dir():
+            raise UserError(f"image folder {root} has no {split}/ directory; lay it out as {root}/train/<class>/*.jpg "
+                            f"and {root}/val/<class>/*.jpg")
+        normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        if train:
+            tf = transforms.Compose([transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(),
+                                     transforms.ColorJitter(0.4, 0.4, 0.4, 0.2), transforms.ToTensor(), normalize])
+        else:
+            tf = transforms.Compose([transforms.Resize(image_size * 8 // 7), transforms.CenterCrop(image_size),
+                                     transforms.ToTensor(), normalize])
+        try:
+            self.dataset = datasets.ImageFolder(str(folder), tf)
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise UserError(f"cannot read image folder {folder} ({exc}); put each class's images in "
+                            f"{folder}/<class>/") from None
+        self.classes = list(self.dataset.classes)
+        n = len(self.dataset)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if subset else torch.arange(n)
+        self.indices = order[: subset or n]
+        self.batch_size, self.device, self.train = batch_size, device, train
+        self.workers, self.seed, self.channels_last = workers, seed, channels_last
+        self.mean_std = (IMAGENET_MEAN, IMAGENET_STD)
+        self.size = (image_size, image_size)
+
+    def __len__(self) -> int:
+        n = len(self.indices)
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        from torch.utils.data import DataLoader, Subset
+
+        order = self.indices
+        if self.train:
+            order = order[torch.randperm(len(order), generator=epoch_generator(self.seed, epoch, 0))]
+        # Worker augmentation is seeded per epoch too, so a resumed run sees the same crops.
+        gen = epoch_generator(self.seed, epoch, 1)
+        loader = DataLoader(Subset(self.dataset, order.tolist()), batch_size=self.batch_size, shuffle=False,
+                            num_workers=self.workers, pin_memory=self.device.type == "cuda", drop_last=self.train,
+                            generator=gen)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        for x, y in loader:
+            yield (x.to(self.device, non_blocking=True).contiguous(memory_format=memory_format),
+                   y.to(self.device, non_blocking=True))

@@ -3,8 +3,6 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
-import pytest
-import torch
 from PIL import Image
 
 from ista_nas.diagram import write_diagrams
@@ -34,7 +32,6 @@ def test_flops_match_a_hand_count_for_a_tiny_network():
     # All-pool cells have no conv FLOPs in the cells, so the total is stem + preprocessing + classifier convs.
     from ista_nas.genotype import Genotype
     from ista_nas.networks.cnn import Network
-    from torch.utils.flop_counter import FlopCounterMode
 
     g = Genotype(tuple([("max_pool_3x3", 0), ("max_pool_3x3", 1)] * 4), (2, 3, 4, 5),
                  tuple([("max_pool_3x3", 0), ("max_pool_3x3", 1)] * 4), (2, 3, 4, 5))

@@ -50,7 +50,6 @@ class SepConv(nn.Sequential):
     """Two stacked depthwise-separable blocks (only the first strided), as in DARTS."""
 
     def __init__(self, c: int, kernel: int, stride: int, affine: bool = True):
-        padding = (kernel - 1) // 2
         super().__init__(
             *DilConv(c, kernel, stride, 1, affine),
             *DilConv(c, kernel, 1, 1, affine),

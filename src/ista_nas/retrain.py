@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from torch import Tensor
 from .config import TrainConfig
 from .engine.checkpoint import load_checkpoint, save_checkpoint
 from .engine.data import Augment, DeviceLoader, ImageData, epoch_seed, load_dataset
-from .engine.loop import resolve_device, run_epoch
+from .engine.loop import cosine_lr, resolve_device, run_epoch
 from .engine.stream import StreamingLoader
 from .engine.rundir import RunDir
 from .diagram import write_diagrams
@@ -48,8 +47,7 @@ def learning_rate(epoch: int, cfg: TrainConfig) -> float:
     """Linear warm-up over ``warmup_epochs``, then cosine from lr to lr_min over the remaining epochs."""
     if epoch < cfg.warmup_epochs:
         return cfg.lr * (epoch + 1) / (cfg.warmup_epochs + 1)
-    t = (epoch - cfg.warmup_epochs) / (cfg.epochs - cfg.warmup_epochs)
-    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
+    return cosine_lr(epoch - cfg.warmup_epochs, cfg.epochs - cfg.warmup_epochs, cfg.lr, cfg.lr_min)
 
 
 @dataclass
@@ -194,16 +192,8 @@ def train(cfg: TrainConfig, out: str | Path) -> TrainResult:
 
 def resume(run_dir: str | Path, **overrides: Any) -> TrainResult:
     """Continue the training run in ``run_dir`` from its last checkpoint (epochs and device may change)."""
-    run, cfg, checkpoint = RunDir.resume(run_dir, TrainConfig, overrides)
-    if "trainer" not in checkpoint:
-        raise UserError(f"{run.checkpoint_path} is not a training checkpoint; resume it with the command that wrote "
-                        "it")
-
-    def reopen() -> RunDir:
-        run.write_json("config.json", cfg.to_dict())
-        return run
-
-    return _run(cfg, reopen, checkpoint)
+    run, cfg, checkpoint = RunDir.resume(run_dir, TrainConfig, overrides, kind="trainer")
+    return _run(cfg, lambda: run.rewrite_config(cfg.to_dict()), checkpoint)
 
 
 def _run(cfg: TrainConfig, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None) -> TrainResult:
@@ -219,16 +209,7 @@ def _run(cfg: TrainConfig, open_run: Callable[[], RunDir], checkpoint: dict[str,
     run = open_run()
     run.write_json("genotype.json", genotype.to_dict())
     write_diagrams(genotype, run.path)
-    start = 0
-    if checkpoint is not None:
-        try:
-            trainer.load_state_dict(checkpoint["trainer"])
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise UserError(f"checkpoint {run.checkpoint_path} does not fit this run's network ({exc}); "
-                            "it belongs to another run") from None
-        start = checkpoint["epoch"]
-        run.keep_metrics_before(start + 1)
-        log.info("resuming %s after epoch %d of %d", run.path, start, cfg.epochs)
+    start = run.restore(checkpoint, "trainer", trainer.load_state_dict, cfg.epochs)
     log.info("training %s (%.3fM parameters without the auxiliary head) on %s: %s, %d train / %d test images, "
              "run directory %s", cfg.genotype, count_parameters(model) / 1e6, device, cfg.dataset,
              len(train_loader.indices), len(test_loader.indices), run.path)

@@ -259,7 +259,7 @@ class DeviceLoader:
             yield self._batch(self.images[idx], part), self.labels[idx]
 
     def _batch(self, x: Tensor, part: dict[str, Tensor]) -> Tensor:
-        aug, (n, c, h, w) = self.augment, x.shape
+        aug, (n, _, h, w) = self.augment, x.shape
         if aug.crop_padding:
             p, off = aug.crop_padding, part["offset"]
             rows = (off[:, :1] + torch.arange(h, device=self.device)).view(n, h, 1)

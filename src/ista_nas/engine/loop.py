@@ -30,6 +30,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
+    """Cosine annealing from ``lr`` at epoch 0 towards ``lr_min`` at ``epochs``."""
+    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs))
+
+
 class Meter:
     """Sums of per-batch statistics, accumulated on the device (no host sync per step)."""
 

@@ -103,10 +103,12 @@ class RunDir:
                            lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in kept)))
 
     @classmethod
-    def resume(cls, path: str | Path, config_cls: type, overrides: dict[str, Any]) -> tuple["RunDir", Any, dict]:
+    def resume(cls, path: str | Path, config_cls: type, overrides: dict[str, Any], kind: str
+               ) -> tuple["RunDir", Any, dict]:
         """Open a run for --resume: its stored config with ``overrides`` applied, and its last checkpoint.
 
-        Only the RESUMABLE keys may differ from the stored config; the checkpoint must come from this run.
+        Only the RESUMABLE keys may differ from the stored config; the checkpoint must come from this run and
+        hold a ``kind`` entry (the state of the command that wrote it).
         """
         run, stored = cls.open(path)
         cfg = config_cls.from_dict(stored)
@@ -118,6 +120,9 @@ class RunDir:
                                 f"its {getattr(cfg, key)} (only {' and '.join('--' + k for k in RESUMABLE)} can change)")
         cfg.validate()
         checkpoint = load_checkpoint(run.checkpoint_path, required=("epoch", "config"))
+        if kind not in checkpoint:
+            raise UserError(f"{run.checkpoint_path} was not written by this command; resume it with the command "
+                            "that wrote it")
         mismatched = sorted(k for k, v in checkpoint["config"].items() if k not in RESUMABLE and stored.get(k) != v)
         if mismatched:
             raise UserError(f"checkpoint {run.checkpoint_path} was written by a run with other settings "
@@ -126,6 +131,25 @@ class RunDir:
             raise UserError(f"the checkpoint has already finished {checkpoint['epoch']} epochs; pass --epochs "
                             f"{checkpoint['epoch']} or more")
         return run, cfg, checkpoint
+
+    def restore(self, checkpoint: dict[str, Any] | None, kind: str, load: Any, epochs: int) -> int:
+        """Load ``checkpoint[kind]`` with ``load`` and drop the metrics written after it; return the epoch to
+        start from (0 without a checkpoint)."""
+        if checkpoint is None:
+            return 0
+        try:
+            load(checkpoint[kind])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise UserError(f"checkpoint {self.checkpoint_path} does not fit this run's network ({exc}); "
+                            "it belongs to another run") from None
+        self.keep_metrics_before(checkpoint["epoch"] + 1)
+        log.info("resuming %s after epoch %d of %d", self.path, checkpoint["epoch"], epochs)
+        return checkpoint["epoch"]
+
+    def rewrite_config(self, config: dict[str, Any]) -> "RunDir":
+        """Store the (resumed, possibly extended) config; returns self."""
+        self.write_json("config.json", config)
+        return self
 
     def report_interrupt(self) -> None:
         done = load_checkpoint(self.checkpoint_path)["epoch"] if self.checkpoint_path.exists() else 0

@@ -9,7 +9,6 @@ The result is the genotype of the final supports; stage two (retraining it) is `
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,12 +20,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import SearchConfig
+from ..diagram import write_diagrams
 from ..engine.checkpoint import save_checkpoint
 from ..engine.data import Augment, DeviceLoader, ImageData, load_dataset
-from ..engine.loop import resolve_device, run_epoch
+from ..engine.loop import cosine_lr, resolve_device, run_epoch
 from ..engine.rundir import RunDir
 from ..errors import UserError
-from ..diagram import write_diagrams
 from ..genotype import Genotype
 from ..networks import SearchNetwork
 
@@ -40,10 +39,6 @@ class SearchResult:
     genotype: Genotype
     run_dir: Path
     metrics: list[dict[str, Any]]
-
-
-def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
-    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs))
 
 
 class TwoStageSearch:
@@ -165,15 +160,8 @@ def search(cfg: SearchConfig, out: str | Path) -> SearchResult:
 
 def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
     """Continue the run in ``run_dir`` from its last checkpoint. ``overrides`` may change epochs and device."""
-    run, cfg, checkpoint = RunDir.resume(run_dir, SearchConfig, overrides)
-    if "search" not in checkpoint:
-        raise UserError(f"{run.checkpoint_path} is not a search checkpoint; resume it with the command that wrote it")
-
-    def reopen() -> RunDir:
-        run.write_json("config.json", cfg.to_dict())
-        return run
-
-    return _run(cfg, reopen, checkpoint)
+    run, cfg, checkpoint = RunDir.resume(run_dir, SearchConfig, overrides, kind="search")
+    return _run(cfg, lambda: run.rewrite_config(cfg.to_dict()), checkpoint)
 
 
 def _write_results(run: RunDir, net: SearchNetwork) -> Genotype:
@@ -191,16 +179,7 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
         net = net.to(memory_format=torch.channels_last)
     searcher = TwoStageSearch(net, cfg)
     run = open_run()
-    start = 0
-    if checkpoint is not None:
-        try:
-            searcher.load_state_dict(checkpoint["search"])
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise UserError(f"checkpoint {run.checkpoint_path} does not fit this run's network ({exc}); "
-                            "it belongs to another run") from None
-        start = checkpoint["epoch"]
-        run.keep_metrics_before(start + 1)
-        log.info("resuming %s after epoch %d of %d", run.path, start, cfg.epochs)
+    start = run.restore(checkpoint, "search", searcher.load_state_dict, cfg.epochs)
     log.info("searching on %s: %s, %d train / %d valid images, %d steps per epoch, run directory %s",
              device, cfg.dataset, len(train_loader.indices), len(valid_loader.indices), len(train_loader), run.path)
 

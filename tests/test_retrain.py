@@ -103,3 +103,15 @@ def test_streaming_from_disk_handles_mixed_image_sizes(tmp_path, monkeypatch):
     assert spec["stem"] == "imagenet" and spec["image_size"] == [32, 32] and spec["num_classes"] == 2
     again = retrain.evaluate_checkpoint(tmp_path / "run" / "checkpoint.pt", device="cpu")
     assert again["images"] == 8 and again["top1"] == pytest.approx(result.test_top1)
+
+
+def test_cli_rejects_an_invalid_genotype_file_in_one_line(tmp_path):
+    bad = tmp_path / "g.json"
+    data = PUBLISHED["darts_v2"].to_dict()
+    data["normal"][3] = ["conv_11x11", 1]
+    bad.write_text(json.dumps(data))
+    proc = subprocess.run([sys.executable, "-m", "ista_nas.cli", "train", "--genotype", str(bad), "--out",
+                           str(tmp_path / "run")], capture_output=True, text=True)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "unknown op 'conv_11x11'" in proc.stderr and "normal[3]" in proc.stderr
+    assert not (tmp_path / "run").exists()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import SearchConfig, TrainConfig
+from .config import SearchConfig, TrainConfig, make_config
 from .errors import IstaNasError, UserError
 from .published import PUBLISHED, get_genotype
 
@@ -88,7 +88,7 @@ def _absolute(path: str) -> str:
     return str(Path(path).expanduser().resolve())
 
 
-def _run_command(args: argparse.Namespace, module: Any, config_cls: type, start: Any) -> None:
+def _run_command(args: argparse.Namespace, module: Any, make: Any, start: Any) -> None:
     """search and train: a new run from a preset and flags, or --resume of an existing one."""
     given: dict[str, Any] = {k: v for k, v in vars(args).items()
                              if k not in ("command", "verbose", "out", "resume")}
@@ -104,19 +104,29 @@ def _run_command(args: argparse.Namespace, module: Any, config_cls: type, start:
         given["data_dir"] = _absolute(given["data_dir"])
     if "genotype" in given and Path(given["genotype"]).exists():
         given["genotype"] = _absolute(given["genotype"])
-    start(config_cls.make(**given), args.out or time.strftime(f"runs/{args.command}-%Y%m%d-%H%M%S"))
+    start(make(**given), args.out or time.strftime(f"runs/{args.command}-%Y%m%d-%H%M%S"))
 
 
 def _search(args: argparse.Namespace) -> None:
     from .methods import two_stage
 
-    _run_command(args, two_stage, SearchConfig, two_stage.search)
+    method = getattr(args, "method", None)
+    if args.resume is not None and method is None:  # continue with the method that started the run
+        from .engine.rundir import RunDir
+
+        method = RunDir.open(args.resume)[1].get("method")
+    if method == "one-stage":
+        from .methods import one_stage
+
+        _run_command(args, one_stage, make_config, one_stage.search)
+        return
+    _run_command(args, two_stage, make_config, two_stage.search)
 
 
 def _train(args: argparse.Namespace) -> None:
     from . import retrain
 
-    _run_command(args, retrain, TrainConfig, retrain.train)
+    _run_command(args, retrain, TrainConfig.make, retrain.train)
 
 
 def _evaluate(args: argparse.Namespace) -> None:

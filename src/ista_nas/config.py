@@ -62,7 +62,8 @@ class _Config:
 @dataclass
 class SearchConfig(_Config):
     preset: str = _f("paper", "the preset the other values started from")
-    method: str = _f("two-stage", "search method (two-stage ISTA-NAS)")
+    method: str = _f("two-stage", "two-stage (search a small supernet, retrain later) or one-stage (search and "
+                                  "train the target network in one run)")
     # Data
     dataset: str = _f("cifar10", "cifar10, cifar100, fashion-mnist or folder:PATH (train/ and test/ inside)")
     data_dir: str = _f("", "where torchvision datasets live (default ~/.cache/ista-nas/data)")
@@ -90,6 +91,15 @@ class SearchConfig(_Config):
     # Architecture: Adam on b
     arch_lr: float = _f(6e-4, "Adam learning rate of b (paper two-stage: 6e-4)")
     arch_weight_decay: float = _f(1e-3, "Adam weight decay of b (official code: 1e-3)")
+    # One-stage search only
+    auxiliary_weight: float = _f(0.0, "one-stage: weight of the auxiliary head's loss, 0 = none (paper: 0.4)")
+    drop_path: float = _f(0.0, "one-stage: final drop-path once the architecture is fixed (paper: 0.2)")
+    freeze_tol: float = _f(1e-3, "one-stage: a node freezes when its z moved at most this much (L2) in an epoch")
+    max_search_epochs: int = _f(0, "one-stage: freeze every node still searching after this many epochs, 0 = never")
+    max_params: float = _f(0.0, "reject recovered architectures over this many million parameters, 0 = no budget "
+                                "(two-stage: counted for the budget_channels x budget_layers network)")
+    budget_channels: int = _f(36, "two-stage: C of the network the parameter budget is counted for")
+    budget_layers: int = _f(20, "two-stage: L of the network the parameter budget is counted for")
     # Run
     seed: int = _f(2, "seeds weights, measurement matrices, split and batch order (official default: 2)")
     device: str = _f("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
@@ -98,7 +108,14 @@ class SearchConfig(_Config):
     def _checks(self) -> list[tuple[bool, str]]:
         smallest_group = 2 * len(PRIMITIVES)
         checks = [
-            (self.method == "two-stage", f"unknown method {self.method!r}; choose two-stage"),
+            (self.method in METHODS, f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}"),
+            (self.auxiliary_weight >= 0, f"--auxiliary-weight must be >= 0, got {self.auxiliary_weight}"),
+            (0 <= self.drop_path < 1, f"--drop-path must be in [0, 1), got {self.drop_path}"),
+            (self.freeze_tol >= 0, f"--freeze-tol must be >= 0, got {self.freeze_tol}"),
+            (self.max_search_epochs >= 0, f"--max-search-epochs must be >= 0, got {self.max_search_epochs}"),
+            (self.max_params >= 0, f"--max-params must be >= 0 (millions; 0 = no budget), got {self.max_params}"),
+            (self.budget_channels >= 2 and self.budget_layers >= 1,
+             "--budget-channels must be at least 2 and --budget-layers at least 1"),
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 2, f"--batch-size must be at least 2 (batch norm needs 2), got {self.batch_size}"),
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
@@ -128,6 +145,8 @@ class SearchConfig(_Config):
         return checks
 
 
+METHODS = ("two-stage", "one-stage")
+
 SearchConfig.PRESETS = {
     # The paper's two-stage search on CIFAR-10 (the dataclass defaults).
     "paper": {},
@@ -137,10 +156,23 @@ SearchConfig.PRESETS = {
     # and a 10-epoch search needs the faster start.
     "quick": dict(dataset="fashion-mnist", subset=6000, epochs=10, batch_size=64, lr=0.05, channels=8, layers=5),
 }
+# The one-stage method's presets: the target network's settings (official train_search_single defaults).
+ONE_STAGE_PRESETS = {
+    "paper": dict(method="one-stage", channels=36, layers=20, batch_size=96, epochs=600, lr=0.025, lr_min=0.0,
+                  arch_lr=3e-4, cutout=16, auxiliary_weight=0.4, drop_path=0.2, seed=5, max_params=3.7),
+    # Minutes on a 2-core CPU, a reduced-scale stand-in: search 3 epochs at most, then train on.
+    "quick": dict(method="one-stage", dataset="fashion-mnist", subset=3000, channels=8, layers=5, batch_size=64,
+                  epochs=5, max_search_epochs=3, lr=0.05, lr_min=0.0, arch_lr=3e-3, auxiliary_weight=0.4,
+                  drop_path=0.1),
+}
 
 
 def make_config(preset: str = "paper", **overrides: Any) -> SearchConfig:
-    """A validated SearchConfig from a preset and overrides."""
+    """A validated SearchConfig from a preset (of the method in ``overrides``, two-stage by default)."""
+    if overrides.get("method") == "one-stage":
+        if preset not in ONE_STAGE_PRESETS:
+            raise UserError(f"unknown one-stage preset {preset!r}; choose one of {', '.join(ONE_STAGE_PRESETS)}")
+        return SearchConfig(**{**ONE_STAGE_PRESETS[preset], **overrides, "preset": preset}).validate()
     return SearchConfig.make(preset, **overrides)
 
 

@@ -256,7 +256,9 @@ def evaluate_checkpoint(checkpoint_path: str | Path, dataset: str | None = None,
                         device: str = "auto", batch_size: int = 256) -> dict[str, float]:
     """Test loss, top-1 and top-5 of a trained checkpoint, on its own dataset's test split or ``dataset``'s."""
     model, checkpoint = load_model(checkpoint_path)
-    cfg = TrainConfig.from_dict(checkpoint["config"])
+    # The run's settings that matter here, from a training or a one-stage search checkpoint alike.
+    defaults = TrainConfig().to_dict()
+    cfg = TrainConfig(**{k: checkpoint["config"].get(k, v) for k, v in defaults.items()})
     dev = resolve_device(device)
     name = dataset or cfg.dataset
     spec = checkpoint["model_spec"]

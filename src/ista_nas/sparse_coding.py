@@ -66,6 +66,9 @@ class SparseCode(nn.Module):
         self.b = nn.Parameter(init_scale * torch.randn(types, len(group_sizes), m, generator=gen))
         self.register_buffer("z", torch.zeros(types, len(group_sizes), n_max))
         self.register_buffer("support", torch.zeros(types, len(group_sizes), s, dtype=torch.long))
+        # One-stage search: a frozen group keeps its support and uses fixed weights; b gets no gradient there.
+        self.register_buffer("frozen", torch.zeros(types, len(group_sizes), dtype=torch.bool))
+        self.register_buffer("alpha_fixed", torch.zeros(types, len(group_sizes), s))
         self._support_list: list[list[list[int]]] = []
         self.register_load_state_dict_post_hook(lambda module, _keys: module._cache_support())
         self.recover()
@@ -86,8 +89,8 @@ class SparseCode(nn.Module):
         """
         result = lasso(self.A.double(), self.b.detach().double(), self.lam,
                        z0=self.z.double() if warm_start else None)
-        z = result.z.to(self.z.dtype)
-        support = self._rank(z)[..., : self.s].sort(dim=-1).values
+        z = torch.where(self.frozen.unsqueeze(-1), self.z, result.z.to(self.z.dtype))
+        support = torch.where(self.frozen.unsqueeze(-1), self.support, self._rank(z)[..., : self.s].sort(dim=-1).values)
         changed = (support != self.support).any(-1)
         self.z.copy_(z)
         self.support.copy_(support)
@@ -100,11 +103,20 @@ class SparseCode(nn.Module):
         return torch.where(mask, self.z, torch.zeros_like(self.z))
 
     def relaxed_weights(self) -> Tensor:
-        """(T, G, s) weights of the support candidates: alpha_S = z_S + A_S^T (b - A z_S); differentiable in b."""
+        """(T, G, s) weights of the support candidates: alpha_S = z_S + A_S^T (b - A z_S); differentiable in b.
+        Frozen groups return their fixed weights."""
         z = self.truncated_z()
         residual = self.b - (self.A @ z.unsqueeze(-1)).squeeze(-1)  # (T, G, m)
         A_s = self.A.gather(-1, self.support.unsqueeze(-2).expand(*self.A.shape[:-1], self.s))  # (T, G, m, s)
-        return self.z.gather(-1, self.support) + (A_s.transpose(-1, -2) @ residual.unsqueeze(-1)).squeeze(-1)
+        alpha = self.z.gather(-1, self.support) + (A_s.transpose(-1, -2) @ residual.unsqueeze(-1)).squeeze(-1)
+        return torch.where(self.frozen.unsqueeze(-1), self.alpha_fixed, alpha)
+
+    @torch.no_grad()
+    def freeze(self, groups: Tensor) -> None:
+        """Freeze the (T, G) ``groups``: their support stays and their current weights become fixed."""
+        new = groups & ~self.frozen
+        self.alpha_fixed.copy_(torch.where(new.unsqueeze(-1), self.relaxed_weights(), self.alpha_fixed))
+        self.frozen |= groups
 
     def _rank(self, z: Tensor) -> Tensor:
         # Padding is never chosen, and ties (exact zeros) go to the lower index, on every device.

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..genotype import Genotype
-from ..ops import OPS, PRIMITIVES, FactorizedReduce, ReLUConvBN
+from ..ops import OPS, PRIMITIVES
+from .cnn import AuxiliaryHead, Network, build_op, preprocessing
 from ..sparse_coding import SparseCode
 
 NORMAL, REDUCE = 0, 1
@@ -26,24 +27,32 @@ def candidate(index: int) -> tuple[int, str]:
     return index // len(PRIMITIVES), PRIMITIVES[index % len(PRIMITIVES)]
 
 
+def search_op(name: str, c: int, stride: int, one_stage: bool) -> nn.Module:
+    """A candidate op of the supernet.
+
+    Two-stage search (DARTS-style supernet): BNs without affine parameters, and a BN after each pool that puts
+    its output on the conv ops' scale, so the architecture weights compare like with like (as the official
+    search code does). One-stage search: exactly the target network's one-stage op (affine BNs, a BN after
+    every parameter-free op), so that the trained supernet absorbs into that network.
+    """
+    if one_stage:
+        return build_op(name, c, stride, "one-stage")
+    op = OPS[name](c, stride, False)
+    return nn.Sequential(op, nn.BatchNorm2d(c, affine=False)) if "pool" in name else op
+
+
 class SparseCell(nn.Module):
     def __init__(self, steps: int, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool,
-                 affine: bool = False):
+                 one_stage: bool = False):
         super().__init__()
         self.reduction = reduction
-        self.pre0 = FactorizedReduce(c_pp, c, affine) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, affine)
-        self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0, affine)
+        self.pre0, self.pre1 = preprocessing(c_pp, c_p, c, reduction_prev, affine=one_stage)
         self.nodes = nn.ModuleList()
         for i in range(steps):
             ops = nn.ModuleList()
             for k in range((i + 2) * len(PRIMITIVES)):
                 pred, name = candidate(k)
-                op = OPS[name](c, 2 if reduction and pred < 2 else 1, affine)
-                if "pool" in name:
-                    # A BN after the parameter-free pool puts its output on the conv ops' scale, so the
-                    # architecture weights compare like with like (the official search code does the same).
-                    op = nn.Sequential(op, nn.BatchNorm2d(c, affine=affine))
-                ops.append(op)
+                ops.append(search_op(name, c, 2 if reduction and pred < 2 else 1, one_stage))
             self.nodes.append(ops)
 
     def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, support: Sequence[Sequence[int]]) -> Tensor:
@@ -70,33 +79,45 @@ class SearchNetwork(nn.Module):
 
     def __init__(self, channels: int = 16, layers: int = 8, num_classes: int = 10, in_channels: int = 3,
                  steps: int = 4, stem_multiplier: int = 3, proj_dims: int = 7, sparsity: int = 2,
-                 lam: float = 1e-5, matrix: str = "uniform", seed: int = 0):
+                 lam: float = 1e-5, matrix: str = "uniform", seed: int = 0, one_stage: bool = False,
+                 auxiliary: bool = False):
         super().__init__()
-        self.steps = steps
+        self.steps, self.one_stage = steps, one_stage
+        self.shape = dict(channels=channels, layers=layers, num_classes=num_classes, in_channels=in_channels)
         c_curr = stem_multiplier * channels
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
         c_pp, c_p, c_curr = c_curr, c_curr, channels
         self.cells = nn.ModuleList()
         reduction_prev = False
+        self.aux_after = 2 * layers // 3 if auxiliary else -1
+        self.aux_head: AuxiliaryHead | None = None
         for i in range(layers):
             reduction = layers >= 3 and i in (layers // 3, 2 * layers // 3)
             if reduction:
                 c_curr *= 2
-            self.cells.append(SparseCell(steps, c_pp, c_p, c_curr, reduction, reduction_prev))
+            self.cells.append(SparseCell(steps, c_pp, c_p, c_curr, reduction, reduction_prev, one_stage))
             reduction_prev = reduction
             c_pp, c_p = c_p, steps * c_curr
+            if i == self.aux_after:
+                self.aux_head = AuxiliaryHead(c_p, num_classes, imagenet=False)
         self.classifier = nn.Linear(c_p, num_classes)
         self.arch = SparseCode([(i + 2) * len(PRIMITIVES) for i in range(steps)], types=2, m=proj_dims,
                                s=sparsity, lam=lam, matrix=matrix, seed=seed)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_with_aux(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         weights = self.arch.relaxed_weights().to(x.dtype)
         support = self.arch.support_list
         s0 = s1 = self.stem(x)
-        for cell in self.cells:
+        aux = None
+        for i, cell in enumerate(self.cells):
             t = REDUCE if cell.reduction else NORMAL
             s0, s1 = s1, cell(s0, s1, weights[t], support[t])
-        return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
+            if i == self.aux_after and self.training and self.aux_head is not None:
+                aux = self.aux_head(s1)
+        return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1)), aux
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_aux(x)[0]
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return [self.arch.b]
@@ -107,22 +128,52 @@ class SearchNetwork(nn.Module):
     def active_weight_parameters(self) -> list[nn.Parameter]:
         """The weights the current supports use: the only ones a training step can give a gradient."""
         support = self.arch.support_list
-        modules: list[nn.Module] = [self.stem, self.classifier]
+        modules: list[nn.Module] = [self.stem, self.classifier] + ([self.aux_head] if self.aux_head else [])
         for cell in self.cells:
             modules += cell.support_modules(support[REDUCE if cell.reduction else NORMAL])
         return [p for m in modules for p in m.parameters()]
 
+    def _ordered_support(self, t: int) -> list[list[int]]:
+        """Each node's support, the larger |z| first (the genotype's order)."""
+        z = self.arch.z[t].abs().tolist()
+        return [sorted(idx, key=lambda k: -z[g][k]) for g, idx in enumerate(self.arch.support_list[t])]
+
     def genotype(self) -> Genotype:
         def cell(t: int) -> tuple[tuple[str, int], ...]:
-            # Within a node, list the larger |z| first (as a ranking would).
-            pairs = []
-            for g, idx in enumerate(self.arch.support_list[t]):
-                ranked = sorted(idx, key=lambda k: -abs(float(self.arch.z[t, g, k])))
-                pairs += [(candidate(k)[1], candidate(k)[0]) for k in ranked]
-            return tuple(pairs)
+            return tuple((candidate(k)[1], candidate(k)[0]) for node in self._ordered_support(t) for k in node)
 
         concat = tuple(range(2, self.steps + 2))
-        return Genotype(cell(NORMAL), concat, cell(REDUCE), concat)
+        return Genotype(cell(NORMAL), concat, cell(REDUCE), concat, "one-stage" if self.one_stage else "standard")
+
+    @torch.no_grad()
+    def absorb(self) -> Network:
+        """The discrete one-stage network with each relaxed weight folded into the BN that ends its op.
+
+        alpha * BN(x) = BN'(x) with weight alpha * gamma and bias alpha * beta, so the result computes what
+        this supernet computes with its current supports and weights (exactly, in eval mode).
+        """
+        if not self.one_stage:
+            raise ValueError("only a one-stage supernet (affine BN after every op) can absorb its weights")
+        net = Network(self.genotype(), auxiliary=self.aux_head is not None, **self.shape)
+        net.to(device=self.arch.b.device, dtype=self.arch.b.dtype)
+        net.stem.load_state_dict(self.stem.state_dict())
+        net.classifier.load_state_dict(self.classifier.state_dict())
+        if self.aux_head is not None:
+            net.aux_head.load_state_dict(self.aux_head.state_dict())
+        alpha = self.arch.relaxed_weights()
+        for cell, target in zip(self.cells, net.cells):
+            t = REDUCE if cell.reduction else NORMAL
+            target.pre0.load_state_dict(cell.pre0.state_dict())
+            target.pre1.load_state_dict(cell.pre1.state_dict())
+            for node, ranked in enumerate(self._ordered_support(t)):
+                for j, k in enumerate(ranked):
+                    op = target.ops[2 * node + j]
+                    op.load_state_dict(cell.nodes[node][k].state_dict())
+                    bn = [m for m in op.modules() if isinstance(m, nn.BatchNorm2d)][-1]
+                    a = alpha[t, node, self.arch.support_list[t][node].index(k)]
+                    bn.weight.mul_(a)
+                    bn.bias.mul_(a)
+        return net
 
     def ranking(self) -> dict[str, list[list[dict]]]:
         """Per cell type and node, every candidate ranked by |z|: the search's confidence in each choice."""

@@ -1,0 +1,228 @@
+"""One-stage ISTA-NAS (Yang et al., NeurIPS 2020, Sec. 3.3): search and train the target network in one run.
+
+The supernet has the target network's size and its one-stage ops (an affine BN ends every op). While a node
+searches, the BNs inside its candidate ops keep weight 1 and bias 0, so the relaxed weights alpha cannot be
+absorbed by them. Every training batch updates the weights (SGD, constant learning rate) and b (Adam) with
+the same loss: there is no validation split. After each epoch z is recovered; a node whose z moved by at
+most ``freeze_tol`` (L2) freezes: its support and alpha are fixed, b no longer matters there, and its ops'
+BN affine parameters start training. When every node is frozen (or after ``max_search_epochs``) each alpha is
+folded into the BN of its op, which yields the discrete one-stage network exactly, and that network trains on
+for the remaining epochs with the evaluation protocol (cosine learning rate, drop-path rising to its final
+value). The final checkpoint is a training checkpoint: ``ista-nas evaluate`` and ``export`` accept it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import SearchConfig, TrainConfig
+from ..diagram import write_diagrams
+from ..engine.checkpoint import save_checkpoint
+from ..engine.loop import resolve_device, run_epoch
+from ..engine.rundir import RunDir
+from ..genotype import Genotype
+from ..networks import SearchNetwork
+from ..networks.cnn import count_parameters
+from ..retrain import DataInfo, Trainer, build_model, evaluate, model_spec, prepare_data
+from .two_stage import CELL_TYPES, SearchResult
+
+log = logging.getLogger(__name__)
+
+
+def train_config(cfg: SearchConfig, fixed_at: int) -> TrainConfig:
+    """The evaluation protocol for the epochs after the architecture was fixed at epoch ``fixed_at``."""
+    return TrainConfig(preset=cfg.preset, genotype="(one-stage search)", dataset=cfg.dataset, data_dir=cfg.data_dir,
+                       subset=cfg.subset, augment=cfg.augment, cutout=cfg.cutout, channels=cfg.channels,
+                       layers=cfg.layers, auxiliary_weight=cfg.auxiliary_weight, drop_path=cfg.drop_path,
+                       epochs=max(cfg.epochs - fixed_at, 1), batch_size=cfg.batch_size, lr=cfg.lr,
+                       lr_min=cfg.lr_min, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                       grad_clip=cfg.grad_clip, seed=cfg.seed, device=cfg.device, channels_last=cfg.channels_last)
+
+
+def op_bn_parameters(net: SearchNetwork, t: int, node: int, candidates: list[int]) -> list[nn.Parameter]:
+    """The affine parameters of the BNs inside the given candidate ops of one node, in every cell of type t."""
+    params = []
+    for cell in net.cells:
+        if int(cell.reduction) == t:
+            for k in candidates:
+                params += [p for m in cell.nodes[node][k].modules() if isinstance(m, nn.BatchNorm2d)
+                           for p in m.parameters()]
+    return params
+
+
+class OneStageSearch:
+    """Single-level search on the target network: one loss, one SGD step on weights and one Adam step on b."""
+
+    def __init__(self, net: SearchNetwork, cfg: SearchConfig):
+        self.net, self.cfg = net, cfg
+        # Every candidate op's BN starts fixed at (1, 0); a node's ops' BNs train once the node freezes.
+        for t in range(2):
+            for node in range(net.steps):
+                for p in op_bn_parameters(net, t, node, list(range(len(net.cells[0].nodes[node])))):
+                    p.requires_grad_(False)
+        self.w_opt = torch.optim.SGD(net.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                     weight_decay=cfg.weight_decay)
+        self.a_opt = torch.optim.Adam([net.arch.b], lr=cfg.arch_lr, betas=(0.5, 0.999),
+                                      weight_decay=cfg.arch_weight_decay)
+        self.active: list[nn.Parameter] = []
+
+    def unfreeze_bn(self, groups: Tensor) -> None:
+        for t, node in groups.nonzero().tolist():
+            for p in op_bn_parameters(self.net, t, node, self.net.arch.support_list[t][node]):
+                p.requires_grad_(True)
+
+    def begin_epoch(self) -> None:
+        self.active = [p for p in self.net.active_weight_parameters() if p.requires_grad]
+        self.net.train()
+
+    def step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        logits, aux = self.net.forward_with_aux(x)
+        loss = F.cross_entropy(logits, y)
+        total = loss if aux is None else loss + self.cfg.auxiliary_weight * F.cross_entropy(aux, y)
+        self.w_opt.zero_grad(set_to_none=True)
+        self.a_opt.zero_grad(set_to_none=True)
+        total.backward(inputs=self.active + [self.net.arch.b])
+        torch.nn.utils.clip_grad_norm_(self.active, self.cfg.grad_clip)
+        self.w_opt.step()
+        self.a_opt.step()
+        return {"loss": loss.detach() * len(y), "correct": (logits.argmax(1) == y).sum(), "n": torch.tensor(len(y))}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.net.state_dict(), "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["model"])
+        self.w_opt.load_state_dict(state["w_opt"])
+        self.a_opt.load_state_dict(state["a_opt"])
+        self.unfreeze_bn(self.net.arch.frozen)
+
+
+def _summarize(sums: dict[str, float]) -> dict[str, float]:
+    n = max(sums["n"], 1.0)
+    return {"train_loss": sums["loss"] / n, "train_acc": 100 * sums["correct"] / n}
+
+
+def build_supernet(cfg: SearchConfig, data: DataInfo) -> SearchNetwork:
+    torch.manual_seed(cfg.seed)
+    return SearchNetwork(channels=cfg.channels, layers=cfg.layers, num_classes=len(data.classes),
+                         in_channels=data.channels, steps=cfg.steps, proj_dims=cfg.proj_dims, sparsity=cfg.sparsity,
+                         lam=cfg.lam, matrix=cfg.matrix, seed=cfg.seed, one_stage=True,
+                         auxiliary=cfg.auxiliary_weight > 0)
+
+
+def over_budget(cfg: SearchConfig, genotype: Genotype, data: DataInfo) -> float | None:
+    """The genotype's parameter count in millions when it exceeds ``cfg.max_params``, else None."""
+    if not cfg.max_params:
+        return None
+    from ..networks.cnn import Network
+
+    size = count_parameters(Network(genotype, cfg.channels, cfg.layers, len(data.classes), data.channels)) / 1e6
+    return size if size > cfg.max_params else None
+
+
+def search(cfg: SearchConfig, out: str | Path) -> SearchResult:
+    """Run a one-stage search (search, fix, absorb, train on) into the new run directory ``out``."""
+    cfg.validate()
+    RunDir.check_new(out, cfg.to_dict())
+    return _run(cfg, lambda: RunDir.create(out, cfg.to_dict()), checkpoint=None)
+
+
+def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
+    run, cfg, checkpoint = RunDir.resume(run_dir, SearchConfig, overrides, kind="phase")
+    return _run(cfg, lambda: run.rewrite_config(cfg.to_dict()), checkpoint)
+
+
+def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None) -> SearchResult:
+    device = resolve_device(cfg.device)
+    tcfg = train_config(cfg, 0)
+    data, train_loader, test_loader = prepare_data(tcfg, device)
+    mean, std = train_loader.mean_std
+    net = build_supernet(cfg, data).to(device)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    searcher = OneStageSearch(net, cfg)
+    run = open_run()
+    start, trainer, fixed_at, froze_at = 0, None, None, {}
+    if checkpoint is not None:
+        if checkpoint["phase"] == "search":
+            start = run.restore(checkpoint, "search", searcher.load_state_dict, cfg.epochs)
+        else:
+            fixed_at = checkpoint["fixed_at"]
+            model = build_model(checkpoint["model_spec"]).to(device)
+            if cfg.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            trainer = Trainer(model, train_config(cfg, fixed_at), device)
+            start = run.restore(checkpoint, "trainer", trainer.load_state_dict, cfg.epochs)
+        froze_at = checkpoint["froze_at"]
+    log.info("one-stage search on %s: %s, %d train / %d test images, run directory %s", device, cfg.dataset,
+             len(train_loader.indices), len(test_loader.indices), run.path)
+    try:
+        for epoch in range(start, cfg.epochs):
+            began = time.perf_counter()
+            if trainer is None:
+                searcher.begin_epoch()
+                stats = run_epoch(searcher.step, train_loader.epoch(epoch), len(train_loader),
+                                  f"search {epoch + 1}/{cfg.epochs}", _summarize)
+                previous = (net.arch.z.clone(), net.arch.support.clone())
+                _, _ = net.arch.recover()
+                size = over_budget(cfg, net.genotype(), data)
+                if size is not None:  # rejected: the previous supports stay
+                    log.info("rejected an architecture of %.2fM parameters (budget %.2fM)", size, cfg.max_params)
+                    net.arch.z.copy_(previous[0])
+                    net.arch.support.copy_(previous[1])
+                    net.arch._cache_support()
+                moved = torch.linalg.vector_norm(net.arch.z - previous[0], dim=-1)
+                freeze = (moved <= cfg.freeze_tol) & ~net.arch.frozen
+                if cfg.max_search_epochs and epoch + 1 >= cfg.max_search_epochs:
+                    freeze = ~net.arch.frozen
+                for t, g in freeze.nonzero().tolist():
+                    froze_at[f"{CELL_TYPES[t]}/node{g}"] = epoch + 1
+                net.arch.freeze(freeze)
+                searcher.unfreeze_bn(freeze)
+                model = net
+                phase_record = {"phase": "search", "frozen": sorted(froze_at), "genotype": net.genotype().to_dict()}
+                if bool(net.arch.frozen.all()):
+                    fixed_at = epoch + 1
+                    model = net.absorb()
+                    if cfg.channels_last:
+                        model = model.to(memory_format=torch.channels_last)
+                    trainer = Trainer(model, train_config(cfg, fixed_at), device)
+                    log.info("architecture fixed after epoch %d: %s", fixed_at, model.genotype.to_dict())
+            else:
+                trainer.begin_epoch(epoch - fixed_at)
+                stats = run_epoch(trainer.step, train_loader.epoch(epoch), len(train_loader),
+                                  f"train {epoch + 1}/{cfg.epochs}", _summarize)
+                model = trainer.model
+                phase_record = {"phase": "train"}
+            test = evaluate(model, test_loader, desc=f"test {epoch + 1}/{cfg.epochs}")
+            record = {"epoch": epoch + 1, **phase_record, **stats, "test_loss": test["loss"],
+                      "test_top1": test["top1"], "test_top5": test["top5"],
+                      "seconds": round(time.perf_counter() - began, 3)}
+            run.append_metrics(record)
+            state: dict[str, Any] = {"epoch": epoch + 1, "config": cfg.to_dict(), "froze_at": froze_at, "test": test}
+            if trainer is None:
+                state.update(phase="search", search=searcher.state_dict())
+            else:
+                spec = model_spec(train_config(cfg, fixed_at), trainer.model.genotype, data, mean, std)
+                state.update(phase="train", fixed_at=fixed_at, trainer=trainer.state_dict(), model_spec=spec)
+            save_checkpoint(run.checkpoint_path, state)
+            log.info("epoch %d/%d (%s)  train loss %.4f acc %.2f%%  test top-1 %.2f%%  frozen %d/%d  %.1fs",
+                     epoch + 1, cfg.epochs, record["phase"], stats["train_loss"], stats["train_acc"], test["top1"],
+                     len(froze_at), 2 * cfg.steps, record["seconds"])
+    except KeyboardInterrupt:
+        run.report_interrupt()
+        raise
+    genotype = trainer.model.genotype if trainer is not None else net.genotype()
+    run.write_json("genotype.json", genotype.to_dict())
+    run.write_json("froze_at.json", froze_at)
+    write_diagrams(genotype, run.path)
+    log.info("genotype: %s", genotype.to_dict())
+    return SearchResult(genotype, run.path, run.read_metrics())

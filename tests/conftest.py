@@ -1,9 +1,16 @@
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from ista_nas.config import make_config
+
+# Subprocesses running `python -m ista_nas.cli` import this tree too.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1] / "src"),
+                                                          os.environ.get("PYTHONPATH")]))
 
 
 def make_image_folder(root, classes=3, per_class=(40, 8), size=16, mode="RGB", seed=0):

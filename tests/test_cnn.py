@@ -67,8 +67,13 @@ def test_drop_path_only_in_training():
         net.eval()(x)
         assert calls == []
         net.train()(x)
-        droppable = sum(sum(cell.droppable) for cell in net.cells)
-        assert len(calls) == droppable and set(calls) == {0.5}
+        # Counted from the genotype: every op of every cell except the stride-1 (identity) skips.
+        g = PUBLISHED["ista_twostage"]
+        expected = 0
+        for cell in net.cells:
+            pairs = g.reduce if cell.reduction else g.normal
+            expected += sum(not (op == "skip_connect" and not (cell.reduction and pred < 2)) for op, pred in pairs)
+        assert expected == 22 and len(calls) == expected and set(calls) == {0.5}
     finally:
         cnn.drop_path = real
 
@@ -90,3 +95,14 @@ def test_get_genotype_resolves_names_files_and_run_dirs(tmp_path):
     assert get_genotype(str(tmp_path)) == PUBLISHED["pc_darts"]
     with pytest.raises(UserError, match="neither a built-in name"):
         get_genotype("darts_v3")
+
+
+def test_imagenet_auxiliary_head_pools_like_darts():
+    from ista_nas.networks.cnn import AuxiliaryHead
+
+    torch.manual_seed(0)
+    head = AuxiliaryHead(16, 10, imagenet=True).eval()
+    x = torch.randn(2, 16, 7, 7)  # the 2L/3 map at 224x224
+    expected = head.classifier(head.features(torch.nn.functional.avg_pool2d(
+        torch.relu(x), 5, stride=2, count_include_pad=False)).flatten(1))
+    torch.testing.assert_close(head(x), expected)

@@ -31,9 +31,12 @@ def train_config(tiny_folder, tmp_path, monkeypatch):
 def test_learning_rate_schedule():
     cfg = TrainConfig.make("paper", epochs=10, lr=0.5, lr_min=0.0, warmup_epochs=2)
     lrs = [retrain.learning_rate(e, cfg) for e in range(10)]
-    assert lrs[:2] == pytest.approx([0.5 / 3, 1.0 / 3])
+    assert lrs[:2] == pytest.approx([0.25, 0.5])
     for e in range(2, 10):
         assert lrs[e] == pytest.approx(0.25 * (1 + math.cos(math.pi * (e - 2) / 8)))
+    linear = TrainConfig.make("paper", epochs=10, lr=0.5, lr_min=0.1, warmup_epochs=2, lr_schedule="linear")
+    assert [retrain.learning_rate(e, linear) for e in range(2, 10)] == pytest.approx(
+        [0.1 + 0.4 * (1 - k / 8) for k in range(8)])
 
 
 def test_tiny_training_run_and_evaluation_agree(train_config, tmp_path):
@@ -98,7 +101,7 @@ def test_streaming_from_disk_handles_mixed_image_sizes(tmp_path, monkeypatch):
     cfg = TrainConfig.make("imagenet", dataset=f"folder:{tmp_path / 'img'}", image_size=32, workers=0, channels=8,
                            layers=3, batch_size=6, epochs=2, warmup_epochs=1, device="cpu")
     result = retrain.train(cfg, tmp_path / "run")
-    assert len(result.metrics) == 2 and result.metrics[0]["lr"] == pytest.approx(0.25)
+    assert len(result.metrics) == 2 and result.metrics[0]["lr"] == pytest.approx(0.5)
     spec = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["model_spec"]
     assert spec["stem"] == "imagenet" and spec["image_size"] == [32, 32] and spec["num_classes"] == 2
     again = retrain.evaluate_checkpoint(tmp_path / "run" / "checkpoint.pt", device="cpu")

@@ -184,3 +184,14 @@ def test_unused_weights_keep_decaying_like_the_official_code(tiny_config):
         expected_buf = 0.9 * buf + 0.01 * p0  # zero gradient: decay and momentum only
         torch.testing.assert_close(p.detach(), p0 - lr * expected_buf)
     assert all(p.grad is not None for p in never_used)  # active now
+
+
+def test_two_stage_budget_keeps_the_previous_supports(tiny_config, tmp_path):
+    from ista_nas.networks import SearchNetwork
+
+    tight = two_stage.search(tiny_config(epochs=1, max_params=1e-6, budget_channels=4, budget_layers=3),
+                             tmp_path / "tight")
+    torch.manual_seed(0)
+    initial = SearchNetwork(channels=4, layers=3, num_classes=3, seed=0).genotype()
+    assert tight.genotype == initial
+    assert tight.metrics[0]["rejected_params_m"] > 1e-6 and tight.metrics[0]["supports_changed"] == []

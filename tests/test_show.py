@@ -22,10 +22,11 @@ def test_diagrams_are_valid_png_and_svg_showing_every_op(tmp_path):
         else:
             root = ET.parse(path).getroot()
             assert root.tag.endswith("svg")
-    svg = (tmp_path / "normal.svg").read_text()
     # Every op label is drawn as text (matplotlib keeps it as a comment/path id in SVG output).
-    for op, _ in genotype.normal:
-        assert op in svg
+    for cell, pairs in (("normal", genotype.normal), ("reduce", genotype.reduce)):
+        svg = (tmp_path / f"{cell}.svg").read_text()
+        for op, _ in pairs:
+            assert op in svg
 
 
 def test_flops_match_a_hand_count_for_a_tiny_network():

@@ -132,6 +132,8 @@ def _train(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from . import retrain
 
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     result = retrain.evaluate_checkpoint(_checkpoint_path(args.checkpoint), args.dataset, args.data_dir,
                                          args.device, args.batch_size)
     if args.json:
@@ -156,12 +158,15 @@ def _show(args: argparse.Namespace) -> None:
     from .diagram import write_diagrams
     from .summary import summarize
 
-    if args.channels < 2 or args.layers < 1:
-        raise UserError("--channels must be at least 2 and --layers at least 1")
+    if args.channels < 2 or args.layers < 1 or (args.dataset == "imagenet" and args.channels % 2):
+        raise UserError("--channels must be at least 2 (and even for imagenet) and --layers at least 1")
     genotype = get_genotype(args.genotype)
     info = summarize(genotype, args.channels, args.layers, args.dataset)
     out = Path(args.out or Path("diagrams") / Path(args.genotype).stem)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create --out {out}: {exc.strerror}; choose another folder") from None
     info["diagrams"] = [str(p) for p in write_diagrams(genotype, out)]
     if args.json:
         print(json.dumps({"genotype": genotype.to_dict(), **info}))

@@ -204,7 +204,8 @@ class TrainConfig(_Config):
     batch_size: int = _f(96, "batch size (paper: 96)")
     lr: float = _f(0.025, "initial learning rate, cosine-annealed to lr_min (paper: 0.025)")
     lr_min: float = _f(0.0, "final learning rate (DARTS: 0)")
-    warmup_epochs: int = _f(0, "linear learning-rate warm-up epochs before the cosine (ImageNet: 5)")
+    warmup_epochs: int = _f(0, "linear learning-rate warm-up epochs before the decay (ImageNet: 5)")
+    lr_schedule: str = _f("cosine", "decay after the warm-up: cosine (DARTS CIFAR) or linear (ISTA-NAS/PC-DARTS ImageNet)")
     momentum: float = _f(0.9, "SGD momentum (DARTS: 0.9)")
     weight_decay: float = _f(3e-4, "SGD weight decay (DARTS CIFAR: 3e-4, ImageNet: 3e-5)")
     grad_clip: float = _f(5.0, "clip the gradient norm at this value (DARTS: 5)")
@@ -236,6 +237,11 @@ class TrainConfig(_Config):
             (self.cutout >= 0, f"--cutout must be >= 0, got {self.cutout}"),
             (0 <= self.seed < 2**63, f"--seed must be in 0..2^63-1, got {self.seed}"),
             (self.amp in AMP_MODES, f"unknown --amp {self.amp!r}; choose one of {', '.join(AMP_MODES)}"),
+            (self.lr_schedule in ("cosine", "linear"), f"unknown --lr-schedule {self.lr_schedule!r}; choose cosine "
+                                                        "or linear"),
+            (self.stem != "imagenet" or self.channels % 2 == 0,
+             f"--channels must be even with the imagenet stem (its first cell halves the stem output), got "
+             f"{self.channels}"),
             (not self.stream or self.dataset.startswith("folder:"),
              f"--stream reads image folders; give --dataset folder:PATH, not {self.dataset!r}"),
             (self.image_size >= 8, f"--image-size must be at least 8, got {self.image_size}"),
@@ -249,7 +255,8 @@ TrainConfig.PRESETS = {
     # The paper's ImageNet (mobile) setting with PC-DARTS's large-batch recipe; give --dataset folder:PATH
     # (PATH/train and PATH/val). Images are read from disk each epoch.
     "imagenet": dict(genotype="ista_imagenet", dataset="folder:imagenet", stem="imagenet", channels=48, layers=14,
-                     epochs=250, batch_size=1024, lr=0.5, warmup_epochs=5, weight_decay=3e-5, label_smoothing=0.1,
+                     epochs=250, batch_size=1024, lr=0.5, warmup_epochs=5, lr_schedule="linear", weight_decay=3e-5,
+                     label_smoothing=0.1,
                      drop_path=0.0, cutout=0, stream=True),
     # Minutes on a 2-core CPU: a small network, a Fashion-MNIST subset and a few epochs. A reduced-scale
     # stand-in to see the pipeline work, not the paper's setting.

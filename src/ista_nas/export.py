@@ -8,6 +8,7 @@ ONNX's ``metadata_props`` key ``ista_nas``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import warnings
@@ -59,6 +60,8 @@ def export(checkpoint_path: str | Path, fmt: str, out: str | Path | None = None)
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     model, meta = deployable(checkpoint_path)
     out = Path(out) if out else Path(checkpoint_path).with_name("model.pt" if fmt == "torchscript" else "model.onnx")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: folder {out.parent} does not exist; create it or choose another path")
     example = torch.rand(1, *meta["input"]["shape"])
     if fmt == "torchscript":
         # TorchScript is deprecated upstream in favour of torch.export, but it is still what C++ (libtorch) and
@@ -78,7 +81,9 @@ def _export_onnx(model: nn.Module, example: Tensor, meta: dict[str, Any], out: P
     try:
         import onnx
     except ImportError:
-        raise UserError("ONNX export needs the onnx packages: pip install 'ista-nas[onnx]'") from None
+        onnx = None
+    if onnx is None or importlib.util.find_spec("onnxscript") is None:  # torch's exporter needs onnxscript
+        raise UserError("ONNX export needs the onnx packages: pip install 'ista-nas[onnx]'")
     batch = torch.export.Dim("batch", min=1)
 
     def write(tmp: Path) -> None:

@@ -44,10 +44,14 @@ class TrainResult:
 
 
 def learning_rate(epoch: int, cfg: TrainConfig) -> float:
-    """Linear warm-up over ``warmup_epochs``, then cosine from lr to lr_min over the remaining epochs."""
+    """Linear warm-up reaching lr in the last of ``warmup_epochs`` (lr * (e + 1) / warmup, as the ISTA-NAS
+    ImageNet code), then cosine or linear decay from lr to lr_min over the remaining epochs."""
     if epoch < cfg.warmup_epochs:
-        return cfg.lr * (epoch + 1) / (cfg.warmup_epochs + 1)
-    return cosine_lr(epoch - cfg.warmup_epochs, cfg.epochs - cfg.warmup_epochs, cfg.lr, cfg.lr_min)
+        return cfg.lr * (epoch + 1) / cfg.warmup_epochs
+    e, span = epoch - cfg.warmup_epochs, cfg.epochs - cfg.warmup_epochs
+    if cfg.lr_schedule == "linear":
+        return cfg.lr_min + (cfg.lr - cfg.lr_min) * (1 - e / span)
+    return cosine_lr(e, span, cfg.lr, cfg.lr_min)
 
 
 @dataclass
@@ -78,6 +82,8 @@ def autocast_for(device: torch.device, amp: str) -> tuple[Callable[[], Any], boo
     """(context factory, needs a grad scaler) for the mixed-precision mode on this device."""
     if device.type != "cuda" or amp == "off":
         return contextlib.nullcontext, False
+    if amp == "bf16" and not torch.cuda.is_bf16_supported():
+        raise UserError("--amp bf16: this GPU has no bf16 support; use --amp fp16 or auto")
     dtype = torch.float16 if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()) \
         else torch.bfloat16
     return (lambda: torch.autocast("cuda", dtype=dtype)), dtype == torch.float16
@@ -122,7 +128,8 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when the run trained without fp16 loss scaling: a new scaler starts fresh
+            self.scaler.load_state_dict(state["scaler"])
 
 
 @torch.no_grad()
@@ -266,15 +273,16 @@ def evaluate_checkpoint(checkpoint_path: str | Path, dataset: str | None = None,
     if cfg.stream and name.startswith("folder:"):
         loader = StreamingLoader(name[len("folder:"):], "test", batch_size, dev, train=False,
                                  image_size=cfg.image_size, workers=cfg.workers, channels_last=cfg.channels_last)
-        classes, channels = len(loader.classes), 3
+        names, channels = loader.classes, 3
     else:
         test = load_dataset(name, "test", data_dir or cfg.data_dir or None)
         loader = DeviceLoader(test, torch.arange(len(test)), batch_size, dev, spec["mean"], spec["std"],
                               shuffle=False, drop_last=False, channels_last=cfg.channels_last)
-        classes, channels = test.num_classes, test.channels
-    if classes != spec["num_classes"] or channels != spec["in_channels"]:
-        raise UserError(f"{name} has {classes} classes of {channels}-channel images but the model expects "
-                        f"{spec['num_classes']} and {spec['in_channels']}; evaluate on a matching dataset")
+        names, channels = test.classes, test.channels
+    if names != spec["classes"] or channels != spec["in_channels"]:
+        raise UserError(f"{name} has {len(names)} classes of {channels}-channel images ({', '.join(names[:4])}...) "
+                        f"but the model was trained on {spec['num_classes']} classes of {spec['in_channels']}-channel "
+                        f"images ({', '.join(spec['classes'][:4])}...); evaluate on a dataset with the same classes")
     model = model.to(dev)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

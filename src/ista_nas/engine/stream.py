@@ -48,6 +48,9 @@ class StreamingLoader:
                             f"{folder}/<class>/") from None
         self.classes = list(self.dataset.classes)
         n = len(self.dataset)
+        if subset > n:
+            raise UserError(f"--subset {subset} is larger than the {n} training images in {folder}; use at most {n} "
+                            "(or 0 for all)")
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if subset else torch.arange(n)
         self.indices = order[: subset or n]
         self.batch_size, self.device, self.train = batch_size, device, train
@@ -65,12 +68,21 @@ class StreamingLoader:
         order = self.indices
         if self.train:
             order = order[torch.randperm(len(order), generator=epoch_generator(self.seed, epoch, 0))]
-        # Worker augmentation is seeded per epoch too, so a resumed run sees the same crops.
+        # The augmentation is seeded per epoch too, so a resumed run sees the same crops: worker processes are
+        # seeded from ``gen``; without workers the transforms draw from a forked, seeded global generator.
         gen = epoch_generator(self.seed, epoch, 1)
         loader = DataLoader(Subset(self.dataset, order.tolist()), batch_size=self.batch_size, shuffle=False,
                             num_workers=self.workers, pin_memory=self.device.type == "cuda", drop_last=self.train,
                             generator=gen)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        for x, y in loader:
+        batches = iter(loader)
+        while True:
+            with torch.random.fork_rng(devices=[]):
+                if self.workers == 0:
+                    torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+                batch = next(batches, None)
+            if batch is None:
+                return
+            x, y = batch
             yield (x.to(self.device, non_blocking=True).contiguous(memory_format=memory_format),
                    y.to(self.device, non_blocking=True))

@@ -28,10 +28,9 @@ from ..diagram import write_diagrams
 from ..engine.checkpoint import save_checkpoint
 from ..engine.loop import resolve_device, run_epoch
 from ..engine.rundir import RunDir
-from ..genotype import Genotype
 from ..networks import SearchNetwork
-from ..networks.cnn import count_parameters
 from ..retrain import DataInfo, Trainer, build_model, evaluate, model_spec, prepare_data
+from .budget import recover_within_budget
 from .two_stage import CELL_TYPES, SearchResult
 
 log = logging.getLogger(__name__)
@@ -118,16 +117,6 @@ def build_supernet(cfg: SearchConfig, data: DataInfo) -> SearchNetwork:
                          auxiliary=cfg.auxiliary_weight > 0)
 
 
-def over_budget(cfg: SearchConfig, genotype: Genotype, data: DataInfo) -> float | None:
-    """The genotype's parameter count in millions when it exceeds ``cfg.max_params``, else None."""
-    if not cfg.max_params:
-        return None
-    from ..networks.cnn import Network
-
-    size = count_parameters(Network(genotype, cfg.channels, cfg.layers, len(data.classes), data.channels)) / 1e6
-    return size if size > cfg.max_params else None
-
-
 def search(cfg: SearchConfig, out: str | Path) -> SearchResult:
     """Run a one-stage search (search, fix, absorb, train on) into the new run directory ``out``."""
     cfg.validate()
@@ -171,15 +160,9 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
                 searcher.begin_epoch()
                 stats = run_epoch(searcher.step, train_loader.epoch(epoch), len(train_loader),
                                   f"search {epoch + 1}/{cfg.epochs}", _summarize)
-                previous = (net.arch.z.clone(), net.arch.support.clone())
-                _, _ = net.arch.recover()
-                size = over_budget(cfg, net.genotype(), data)
-                if size is not None:  # rejected: the previous supports stay
-                    log.info("rejected an architecture of %.2fM parameters (budget %.2fM)", size, cfg.max_params)
-                    net.arch.z.copy_(previous[0])
-                    net.arch.support.copy_(previous[1])
-                    net.arch._cache_support()
-                moved = torch.linalg.vector_norm(net.arch.z - previous[0], dim=-1)
+                previous = net.arch.z.clone()
+                _, recovered, _, _ = recover_within_budget(net, cfg.max_params, cfg.channels, cfg.layers)
+                moved = torch.linalg.vector_norm(recovered - previous, dim=-1)
                 freeze = (moved <= cfg.freeze_tol) & ~net.arch.frozen
                 if cfg.max_search_epochs and epoch + 1 >= cfg.max_search_epochs:
                     freeze = ~net.arch.frozen

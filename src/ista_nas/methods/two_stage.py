@@ -28,6 +28,7 @@ from ..engine.rundir import RunDir
 from ..errors import UserError
 from ..genotype import Genotype
 from ..networks import SearchNetwork
+from .budget import recover_within_budget
 
 log = logging.getLogger(__name__)
 
@@ -203,14 +204,12 @@ def _epochs(cfg: SearchConfig, run: RunDir, net: SearchNetwork, searcher: TwoSta
         batches = zip(train_loader.epoch(epoch), _valid_batches(valid_loader, epoch, len(train_loader)))
         stats = run_epoch(lambda tr, va: searcher.step(*tr, *va), batches, len(train_loader),
                           f"epoch {epoch + 1}/{cfg.epochs}", _summarize)
-        recovery, changed = net.arch.recover()
-        if not recovery.converged:
-            log.warning("recovery did not certify optimality (KKT violation %.2e); supports may be approximate",
-                        float(recovery.kkt_violation.max()))
+        recovery, _, changed, rejected = recover_within_budget(net, cfg.max_params, cfg.budget_channels,
+                                                               cfg.budget_layers)
         genotype = _write_results(run, net)
         record = {"epoch": epoch + 1, **stats, "lr": searcher.w_opt.param_groups[0]["lr"],
                   "supports_changed": _changed_names(changed), "recovery_iterations": recovery.iterations,
-                  "recovery_kkt_violation": float(recovery.kkt_violation.max()),
+                  "recovery_kkt_violation": float(recovery.kkt_violation.max()), "rejected_params_m": rejected,
                   "seconds": round(time.perf_counter() - began, 3), "genotype": genotype.to_dict()}
         # Metrics first, checkpoint last: a crash in between is undone by the resume trimming the metrics.
         run.append_metrics(record)

@@ -63,7 +63,7 @@ class Cell(nn.Module):
 
 
 class AuxiliaryHead(nn.Module):
-    """DARTS's auxiliary classifier on the 2L/3 feature map (8x8 on CIFAR, 14x14 on ImageNet)."""
+    """DARTS's auxiliary classifier on the 2L/3 feature map (8x8 on CIFAR, 7x7 on ImageNet at 224x224)."""
 
     def __init__(self, c: int, num_classes: int, imagenet: bool):
         super().__init__()
@@ -78,9 +78,9 @@ class AuxiliaryHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(x)
-        if min(x.shape[-2:]) >= 8:
+        if (min(x.shape[-2:]) - 5) // self.pool_stride + 1 >= 2:  # DARTS's pooling: 8x8 (CIFAR), 7x7 (ImageNet)
             x = F.avg_pool2d(x, 5, stride=self.pool_stride, count_include_pad=False)
-        else:  # small inputs (e.g. 28x28 images give 7x7 here): pool to the 2x2 the head expects
+        else:  # smaller maps (e.g. 28x28 images give 7x7 with stride 3): pool to the 2x2 the head expects
             x = F.adaptive_avg_pool2d(x, 2)
         x = F.adaptive_avg_pool2d(self.features(x), 1)
         return self.classifier(x.flatten(1))

@@ -101,3 +101,26 @@ def test_parameter_budget_rejects_oversized_architectures(tiny_folder, tmp_path,
     initial = SearchNetwork(channels=4, layers=3, num_classes=3, one_stage=True, auxiliary=True, seed=0).genotype()
     assert tight.genotype == initial  # every recovery was over budget: the initial supports stayed
     assert free.genotype != initial
+
+
+def test_one_stage_resume_equals_an_uninterrupted_run(tiny_folder, tmp_path, monkeypatch):
+    from conftest import interrupted_copy
+
+    from ista_nas.engine.checkpoint import load_checkpoint
+    from ista_nas.methods import one_stage
+
+    monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
+    cfg = _cfg(tiny_folder, freeze_tol=0.0, epochs=4, max_search_epochs=2, drop_path=0.2)
+    with monkeypatch.context() as patch:  # one copy in the search phase, one after the absorption
+        interrupted_copy(patch, one_stage, 1, tmp_path / "full", tmp_path / "in_search")
+        full = one_stage.search(cfg, tmp_path / "full")
+    with monkeypatch.context() as patch:
+        interrupted_copy(patch, one_stage, 3, tmp_path / "again", tmp_path / "in_training")
+        one_stage.search(cfg, tmp_path / "again")
+    final = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["trainer"]["model"]
+    for part in ("in_search", "in_training"):
+        resumed = one_stage.resume(tmp_path / part)
+        assert resumed.genotype == full.genotype
+        state = load_checkpoint(tmp_path / part / "checkpoint.pt")["trainer"]["model"]
+        for key in final:
+            assert torch.equal(final[key], state[key]), (part, key)

@@ -160,6 +160,9 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
                 searcher.begin_epoch()
                 stats = run_epoch(searcher.step, train_loader.epoch(epoch), len(train_loader),
                                   f"search {epoch + 1}/{cfg.epochs}", _summarize)
+                # Monitor the network this epoch trained, before the supports move (new support ops would be
+                # judged with BN statistics they have not gathered yet).
+                test = evaluate(net, test_loader, desc=f"test {epoch + 1}/{cfg.epochs}")
                 previous = net.arch.z.clone()
                 _, recovered, _, _ = recover_within_budget(net, cfg.max_params, cfg.channels, cfg.layers)
                 moved = torch.linalg.vector_norm(recovered - previous, dim=-1)
@@ -170,7 +173,6 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
                     froze_at[f"{CELL_TYPES[t]}/node{g}"] = epoch + 1
                 net.arch.freeze(freeze)
                 searcher.unfreeze_bn(freeze)
-                model = net
                 phase_record = {"phase": "search", "frozen": sorted(froze_at), "genotype": net.genotype().to_dict()}
                 if bool(net.arch.frozen.all()):
                     fixed_at = epoch + 1
@@ -183,9 +185,8 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
                 trainer.begin_epoch(epoch - fixed_at)
                 stats = run_epoch(trainer.step, train_loader.epoch(epoch), len(train_loader),
                                   f"train {epoch + 1}/{cfg.epochs}", _summarize)
-                model = trainer.model
                 phase_record = {"phase": "train"}
-            test = evaluate(model, test_loader, desc=f"test {epoch + 1}/{cfg.epochs}")
+                test = evaluate(trainer.model, test_loader, desc=f"test {epoch + 1}/{cfg.epochs}")
             record = {"epoch": epoch + 1, **phase_record, **stats, "test_loss": test["loss"],
                       "test_top1": test["top1"], "test_top5": test["top5"],
                       "seconds": round(time.perf_counter() - began, 3)}

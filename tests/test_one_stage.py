@@ -124,3 +124,35 @@ def test_one_stage_resume_equals_an_uninterrupted_run(tiny_folder, tmp_path, mon
         state = load_checkpoint(tmp_path / part / "checkpoint.pt")["trainer"]["model"]
         for key in final:
             assert torch.equal(final[key], state[key]), (part, key)
+
+
+def test_bn_affine_of_a_node_trains_only_once_it_froze(tiny_config):
+    from ista_nas.config import make_config
+    from ista_nas.methods.one_stage import OneStageSearch, op_bn_parameters
+
+    cfg = make_config("quick", method="one-stage", device="cpu")
+    net = one_stage_net()
+    with torch.no_grad():  # the BNs inside candidate ops start at (1, 0) as the method requires
+        for cell in net.cells:
+            for ops in cell.nodes:
+                for m in ops.modules():
+                    if isinstance(m, torch.nn.BatchNorm2d):
+                        m.weight.fill_(1.0)
+                        m.bias.zero_()
+    search = OneStageSearch(net, cfg)
+    frozen = torch.zeros(2, 4, dtype=torch.bool)
+    frozen[0, 2] = True
+    net.arch.freeze(frozen)
+    search.unfreeze_bn(frozen)
+    search.begin_epoch()
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    search.step(x, y)
+    trained = op_bn_parameters(net, 0, 2, net.arch.support_list[0][2])
+    assert trained and all(p.grad is not None and p.requires_grad for p in trained)
+    assert any(not torch.equal(p, torch.ones_like(p)) and not torch.equal(p, torch.zeros_like(p)) for p in trained)
+    still = op_bn_parameters(net, 0, 1, net.arch.support_list[0][1]) + op_bn_parameters(net, 1, 2,
+                                                                                        net.arch.support_list[1][2])
+    assert still and all(p.grad is None and not p.requires_grad for p in still)
+    for p in still:  # still exactly (1, 0)
+        assert torch.equal(p, torch.ones_like(p)) or torch.equal(p, torch.zeros_like(p))
+    assert torch.count_nonzero(net.arch.b.grad[0, 2]) == 0 and torch.count_nonzero(net.arch.b.grad[0, 1]) > 0

@@ -156,3 +156,41 @@ def test_bn_affine_of_a_node_trains_only_once_it_froze(tiny_config):
     for p in still:  # still exactly (1, 0)
         assert torch.equal(p, torch.ones_like(p)) or torch.equal(p, torch.zeros_like(p))
     assert torch.count_nonzero(net.arch.b.grad[0, 2]) == 0 and torch.count_nonzero(net.arch.b.grad[0, 1]) > 0
+
+
+def test_one_stage_imagenet_preset_streams_and_absorbs_with_the_mobile_stem(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from ista_nas import retrain
+    from ista_nas.config import make_config
+    from ista_nas.methods import one_stage
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 12), ("val", 4)):
+        for c in range(2):
+            folder = tmp_path / "img" / split / f"c{c}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                h, w = rng.integers(20, 40, 2)
+                Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+    cfg = make_config("imagenet", method="one-stage", dataset=f"folder:{tmp_path / 'img'}", image_size=32,
+                      workers=0, channels=8, layers=3, batch_size=6, epochs=2, max_search_epochs=1, lr=0.05,
+                      device="cpu")
+    result = one_stage.search(cfg, tmp_path / "run")
+    assert [r["phase"] for r in result.metrics] == ["search", "train"]
+    model, checkpoint = retrain.load_model(tmp_path / "run" / "checkpoint.pt")
+    assert checkpoint["model_spec"]["stem"] == "imagenet" and model.stem1 is not None
+
+
+def test_absorption_with_the_mobile_stem():
+    torch.manual_seed(0)
+    net = SearchNetwork(channels=8, layers=3, num_classes=5, one_stage=True, auxiliary=True, seed=2, stem="imagenet")
+    with torch.no_grad():
+        net.arch.b.normal_(0, 0.1)
+    net.arch.recover()
+    net.train()(torch.randn(4, 3, 64, 64))  # gather BN statistics
+    disc = net.absorb()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert float((net.eval()(x) - disc.eval()(x)).abs().max()) < 1e-5

@@ -100,6 +100,10 @@ class SearchConfig(_Config):
                                 "(two-stage: counted for the budget_channels x budget_layers network)")
     budget_channels: int = _f(36, "two-stage: C of the network the parameter budget is counted for")
     budget_layers: int = _f(20, "two-stage: L of the network the parameter budget is counted for")
+    stem: str = _f("cifar", "cifar (one 3x3 conv) or imagenet (three stride-2 convs to 1/8, the mobile setting)")
+    stream: bool = _f(False, "one-stage: read a folder: dataset from disk every epoch (ImageNet)")
+    image_size: int = _f(224, "one-stage with --stream: crop side (ImageNet: 224)")
+    workers: int = _f(8, "one-stage with --stream: DataLoader worker processes")
     # Run
     seed: int = _f(2, "seeds weights, measurement matrices, split and batch order (official default: 2)")
     device: str = _f("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
@@ -116,6 +120,12 @@ class SearchConfig(_Config):
             (self.max_params >= 0, f"--max-params must be >= 0 (millions; 0 = no budget), got {self.max_params}"),
             (self.budget_channels >= 2 and self.budget_layers >= 1,
              "--budget-channels must be at least 2 and --budget-layers at least 1"),
+            (self.stem in ("cifar", "imagenet"), f"unknown --stem {self.stem!r}; choose cifar or imagenet"),
+            (self.stem != "imagenet" or self.channels % 2 == 0,
+             f"--channels must be even with the imagenet stem, got {self.channels}"),
+            (not self.stream or (self.method == "one-stage" and self.dataset.startswith("folder:")),
+             "--stream needs --method one-stage and --dataset folder:PATH"),
+            (self.image_size >= 8 and self.workers >= 0, "--image-size must be at least 8 and --workers >= 0"),
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 2, f"--batch-size must be at least 2 (batch norm needs 2), got {self.batch_size}"),
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
@@ -160,6 +170,11 @@ SearchConfig.PRESETS = {
 ONE_STAGE_PRESETS = {
     "paper": dict(method="one-stage", channels=36, layers=20, batch_size=96, epochs=600, lr=0.025, lr_min=0.0,
                   arch_lr=3e-4, cutout=16, auxiliary_weight=0.4, drop_path=0.2, seed=5, max_params=3.7),
+    # The mobile setting (C=48, L=14, 224x224 crops streamed from --dataset folder:PATH with train/ and val/). The
+    # official code has no one-stage ImageNet search script: the optimisation follows the train imagenet preset.
+    "imagenet": dict(method="one-stage", dataset="folder:imagenet", stem="imagenet", channels=48, layers=14,
+                     batch_size=1024, epochs=250, lr=0.5, lr_min=0.0, weight_decay=3e-5, arch_lr=3e-4, cutout=0,
+                     auxiliary_weight=0.4, drop_path=0.0, stream=True),
     # Minutes on a 2-core CPU, a reduced-scale stand-in: search 3 epochs at most, then train on.
     "quick": dict(method="one-stage", dataset="fashion-mnist", subset=3000, channels=8, layers=5, batch_size=64,
                   epochs=5, max_search_epochs=3, lr=0.05, lr_min=0.0, arch_lr=3e-3, auxiliary_weight=0.4,

@@ -31,8 +31,8 @@ def recover_within_budget(net: SearchNetwork, max_params: float, channels: int, 
     if not max_params:
         return result, recovered, changed, None
     genotype = net.genotype()
-    size = count_parameters(Network(genotype, channels, layers, net.shape["num_classes"],
-                                    net.shape["in_channels"])) / 1e6
+    size = count_parameters(Network(genotype, channels, layers, net.shape["num_classes"], net.shape["in_channels"],
+                                    stem=net.shape["stem"])) / 1e6
     if size <= max_params:
         return result, recovered, changed, None
     with torch.no_grad():

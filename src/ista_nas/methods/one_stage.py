@@ -43,7 +43,8 @@ def train_config(cfg: SearchConfig, fixed_at: int) -> TrainConfig:
                        layers=cfg.layers, auxiliary_weight=cfg.auxiliary_weight, drop_path=cfg.drop_path,
                        epochs=max(cfg.epochs - fixed_at, 1), batch_size=cfg.batch_size, lr=cfg.lr,
                        lr_min=cfg.lr_min, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                       grad_clip=cfg.grad_clip, seed=cfg.seed, device=cfg.device, channels_last=cfg.channels_last)
+                       grad_clip=cfg.grad_clip, seed=cfg.seed, device=cfg.device, channels_last=cfg.channels_last,
+                       stem=cfg.stem, stream=cfg.stream, image_size=cfg.image_size, workers=cfg.workers)
 
 
 def op_bn_parameters(net: SearchNetwork, t: int, node: int, candidates: list[int]) -> list[nn.Parameter]:
@@ -114,7 +115,7 @@ def build_supernet(cfg: SearchConfig, data: DataInfo) -> SearchNetwork:
     return SearchNetwork(channels=cfg.channels, layers=cfg.layers, num_classes=len(data.classes),
                          in_channels=data.channels, steps=cfg.steps, proj_dims=cfg.proj_dims, sparsity=cfg.sparsity,
                          lam=cfg.lam, matrix=cfg.matrix, seed=cfg.seed, one_stage=True,
-                         auxiliary=cfg.auxiliary_weight > 0)
+                         auxiliary=cfg.auxiliary_weight > 0, stem=cfg.stem)
 
 
 def search(cfg: SearchConfig, out: str | Path) -> SearchResult:

@@ -145,7 +145,7 @@ def build_network(cfg: SearchConfig, data: ImageData) -> SearchNetwork:
     torch.manual_seed(cfg.seed)
     return SearchNetwork(channels=cfg.channels, layers=cfg.layers, num_classes=data.num_classes,
                          in_channels=data.channels, steps=cfg.steps, proj_dims=cfg.proj_dims,
-                         sparsity=cfg.sparsity, lam=cfg.lam, matrix=cfg.matrix, seed=cfg.seed)
+                         sparsity=cfg.sparsity, lam=cfg.lam, matrix=cfg.matrix, seed=cfg.seed, stem=cfg.stem)
 
 
 def _changed_names(changed: Tensor) -> list[str]:

@@ -86,33 +86,35 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(x.flatten(1))
 
 
+def build_stem(kind: str, in_channels: int, channels: int, stem_multiplier: int = 3
+               ) -> tuple[nn.Module, nn.Module | None, int]:
+    """(stem, second stem stage or None, output channels). The first two cell inputs are both the stem output
+    (``cifar``: one 3x3 conv), or the 1/4 and 1/8 resolution stages (``imagenet``: three stride-2 convs)."""
+    if kind == "imagenet":
+        stem = nn.Sequential(
+            nn.Conv2d(in_channels, channels // 2, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(channels // 2), nn.ReLU(inplace=True),
+            nn.Conv2d(channels // 2, channels, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels))
+        stem1 = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 3, stride=2, padding=1, bias=False),
+                              nn.BatchNorm2d(channels))
+        return stem, stem1, channels
+    if kind != "cifar":
+        raise ValueError(f"stem must be 'cifar' or 'imagenet', got {kind!r}")
+    c_stem = stem_multiplier * channels
+    return nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem)), None, c_stem
+
+
 class Network(nn.Module):
     """The network a genotype describes. ``forward`` returns logits; ``forward_with_aux`` adds the head's."""
 
     def __init__(self, genotype: Genotype, channels: int = 36, layers: int = 20, num_classes: int = 10,
                  in_channels: int = 3, auxiliary: bool = True, stem: str = "cifar", stem_multiplier: int = 3):
         super().__init__()
-        if stem not in ("cifar", "imagenet"):
-            raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
         self.genotype = genotype
         self.drop_path_prob = 0.0  # set by the trainer each epoch
         imagenet = stem == "imagenet"
-        # The first two cell inputs: both the stem output (CIFAR), or the 1/4 and 1/8 stem stages (ImageNet).
-        self.stem1: nn.Module | None = None
-        if imagenet:
-            self.stem = nn.Sequential(
-                nn.Conv2d(in_channels, channels // 2, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(channels // 2), nn.ReLU(inplace=True),
-                nn.Conv2d(channels // 2, channels, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels))
-            self.stem1 = nn.Sequential(nn.ReLU(inplace=True),
-                                       nn.Conv2d(channels, channels, 3, stride=2, padding=1, bias=False),
-                                       nn.BatchNorm2d(channels))
-            c_pp = c_p = channels
-        else:
-            c_stem = stem_multiplier * channels
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False),
-                                      nn.BatchNorm2d(c_stem))
-            c_pp = c_p = c_stem
+        self.stem, self.stem1, c_stem = build_stem(stem, in_channels, channels, stem_multiplier)
+        c_pp = c_p = c_stem
         c, reduction_prev = channels, imagenet
         self.cells = nn.ModuleList()
         self.aux_after = 2 * layers // 3 if auxiliary else -1

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..genotype import Genotype
 from ..ops import OPS, PRIMITIVES
-from .cnn import AuxiliaryHead, Network, build_op, preprocessing
+from .cnn import AuxiliaryHead, Network, build_op, build_stem, preprocessing
 from ..sparse_coding import SparseCode
 
 NORMAL, REDUCE = 0, 1
@@ -80,15 +80,15 @@ class SearchNetwork(nn.Module):
     def __init__(self, channels: int = 16, layers: int = 8, num_classes: int = 10, in_channels: int = 3,
                  steps: int = 4, stem_multiplier: int = 3, proj_dims: int = 7, sparsity: int = 2,
                  lam: float = 1e-5, matrix: str = "uniform", seed: int = 0, one_stage: bool = False,
-                 auxiliary: bool = False):
+                 auxiliary: bool = False, stem: str = "cifar"):
         super().__init__()
         self.steps, self.one_stage = steps, one_stage
-        self.shape = dict(channels=channels, layers=layers, num_classes=num_classes, in_channels=in_channels)
-        c_curr = stem_multiplier * channels
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
-        c_pp, c_p, c_curr = c_curr, c_curr, channels
+        self.shape = dict(channels=channels, layers=layers, num_classes=num_classes, in_channels=in_channels,
+                          stem=stem)
+        self.stem, self.stem1, c_stem = build_stem(stem, in_channels, channels, stem_multiplier)
+        c_pp, c_p, c_curr = c_stem, c_stem, channels
         self.cells = nn.ModuleList()
-        reduction_prev = False
+        reduction_prev = stem == "imagenet"
         self.aux_after = 2 * layers // 3 if auxiliary else -1
         self.aux_head: AuxiliaryHead | None = None
         for i in range(layers):
@@ -99,7 +99,7 @@ class SearchNetwork(nn.Module):
             reduction_prev = reduction
             c_pp, c_p = c_p, steps * c_curr
             if i == self.aux_after:
-                self.aux_head = AuxiliaryHead(c_p, num_classes, imagenet=False)
+                self.aux_head = AuxiliaryHead(c_p, num_classes, imagenet=stem == "imagenet")
         self.classifier = nn.Linear(c_p, num_classes)
         self.arch = SparseCode([(i + 2) * len(PRIMITIVES) for i in range(steps)], types=2, m=proj_dims,
                                s=sparsity, lam=lam, matrix=matrix, seed=seed)
@@ -107,7 +107,8 @@ class SearchNetwork(nn.Module):
     def forward_with_aux(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         weights = self.arch.relaxed_weights().to(x.dtype)
         support = self.arch.support_list
-        s0 = s1 = self.stem(x)
+        s0 = self.stem(x)
+        s1 = s0 if self.stem1 is None else self.stem1(s0)
         aux = None
         for i, cell in enumerate(self.cells):
             t = REDUCE if cell.reduction else NORMAL
@@ -128,7 +129,7 @@ class SearchNetwork(nn.Module):
     def active_weight_parameters(self) -> list[nn.Parameter]:
         """The weights the current supports use: the only ones a training step can give a gradient."""
         support = self.arch.support_list
-        modules: list[nn.Module] = [self.stem, self.classifier] + ([self.aux_head] if self.aux_head else [])
+        modules: list[nn.Module] = [self.stem, self.classifier] + [m for m in (self.stem1, self.aux_head) if m]
         for cell in self.cells:
             modules += cell.support_modules(support[REDUCE if cell.reduction else NORMAL])
         return [p for m in modules for p in m.parameters()]
@@ -157,6 +158,8 @@ class SearchNetwork(nn.Module):
         net = Network(self.genotype(), auxiliary=self.aux_head is not None, **self.shape)
         net.to(device=self.arch.b.device, dtype=self.arch.b.dtype)
         net.stem.load_state_dict(self.stem.state_dict())
+        if self.stem1 is not None:
+            net.stem1.load_state_dict(self.stem1.state_dict())
         net.classifier.load_state_dict(self.classifier.state_dict())
         if self.aux_head is not None:
             net.aux_head.load_state_dict(self.aux_head.state_dict())

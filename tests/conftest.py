@@ -28,6 +28,19 @@ def make_image_folder(root, classes=3, per_class=(40, 8), size=16, mode="RGB", s
     return root
 
 
+def make_mixed_size_folder(root, seed=0):
+    """ImageNet-style: JPEG images of different sizes, two classes, the test split called val/."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", 12), ("val", 4)):
+        for c in range(2):
+            folder = root / split / f"c{c}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                h, w = rng.integers(20, 40, 2)
+                Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("data") / "tiny")

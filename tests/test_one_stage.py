@@ -159,21 +159,13 @@ def test_bn_affine_of_a_node_trains_only_once_it_froze(tiny_config):
 
 
 def test_one_stage_imagenet_preset_streams_and_absorbs_with_the_mobile_stem(tmp_path):
-    import numpy as np
-    from PIL import Image
+    from conftest import make_mixed_size_folder
 
     from ista_nas import retrain
     from ista_nas.config import make_config
     from ista_nas.methods import one_stage
 
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 12), ("val", 4)):
-        for c in range(2):
-            folder = tmp_path / "img" / split / f"c{c}"
-            folder.mkdir(parents=True)
-            for i in range(count):
-                h, w = rng.integers(20, 40, 2)
-                Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+    make_mixed_size_folder(tmp_path / "img")
     cfg = make_config("imagenet", method="one-stage", dataset=f"folder:{tmp_path / 'img'}", image_size=32,
                       workers=0, channels=8, layers=3, batch_size=6, epochs=2, max_search_epochs=1, lr=0.05,
                       device="cpu")

@@ -87,17 +87,9 @@ def test_bad_genotype_and_evaluation_input(train_config, tmp_path):
 
 def test_streaming_from_disk_handles_mixed_image_sizes(tmp_path, monkeypatch):
     # ImageNet-style: JPEG-like images of different sizes, test split called val/, read every epoch.
-    import numpy as np
-    from PIL import Image
+    from conftest import make_mixed_size_folder
 
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 12), ("val", 4)):
-        for c in range(2):
-            folder = tmp_path / "img" / split / f"c{c}"
-            folder.mkdir(parents=True)
-            for i in range(count):
-                h, w = rng.integers(20, 40, 2)
-                Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+    make_mixed_size_folder(tmp_path / "img")
     cfg = TrainConfig.make("imagenet", dataset=f"folder:{tmp_path / 'img'}", image_size=32, workers=0, channels=8,
                            layers=3, batch_size=6, epochs=2, warmup_epochs=1, device="cpu")
     result = retrain.train(cfg, tmp_path / "run")

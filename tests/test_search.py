@@ -195,3 +195,28 @@ def test_two_stage_budget_keeps_the_previous_supports(tiny_config, tmp_path):
     initial = SearchNetwork(channels=4, layers=3, num_classes=3, seed=0).genotype()
     assert tight.genotype == initial
     assert tight.metrics[0]["rejected_params_m"] > 1e-6 and tight.metrics[0]["supports_changed"] == []
+
+
+def test_darts_baseline_runs_every_op_and_derives_a_genotype(tiny_config, tmp_path):
+    from ista_nas.networks.dense import DenseSearchNetwork
+
+    torch.manual_seed(0)
+    net = DenseSearchNetwork(channels=4, layers=3, num_classes=3, seed=0)
+    calls = []
+    for cell in net.cells:
+        for ops in cell.nodes:
+            for op in ops:
+                op.register_forward_hook(lambda *_: calls.append(1))
+    net(torch.randn(2, 3, 16, 16))
+    assert len(calls) == 3 * 98  # every candidate of every node of every cell: (2+3+4+5) edges x 7 ops
+    # DARTS's derivation: make edge 1 of node 2 (normal) carry the strongest op, dil_conv_5x5.
+    with torch.no_grad():
+        net.arch.alpha.zero_()
+        net.arch.alpha[0, 2, 1, 6] = 5.0
+        net.arch.alpha[0, 2, 3, 0] = 4.0
+    g = net.genotype()
+    assert g.normal[4:6] == (("dil_conv_5x5", 1), ("max_pool_3x3", 3))
+    result = two_stage.search(tiny_config(method="darts", epochs=1), tmp_path / "run")
+    assert len(result.genotype.normal) == 8 and "supports_changed" not in result.metrics[0]
+    ranking = json.loads((tmp_path / "run" / "ranking.json").read_text())
+    assert abs(sum(e["weight"] for e in ranking["normal"][0]) - 2.0) < 1e-5  # two edges, softmax each

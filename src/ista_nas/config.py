@@ -62,8 +62,8 @@ class _Config:
 @dataclass
 class SearchConfig(_Config):
     preset: str = _f("paper", "the preset the other values started from")
-    method: str = _f("two-stage", "two-stage (search a small supernet, retrain later) or one-stage (search and "
-                                  "train the target network in one run)")
+    method: str = _f("two-stage", "two-stage (search a small supernet, retrain later), one-stage (search and train "
+                                  "the target network in one run) or darts (the dense first-order DARTS baseline)")
     # Data
     dataset: str = _f("cifar10", "cifar10, cifar100, fashion-mnist or folder:PATH (train/ and test/ inside)")
     data_dir: str = _f("", "where torchvision datasets live (default ~/.cache/ista-nas/data)")
@@ -113,6 +113,7 @@ class SearchConfig(_Config):
         smallest_group = 2 * len(PRIMITIVES)
         checks = [
             (self.method in METHODS, f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}"),
+            (self.method != "darts" or not self.max_params, "--max-params applies to ISTA-NAS, not to --method darts"),
             (self.auxiliary_weight >= 0, f"--auxiliary-weight must be >= 0, got {self.auxiliary_weight}"),
             (0 <= self.drop_path < 1, f"--drop-path must be in [0, 1), got {self.drop_path}"),
             (self.freeze_tol >= 0, f"--freeze-tol must be >= 0, got {self.freeze_tol}"),
@@ -155,7 +156,7 @@ class SearchConfig(_Config):
         return checks
 
 
-METHODS = ("two-stage", "one-stage")
+METHODS = ("two-stage", "one-stage", "darts")
 
 SearchConfig.PRESETS = {
     # The paper's two-stage search on CIFAR-10 (the dataclass defaults).
@@ -188,6 +189,8 @@ def make_config(preset: str = "paper", **overrides: Any) -> SearchConfig:
         if preset not in ONE_STAGE_PRESETS:
             raise UserError(f"unknown one-stage preset {preset!r}; choose one of {', '.join(ONE_STAGE_PRESETS)}")
         return SearchConfig(**{**ONE_STAGE_PRESETS[preset], **overrides, "preset": preset}).validate()
+    if overrides.get("method") == "darts":  # the two-stage settings with DARTS's architecture learning rate
+        overrides = {"arch_lr": 3e-4, **overrides}
     return SearchConfig.make(preset, **overrides)
 
 

@@ -28,6 +28,7 @@ from ..engine.rundir import RunDir
 from ..errors import UserError
 from ..genotype import Genotype
 from ..networks import SearchNetwork
+from ..networks.dense import DenseSearchNetwork
 from .budget import recover_within_budget
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class TwoStageSearch:
 
     def __init__(self, net: SearchNetwork, cfg: SearchConfig):
         self.net, self.cfg = net, cfg
-        self.b = net.arch.b
+        self.b = net.arch_parameters()[0]  # b (ISTA-NAS) or alpha (the DARTS baseline)
         self.w_opt = torch.optim.SGD(net.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                      weight_decay=cfg.weight_decay)
         self.a_opt = torch.optim.Adam([self.b], lr=cfg.arch_lr, betas=(0.5, 0.999),
@@ -143,7 +144,8 @@ def _valid_batches(loader: DeviceLoader, epoch: int, count: int) -> Iterator[tup
 
 def build_network(cfg: SearchConfig, data: ImageData) -> SearchNetwork:
     torch.manual_seed(cfg.seed)
-    return SearchNetwork(channels=cfg.channels, layers=cfg.layers, num_classes=data.num_classes,
+    cls = DenseSearchNetwork if cfg.method == "darts" else SearchNetwork
+    return cls(channels=cfg.channels, layers=cfg.layers, num_classes=data.num_classes,
                          in_channels=data.channels, steps=cfg.steps, proj_dims=cfg.proj_dims,
                          sparsity=cfg.sparsity, lam=cfg.lam, matrix=cfg.matrix, seed=cfg.seed, stem=cfg.stem)
 
@@ -204,17 +206,19 @@ def _epochs(cfg: SearchConfig, run: RunDir, net: SearchNetwork, searcher: TwoSta
         batches = zip(train_loader.epoch(epoch), _valid_batches(valid_loader, epoch, len(train_loader)))
         stats = run_epoch(lambda tr, va: searcher.step(*tr, *va), batches, len(train_loader),
                           f"epoch {epoch + 1}/{cfg.epochs}", _summarize)
-        recovery, _, changed, rejected = recover_within_budget(net, cfg.max_params, cfg.budget_channels,
-                                                               cfg.budget_layers)
+        record: dict[str, Any] = {"epoch": epoch + 1, **stats, "lr": searcher.w_opt.param_groups[0]["lr"]}
+        if cfg.method != "darts":  # ISTA-NAS: recover z, move the supports
+            recovery, _, changed, rejected = recover_within_budget(net, cfg.max_params, cfg.budget_channels,
+                                                                   cfg.budget_layers)
+            record.update(supports_changed=_changed_names(changed), recovery_iterations=recovery.iterations,
+                          recovery_kkt_violation=float(recovery.kkt_violation.max()), rejected_params_m=rejected)
         genotype = _write_results(run, net)
-        record = {"epoch": epoch + 1, **stats, "lr": searcher.w_opt.param_groups[0]["lr"],
-                  "supports_changed": _changed_names(changed), "recovery_iterations": recovery.iterations,
-                  "recovery_kkt_violation": float(recovery.kkt_violation.max()), "rejected_params_m": rejected,
-                  "seconds": round(time.perf_counter() - began, 3), "genotype": genotype.to_dict()}
+        record.update(seconds=round(time.perf_counter() - began, 3), genotype=genotype.to_dict())
         # Metrics first, checkpoint last: a crash in between is undone by the resume trimming the metrics.
         run.append_metrics(record)
         save_checkpoint(run.checkpoint_path, {"epoch": epoch + 1, "config": cfg.to_dict(),
                                               "search": searcher.state_dict(), "genotype": genotype.to_dict()})
-        log.info("epoch %d/%d  train loss %.4f acc %.2f%%  valid loss %.4f acc %.2f%%  supports changed %d  %.1fs",
+        log.info("epoch %d/%d  train loss %.4f acc %.2f%%  valid loss %.4f acc %.2f%%  supports changed %s  %.1fs",
                  epoch + 1, cfg.epochs, stats["train_loss"], stats["train_acc"], stats["valid_loss"],
-                 stats["valid_acc"], len(record["supports_changed"]), record["seconds"])
+                 stats["valid_acc"], len(record.get("supports_changed", [])) if cfg.method != "darts" else "-",
+                 record["seconds"])

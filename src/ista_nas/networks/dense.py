@@ -1,0 +1,76 @@
+"""The DARTS supernet (first-order baseline): every candidate op on every edge, softmax-weighted.
+
+It reuses the sparse supernet's cells (they hold every candidate) with a "support" of all candidates, so the
+two methods differ only in how the architecture is parameterised and how many ops run: 98 op calls per cell
+here, 8 in ISTA-NAS at s=2.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..genotype import Genotype
+from ..ops import PRIMITIVES
+from .search_cnn import NORMAL, REDUCE, SearchNetwork, candidate
+
+
+class DenseCode(nn.Module):
+    """DARTS's architecture parameters alpha (types, nodes, edges, ops) and their per-edge softmax."""
+
+    def __init__(self, steps: int, types: int = 2, seed: int = 0, init_scale: float = 1e-3):
+        super().__init__()
+        ops, max_edges = len(PRIMITIVES), steps + 1
+        gen = torch.Generator().manual_seed(seed)
+        self.alpha = nn.Parameter(init_scale * torch.randn(types, steps, max_edges, ops, generator=gen))
+        self.register_buffer("edge_valid", torch.arange(max_edges) < torch.arange(2, steps + 2).unsqueeze(-1))
+        self.group_sizes = tuple((i + 2) * ops for i in range(steps))
+        self._support = [[list(range(n)) for n in self.group_sizes] for _ in range(types)]
+
+    @property
+    def support_list(self) -> list[list[list[int]]]:
+        return self._support
+
+    def relaxed_weights(self) -> Tensor:
+        """(T, G, edges * ops): softmax over the ops of each edge, zero for edges a node does not have."""
+        w = torch.softmax(self.alpha, dim=-1) * self.edge_valid.unsqueeze(-1)
+        return w.flatten(-2)
+
+
+class DenseSearchNetwork(SearchNetwork):
+    """The sparse supernet's cells with all candidates active and DARTS's alpha in place of b."""
+
+    def __init__(self, *args, seed: int = 0, **kwargs):
+        super().__init__(*args, seed=seed, **kwargs)
+        self.arch = DenseCode(self.steps, seed=seed)
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.arch.alpha]
+
+    def genotype(self) -> Genotype:
+        """DARTS's rule: per node the two edges with the strongest op, each with its strongest op."""
+        weights = torch.softmax(self.arch.alpha.detach(), dim=-1).cpu()
+
+        def cell(t: int) -> tuple[tuple[str, int], ...]:
+            pairs = []
+            for node in range(self.steps):
+                w = weights[t, node, : node + 2]  # (edges, ops)
+                best_w, best_op = w.max(dim=-1)
+                for edge in best_w.argsort(descending=True, stable=True)[:2].tolist():
+                    pairs.append((PRIMITIVES[int(best_op[edge])], edge))
+            return tuple(pairs)
+
+        concat = tuple(range(2, self.steps + 2))
+        return Genotype(cell(NORMAL), concat, cell(REDUCE), concat)
+
+    def ranking(self) -> dict[str, list[list[dict]]]:
+        """Per node, every (predecessor, op) ranked by its softmax weight."""
+        w = self.arch.relaxed_weights().detach().cpu()
+        out = {}
+        for t, name in ((NORMAL, "normal"), (REDUCE, "reduce")):
+            out[name] = []
+            for g, n in enumerate(self.arch.group_sizes):
+                order = w[t, g, :n].argsort(descending=True, stable=True).tolist()
+                out[name].append([{"predecessor": candidate(k)[0], "op": candidate(k)[1], "weight": float(w[t, g, k])}
+                                  for k in order])
+        return out

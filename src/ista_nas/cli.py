@@ -72,6 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("checkpoint", help="checkpoint.pt of a training run (or the run directory)")
     ex.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript", help="[torchscript]")
     ex.add_argument("--out", default=None, help="output file [model.pt or model.onnx beside the checkpoint]")
+    bench = commands.add_parser("bench", help="Time the sparse ISTA-NAS step against the dense DARTS step",
+                                description="Median seconds per search step (architecture + weight update) of "
+                                            "the sparse and the dense supernet, the retrain step and recovery.")
+    bench.add_argument("--layers", type=int, default=8, help="cells L of the search nets [8]")
+    bench.add_argument("--channels", type=int, default=16, help="initial channels C of the search nets [16]")
+    bench.add_argument("--size", type=int, default=32, help="input side [32]")
+    bench.add_argument("--batch-size", type=int, default=64, help="search batch [64]")
+    bench.add_argument("--steps", type=int, default=5, help="timed steps per figure [5]")
+    bench.add_argument("--warmup", type=int, default=2, help="untimed steps first [2]")
+    bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    bench.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    bench.add_argument("--retrain", action=argparse.BooleanOptionalAction, default=True,
+                       help="also time the retrain network (C=36, L=20, batch 96)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
     show = commands.add_parser("show", help="Cells, parameters, FLOPs and diagrams of a genotype",
                                description="Print a genotype's cells, parameters and FLOPs; draw its cells.")
     show.add_argument("genotype", help=f"a built-in name ({', '.join(PUBLISHED)}), a genotype.json or a run directory")
@@ -154,6 +168,17 @@ def _export(args: argparse.Namespace) -> None:
     print(export(_checkpoint_path(args.checkpoint), args.format, args.out))
 
 
+def _bench(args: argparse.Namespace) -> None:
+    from .bench import format_table, run_bench
+
+    if min(args.layers, args.steps, args.channels - 1, args.size - 7, args.batch_size - 1) < 1 or args.warmup < 0:
+        raise UserError("--layers and --steps must be at least 1, --channels and --batch-size at least 2, "
+                        "--size at least 8 and --warmup at least 0")
+    result = run_bench(args.layers, args.channels, args.size, args.batch_size, args.steps, args.warmup, args.device,
+                       args.channels_last, args.retrain)
+    print(json.dumps(result) if args.json else format_table(result))
+
+
 def _show(args: argparse.Namespace) -> None:
     from .diagram import write_diagrams
     from .summary import summarize
@@ -197,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with logging_redirect_tqdm():
             {"search": _search, "train": _train, "evaluate": _evaluate, "show": _show,
-             "export": _export}[args.command](args)
+             "export": _export, "bench": _bench}[args.command](args)
     except IstaNasError as exc:
         print(f"ista-nas: error: {exc}", file=sys.stderr)
         return exc.exit_code

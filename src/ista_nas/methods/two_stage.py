@@ -62,6 +62,9 @@ class TwoStageSearch:
         # been used it keeps a (zero) gradient when its op leaves the support, so SGD's weight decay and
         # momentum go on acting on it: the official code's behaviour (PyTorch 1.x zero_grad kept zeros).
         self.active = self.net.active_weight_parameters()
+        for p in self.w_opt.param_groups[0]["params"]:
+            if p.grad is not None:
+                p.grad.zero_()  # once per epoch: the weights that left the support keep exactly zero
         for p in self.active:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
@@ -76,7 +79,10 @@ class TwoStageSearch:
         # Weight step on the training batch, with the updated relaxed weights.
         logits = self.net(x)
         loss = F.cross_entropy(logits, y)
-        self.w_opt.zero_grad(set_to_none=False)
+        # Fresh gradients for the active weights; the used-but-inactive ones keep their zero gradients untouched
+        # (no fill over every used weight each step).
+        for p in self.active:
+            p.grad = None
         loss.backward(inputs=self.active)
         torch.nn.utils.clip_grad_norm_(self.active, self.cfg.grad_clip)
         self.w_opt.step()

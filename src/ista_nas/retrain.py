@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .config import TrainConfig
 from .engine.checkpoint import load_checkpoint, save_checkpoint
-from .engine.data import Augment, DeviceLoader, ImageData, epoch_seed, load_dataset
+from .engine.data import Augment, DeviceLoader, ImageData, epoch_seed, load_dataset, seeded_subset
 from .engine.loop import cosine_lr, resolve_device, run_epoch
 from .engine.stream import StreamingLoader
 from .engine.rundir import RunDir
@@ -169,13 +169,10 @@ def prepare_data(cfg: TrainConfig, device: torch.device) -> tuple[DataInfo, Load
         return DataInfo(train_loader.classes, 3, train_loader.size), train_loader, test_loader
     train = load_dataset(cfg.dataset, "train", cfg.data_dir or None)
     test = load_dataset(cfg.dataset, "test", cfg.data_dir or None)
-    if cfg.subset > len(train):
-        raise UserError(f"--subset {cfg.subset} is larger than the {len(train)} training images of {cfg.dataset}; "
-                        f"use at most {len(train)} (or 0 for all)")
+    order = seeded_subset(len(train), cfg.subset, cfg.seed, cfg.dataset)
     if test.classes != train.classes or test.size != train.size or test.channels != train.channels:
         raise UserError(f"the test split of {cfg.dataset} does not match its training split (classes, image size "
                         "or channels); give both splits the same class folders and image format")
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.subset or len(train)]
     if len(order) < cfg.batch_size:
         raise UserError(f"{len(order)} training images give less than one batch of {cfg.batch_size}; "
                         "raise --subset or lower --batch-size")

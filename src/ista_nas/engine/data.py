@@ -207,6 +207,14 @@ class Augment:
     cutout: int = 0  # side of the square cut out (0: off)
 
 
+def seeded_subset(n: int, subset: int, seed: int, source: str) -> Tensor:
+    """A seeded permutation of range(n), cut to ``subset`` items (0: all); a subset larger than n is refused."""
+    if subset > n:
+        raise UserError(f"--subset {subset} is larger than the {n} training images of {source}; use at most {n} "
+                        "(or 0 for all)")
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: subset or n]
+
+
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
     """A seed for one (run seed, epoch, stream) triple: resumed runs draw exactly what uninterrupted ones do."""
     return (seed * 0x9E3779B1 + epoch * 0x85EBCA77 + stream * 0xC2B2AE3D) % 2**63

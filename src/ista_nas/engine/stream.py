@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from .data import epoch_generator
+from .data import epoch_generator, seeded_subset
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -48,11 +48,7 @@ class StreamingLoader:
                             f"{folder}/<class>/") from None
         self.classes = list(self.dataset.classes)
         n = len(self.dataset)
-        if subset > n:
-            raise UserError(f"--subset {subset} is larger than the {n} training images in {folder}; use at most {n} "
-                            "(or 0 for all)")
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if subset else torch.arange(n)
-        self.indices = order[: subset or n]
+        self.indices = seeded_subset(n, subset, seed, str(folder)) if subset else torch.arange(n)
         self.batch_size, self.device, self.train = batch_size, device, train
         self.workers, self.seed, self.channels_last = workers, seed, channels_last
         self.mean_std = (IMAGENET_MEAN, IMAGENET_STD)

@@ -13,6 +13,7 @@ value). The final checkpoint is a training checkpoint: ``ista-nas evaluate`` and
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -38,13 +39,8 @@ log = logging.getLogger(__name__)
 
 def train_config(cfg: SearchConfig, fixed_at: int) -> TrainConfig:
     """The evaluation protocol for the epochs after the architecture was fixed at epoch ``fixed_at``."""
-    return TrainConfig(preset=cfg.preset, genotype="(one-stage search)", dataset=cfg.dataset, data_dir=cfg.data_dir,
-                       subset=cfg.subset, augment=cfg.augment, cutout=cfg.cutout, channels=cfg.channels,
-                       layers=cfg.layers, auxiliary_weight=cfg.auxiliary_weight, drop_path=cfg.drop_path,
-                       epochs=max(cfg.epochs - fixed_at, 1), batch_size=cfg.batch_size, lr=cfg.lr,
-                       lr_min=cfg.lr_min, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                       grad_clip=cfg.grad_clip, seed=cfg.seed, device=cfg.device, channels_last=cfg.channels_last,
-                       stem=cfg.stem, stream=cfg.stream, image_size=cfg.image_size, workers=cfg.workers)
+    shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(cfg, f.name)}
+    return TrainConfig(**{**shared, "genotype": "(one-stage search)", "epochs": max(cfg.epochs - fixed_at, 1)})
 
 
 def op_bn_parameters(net: SearchNetwork, t: int, node: int, candidates: list[int]) -> list[nn.Parameter]:

@@ -22,7 +22,7 @@ from torch import Tensor
 from ..config import SearchConfig
 from ..diagram import write_diagrams
 from ..engine.checkpoint import save_checkpoint
-from ..engine.data import Augment, DeviceLoader, ImageData, load_dataset
+from ..engine.data import Augment, DeviceLoader, ImageData, load_dataset, seeded_subset
 from ..engine.loop import cosine_lr, resolve_device, run_epoch
 from ..engine.rundir import RunDir
 from ..errors import UserError
@@ -118,11 +118,7 @@ def _summarize(sums: dict[str, float]) -> dict[str, float]:
 def prepare_data(cfg: SearchConfig, device: torch.device) -> tuple[ImageData, DeviceLoader, DeviceLoader]:
     """Load the training split, take the seeded subset and split it into the weight and architecture halves."""
     data = load_dataset(cfg.dataset, "train", cfg.data_dir or None)
-    if cfg.subset > len(data):
-        raise UserError(f"--subset {cfg.subset} is larger than the {len(data)} training images of {cfg.dataset}; "
-                        f"use at most {len(data)} (or 0 for all)")
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed))
-    order = order[: cfg.subset or len(data)]
+    order = seeded_subset(len(data), cfg.subset, cfg.seed, cfg.dataset)
     split = int(len(order) * cfg.train_portion)
     train_idx, valid_idx = order[:split], order[split:]
     if min(len(train_idx), len(valid_idx)) < cfg.batch_size:

@@ -16,6 +16,11 @@ from ..genotype import Genotype
 from ..ops import OPS, FactorizedReduce, ReLUConvBN
 
 
+def is_reduction(i: int, layers: int) -> bool:
+    """Cell i of ``layers`` halves the resolution and doubles the channels: at L/3 and 2L/3 (DARTS)."""
+    return layers >= 3 and i in (layers // 3, 2 * layers // 3)
+
+
 def drop_path(x: Tensor, prob: float) -> Tensor:
     """Zero whole samples with probability ``prob`` and rescale the rest (scheduled drop-path, DARTS)."""
     keep = 1.0 - prob
@@ -120,7 +125,7 @@ class Network(nn.Module):
         self.aux_after = 2 * layers // 3 if auxiliary else -1
         self.aux_head: AuxiliaryHead | None = None
         for i in range(layers):
-            reduction = layers >= 3 and i in (layers // 3, 2 * layers // 3)
+            reduction = is_reduction(i, layers)
             if reduction:
                 c *= 2
             cell = Cell(genotype, c_pp, c_p, c, reduction, reduction_prev)

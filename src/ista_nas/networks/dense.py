@@ -40,9 +40,8 @@ class DenseCode(nn.Module):
 class DenseSearchNetwork(SearchNetwork):
     """The sparse supernet's cells with all candidates active and DARTS's alpha in place of b."""
 
-    def __init__(self, *args, seed: int = 0, **kwargs):
-        super().__init__(*args, seed=seed, **kwargs)
-        self.arch = DenseCode(self.steps, seed=seed)
+    def _make_arch(self, steps: int, proj_dims: int, sparsity: int, lam: float, matrix: str, seed: int) -> nn.Module:
+        return DenseCode(steps, seed=seed)
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return [self.arch.alpha]

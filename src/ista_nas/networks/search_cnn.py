@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..genotype import Genotype
 from ..ops import OPS, PRIMITIVES
-from .cnn import AuxiliaryHead, Network, build_op, build_stem, preprocessing
+from .cnn import AuxiliaryHead, Network, build_op, build_stem, is_reduction, preprocessing
 from ..sparse_coding import SparseCode
 
 NORMAL, REDUCE = 0, 1
@@ -92,7 +92,7 @@ class SearchNetwork(nn.Module):
         self.aux_after = 2 * layers // 3 if auxiliary else -1
         self.aux_head: AuxiliaryHead | None = None
         for i in range(layers):
-            reduction = layers >= 3 and i in (layers // 3, 2 * layers // 3)
+            reduction = is_reduction(i, layers)
             if reduction:
                 c_curr *= 2
             self.cells.append(SparseCell(steps, c_pp, c_p, c_curr, reduction, reduction_prev, one_stage))
@@ -101,8 +101,12 @@ class SearchNetwork(nn.Module):
             if i == self.aux_after:
                 self.aux_head = AuxiliaryHead(c_p, num_classes, imagenet=stem == "imagenet")
         self.classifier = nn.Linear(c_p, num_classes)
-        self.arch = SparseCode([(i + 2) * len(PRIMITIVES) for i in range(steps)], types=2, m=proj_dims,
-                               s=sparsity, lam=lam, matrix=matrix, seed=seed)
+        self.arch = self._make_arch(steps, proj_dims, sparsity, lam, matrix, seed)
+
+    def _make_arch(self, steps: int, proj_dims: int, sparsity: int, lam: float, matrix: str, seed: int) -> nn.Module:
+        """The architecture state: ISTA-NAS's compressed code (the DARTS baseline overrides this)."""
+        return SparseCode([(i + 2) * len(PRIMITIVES) for i in range(steps)], types=2, m=proj_dims, s=sparsity,
+                          lam=lam, matrix=matrix, seed=seed)
 
     def forward_with_aux(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         weights = self.arch.relaxed_weights().to(x.dtype)

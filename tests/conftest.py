@@ -73,16 +73,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def interrupted_copy(monkeypatch, module, epoch, run_dir, dest):
-    """Make ``module``'s run keep a copy of ``run_dir`` as it stood when ``epoch``'s checkpoint was written:
-    the state a run killed right after that epoch leaves behind (same config, same schedule)."""
+def interrupted_copy(monkeypatch, epoch, run_dir, dest):
+    """Make a run keep a copy of ``run_dir`` as it stood when ``epoch``'s checkpoint was written: the state a
+    run killed right after that epoch leaves behind (same config, same schedule)."""
     import shutil
 
-    real = module.save_checkpoint
+    from ista_nas.engine import rundir
+
+    real = rundir.save_checkpoint
 
     def save(path, state):
         real(path, state)
         if state["epoch"] == epoch:
             shutil.copytree(run_dir, dest)
 
-    monkeypatch.setattr(module, "save_checkpoint", save)
+    monkeypatch.setattr(rundir, "save_checkpoint", save)

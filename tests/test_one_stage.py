@@ -112,10 +112,10 @@ def test_one_stage_resume_equals_an_uninterrupted_run(tiny_folder, tmp_path, mon
     monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
     cfg = _cfg(tiny_folder, freeze_tol=0.0, epochs=4, max_search_epochs=2, drop_path=0.2)
     with monkeypatch.context() as patch:  # one copy in the search phase, one after the absorption
-        interrupted_copy(patch, one_stage, 1, tmp_path / "full", tmp_path / "in_search")
+        interrupted_copy(patch, 1, tmp_path / "full", tmp_path / "in_search")
         full = one_stage.search(cfg, tmp_path / "full")
     with monkeypatch.context() as patch:
-        interrupted_copy(patch, one_stage, 3, tmp_path / "again", tmp_path / "in_training")
+        interrupted_copy(patch, 3, tmp_path / "again", tmp_path / "in_training")
         one_stage.search(cfg, tmp_path / "again")
     final = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["trainer"]["model"]
     for part in ("in_search", "in_training"):

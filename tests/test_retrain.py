@@ -56,7 +56,7 @@ def test_tiny_training_run_and_evaluation_agree(train_config, tmp_path):
 def test_training_resume_equals_an_uninterrupted_run(train_config, tmp_path, monkeypatch):
     # Stopped after epoch 2 of 4: drop-path is active by then, so its random masks must replay exactly.
     with monkeypatch.context() as patch:
-        interrupted_copy(patch, retrain, 2, tmp_path / "full", tmp_path / "part")
+        interrupted_copy(patch, 2, tmp_path / "full", tmp_path / "part")
         full = retrain.train(train_config(epochs=4), tmp_path / "full")
     resumed = retrain.resume(tmp_path / "part")
     a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["trainer"]["model"]

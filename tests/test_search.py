@@ -41,7 +41,7 @@ def test_tiny_search_writes_every_output(tiny_config, tmp_path):
 def test_resume_equals_an_uninterrupted_run(tiny_config, tmp_path, monkeypatch):
     # Stopped after epoch 2 of 3 (the learning rate has moved along its cosine by then).
     with monkeypatch.context() as patch:
-        interrupted_copy(patch, two_stage, 2, tmp_path / "full", tmp_path / "part")
+        interrupted_copy(patch, 2, tmp_path / "full", tmp_path / "part")
         full = two_stage.search(tiny_config(epochs=3), tmp_path / "full")
     resumed = two_stage.resume(tmp_path / "part")
     assert resumed.genotype == full.genotype
@@ -167,7 +167,7 @@ def test_unused_weights_keep_decaying_like_the_official_code(tiny_config):
     new = [k for k in range(14) if k not in old][:2]
     with torch.no_grad():
         net.arch.support[0, 0] = torch.tensor(new)
-    net.arch._cache_support()
+    net.arch.cache_support()
     op = net.cells[0].nodes[0][old[0]]
     params = [p for p in op.parameters()]
     if not params:  # a parameter-free candidate: use the other one

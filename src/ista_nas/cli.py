@@ -126,9 +126,10 @@ def _search(args: argparse.Namespace) -> None:
 
     method = getattr(args, "method", None)
     if args.resume is not None and method is None:  # continue with the method that started the run
+        from .engine.distributed import on_main
         from .engine.rundir import RunDir
 
-        method = RunDir.open(args.resume)[1].get("method")
+        method = on_main(lambda: RunDir.open(args.resume)[1].get("method"))
     if method == "one-stage":
         from .methods import one_stage
 
@@ -213,22 +214,32 @@ def _input_name(pred: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
-                        stream=sys.stderr)
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    from tqdm.contrib.logging import logging_redirect_tqdm
+    from .engine import distributed
 
+    args = build_parser().parse_args(argv)
+    main_rank = True
     try:
+        if args.command in ("search", "train"):  # under torchrun: join the process group; rank 0 logs
+            distributed.init()
+            main_rank = distributed.is_main()
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO if main_rank else logging.WARNING,
+                            format="%(message)s", stream=sys.stderr)
+        logging.getLogger("matplotlib").setLevel(logging.WARNING)
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
         with logging_redirect_tqdm():
             {"search": _search, "train": _train, "evaluate": _evaluate, "show": _show,
              "export": _export, "bench": _bench}[args.command](args)
     except IstaNasError as exc:
-        print(f"ista-nas: error: {exc}", file=sys.stderr)
+        if not getattr(exc, "reported_by_main", False):
+            print(f"ista-nas: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("ista-nas: interrupted", file=sys.stderr)
+        if main_rank:
+            print("ista-nas: interrupted", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
     return 0
 
 

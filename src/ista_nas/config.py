@@ -108,6 +108,8 @@ class SearchConfig(_Config):
     seed: int = _f(2, "seeds weights, measurement matrices, split and batch order (official default: 2)")
     device: str = _f("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
     channels_last: bool = _f(True, "channels-last memory format: about 2x faster convolutions on CPU")
+    sync_bn: bool = _f(True, "under torchrun: batch norm statistics over the global batch, so N processes compute "
+                             "what one process does; off: each process's own shard (less communication)")
 
     def _checks(self) -> list[tuple[bool, str]]:
         smallest_group = 2 * len(PRIMITIVES)
@@ -232,6 +234,8 @@ class TrainConfig(_Config):
     seed: int = _f(0, "seeds weights, subset and batch order")
     device: str = _f("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
     channels_last: bool = _f(True, "channels-last memory format (faster convolutions on CPU and recent GPUs)")
+    sync_bn: bool = _f(True, "under torchrun: batch norm statistics over the global batch, so N processes compute "
+                             "what one process does; off: each process's own shard (less communication)")
     amp: str = _f("auto", "mixed precision: auto (bf16 on CUDA when supported, else fp16; off on CPU), bf16, fp16, off")
 
     def _checks(self) -> list[tuple[bool, str]]:

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import TrainConfig
-from .engine.checkpoint import load_checkpoint, save_checkpoint
+from .engine.checkpoint import load_checkpoint
 from .engine.data import Augment, DeviceLoader, ImageData, epoch_seed, load_dataset, seeded_subset
+from .engine.distributed import Dist, init, on_main, sync_batchnorm, wrap
 from .engine.loop import cosine_lr, resolve_device, run_epoch
 from .engine.stream import StreamingLoader
 from .engine.rundir import RunDir
@@ -90,13 +91,17 @@ def autocast_for(device: torch.device, amp: str) -> tuple[Callable[[], Any], boo
 
 
 class Trainer:
-    """The model, its optimiser and the mixed-precision machinery; ``step`` is one SGD update."""
+    """The model, its optimiser and the mixed-precision machinery; ``step`` is one SGD update (on this
+    rank's shard, gradients averaged over the ranks by DDP)."""
 
-    def __init__(self, model: Network, cfg: TrainConfig, device: torch.device):
-        self.model, self.cfg = model, cfg
+    def __init__(self, model: Network, cfg: TrainConfig, ctx: Dist):
+        self.model, self.cfg, self.ctx = model, cfg, ctx
+        if ctx.world > 1 and cfg.sync_bn:
+            sync_batchnorm(model)
         self.optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
-        self.autocast, scaled = autocast_for(device, cfg.amp)
+        self.train_net = wrap(model, [p for p in model.parameters() if p.requires_grad], ctx)
+        self.autocast, scaled = autocast_for(ctx.device, cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=scaled)
 
     def begin_epoch(self, epoch: int) -> None:
@@ -108,7 +113,7 @@ class Trainer:
 
     def step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         with self.autocast():
-            logits, aux = self.model.forward_with_aux(x)
+            logits, aux = self.train_net(x)
             loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
             total = loss if aux is None else loss + self.cfg.auxiliary_weight * F.cross_entropy(
                 aux, y, label_smoothing=self.cfg.label_smoothing)
@@ -134,8 +139,8 @@ class Trainer:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: Loader, autocast: Callable[[], Any] = contextlib.nullcontext,
-             desc: str = "test") -> dict[str, float]:
-    """Loss, top-1 and top-5 accuracy (%) of ``model`` over one pass of ``loader``."""
+             desc: str = "test", ctx: Dist = Dist()) -> dict[str, float]:
+    """Loss, top-1 and top-5 accuracy (%) of ``model`` over one pass of ``loader`` (every rank's shard)."""
     model.eval()
 
     def step(x: Tensor, y: Tensor) -> dict[str, Tensor]:
@@ -149,16 +154,20 @@ def evaluate(model: torch.nn.Module, loader: Loader, autocast: Callable[[], Any]
         n = max(sums["n"], 1.0)
         return {"loss": sums["loss"] / n, "top1": 100 * sums["top1"] / n, "top5": 100 * sums["top5"] / n}
 
-    return run_epoch(step, loader.epoch(0), len(loader), desc, summarize)
+    return run_epoch(step, loader.epoch(0), len(loader), desc, summarize, reduce=ctx.sum_stats, show=ctx.main)
 
 
-def prepare_data(cfg: TrainConfig, device: torch.device) -> tuple[DataInfo, Loader, Loader]:
+def prepare_data(cfg: TrainConfig, ctx: Dist) -> tuple[DataInfo, Loader, Loader]:
     """Training split (seeded subset, augmented) and test split (whole, in order); the loaders carry the
-    normalisation (mean, std) of the training data."""
+    normalisation (mean, std) of the training data and yield this rank's shard of every global batch."""
+    if cfg.batch_size % ctx.world:
+        raise UserError(f"--batch-size {cfg.batch_size} (the global batch) does not split evenly over {ctx.world} "
+                        f"processes; use a multiple of {ctx.world}")
+    device, shard = ctx.device, (ctx.rank, ctx.world)
     if cfg.stream:
         root = cfg.dataset[len("folder:"):]
         common = dict(device=device, image_size=cfg.image_size, workers=cfg.workers, seed=cfg.seed,
-                      channels_last=cfg.channels_last)
+                      channels_last=cfg.channels_last, shard=shard)
         train_loader = StreamingLoader(root, "train", cfg.batch_size, train=True, subset=cfg.subset, **common)
         test_loader = StreamingLoader(root, "test", 2 * cfg.batch_size, train=False, **common)
         if test_loader.classes != train_loader.classes:
@@ -180,9 +189,9 @@ def prepare_data(cfg: TrainConfig, device: torch.device) -> tuple[DataInfo, Load
     train = ImageData(train.images.to(device), train.labels.to(device), train.classes)
     augment = Augment(crop_padding=min(train.size) // 8 if cfg.augment else 0, flip=cfg.augment, cutout=cfg.cutout)
     train_loader = DeviceLoader(train, order, cfg.batch_size, device, mean, std, augment,
-                                channels_last=cfg.channels_last, seed=cfg.seed)
+                                channels_last=cfg.channels_last, seed=cfg.seed, shard=shard)
     test_loader = DeviceLoader(test, torch.arange(len(test)), 2 * cfg.batch_size, device, mean, std, shuffle=False,
-                               drop_last=False, channels_last=cfg.channels_last)
+                               drop_last=False, channels_last=cfg.channels_last, shard=shard)
     return DataInfo(train.classes, train.channels, train.size), train_loader, test_loader
 
 
@@ -190,46 +199,49 @@ def train(cfg: TrainConfig, out: str | Path) -> TrainResult:
     """Train ``cfg.genotype`` from scratch into the new run directory ``out``."""
     cfg.validate()
     get_genotype(cfg.genotype)  # a bad --genotype fails before anything else
-    RunDir.check_new(out, cfg.to_dict())
+    init()
+    on_main(lambda: RunDir.check_new(out, cfg.to_dict()))
     return _run(cfg, lambda: RunDir.create(out, cfg.to_dict()), checkpoint=None)
 
 
 def resume(run_dir: str | Path, **overrides: Any) -> TrainResult:
     """Continue the training run in ``run_dir`` from its last checkpoint (epochs and device may change)."""
-    run, cfg, checkpoint = RunDir.resume(run_dir, TrainConfig, overrides, kind="trainer")
+    init()
+    run, cfg, checkpoint = on_main(lambda: RunDir.resume(run_dir, TrainConfig, overrides, kind="trainer"))
     return _run(cfg, lambda: run.rewrite_config(cfg.to_dict()), checkpoint)
 
 
 def _run(cfg: TrainConfig, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None) -> TrainResult:
-    device = resolve_device(cfg.device)
-    genotype = get_genotype(cfg.genotype)
-    data, train_loader, test_loader = prepare_data(cfg, device)
+    ctx = Dist.setup(cfg.device)
+    genotype = on_main(lambda: get_genotype(cfg.genotype))  # a run directory may exist on rank 0's node only
+    data, train_loader, test_loader = prepare_data(cfg, ctx)
     spec = model_spec(cfg, genotype, data, train_loader.mean_std[0], train_loader.mean_std[1])
     torch.manual_seed(cfg.seed)
-    model = build_model(spec).to(device)
+    model = build_model(spec).to(ctx.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    trainer = Trainer(model, cfg, device)
-    run = open_run()
+    trainer = Trainer(model, cfg, ctx)
+    run = RunDir.open_on_main(open_run)
     run.write_json("genotype.json", genotype.to_dict())
-    write_diagrams(genotype, run.path)
+    if run.writes:
+        write_diagrams(genotype, run.path)
     start = run.restore(checkpoint, "trainer", trainer.load_state_dict, cfg.epochs)
     log.info("training %s (%.3fM parameters without the auxiliary head) on %s: %s, %d train / %d test images, "
-             "run directory %s", cfg.genotype, count_parameters(model) / 1e6, device, cfg.dataset,
+             "run directory %s", cfg.genotype, count_parameters(model) / 1e6, ctx, cfg.dataset,
              len(train_loader.indices), len(test_loader.indices), run.path)
     try:
         for epoch in range(start, cfg.epochs):
             began = time.perf_counter()
             trainer.begin_epoch(epoch)
             stats = run_epoch(trainer.step, train_loader.epoch(epoch), len(train_loader),
-                              f"epoch {epoch + 1}/{cfg.epochs}", _summarize)
-            test = evaluate(model, test_loader, trainer.autocast, desc=f"test {epoch + 1}/{cfg.epochs}")
+                              f"epoch {epoch + 1}/{cfg.epochs}", _summarize, reduce=ctx.sum_stats, show=ctx.main)
+            test = evaluate(model, test_loader, trainer.autocast, desc=f"test {epoch + 1}/{cfg.epochs}", ctx=ctx)
             record = {"epoch": epoch + 1, **stats, "test_loss": test["loss"], "test_top1": test["top1"],
                       "test_top5": test["top5"], "lr": trainer.optimizer.param_groups[0]["lr"],
                       "drop_path": model.drop_path_prob, "seconds": round(time.perf_counter() - began, 3)}
             run.append_metrics(record)
-            save_checkpoint(run.checkpoint_path, {"epoch": epoch + 1, "config": cfg.to_dict(), "model_spec": spec,
-                                                  "trainer": trainer.state_dict(), "test": test})
+            run.save_checkpoint({"epoch": epoch + 1, "config": cfg.to_dict(), "model_spec": spec,
+                                 "trainer": trainer.state_dict(), "test": test})
             log.info("epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f top-1 %.2f%% top-5 %.2f%%  %.1fs",
                      epoch + 1, cfg.epochs, stats["train_loss"], stats["train_acc"], test["loss"], test["top1"],
                      test["top5"], record["seconds"])

@@ -70,7 +70,7 @@ class SparseCode(nn.Module):
         self.register_buffer("frozen", torch.zeros(types, len(group_sizes), dtype=torch.bool))
         self.register_buffer("alpha_fixed", torch.zeros(types, len(group_sizes), s))
         self._support_list: list[list[list[int]]] = []
-        self.register_load_state_dict_post_hook(lambda module, _keys: module._cache_support())
+        self.register_load_state_dict_post_hook(lambda module, _keys: module.cache_support())
         self.recover()
 
     @property
@@ -78,7 +78,8 @@ class SparseCode(nn.Module):
         """The support as nested Python ints [type][group][k], cached on the host (no device sync)."""
         return self._support_list
 
-    def _cache_support(self) -> None:
+    def cache_support(self) -> None:
+        """Refresh the host-side copy of the support (after the buffer changed, e.g. by a broadcast)."""
         self._support_list = self.support.tolist()
 
     @torch.no_grad()
@@ -94,7 +95,7 @@ class SparseCode(nn.Module):
         changed = (support != self.support).any(-1)
         self.z.copy_(z)
         self.support.copy_(support)
-        self._cache_support()
+        self.cache_support()
         return result, changed
 
     def truncated_z(self) -> Tensor:

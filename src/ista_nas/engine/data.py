@@ -224,12 +224,21 @@ def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(epoch_seed(seed, epoch, stream))
 
 
+def shard_bounds(start: int, end: int, rank: int, world: int) -> tuple[int, int]:
+    """Rank ``rank``'s part [lo, hi) of the global batch [start, end): consecutive slices whose sizes differ
+    by at most one (``torch.tensor_split``'s rule), so the ranks together see exactly the global batch."""
+    q, r = divmod(end - start, world)
+    lo = start + rank * q + min(rank, r)
+    return lo, lo + q + (rank < r)
+
+
 class DeviceLoader:
     """Iterates batches of (float images, labels) on ``device`` for one epoch at a time."""
 
     def __init__(self, data: ImageData, indices: Tensor, batch_size: int, device: torch.device,
                  mean: list[float], std: list[float], augment: Augment | None = None, shuffle: bool = True,
-                 drop_last: bool = True, channels_last: bool = False, seed: int = 0, stream: int = 0):
+                 drop_last: bool = True, channels_last: bool = False, seed: int = 0, stream: int = 0,
+                 shard: tuple[int, int] = (0, 1)):
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
         self.indices = indices.cpu()
@@ -240,6 +249,7 @@ class DeviceLoader:
         self.augment = augment or Augment()
         self.shuffle, self.drop_last, self.channels_last = shuffle, drop_last, channels_last
         self.seed, self.stream = seed, stream
+        self.rank, self.world = shard  # this process yields its slice of every (global) batch
 
     def __len__(self) -> int:
         n = len(self.indices)
@@ -262,7 +272,8 @@ class DeviceLoader:
         pinned = self.device.type == "cuda"
         params = {k: (v.pin_memory() if pinned else v).to(self.device, non_blocking=True) for k, v in params.items()}
         for k in range(len(self)):
-            part = {key: v[k * self.batch_size:(k + 1) * self.batch_size] for key, v in params.items()}
+            lo, hi = shard_bounds(k * self.batch_size, min((k + 1) * self.batch_size, n), self.rank, self.world)
+            part = {key: v[lo:hi] for key, v in params.items()}
             idx = part["order"]
             yield self._batch(self.images[idx], part), self.labels[idx]
 

@@ -46,27 +46,33 @@ class Meter:
             v = v.detach()
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
 
-    def values(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.sums.items()}
+    def values(self, reduce: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None) -> dict[str, float]:
+        """The sums as floats, after ``reduce`` (e.g. adding up every rank's sums)."""
+        sums = reduce(self.sums) if reduce is not None else self.sums
+        return {k: float(v) for k, v in sums.items()}
 
 
 def run_epoch(step: Callable[..., dict[str, Tensor]], batches: Iterable[Any], total: int, desc: str,
               summarize: Callable[[dict[str, float]], dict[str, float]], refresh_every: int = 10,
+              reduce: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None, show: bool = True,
               ) -> dict[str, float]:
     """Call ``step(*batch)`` for every batch; return ``summarize`` of the summed statistics.
 
     ``summarize`` turns sums into display values (means, accuracies); the bar shows them every
-    ``refresh_every`` steps, which is also when a non-finite loss is detected and stops the run.
+    ``refresh_every`` steps, which is also when a non-finite loss is detected and stops the run. With
+    several processes ``reduce`` adds up the ranks' sums at those points (every rank takes the same number
+    of steps, so all of them reach each reduction and stop together); ``show=False`` hides the bar.
     """
     meter = Meter()
-    with tqdm(batches, total=total, desc=desc, leave=False, disable=None, dynamic_ncols=True) as bar:
+    with tqdm(batches, total=total, desc=desc, leave=False, disable=None if show else True,
+              dynamic_ncols=True) as bar:
         for i, batch in enumerate(bar):
             meter.add(step(*batch))
             if (i + 1) % refresh_every == 0 or i + 1 == total:
-                shown = summarize(meter.values())
+                shown = summarize(meter.values(reduce))
                 _check_finite(shown, desc)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
-    shown = summarize(meter.values())
+    shown = summarize(meter.values(reduce))
     _check_finite(shown, desc)
     return shown
 

@@ -4,6 +4,9 @@
     RUN/metrics.jsonl      one JSON object per finished epoch
     RUN/checkpoint.pt      the last finished epoch, written atomically
     RUN/<results>          written by the method (genotype.json, ...)
+
+With several processes only rank 0 writes: the other ranks hold a read-only ``RunDir`` (``writes`` False)
+whose write methods do nothing, so the methods call them unconditionally.
 """
 
 from __future__ import annotations
@@ -11,18 +14,21 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import UserError
-from .checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint
+from .checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint, save_checkpoint
+from .distributed import is_main, on_main
 
 log = logging.getLogger(__name__)
 RESUMABLE = ("epochs", "device")  # what --resume may change; everything else continues as stored
 
 
 class RunDir:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, writes: bool = True):
         self.path = Path(path).expanduser()
+        self.writes = writes
         self.config_path = self.path / "config.json"
         self.metrics_path = self.path / "metrics.jsonl"
         self.checkpoint_path = self.path / "checkpoint.pt"
@@ -73,12 +79,25 @@ class RunDir:
             raise UserError(f"{run.config_path} does not hold a config object; the run directory is damaged")
         return run, config
 
+    @staticmethod
+    def open_on_main(open_run: Callable[[], "RunDir"]) -> "RunDir":
+        """``open_run()`` on rank 0 (its user errors reach every rank); the other ranks get a read-only view."""
+        run = on_main(open_run)
+        return run if is_main() else RunDir(run.path, writes=False)
+
     def write_json(self, name: str, obj: Any) -> Path:
         path = self.path / name
-        atomic_write_json(path, obj)
+        if self.writes:
+            atomic_write_json(path, obj)
         return path
 
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        if self.writes:
+            save_checkpoint(self.checkpoint_path, state)
+
     def append_metrics(self, record: dict[str, Any]) -> None:
+        if not self.writes:
+            return
         with self.metrics_path.open("a") as fh:
             fh.write(json.dumps(record) + "\n")
 
@@ -98,6 +117,8 @@ class RunDir:
 
     def keep_metrics_before(self, epoch: int) -> None:
         """Keep only the records of epochs before ``epoch`` (a resume drops those after its checkpoint)."""
+        if not self.writes:
+            return
         kept = [r for r in self.read_metrics() if isinstance(r.get("epoch"), int) and r["epoch"] < epoch]
         atomic_write_bytes(self.metrics_path,
                            lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in kept)))
@@ -148,10 +169,12 @@ class RunDir:
 
     def rewrite_config(self, config: dict[str, Any]) -> "RunDir":
         """Store the (resumed, possibly extended) config; returns self."""
-        self.write_json("config.json", config)
+        self.write_json("config.json", config)  # rank 0 only
         return self
 
     def report_interrupt(self) -> None:
+        if not self.writes:
+            return
         done = load_checkpoint(self.checkpoint_path)["epoch"] if self.checkpoint_path.exists() else 0
         log.warning("interrupted after %d finished epochs; %s", done,
                     f"continue with --resume {self.path}" if done else "no epoch finished, run the command again")

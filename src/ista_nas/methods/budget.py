@@ -7,6 +7,7 @@ import logging
 import torch
 from torch import Tensor
 
+from ..engine.distributed import Dist
 from ..solver import LassoResult
 from ..networks import SearchNetwork
 from ..networks.cnn import Network, count_parameters
@@ -14,15 +15,27 @@ from ..networks.cnn import Network, count_parameters
 log = logging.getLogger(__name__)
 
 
-def recover_within_budget(net: SearchNetwork, max_params: float, channels: int, layers: int
+def recover_within_budget(net: SearchNetwork, max_params: float, channels: int, layers: int, ctx: Dist = Dist()
                           ) -> tuple[LassoResult, Tensor, Tensor, float | None]:
     """Recover z; if the genotype's network (``channels`` x ``layers``) has more than ``max_params`` million
-    parameters, reject it and keep the previous z and supports.
+    parameters, reject it and keep the previous z and supports. With several processes every rank ends with
+    rank 0's outcome (architecture buffers and the recovered z are broadcast), so the supports agree.
 
     Returns (the solver's result, the recovered z before any rejection, the (T, G) mask of supports that
     changed, the rejected size in millions or None).
     """
     previous_z, previous_support = net.arch.z.clone(), net.arch.support.clone()
+    result, recovered, changed, rejected = _recover(net, max_params, channels, layers, previous_z, previous_support)
+    if ctx.world > 1:
+        ctx.broadcast_buffers_(net.arch)
+        ctx.broadcast_(recovered)
+        net.arch.cache_support()
+        changed = (net.arch.support != previous_support).any(-1)
+    return result, recovered, changed, rejected
+
+
+def _recover(net: SearchNetwork, max_params: float, channels: int, layers: int, previous_z: Tensor,
+             previous_support: Tensor) -> tuple[LassoResult, Tensor, Tensor, float | None]:
     result, changed = net.arch.recover()
     if not result.converged:
         log.warning("recovery did not certify optimality (KKT violation %.2e); supports may be approximate",
@@ -38,7 +51,7 @@ def recover_within_budget(net: SearchNetwork, max_params: float, channels: int, 
     with torch.no_grad():
         net.arch.z.copy_(previous_z)
         net.arch.support.copy_(previous_support)
-    net.arch._cache_support()
+    net.arch.cache_support()
     log.info("rejected a recovered architecture of %.3fM parameters (budget %.3fM); the supports stay", size,
              max_params)
     return result, recovered, torch.zeros_like(changed), size

@@ -26,8 +26,8 @@ from torch import Tensor, nn
 
 from ..config import SearchConfig, TrainConfig
 from ..diagram import write_diagrams
-from ..engine.checkpoint import save_checkpoint
-from ..engine.loop import resolve_device, run_epoch
+from ..engine.distributed import Dist, init, on_main, sync_batchnorm, wrap
+from ..engine.loop import run_epoch
 from ..engine.rundir import RunDir
 from ..networks import SearchNetwork
 from ..retrain import DataInfo, Trainer, build_model, evaluate, model_spec, prepare_data
@@ -55,10 +55,11 @@ def op_bn_parameters(net: SearchNetwork, t: int, node: int, candidates: list[int
 
 
 class OneStageSearch:
-    """Single-level search on the target network: one loss, one SGD step on weights and one Adam step on b."""
+    """Single-level search on the target network: one loss, one SGD step on weights and one Adam step on b
+    (gradients of both averaged over the ranks by a DDP wrapper rebuilt every epoch)."""
 
-    def __init__(self, net: SearchNetwork, cfg: SearchConfig):
-        self.net, self.cfg = net, cfg
+    def __init__(self, net: SearchNetwork, cfg: SearchConfig, ctx: Dist = Dist()):
+        self.net, self.cfg, self.ctx = net, cfg, ctx
         # Every candidate op's BN starts fixed at (1, 0); a node's ops' BNs train once the node freezes.
         for t in range(2):
             for node in range(net.steps):
@@ -69,6 +70,7 @@ class OneStageSearch:
         self.a_opt = torch.optim.Adam([net.arch.b], lr=cfg.arch_lr, betas=(0.5, 0.999),
                                       weight_decay=cfg.arch_weight_decay)
         self.active: list[nn.Parameter] = []
+        self.train_net: nn.Module | None = None
 
     def unfreeze_bn(self, groups: Tensor) -> None:
         for t, node in groups.nonzero().tolist():
@@ -77,10 +79,12 @@ class OneStageSearch:
 
     def begin_epoch(self) -> None:
         self.active = [p for p in self.net.active_weight_parameters() if p.requires_grad]
+        self.train_net = None  # drop the previous DDP wrapper (and its gradient hooks) before building the next
+        self.train_net = wrap(self.net, self.active + [self.net.arch.b], self.ctx)
         self.net.train()
 
     def step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        logits, aux = self.net.forward_with_aux(x)
+        logits, aux = self.train_net(x)
         loss = F.cross_entropy(logits, y)
         total = loss if aux is None else loss + self.cfg.auxiliary_weight * F.cross_entropy(aux, y)
         self.w_opt.zero_grad(set_to_none=True)
@@ -117,25 +121,30 @@ def build_supernet(cfg: SearchConfig, data: DataInfo) -> SearchNetwork:
 def search(cfg: SearchConfig, out: str | Path) -> SearchResult:
     """Run a one-stage search (search, fix, absorb, train on) into the new run directory ``out``."""
     cfg.validate()
-    RunDir.check_new(out, cfg.to_dict())
+    init()
+    on_main(lambda: RunDir.check_new(out, cfg.to_dict()))
     return _run(cfg, lambda: RunDir.create(out, cfg.to_dict()), checkpoint=None)
 
 
 def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
-    run, cfg, checkpoint = RunDir.resume(run_dir, SearchConfig, overrides, kind="phase")
+    init()
+    run, cfg, checkpoint = on_main(lambda: RunDir.resume(run_dir, SearchConfig, overrides, kind="phase"))
     return _run(cfg, lambda: run.rewrite_config(cfg.to_dict()), checkpoint)
 
 
 def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None) -> SearchResult:
-    device = resolve_device(cfg.device)
+    ctx = Dist.setup(cfg.device)
+    device = ctx.device
     tcfg = train_config(cfg, 0)
-    data, train_loader, test_loader = prepare_data(tcfg, device)
+    data, train_loader, test_loader = prepare_data(tcfg, ctx)
     mean, std = train_loader.mean_std
     net = build_supernet(cfg, data).to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    searcher = OneStageSearch(net, cfg)
-    run = open_run()
+    if ctx.world > 1 and cfg.sync_bn:
+        sync_batchnorm(net)
+    searcher = OneStageSearch(net, cfg, ctx)
+    run = RunDir.open_on_main(open_run)
     start, trainer, fixed_at, froze_at = 0, None, None, {}
     if checkpoint is not None:
         if checkpoint["phase"] == "search":
@@ -145,10 +154,10 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
             model = build_model(checkpoint["model_spec"]).to(device)
             if cfg.channels_last:
                 model = model.to(memory_format=torch.channels_last)
-            trainer = Trainer(model, train_config(cfg, fixed_at), device)
+            trainer = Trainer(model, train_config(cfg, fixed_at), ctx)
             start = run.restore(checkpoint, "trainer", trainer.load_state_dict, cfg.epochs)
         froze_at = checkpoint["froze_at"]
-    log.info("one-stage search on %s: %s, %d train / %d test images, run directory %s", device, cfg.dataset,
+    log.info("one-stage search on %s: %s, %d train / %d test images, run directory %s", ctx, cfg.dataset,
              len(train_loader.indices), len(test_loader.indices), run.path)
     try:
         for epoch in range(start, cfg.epochs):
@@ -156,12 +165,13 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
             if trainer is None:
                 searcher.begin_epoch()
                 stats = run_epoch(searcher.step, train_loader.epoch(epoch), len(train_loader),
-                                  f"search {epoch + 1}/{cfg.epochs}", _summarize)
+                                  f"search {epoch + 1}/{cfg.epochs}", _summarize, reduce=ctx.sum_stats,
+                                  show=ctx.main)
                 # Monitor the network this epoch trained, before the supports move (new support ops would be
                 # judged with BN statistics they have not gathered yet).
-                test = evaluate(net, test_loader, desc=f"test {epoch + 1}/{cfg.epochs}")
+                test = evaluate(net, test_loader, desc=f"test {epoch + 1}/{cfg.epochs}", ctx=ctx)
                 previous = net.arch.z.clone()
-                _, recovered, _, _ = recover_within_budget(net, cfg.max_params, cfg.channels, cfg.layers)
+                _, recovered, _, _ = recover_within_budget(net, cfg.max_params, cfg.channels, cfg.layers, ctx)
                 moved = torch.linalg.vector_norm(recovered - previous, dim=-1)
                 freeze = (moved <= cfg.freeze_tol) & ~net.arch.frozen
                 if cfg.max_search_epochs and epoch + 1 >= cfg.max_search_epochs:
@@ -176,14 +186,15 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
                     model = net.absorb()
                     if cfg.channels_last:
                         model = model.to(memory_format=torch.channels_last)
-                    trainer = Trainer(model, train_config(cfg, fixed_at), device)
+                    trainer = Trainer(model, train_config(cfg, fixed_at), ctx)
                     log.info("architecture fixed after epoch %d: %s", fixed_at, model.genotype.to_dict())
             else:
                 trainer.begin_epoch(epoch - fixed_at)
                 stats = run_epoch(trainer.step, train_loader.epoch(epoch), len(train_loader),
-                                  f"train {epoch + 1}/{cfg.epochs}", _summarize)
+                                  f"train {epoch + 1}/{cfg.epochs}", _summarize, reduce=ctx.sum_stats,
+                                  show=ctx.main)
                 phase_record = {"phase": "train"}
-                test = evaluate(trainer.model, test_loader, desc=f"test {epoch + 1}/{cfg.epochs}")
+                test = evaluate(trainer.model, test_loader, desc=f"test {epoch + 1}/{cfg.epochs}", ctx=ctx)
             record = {"epoch": epoch + 1, **phase_record, **stats, "test_loss": test["loss"],
                       "test_top1": test["top1"], "test_top5": test["top5"],
                       "seconds": round(time.perf_counter() - began, 3)}
@@ -194,7 +205,7 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
             else:
                 spec = model_spec(train_config(cfg, fixed_at), trainer.model.genotype, data, mean, std)
                 state.update(phase="train", fixed_at=fixed_at, trainer=trainer.state_dict(), model_spec=spec)
-            save_checkpoint(run.checkpoint_path, state)
+            run.save_checkpoint(state)
             log.info("epoch %d/%d (%s)  train loss %.4f acc %.2f%%  test top-1 %.2f%%  frozen %d/%d  %.1fs",
                      epoch + 1, cfg.epochs, record["phase"], stats["train_loss"], stats["train_acc"], test["top1"],
                      len(froze_at), 2 * cfg.steps, record["seconds"])
@@ -204,6 +215,7 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
     genotype = trainer.model.genotype if trainer is not None else net.genotype()
     run.write_json("genotype.json", genotype.to_dict())
     run.write_json("froze_at.json", froze_at)
-    write_diagrams(genotype, run.path)
+    if run.writes:
+        write_diagrams(genotype, run.path)
     log.info("genotype: %s", genotype.to_dict())
     return SearchResult(genotype, run.path, run.read_metrics())

@@ -21,9 +21,9 @@ from torch import Tensor
 
 from ..config import SearchConfig
 from ..diagram import write_diagrams
-from ..engine.checkpoint import save_checkpoint
 from ..engine.data import Augment, DeviceLoader, ImageData, load_dataset, seeded_subset
-from ..engine.loop import cosine_lr, resolve_device, run_epoch
+from ..engine.distributed import Dist, init, on_main, sync_batchnorm, wrap
+from ..engine.loop import cosine_lr, run_epoch
 from ..engine.rundir import RunDir
 from ..errors import UserError
 from ..genotype import Genotype
@@ -44,16 +44,22 @@ class SearchResult:
 
 
 class TwoStageSearch:
-    """The network and its two optimisers; ``step`` is one architecture update plus one weight update."""
+    """The network and its two optimisers; ``step`` is one architecture update plus one weight update.
 
-    def __init__(self, net: SearchNetwork, cfg: SearchConfig):
-        self.net, self.cfg = net, cfg
+    With several processes each rank steps on its shard of the global batch: the weight gradients are
+    averaged by a DDP wrapper over the epoch's active weights (rebuilt when the supports move), the gradient
+    of b by an all-reduce, so every rank applies the same updates.
+    """
+
+    def __init__(self, net: SearchNetwork, cfg: SearchConfig, ctx: Dist = Dist()):
+        self.net, self.cfg, self.ctx = net, cfg, ctx
         self.b = net.arch_parameters()[0]  # b (ISTA-NAS) or alpha (the DARTS baseline)
         self.w_opt = torch.optim.SGD(net.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                      weight_decay=cfg.weight_decay)
         self.a_opt = torch.optim.Adam([self.b], lr=cfg.arch_lr, betas=(0.5, 0.999),
                                       weight_decay=cfg.arch_weight_decay)
         self.active: list[torch.nn.Parameter] = []
+        self.train_net: torch.nn.Module | None = None  # forward_with_aux, gradients averaged over the ranks
 
     def begin_epoch(self, epoch: int) -> None:
         for group in self.w_opt.param_groups:
@@ -68,6 +74,8 @@ class TwoStageSearch:
         for p in self.active:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
+        self.train_net = None  # drop the previous DDP wrapper (and its gradient hooks) before building the next
+        self.train_net = wrap(self.net, self.active, self.ctx)
         self.net.train()
 
     def step(self, x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor) -> dict[str, Tensor]:
@@ -75,9 +83,10 @@ class TwoStageSearch:
         logits_val = self.net(x_val)
         loss_val = F.cross_entropy(logits_val, y_val)
         (self.b.grad,) = torch.autograd.grad(loss_val, [self.b])
+        self.ctx.average_grad_([self.b])
         self.a_opt.step()
         # Weight step on the training batch, with the updated relaxed weights.
-        logits = self.net(x)
+        logits, _ = self.train_net(x)
         loss = F.cross_entropy(logits, y)
         # Fresh gradients for the active weights; the used-but-inactive ones keep their zero gradients untouched
         # (no fill over every used weight each step).
@@ -115,8 +124,11 @@ def _summarize(sums: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def prepare_data(cfg: SearchConfig, device: torch.device) -> tuple[ImageData, DeviceLoader, DeviceLoader]:
-    """Load the training split, take the seeded subset and split it into the weight and architecture halves."""
+def prepare_data(cfg: SearchConfig, ctx: Dist) -> tuple[ImageData, DeviceLoader, DeviceLoader]:
+    """Load the training split, take the seeded subset and split it into the weight and architecture halves;
+    the loaders yield this rank's shard of every global batch."""
+    check_batch_split(cfg.batch_size, ctx)
+    device = ctx.device
     data = load_dataset(cfg.dataset, "train", cfg.data_dir or None)
     order = seeded_subset(len(data), cfg.subset, cfg.seed, cfg.dataset)
     split = int(len(order) * cfg.train_portion)
@@ -128,8 +140,14 @@ def prepare_data(cfg: SearchConfig, device: torch.device) -> tuple[ImageData, De
     data = ImageData(data.images.to(device), data.labels.to(device), data.classes)  # one copy on the device
     augment = Augment(crop_padding=min(data.size) // 8 if cfg.augment else 0, flip=cfg.augment, cutout=cfg.cutout)
     common = dict(batch_size=cfg.batch_size, device=device, mean=mean, std=std, augment=augment,
-                  channels_last=cfg.channels_last, seed=cfg.seed)
+                  channels_last=cfg.channels_last, seed=cfg.seed, shard=(ctx.rank, ctx.world))
     return data, DeviceLoader(data, train_idx, stream=0, **common), DeviceLoader(data, valid_idx, stream=1, **common)
+
+
+def check_batch_split(batch_size: int, ctx: Dist) -> None:
+    if batch_size % ctx.world:
+        raise UserError(f"--batch-size {batch_size} (the global batch) does not split evenly over {ctx.world} "
+                        f"processes; use a multiple of {ctx.world}")
 
 
 def _valid_batches(loader: DeviceLoader, epoch: int, count: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -159,13 +177,15 @@ def _changed_names(changed: Tensor) -> list[str]:
 def search(cfg: SearchConfig, out: str | Path) -> SearchResult:
     """Run a two-stage search from scratch into the new run directory ``out``."""
     cfg.validate()
-    RunDir.check_new(out, cfg.to_dict())  # fail fast, but create the directory only once the data has loaded
+    init()
+    on_main(lambda: RunDir.check_new(out, cfg.to_dict()))  # fail fast; create it once the data has loaded
     return _run(cfg, lambda: RunDir.create(out, cfg.to_dict()), checkpoint=None)
 
 
 def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
     """Continue the run in ``run_dir`` from its last checkpoint. ``overrides`` may change epochs and device."""
-    run, cfg, checkpoint = RunDir.resume(run_dir, SearchConfig, overrides, kind="search")
+    init()
+    run, cfg, checkpoint = on_main(lambda: RunDir.resume(run_dir, SearchConfig, overrides, kind="search"))
     return _run(cfg, lambda: run.rewrite_config(cfg.to_dict()), checkpoint)
 
 
@@ -177,49 +197,52 @@ def _write_results(run: RunDir, net: SearchNetwork) -> Genotype:
 
 
 def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None) -> SearchResult:
-    device = resolve_device(cfg.device)
-    data, train_loader, valid_loader = prepare_data(cfg, device)
-    net = build_network(cfg, data).to(device)
+    ctx = Dist.setup(cfg.device)
+    data, train_loader, valid_loader = prepare_data(cfg, ctx)
+    net = build_network(cfg, data).to(ctx.device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    searcher = TwoStageSearch(net, cfg)
-    run = open_run()
+    if ctx.world > 1 and cfg.sync_bn:
+        sync_batchnorm(net)
+    searcher = TwoStageSearch(net, cfg, ctx)
+    run = RunDir.open_on_main(open_run)
     start = run.restore(checkpoint, "search", searcher.load_state_dict, cfg.epochs)
     log.info("searching on %s: %s, %d train / %d valid images, %d steps per epoch, run directory %s",
-             device, cfg.dataset, len(train_loader.indices), len(valid_loader.indices), len(train_loader), run.path)
+             ctx, cfg.dataset, len(train_loader.indices), len(valid_loader.indices), len(train_loader), run.path)
 
     try:
-        _epochs(cfg, run, net, searcher, train_loader, valid_loader, start)
+        _epochs(cfg, run, net, searcher, train_loader, valid_loader, start, ctx)
     except KeyboardInterrupt:
         run.report_interrupt()
         raise
     genotype = _write_results(run, net) if start == cfg.epochs else net.genotype()  # else written above
-    write_diagrams(genotype, run.path)
+    if run.writes:
+        write_diagrams(genotype, run.path)
     log.info("genotype: %s", genotype.to_dict())
     log.info("wrote %s", run.path / "genotype.json")
     return SearchResult(genotype, run.path, run.read_metrics())
 
 
 def _epochs(cfg: SearchConfig, run: RunDir, net: SearchNetwork, searcher: TwoStageSearch,
-            train_loader: DeviceLoader, valid_loader: DeviceLoader, start: int) -> None:
+            train_loader: DeviceLoader, valid_loader: DeviceLoader, start: int, ctx: Dist) -> None:
     for epoch in range(start, cfg.epochs):
         began = time.perf_counter()
         searcher.begin_epoch(epoch)
         batches = zip(train_loader.epoch(epoch), _valid_batches(valid_loader, epoch, len(train_loader)))
         stats = run_epoch(lambda tr, va: searcher.step(*tr, *va), batches, len(train_loader),
-                          f"epoch {epoch + 1}/{cfg.epochs}", _summarize)
+                          f"epoch {epoch + 1}/{cfg.epochs}", _summarize, reduce=ctx.sum_stats, show=ctx.main)
         record: dict[str, Any] = {"epoch": epoch + 1, **stats, "lr": searcher.w_opt.param_groups[0]["lr"]}
         if cfg.method != "darts":  # ISTA-NAS: recover z, move the supports
             recovery, _, changed, rejected = recover_within_budget(net, cfg.max_params, cfg.budget_channels,
-                                                                   cfg.budget_layers)
+                                                                   cfg.budget_layers, ctx)
             record.update(supports_changed=_changed_names(changed), recovery_iterations=recovery.iterations,
                           recovery_kkt_violation=float(recovery.kkt_violation.max()), rejected_params_m=rejected)
         genotype = _write_results(run, net)
         record.update(seconds=round(time.perf_counter() - began, 3), genotype=genotype.to_dict())
         # Metrics first, checkpoint last: a crash in between is undone by the resume trimming the metrics.
         run.append_metrics(record)
-        save_checkpoint(run.checkpoint_path, {"epoch": epoch + 1, "config": cfg.to_dict(),
-                                              "search": searcher.state_dict(), "genotype": genotype.to_dict()})
+        run.save_checkpoint({"epoch": epoch + 1, "config": cfg.to_dict(), "search": searcher.state_dict(),
+                             "genotype": genotype.to_dict()})
         log.info("epoch %d/%d  train loss %.4f acc %.2f%%  valid loss %.4f acc %.2f%%  supports changed %s  %.1fs",
                  epoch + 1, cfg.epochs, stats["train_loss"], stats["train_acc"], stats["valid_loss"],
                  stats["valid_acc"], len(record.get("supports_changed", [])) if cfg.method != "darts" else "-",

@@ -198,9 +198,9 @@ def prepare_data(cfg: TrainConfig, ctx: Dist) -> tuple[DataInfo, Loader, Loader]
 def train(cfg: TrainConfig, out: str | Path) -> TrainResult:
     """Train ``cfg.genotype`` from scratch into the new run directory ``out``."""
     cfg.validate()
-    get_genotype(cfg.genotype)  # a bad --genotype fails before anything else
     init()
-    on_main(lambda: RunDir.check_new(out, cfg.to_dict()))
+    # A bad --genotype or --out fails before anything else (checked where the run directory will be: rank 0).
+    on_main(lambda: (get_genotype(cfg.genotype), RunDir.check_new(out, cfg.to_dict())))
     return _run(cfg, lambda: RunDir.create(out, cfg.to_dict()), checkpoint=None)
 
 

@@ -6,7 +6,9 @@ tensor, and every batch is gathered, augmented (pad-and-crop, flip, cutout) and 
 batches. No DataLoader workers, no per-image Python work.
 
 Every epoch's order and augmentation come from a generator seeded by (seed, epoch, stream), so a resumed
-run sees exactly the batches an uninterrupted one would.
+run sees exactly the batches an uninterrupted one would. With several processes each one draws the same
+global order and augmentation and keeps its slice of every batch: together the ranks see exactly the batches
+of a single process, whatever their number.
 """
 
 from __future__ import annotations

@@ -158,7 +158,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics cover the global batch, i.e. every rank's shard.
 
     The per-channel sums (shifted by the running mean, identical on every rank, against cancellation) are
-    summed across ranks with the differentiable all-reduce of ``torch.distributed.nn``, so the forward and
+    summed across ranks with PyTorch's differentiable functional all-reduce, so the forward and
     the gradients are those of one BN over the whole batch, on CPU (gloo) as on CUDA: a run on N processes
     computes what one process computes with the same global batch. Evaluation uses the running statistics.
     """
@@ -166,15 +166,15 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: Tensor) -> Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
+        from torch.distributed._functional_collectives import all_reduce  # differentiable: sums gradients too
 
         c = x.shape[1]
-        xf = x.float()
-        shift = self.running_mean.detach().float().view(1, c, 1, 1) if self.track_running_stats else xf.new_zeros(
-            1, c, 1, 1)
+        xf = x if x.dtype in (torch.float32, torch.float64) else x.float()  # half precision: statistics in fp32
+        shift = (self.running_mean.detach().to(xf.dtype).view(1, c, 1, 1) if self.track_running_stats
+                 else xf.new_zeros(1, c, 1, 1))
         d = xf - shift
         local = torch.cat([d.sum((0, 2, 3)), (d * d).sum((0, 2, 3)), xf.new_full((1,), x.numel() // c)])
-        total = all_reduce(local)
+        total = all_reduce(local, "sum", dist.group.WORLD)
         n = total[-1]
         mean_d = total[:c] / n
         var = (total[c:2 * c] / n - mean_d * mean_d).clamp_min(0)
@@ -235,7 +235,7 @@ def wrap(model: nn.Module, params: Sequence[nn.Parameter], ctx: Dist) -> nn.Modu
         p.requires_grad_(False)
     try:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        ddp = nn.parallel.DistributedDataParallel(adapter, device_ids=ids, broadcast_buffers=False)
+        ddp = nn.parallel.DistributedDataParallel(adapter, device_ids=ids, forward_sync_buffers=False)
     finally:
         for p in switched:
             p.requires_grad_(True)

@@ -1,0 +1,60 @@
+"""Run a few search or training steps in float64 on this process's shard of fixed global batches and save the
+resulting state: under torchrun every rank saves ``rank<R>.pt``; run plainly it is the one-process reference.
+
+    python dist_steps.py search|train OUT_DIR
+"""
+
+import os
+import sys
+
+import torch
+
+from ista_nas.config import TrainConfig, make_config
+from ista_nas.engine.distributed import Dist, shutdown, sync_batchnorm
+from ista_nas.methods.budget import recover_within_budget
+from ista_nas.methods.two_stage import TwoStageSearch
+from ista_nas.networks import SearchNetwork
+from ista_nas.networks.cnn import Network
+from ista_nas.published import PUBLISHED
+from ista_nas.retrain import Trainer
+
+BATCH, CLASSES = 12, 3
+
+
+def batches(count, seed):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(count):
+        x = torch.randn(BATCH, 3, 16, 16, generator=gen, dtype=torch.float64)
+        yield x.contiguous(memory_format=torch.channels_last), torch.randint(0, CLASSES, (BATCH,), generator=gen)
+
+
+def main(kind, out):
+    ctx = Dist.setup("cpu")
+    part = lambda t: t.tensor_split(ctx.world)[ctx.rank]  # noqa: E731  (the loaders' shard rule)
+    torch.manual_seed(0)
+    if kind == "search":
+        net = SearchNetwork(channels=4, layers=3, num_classes=CLASSES, seed=0).double()
+        net = net.to(memory_format=torch.channels_last)
+        if ctx.world > 1:
+            sync_batchnorm(net)
+        searcher = TwoStageSearch(net, make_config("paper", batch_size=BATCH, arch_lr=3e-2), ctx)
+        for epoch in range(2):
+            searcher.begin_epoch(epoch)
+            for (x, y), (xv, yv) in zip(batches(3, 2 * epoch), batches(3, 2 * epoch + 1)):
+                searcher.step(part(x), part(y), part(xv), part(yv))
+            recover_within_budget(net, 0.0, 4, 3, ctx)
+        state = net.state_dict()
+    else:
+        model = Network(PUBLISHED["ista_twostage"], 4, 3, CLASSES, auxiliary=True).double()
+        model = model.to(memory_format=torch.channels_last)
+        trainer = Trainer(model, TrainConfig.make("quick", drop_path=0.0), ctx)
+        trainer.begin_epoch(0)
+        for x, y in batches(4, 0):
+            trainer.step(part(x), part(y))
+        state = model.state_dict()
+    torch.save(state, os.path.join(out, f"rank{ctx.rank}.pt"))
+    shutdown()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

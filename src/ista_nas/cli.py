@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import SearchConfig, TrainConfig, make_config
+from .config import SearchConfig, TrainConfig, make_config, make_train_config
 from .errors import IstaNasError, UserError
+from .genotype import NB201_EDGES, NB201_NODES, Nb201Arch
 from .published import PUBLISHED, get_genotype
 
 log = logging.getLogger("ista_nas")
@@ -88,9 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     show = commands.add_parser("show", help="Cells, parameters, FLOPs and diagrams of a genotype",
                                description="Print a genotype's cells, parameters and FLOPs; draw its cells.")
-    show.add_argument("genotype", help=f"a built-in name ({', '.join(PUBLISHED)}), a genotype.json or a run directory")
-    show.add_argument("--channels", type=int, default=36, help="initial channels C [36]")
-    show.add_argument("--layers", type=int, default=20, help="cells L [20]")
+    show.add_argument("genotype", help=f"a built-in name ({', '.join(PUBLISHED)}), a genotype.json, a run directory "
+                                       "or a NAS-Bench-201 string '|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'")
+    show.add_argument("--channels", type=int, default=None, help="initial channels C [36; NAS-Bench-201: 16]")
+    show.add_argument("--layers", type=int, default=None, help="cells L [20; NAS-Bench-201: cells per stage, 5]")
     show.add_argument("--dataset", default="cifar10", help="input size and classes: cifar10, cifar100, "
                       "fashion-mnist, imagenet or folder:PATH [cifar10]")
     show.add_argument("--out", default=None, help="folder for normal/reduce .png and .svg [diagrams/NAME]")
@@ -141,7 +143,7 @@ def _search(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from . import retrain
 
-    _run_command(args, retrain, TrainConfig.make, retrain.train)
+    _run_command(args, retrain, make_train_config, retrain.train)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -184,25 +186,37 @@ def _show(args: argparse.Namespace) -> None:
     from .diagram import write_diagrams
     from .summary import summarize
 
-    if args.channels < 2 or args.layers < 1 or (args.dataset == "imagenet" and args.channels % 2):
-        raise UserError("--channels must be at least 2 (and even for imagenet) and --layers at least 1")
     genotype = get_genotype(args.genotype)
-    info = summarize(genotype, args.channels, args.layers, args.dataset)
+    nb201 = isinstance(genotype, Nb201Arch)
+    channels = args.channels if args.channels is not None else 16 if nb201 else 36
+    layers = args.layers if args.layers is not None else 5 if nb201 else 20
+    if channels < 2 or layers < 1 or (args.dataset == "imagenet" and channels % 2 and not nb201):
+        raise UserError("--channels must be at least 2 (and even for imagenet) and --layers at least 1")
+    info = summarize(genotype, channels, layers, args.dataset)
     out = Path(args.out or Path("diagrams") / Path(args.genotype).stem)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create --out {out}: {exc.strerror}; choose another folder") from None
-    info["diagrams"] = [str(p) for p in write_diagrams(genotype, out)]
+    info["diagrams"] = [] if nb201 else [str(p) for p in write_diagrams(genotype, out)]
     if args.json:
         print(json.dumps({"genotype": genotype.to_dict(), **info}))
+        return
+    if nb201:
+        print(f"NAS-Bench-201 cell {genotype}:")
+        for j in range(1, NB201_NODES):
+            inputs = [f"{op}(node {i})" for op, (to, i) in zip(genotype.ops, NB201_EDGES) if to == j]
+            print(f"  node {j} = {' + '.join(inputs)}")
+        print(f"C={channels}, N={layers} cells per stage, {args.dataset} input {'x'.join(map(str, info['input']))}")
+        print(f"parameters {info['params'] / 1e6:.3f}M, FLOPs {info['flops'] / 1e6:.1f}M "
+              f"({info['macs'] / 1e6:.1f}M multiply-adds)")
         return
     for cell, pairs in (("normal", genotype.normal), ("reduce", genotype.reduce)):
         print(f"{cell} cell:")
         for node in range(len(pairs) // 2):
             a, b = pairs[2 * node], pairs[2 * node + 1]
             print(f"  node {node}: {a[0]}({_input_name(a[1])}) + {b[0]}({_input_name(b[1])})")
-    print(f"flavour {genotype.flavour}; C={args.channels}, L={args.layers}, {args.dataset} input "
+    print(f"flavour {genotype.flavour}; C={channels}, L={layers}, {args.dataset} input "
           f"{'x'.join(map(str, info['input']))}")
     print(f"parameters {info['params'] / 1e6:.3f}M (auxiliary head excluded), FLOPs {info['flops'] / 1e6:.1f}M "
           f"({info['macs'] / 1e6:.1f}M multiply-adds)")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .errors import UserError
+from .genotype import NB201_OPS
 from .ops import PRIMITIVES
 from .sparse_coding import MATRIX_KINDS
 
@@ -64,6 +65,8 @@ class SearchConfig(_Config):
     preset: str = _f("paper", "the preset the other values started from")
     method: str = _f("two-stage", "two-stage (search a small supernet, retrain later), one-stage (search and train "
                                   "the target network in one run) or darts (the dense first-order DARTS baseline)")
+    space: str = _f("darts", "search space: darts (the DARTS cell, the paper's) or nb201 (NAS-Bench-201: one op per "
+                             "edge of a 4-node cell)")
     # Data
     dataset: str = _f("cifar10", "cifar10, cifar100, fashion-mnist or folder:PATH (train/ and test/ inside)")
     data_dir: str = _f("", "where torchvision datasets live (default ~/.cache/ista-nas/data)")
@@ -73,7 +76,7 @@ class SearchConfig(_Config):
     cutout: int = _f(0, "cutout square side in pixels, 0 = off (off in the official search)")
     # Network (the search net of the paper: 8 cells of 16 initial channels)
     channels: int = _f(16, "initial channels C of the search net (paper: 16)")
-    layers: int = _f(8, "cells L; reductions at L/3 and 2L/3 (paper: 8)")
+    layers: int = _f(8, "cells L; reductions at L/3 and 2L/3 (paper: 8); nb201: cells N per stage (5)")
     steps: int = _f(4, "intermediate nodes per cell (DARTS: 4)")
     # Sparse coding
     proj_dims: int = _f(7, "m, length of each node's compressed vector b (official code: 7)")
@@ -112,9 +115,12 @@ class SearchConfig(_Config):
                              "what one process does; off: each process's own shard (less communication)")
 
     def _checks(self) -> list[tuple[bool, str]]:
-        smallest_group = 2 * len(PRIMITIVES)
+        smallest_group = 2 * len(PRIMITIVES) if self.space != "nb201" else len(NB201_OPS)
         checks = [
             (self.method in METHODS, f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}"),
+            (self.space in SPACES, f"unknown --space {self.space!r}; choose one of {', '.join(SPACES)}"),
+            (self.space != "nb201" or (self.method != "one-stage" and not self.max_params and self.stem == "cifar"),
+             "--space nb201 searches with --method two-stage or darts, without --max-params and with the cifar stem"),
             (self.method != "darts" or not self.max_params, "--max-params applies to ISTA-NAS, not to --method darts"),
             (self.auxiliary_weight >= 0, f"--auxiliary-weight must be >= 0, got {self.auxiliary_weight}"),
             (0 <= self.drop_path < 1, f"--drop-path must be in [0, 1), got {self.drop_path}"),
@@ -140,8 +146,8 @@ class SearchConfig(_Config):
             (self.grad_clip > 0, f"--grad-clip must be positive, got {self.grad_clip}"),
             (self.proj_dims >= 1, f"--proj-dims (m) must be at least 1, got {self.proj_dims}"),
             (1 <= self.sparsity < smallest_group,
-             f"--sparsity (s) must be in 1..{smallest_group - 1}: the first node has only {smallest_group} "
-             f"candidates (2 inputs x {len(PRIMITIVES)} ops), got {self.sparsity}"),
+             f"--sparsity (s) must be in 1..{smallest_group - 1}: the smallest decision group has only "
+             f"{smallest_group} candidates, got {self.sparsity}"),
             (self.sparsity <= self.proj_dims,
              f"--sparsity (s) must be at most --proj-dims (m): a LASSO solution has at most m nonzeros, got "
              f"s={self.sparsity} > m={self.proj_dims}"),
@@ -159,6 +165,11 @@ class SearchConfig(_Config):
 
 
 METHODS = ("two-stage", "one-stage", "darts")
+SPACES = ("darts", "nb201")
+# NAS-Bench-201 search: the benchmark's network (C=16, N=5) and one op per edge (s=1 of n=5). m=3 measurements
+# per edge is this project's choice (the paper searched only the DARTS space).
+NB201_SEARCH = {"paper": dict(space="nb201", channels=16, layers=5, proj_dims=3, sparsity=1),
+                "quick": dict(space="nb201", channels=8, layers=1, proj_dims=3, sparsity=1)}
 
 SearchConfig.PRESETS = {
     # The paper's two-stage search on CIFAR-10 (the dataclass defaults).
@@ -191,6 +202,8 @@ def make_config(preset: str = "paper", **overrides: Any) -> SearchConfig:
         if preset not in ONE_STAGE_PRESETS:
             raise UserError(f"unknown one-stage preset {preset!r}; choose one of {', '.join(ONE_STAGE_PRESETS)}")
         return SearchConfig(**{**ONE_STAGE_PRESETS[preset], **overrides, "preset": preset}).validate()
+    if overrides.get("space") == "nb201" and preset in NB201_SEARCH:  # the space's network and sparsity
+        overrides = {**NB201_SEARCH[preset], **overrides}
     if overrides.get("method") == "darts":  # the two-stage settings with DARTS's architecture learning rate
         overrides = {"arch_lr": 3e-4, **overrides}
     return SearchConfig.make(preset, **overrides)
@@ -203,6 +216,9 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 class TrainConfig(_Config):
     preset: str = _f("paper", "the preset the other values started from")
     genotype: str = _f("ista_twostage", "built-in genotype name, a genotype.json, or a search run directory")
+    space: str = _f("darts", "darts (DARTS-cell networks) or nb201 (the NAS-Bench-201 network and its training "
+                             "protocol)")
+    arch: str = _f("", "nb201: the architecture string |op~0|+|op~0|op~1|+|op~0|op~1|op~2| (instead of --genotype)")
     # Data
     dataset: str = _f("cifar10", "cifar10, cifar100, fashion-mnist or folder:PATH (train/ and test/ or val/)")
     data_dir: str = _f("", "where torchvision datasets live (default ~/.cache/ista-nas/data)")
@@ -227,8 +243,9 @@ class TrainConfig(_Config):
     warmup_epochs: int = _f(0, "linear learning-rate warm-up epochs before the decay (ImageNet: 5)")
     lr_schedule: str = _f("cosine", "decay after the warm-up: cosine (DARTS CIFAR) or linear (ISTA-NAS/PC-DARTS ImageNet)")
     momentum: float = _f(0.9, "SGD momentum (DARTS: 0.9)")
+    nesterov: bool = _f(False, "Nesterov momentum (NAS-Bench-201: on)")
     weight_decay: float = _f(3e-4, "SGD weight decay (DARTS CIFAR: 3e-4, ImageNet: 3e-5)")
-    grad_clip: float = _f(5.0, "clip the gradient norm at this value (DARTS: 5)")
+    grad_clip: float = _f(5.0, "clip the gradient norm at this value, 0 = off (DARTS: 5)")
     label_smoothing: float = _f(0.0, "label smoothing of the loss (ImageNet: 0.1)")
     # Run
     seed: int = _f(0, "seeds weights, subset and batch order")
@@ -249,7 +266,10 @@ class TrainConfig(_Config):
              f"--warmup-epochs must be in 0..epochs-1 ({self.epochs - 1}), got {self.warmup_epochs}"),
             (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
             (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
-            (self.grad_clip > 0, f"--grad-clip must be positive, got {self.grad_clip}"),
+            (self.grad_clip >= 0, f"--grad-clip must be >= 0 (0 = off), got {self.grad_clip}"),
+            (self.space in SPACES, f"unknown --space {self.space!r}; choose one of {', '.join(SPACES)}"),
+            (self.space != "nb201" or (self.stem == "cifar" and not self.stream),
+             "--space nb201 trains the benchmark's network: the cifar stem, in-memory data (no --stream)"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.auxiliary_weight >= 0, f"--auxiliary-weight must be >= 0, got {self.auxiliary_weight}"),
             (0 <= self.drop_path < 1, f"--drop-path must be in [0, 1), got {self.drop_path}"),
@@ -269,6 +289,27 @@ class TrainConfig(_Config):
             (self.image_size >= 8, f"--image-size must be at least 8, got {self.image_size}"),
             (self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
         ]
+
+
+# NAS-Bench-201's training protocol (Dong & Yang, ICLR 2020): 200 epochs, batch 256, SGD with Nesterov momentum
+# 0.9, lr 0.1 cosine to 0, weight decay 5e-4, random crop (padding 4 on 32x32) and flip; C=16, N=5; no
+# auxiliary head, drop-path, cutout or gradient clipping.
+NB201_TRAIN = {"paper": dict(space="nb201", channels=16, layers=5, epochs=200, batch_size=256, lr=0.1, lr_min=0.0,
+                             nesterov=True, weight_decay=5e-4, cutout=0, auxiliary_weight=0.0, drop_path=0.0,
+                             grad_clip=0.0),
+               # Minutes on a 2-core CPU, a reduced-scale stand-in: a small network, a subset, 3 epochs.
+               "quick": dict(space="nb201", dataset="fashion-mnist", subset=5000, channels=8, layers=1, epochs=3,
+                             batch_size=64, lr=0.05, lr_min=0.0, nesterov=True, weight_decay=5e-4, cutout=0,
+                             auxiliary_weight=0.0, drop_path=0.0, grad_clip=0.0)}
+
+
+def make_train_config(preset: str = "paper", **overrides: Any) -> TrainConfig:
+    """A validated TrainConfig from a preset of the space in ``overrides`` (darts by default)."""
+    if overrides.get("space") == "nb201":
+        if preset not in NB201_TRAIN:
+            raise UserError(f"unknown nb201 preset {preset!r}; choose one of {', '.join(NB201_TRAIN)}")
+        return TrainConfig(**{**NB201_TRAIN[preset], **overrides, "preset": preset}).validate()
+    return TrainConfig.make(preset, **overrides)
 
 
 TrainConfig.PRESETS = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import UserError
-from .genotype import Genotype, load_genotype
+from .genotype import AnyGenotype, Genotype, Nb201Arch, load_genotype
 
 _CONCAT = [2, 3, 4, 5]
 
@@ -61,11 +61,14 @@ PUBLISHED: dict[str, Genotype] = {
 }
 
 
-def get_genotype(spec: str | Path) -> Genotype:
-    """A built-in genotype by name, or one read from a JSON file (a search's genotype.json)."""
+def get_genotype(spec: str | Path) -> AnyGenotype:
+    """A built-in genotype by name, a NAS-Bench-201 architecture string, or one read from a JSON file (a
+    search's genotype.json, of either space)."""
     spec = str(spec)
     if spec in PUBLISHED:
         return PUBLISHED[spec]
+    if spec.startswith("|"):
+        return Nb201Arch.parse(spec)
     path = Path(spec).expanduser()
     if path.is_dir() and (path / "genotype.json").is_file():
         path = path / "genotype.json"  # a search run directory

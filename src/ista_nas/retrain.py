@@ -29,8 +29,9 @@ from .engine.stream import StreamingLoader
 from .engine.rundir import RunDir
 from .diagram import write_diagrams
 from .errors import UserError
-from .genotype import Genotype
+from .genotype import NB201_EXAMPLE, AnyGenotype, Genotype, Nb201Arch
 from .networks.cnn import Network, count_parameters
+from .networks.nb201 import Nb201Network
 from .published import get_genotype
 
 log = logging.getLogger(__name__)
@@ -65,15 +66,29 @@ class DataInfo:
 Loader = DeviceLoader | StreamingLoader
 
 
-def model_spec(cfg: TrainConfig, genotype: Genotype, data: DataInfo, mean: list[float], std: list[float]
+def resolve_genotype(cfg: TrainConfig) -> AnyGenotype:
+    """The architecture to train (--arch, else --genotype), checked against --space."""
+    genotype = get_genotype(cfg.arch or cfg.genotype)
+    if cfg.space == "nb201" and not isinstance(genotype, Nb201Arch):
+        raise UserError(f"--space nb201 trains a NAS-Bench-201 architecture; give --arch '{NB201_EXAMPLE}' or the "
+                        "run directory of an nb201 search as --genotype")
+    if cfg.space == "darts" and not isinstance(genotype, Genotype):
+        raise UserError(f"{cfg.arch or cfg.genotype} is a NAS-Bench-201 architecture; train it with --space nb201")
+    return genotype
+
+
+def model_spec(cfg: TrainConfig, genotype: AnyGenotype, data: DataInfo, mean: list[float], std: list[float]
                ) -> dict[str, Any]:
     """Everything needed to rebuild and feed the network; stored in every checkpoint."""
-    return {"genotype": genotype.to_dict(), "channels": cfg.channels, "layers": cfg.layers,
+    return {"space": cfg.space, "genotype": genotype.to_dict(), "channels": cfg.channels, "layers": cfg.layers,
             "num_classes": len(data.classes), "in_channels": data.channels, "auxiliary": cfg.auxiliary_weight > 0,
             "stem": cfg.stem, "classes": data.classes, "image_size": list(data.size), "mean": mean, "std": std}
 
 
-def build_model(spec: dict[str, Any]) -> Network:
+def build_model(spec: dict[str, Any]) -> Network | Nb201Network:
+    if spec.get("space") == "nb201":
+        return Nb201Network(Nb201Arch.from_dict(spec["genotype"]), channels=spec["channels"], cells=spec["layers"],
+                            num_classes=spec["num_classes"], in_channels=spec["in_channels"])
     return Network(Genotype.from_dict(spec["genotype"]), channels=spec["channels"], layers=spec["layers"],
                    num_classes=spec["num_classes"], in_channels=spec["in_channels"], auxiliary=spec["auxiliary"],
                    stem=spec["stem"])
@@ -99,7 +114,7 @@ class Trainer:
         if ctx.world > 1 and cfg.sync_bn:
             sync_batchnorm(model)
         self.optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                         weight_decay=cfg.weight_decay)
+                                         weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         self.train_net = wrap(model, [p for p in model.parameters() if p.requires_grad], ctx)
         self.autocast, scaled = autocast_for(ctx.device, cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=scaled)
@@ -120,7 +135,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return {"loss": loss.detach().float() * len(y), "correct": (logits.argmax(1) == y).sum(),
@@ -200,7 +216,7 @@ def train(cfg: TrainConfig, out: str | Path) -> TrainResult:
     cfg.validate()
     init()
     # A bad --genotype or --out fails before anything else (checked where the run directory will be: rank 0).
-    on_main(lambda: (get_genotype(cfg.genotype), RunDir.check_new(out, cfg.to_dict())))
+    on_main(lambda: (resolve_genotype(cfg), RunDir.check_new(out, cfg.to_dict())))
     return _run(cfg, lambda: RunDir.create(out, cfg.to_dict()), checkpoint=None)
 
 
@@ -213,7 +229,7 @@ def resume(run_dir: str | Path, **overrides: Any) -> TrainResult:
 
 def _run(cfg: TrainConfig, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None) -> TrainResult:
     ctx = Dist.setup(cfg.device)
-    genotype = on_main(lambda: get_genotype(cfg.genotype))  # a run directory may exist on rank 0's node only
+    genotype = on_main(lambda: resolve_genotype(cfg))  # a run directory may exist on rank 0's node only
     data, train_loader, test_loader = prepare_data(cfg, ctx)
     spec = model_spec(cfg, genotype, data, train_loader.mean_std[0], train_loader.mean_std[1])
     torch.manual_seed(cfg.seed)
@@ -223,11 +239,11 @@ def _run(cfg: TrainConfig, open_run: Callable[[], RunDir], checkpoint: dict[str,
     trainer = Trainer(model, cfg, ctx)
     run = RunDir.open_on_main(open_run)
     run.write_json("genotype.json", genotype.to_dict())
-    if run.writes:
+    if run.writes and isinstance(genotype, Genotype):  # cell drawings exist for the DARTS space
         write_diagrams(genotype, run.path)
     start = run.restore(checkpoint, "trainer", trainer.load_state_dict, cfg.epochs)
     log.info("training %s (%.3fM parameters without the auxiliary head) on %s: %s, %d train / %d test images, "
-             "run directory %s", cfg.genotype, count_parameters(model) / 1e6, ctx, cfg.dataset,
+             "run directory %s", cfg.arch or cfg.genotype, count_parameters(model) / 1e6, ctx, cfg.dataset,
              len(train_loader.indices), len(test_loader.indices), run.path)
     try:
         for epoch in range(start, cfg.epochs):

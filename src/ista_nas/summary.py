@@ -8,8 +8,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import UserError
-from .genotype import Genotype
+from .genotype import AnyGenotype, Nb201Arch
 from .networks.cnn import Network, count_parameters
+from .networks.nb201 import Nb201Network
 
 # (classes, channels, image side) of the datasets the CLI knows by name; folder:PATH is read from disk.
 DATASET_SHAPES = {"cifar10": (10, 3, 32), "cifar100": (100, 3, 32), "fashion-mnist": (10, 1, 28),
@@ -27,21 +28,27 @@ def dataset_shape(name: str) -> tuple[int, int, int]:
     raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_SHAPES)} or folder:PATH")
 
 
-def summarize(genotype: Genotype, channels: int = 36, layers: int = 20, dataset: str = "cifar10",
+def summarize(genotype: AnyGenotype, channels: int = 36, layers: int = 20, dataset: str = "cifar10",
               stem: str | None = None) -> dict[str, Any]:
     """Parameters (auxiliary head excluded, as papers count them) and FLOPs of one image's forward pass.
 
     ``flops`` is torch's count (a multiply-add is 2 FLOPs); ``macs`` is half of it, the unit papers call
-    "FLOPs" for ImageNet mobile networks (e.g. DARTS's 574M).
+    "FLOPs" for ImageNet mobile networks (e.g. DARTS's 574M). For a NAS-Bench-201 architecture ``layers`` is
+    the number of cells per stage N.
     """
     classes, in_channels, side = dataset_shape(dataset)
-    stem = stem or ("imagenet" if side >= 128 else "cifar")
-    net = Network(genotype, channels=channels, layers=layers, num_classes=classes, in_channels=in_channels,
-                  auxiliary=True, stem=stem).eval()
+    if isinstance(genotype, Nb201Arch):
+        net: torch.nn.Module = Nb201Network(genotype, channels, layers, classes, in_channels).eval()
+        stem, flavour = "cifar", "nb201"
+    else:
+        stem = stem or ("imagenet" if side >= 128 else "cifar")
+        net = Network(genotype, channels=channels, layers=layers, num_classes=classes, in_channels=in_channels,
+                      auxiliary=True, stem=stem).eval()
+        flavour = genotype.flavour
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         net(torch.zeros(1, in_channels, side, side))
     flops = counter.get_total_flops()
     return {"params": count_parameters(net), "params_with_aux": count_parameters(net, exclude_aux=False),
             "flops": flops, "macs": flops // 2, "channels": channels, "layers": layers, "dataset": dataset,
-            "input": [in_channels, side, side], "stem": stem, "flavour": genotype.flavour}
+            "input": [in_channels, side, side], "stem": stem, "flavour": flavour}

@@ -32,7 +32,7 @@ from ..engine.rundir import RunDir
 from ..networks import SearchNetwork
 from ..retrain import DataInfo, Trainer, build_model, evaluate, model_spec, prepare_data
 from .budget import recover_within_budget
-from .two_stage import CELL_TYPES, SearchResult
+from .two_stage import SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
                 if cfg.max_search_epochs and epoch + 1 >= cfg.max_search_epochs:
                     freeze = ~net.arch.frozen
                 for t, g in freeze.nonzero().tolist():
-                    froze_at[f"{CELL_TYPES[t]}/node{g}"] = epoch + 1
+                    froze_at[net.group_name(t, g)] = epoch + 1
                 net.arch.freeze(freeze)
                 searcher.unfreeze_bn(freeze)
                 phase_record = {"phase": "search", "frozen": sorted(froze_at), "genotype": net.genotype().to_dict()}

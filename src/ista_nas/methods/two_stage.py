@@ -29,11 +29,11 @@ from ..errors import UserError
 from ..genotype import Genotype
 from ..networks import SearchNetwork
 from ..networks.dense import DenseSearchNetwork
+from ..networks.nb201 import Nb201SearchNetwork
 from .budget import recover_within_budget
 
 log = logging.getLogger(__name__)
 
-CELL_TYPES = ("normal", "reduce")
 
 
 @dataclass
@@ -162,16 +162,21 @@ def _valid_batches(loader: DeviceLoader, epoch: int, count: int) -> Iterator[tup
         cycle += 1
 
 
-def build_network(cfg: SearchConfig, data: ImageData) -> SearchNetwork:
+def build_network(cfg: SearchConfig, data: ImageData) -> SearchNetwork | Nb201SearchNetwork:
+    """The supernet of the configured space: sparse (ISTA-NAS) or dense (the DARTS baseline)."""
     torch.manual_seed(cfg.seed)
+    if cfg.space == "nb201":
+        return Nb201SearchNetwork(channels=cfg.channels, cells=cfg.layers, num_classes=data.num_classes,
+                                  in_channels=data.channels, proj_dims=cfg.proj_dims, sparsity=cfg.sparsity,
+                                  lam=cfg.lam, matrix=cfg.matrix, seed=cfg.seed, dense=cfg.method == "darts")
     cls = DenseSearchNetwork if cfg.method == "darts" else SearchNetwork
     return cls(channels=cfg.channels, layers=cfg.layers, num_classes=data.num_classes,
                          in_channels=data.channels, steps=cfg.steps, proj_dims=cfg.proj_dims,
                          sparsity=cfg.sparsity, lam=cfg.lam, matrix=cfg.matrix, seed=cfg.seed, stem=cfg.stem)
 
 
-def _changed_names(changed: Tensor) -> list[str]:
-    return [f"{CELL_TYPES[t]}/node{g}" for t, g in changed.nonzero().tolist()]
+def _changed_names(net: SearchNetwork | Nb201SearchNetwork, changed: Tensor) -> list[str]:
+    return [net.group_name(t, g) for t, g in changed.nonzero().tolist()]
 
 
 def search(cfg: SearchConfig, out: str | Path) -> SearchResult:
@@ -216,7 +221,7 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
         run.report_interrupt()
         raise
     genotype = _write_results(run, net) if start == cfg.epochs else net.genotype()  # else written above
-    if run.writes:
+    if run.writes and isinstance(genotype, Genotype):  # cell drawings exist for the DARTS space
         write_diagrams(genotype, run.path)
     log.info("genotype: %s", genotype.to_dict())
     log.info("wrote %s", run.path / "genotype.json")
@@ -235,7 +240,7 @@ def _epochs(cfg: SearchConfig, run: RunDir, net: SearchNetwork, searcher: TwoSta
         if cfg.method != "darts":  # ISTA-NAS: recover z, move the supports
             recovery, _, changed, rejected = recover_within_budget(net, cfg.max_params, cfg.budget_channels,
                                                                    cfg.budget_layers, ctx)
-            record.update(supports_changed=_changed_names(changed), recovery_iterations=recovery.iterations,
+            record.update(supports_changed=_changed_names(net, changed), recovery_iterations=recovery.iterations,
                           recovery_kkt_violation=float(recovery.kkt_violation.max()), rejected_params_m=rejected)
         genotype = _write_results(run, net)
         record.update(seconds=round(time.perf_counter() - began, 3), genotype=genotype.to_dict())

@@ -16,15 +16,23 @@ from .search_cnn import NORMAL, REDUCE, SearchNetwork, candidate
 
 
 class DenseCode(nn.Module):
-    """DARTS's architecture parameters alpha (types, nodes, edges, ops) and their per-edge softmax."""
+    """DARTS's architecture parameters alpha (types, groups, edges, ops) and their per-edge softmax.
 
-    def __init__(self, steps: int, types: int = 2, seed: int = 0, init_scale: float = 1e-3):
+    A decision group of n candidates is n / ``block`` edges of ``block`` ops each (DARTS cell: node i has
+    i + 2 edges of 7 ops; NAS-Bench-201: each edge is its own group of 5 ops).
+    """
+
+    def __init__(self, group_sizes: list[int] | tuple[int, ...], block: int = len(PRIMITIVES), types: int = 2,
+                 seed: int = 0, init_scale: float = 1e-3):
         super().__init__()
-        ops, max_edges = len(PRIMITIVES), steps + 1
+        if any(n % block for n in group_sizes):
+            raise ValueError(f"group sizes {group_sizes} are not whole numbers of {block}-op edges")
+        edges = torch.tensor([n // block for n in group_sizes])
+        max_edges = int(edges.max())
         gen = torch.Generator().manual_seed(seed)
-        self.alpha = nn.Parameter(init_scale * torch.randn(types, steps, max_edges, ops, generator=gen))
-        self.register_buffer("edge_valid", torch.arange(max_edges) < torch.arange(2, steps + 2).unsqueeze(-1))
-        self.group_sizes = tuple((i + 2) * ops for i in range(steps))
+        self.alpha = nn.Parameter(init_scale * torch.randn(types, len(group_sizes), max_edges, block, generator=gen))
+        self.register_buffer("edge_valid", torch.arange(max_edges) < edges.unsqueeze(-1))
+        self.group_sizes = tuple(group_sizes)
         self._support = [[list(range(n)) for n in self.group_sizes] for _ in range(types)]
 
     @property
@@ -41,7 +49,7 @@ class DenseSearchNetwork(SearchNetwork):
     """The sparse supernet's cells with all candidates active and DARTS's alpha in place of b."""
 
     def _make_arch(self, steps: int, proj_dims: int, sparsity: int, lam: float, matrix: str, seed: int) -> nn.Module:
-        return DenseCode(steps, seed=seed)
+        return DenseCode([(i + 2) * len(PRIMITIVES) for i in range(steps)], seed=seed)
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return [self.arch.alpha]

@@ -138,6 +138,10 @@ class SearchNetwork(nn.Module):
             modules += cell.support_modules(support[REDUCE if cell.reduction else NORMAL])
         return [p for m in modules for p in m.parameters()]
 
+    def group_name(self, t: int, g: int) -> str:
+        """A decision group's name in logs and metrics: the cell type and the node."""
+        return f"{('normal', 'reduce')[t]}/node{g}"
+
     def _ordered_support(self, t: int) -> list[list[int]]:
         """Each node's support, the larger |z| first (the genotype's order)."""
         z = self.arch.z[t].abs().tolist()

@@ -1,0 +1,200 @@
+"""The NAS-Bench-201 search space (Dong & Yang, ICLR 2020): its architecture strings, the benchmark's network
+and the ISTA-NAS / DARTS supernets over it.
+
+A cell has 4 nodes; node j sums one op applied to each earlier node i, so there are 6 edges (1<-0, 2<-0,
+2<-1, 3<-0, 3<-1, 3<-2), each choosing one of 5 ops. As a sparse coding problem every edge is a decision
+group of n=5 candidates with sparsity s=1, and one cell type is shared by all cells. The network is the
+benchmark's: a 3x3 conv stem, three stages of N cells at C, 2C and 4C channels joined by residual reduction
+blocks, BN-ReLU, global pooling and a linear classifier. An architecture is the benchmark's string
+
+    |op~0|+|op~0|op~1|+|op~0|op~1|op~2|
+
+(node 1's edge, then node 2's, then node 3's; ``op~i`` reads node i), parsed by ``genotype.Nb201Arch``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..genotype import NB201_EDGES as EDGES, NB201_NODES as NODES, NB201_OPS as OPS_201, Nb201Arch
+from ..sparse_coding import SparseCode
+from .dense import DenseCode
+
+class ReLUConvBN(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, affine: bool):
+        super().__init__(nn.ReLU(inplace=False), nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False),
+                         nn.BatchNorm2d(c_out, affine=affine))
+
+
+def build_op(name: str, c: int, affine: bool) -> nn.Module:
+    """An edge op at stride 1 (the benchmark's cells never change resolution); ``none`` is never called."""
+    if name == "nor_conv_1x1":
+        return ReLUConvBN(c, c, 1, 1, affine)
+    if name == "nor_conv_3x3":
+        return ReLUConvBN(c, c, 3, 1, affine)
+    if name == "avg_pool_3x3":
+        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    if name in ("skip_connect", "none"):
+        return nn.Identity()
+    raise ValueError(f"unknown NAS-Bench-201 op {name!r}")
+
+
+class ResidualReduction(nn.Module):
+    """The benchmark's stride-2 residual block between stages: two ReLU-conv-BN and an avg-pool + 1x1 shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, affine: bool = True):
+        super().__init__()
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, 2, affine)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3, 1, affine)
+        # ceil_mode: odd sides (7x7 from 28x28 inputs) halve like conv_a does; even sides as in the benchmark
+        self.shortcut = nn.Sequential(nn.AvgPool2d(2, stride=2, ceil_mode=True), nn.Conv2d(c_in, c_out, 1, bias=False))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.shortcut(x) + self.conv_b(self.conv_a(x))
+
+
+def _stages(channels: int, cells: int) -> list[tuple[int, bool]]:
+    """(channels, is the residual reduction) for every block of the macro network."""
+    return ([(channels, False)] * cells + [(2 * channels, True)] + [(2 * channels, False)] * cells
+            + [(4 * channels, True)] + [(4 * channels, False)] * cells)
+
+
+class _Nb201Body(nn.Module):
+    """Stem, the blocks and the head shared by the benchmark network and the supernets."""
+
+    def __init__(self, make_cell, channels: int, cells: int, num_classes: int, in_channels: int, affine: bool):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
+        self.blocks = nn.ModuleList()
+        c_prev = channels
+        for c, reduction in _stages(channels, cells):
+            self.blocks.append(ResidualReduction(c_prev, c) if reduction else make_cell(c))
+            c_prev = c
+        self.head = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(c_prev, num_classes)
+        self.drop_path_prob = 0.0  # the benchmark trains without drop-path; the trainer sets it regardless
+
+    def run(self, x: Tensor, cell_args: tuple) -> Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x) if isinstance(block, ResidualReduction) else block(x, *cell_args)
+        return self.classifier(F.adaptive_avg_pool2d(self.head(x), 1).flatten(1))
+
+
+class Nb201Cell(nn.Module):
+    def __init__(self, arch: Nb201Arch, c: int):
+        super().__init__()
+        self.ops_used = arch.ops
+        self.edges = nn.ModuleList(build_op(name, c, affine=True) for name in arch.ops)
+
+    def forward(self, x: Tensor) -> Tensor:
+        nodes = [x]
+        for j in range(1, NODES):
+            terms = [self.edges[k](nodes[i]) for k, (to, i) in enumerate(EDGES)
+                     if to == j and self.ops_used[k] != "none"]
+            nodes.append(torch.stack(terms).sum(0) if len(terms) > 1 else terms[0] if terms else x.mul(0))
+        return nodes[-1]
+
+
+class Nb201Network(_Nb201Body):
+    """The benchmark's network for one architecture (C=16, N=5 by default)."""
+
+    def __init__(self, arch: Nb201Arch, channels: int = 16, cells: int = 5, num_classes: int = 10,
+                 in_channels: int = 3):
+        super().__init__(lambda c: Nb201Cell(arch, c), channels, cells, num_classes, in_channels, affine=True)
+        self.genotype = arch
+
+    def forward_with_aux(self, x: Tensor) -> tuple[Tensor, None]:
+        return self.run(x, ()), None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.run(x, ())
+
+
+class Nb201SearchCell(nn.Module):
+    """Every candidate op of every edge; ``forward`` runs only the supported ones, weighted ("none" adds 0)."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.edges = nn.ModuleList(
+            nn.ModuleList(build_op(name, c, affine=False) for name in OPS_201) for _ in EDGES)
+
+    def forward(self, x: Tensor, weights: Tensor, support: Sequence[Sequence[int]]) -> Tensor:
+        nodes = [x]
+        for j in range(1, NODES):
+            out = None
+            for k, (to, i) in enumerate(EDGES):
+                if to != j:
+                    continue
+                for w, op in zip(weights[k].unbind(0), support[k]):
+                    if OPS_201[op] == "none":
+                        continue
+                    term = w * self.edges[k][op](nodes[i])
+                    out = term if out is None else out + term
+            nodes.append(out if out is not None else x.mul(0))
+        return nodes[-1]
+
+
+class Nb201SearchNetwork(_Nb201Body):
+    """The ISTA-NAS supernet on NAS-Bench-201: one SparseCode group per edge (n=5, s=1), one cell type."""
+
+    def __init__(self, channels: int = 16, cells: int = 5, num_classes: int = 10, in_channels: int = 3,
+                 proj_dims: int = 3, sparsity: int = 1, lam: float = 1e-5, matrix: str = "uniform", seed: int = 0,
+                 dense: bool = False):
+        super().__init__(Nb201SearchCell, channels, cells, num_classes, in_channels, affine=False)
+        self.shape = dict(channels=channels, cells=cells, num_classes=num_classes, in_channels=in_channels)
+        groups = [len(OPS_201)] * len(EDGES)
+        self.arch = (DenseCode(groups, block=len(OPS_201), types=1, seed=seed) if dense else
+                     SparseCode(groups, types=1, m=proj_dims, s=sparsity, lam=lam, matrix=matrix, seed=seed))
+        self.dense = dense
+
+    def forward_with_aux(self, x: Tensor) -> tuple[Tensor, None]:
+        weights = self.arch.relaxed_weights().to(x.dtype)[0]
+        return self.run(x, (weights, self.arch.support_list[0])), None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_aux(x)[0]
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.arch.parameters())
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if not name.startswith("arch.")]
+
+    def active_weight_parameters(self) -> list[nn.Parameter]:
+        support = self.arch.support_list[0]
+        modules: list[nn.Module] = [self.stem, self.head, self.classifier]
+        for block in self.blocks:
+            if isinstance(block, ResidualReduction):
+                modules.append(block)
+            else:
+                modules += [block.edges[k][op] for k, ops in enumerate(support) for op in ops]
+        return [p for m in modules for p in m.parameters()]
+
+    def group_name(self, t: int, g: int) -> str:
+        to, i = EDGES[g]
+        return f"edge{to}<-{i}"
+
+    def _scores(self) -> Tensor:
+        """(edges, ops): |z| for ISTA-NAS, the softmax weights for DARTS."""
+        if self.dense:
+            return self.arch.relaxed_weights().detach()[0].cpu()
+        return self.arch.z.detach()[0].abs().cpu()
+
+    def genotype(self) -> Nb201Arch:
+        """ISTA-NAS: per edge the op of its support (the largest |z|). DARTS: the largest softmax weight, "none"
+        included, as the benchmark's DARTS baseline derives it; ties go to the earlier op."""
+        if not self.dense:
+            return Nb201Arch(tuple(OPS_201[ops[0]] for ops in self.arch.support_list[0]))
+        scores = self._scores()
+        return Nb201Arch(tuple(OPS_201[int(row.argsort(descending=True, stable=True)[0])] for row in scores))
+
+    def ranking(self) -> dict[str, list[list[dict]]]:
+        key = "weight" if self.dense else "abs_z"
+        scores = self._scores()
+        return {"cell": [[{"edge": self.group_name(0, g), "op": OPS_201[k], key: float(row[k])}
+                          for k in row.argsort(descending=True, stable=True).tolist()]
+                         for g, row in enumerate(scores)]}

@@ -1,0 +1,144 @@
+"""The NAS-Bench-201 space: architecture strings, the benchmark network, the sparse supernet, search and training."""
+
+import itertools
+import json
+
+import pytest
+import torch
+
+from ista_nas.errors import UserError
+from ista_nas.genotype import NB201_EDGES, NB201_OPS, Nb201Arch
+from ista_nas.methods import two_stage
+from ista_nas.networks.nb201 import Nb201Network, Nb201SearchNetwork
+
+
+def test_every_architecture_string_round_trips():
+    seen = set()
+    for ops in itertools.product(NB201_OPS, repeat=len(NB201_EDGES)):
+        arch = Nb201Arch(ops)
+        text = str(arch)
+        assert Nb201Arch.parse(text) == arch
+        assert Nb201Arch.from_dict(json.loads(json.dumps(arch.to_dict()))) == arch
+        seen.add(text)
+    assert len(seen) == 5 ** 6  # 15,625 distinct cells, the size of the benchmark
+
+
+@pytest.mark.parametrize("bad", [
+    "", "|nor_conv_3x3~0|", "|nor_conv_3x3~0|+|none~0|none~1|",  # too few nodes
+    "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|+|none~0|",  # too many
+    "|nor_conv_3x3~1|+|none~0|none~1|+|none~0|none~1|none~2|",  # wrong source
+    "|nor_conv_3x3~0|+|none~0|+|none~0|none~1|none~2|",  # too few inputs
+    "|conv_7x7~0|+|none~0|none~1|+|none~0|none~1|none~2|",  # unknown op
+    "nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|",  # missing bar
+    "|nor_conv_3x3|+|none~0|none~1|+|none~0|none~1|none~2|",  # missing source
+])
+def test_invalid_strings_are_refused(bad):
+    with pytest.raises(UserError):
+        Nb201Arch.parse(bad)
+    with pytest.raises(UserError):
+        Nb201Arch.from_dict({"arch": bad})
+
+
+def expected_parameters(arch: Nb201Arch, c: int = 16, n: int = 5, classes: int = 10, in_channels: int = 3) -> int:
+    """Counted by hand from the benchmark's definition: conv stem + BN; per cell, each nor_conv_kxk is a
+    conv (k*k*C*C) + BN (2C); residual blocks of two 3x3 ReLU-conv-BN and a 1x1 shortcut conv; BN + linear."""
+    def cell(ch):
+        return sum({"nor_conv_1x1": ch * ch + 2 * ch, "nor_conv_3x3": 9 * ch * ch + 2 * ch}.get(op, 0)
+                   for op in arch.ops)
+
+    def residual(cin, cout):
+        return 9 * cin * cout + 2 * cout + 9 * cout * cout + 2 * cout + cin * cout
+
+    return (9 * in_channels * c + 2 * c + n * cell(c) + residual(c, 2 * c) + n * cell(2 * c)
+            + residual(2 * c, 4 * c) + n * cell(4 * c) + 2 * 4 * c + 4 * c * classes + classes)
+
+
+def test_parameter_counts_match_the_benchmark_definition():
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        ops = tuple(NB201_OPS[int(i)] for i in torch.randint(0, 5, (6,), generator=rng))
+        arch = Nb201Arch(ops)
+        net = Nb201Network(arch)
+        assert sum(p.numel() for p in net.parameters()) == expected_parameters(arch)
+    # The benchmark reports its CIFAR-10 networks between 0.07 MB and 1.53 MB of parameters (NAS-Bench-201,
+    # Dong & Yang, ICLR 2020): the largest has nor_conv_3x3 on every edge, the smallest no conv at all.
+    largest = Nb201Network(Nb201Arch(("nor_conv_3x3",) * 6))
+    smallest = Nb201Network(Nb201Arch(("none",) * 6))
+    assert sum(p.numel() for p in largest.parameters()) / 1e6 == pytest.approx(1.53, abs=0.005)
+    assert sum(p.numel() for p in smallest.parameters()) / 1e6 == pytest.approx(0.07, abs=0.005)
+    # CIFAR-100 only widens the classifier.
+    wide = Nb201Network(Nb201Arch(("nor_conv_3x3",) * 6), num_classes=100)
+    assert sum(p.numel() for p in wide.parameters()) - sum(p.numel() for p in largest.parameters()) == 90 * 65
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 28, 28), (2, 3, 32, 32), (2, 3, 20, 20)])
+def test_networks_take_any_input_size_and_channel_count(shape):
+    arch = Nb201Arch.parse("|nor_conv_3x3~0|+|none~0|nor_conv_1x1~1|+|skip_connect~0|avg_pool_3x3~1|none~2|")
+    x = torch.randn(shape)
+    assert Nb201Network(arch, channels=4, cells=1, in_channels=shape[1])(x).shape == (2, 10)
+    for dense in (False, True):
+        net = Nb201SearchNetwork(channels=4, cells=1, in_channels=shape[1], dense=dense)
+        assert net(x).shape == (2, 10)
+
+
+def test_the_supernet_runs_only_its_support_ops():
+    torch.manual_seed(0)
+    net = Nb201SearchNetwork(channels=4, cells=2, num_classes=3)
+    with torch.no_grad():
+        net.arch.b.normal_(0, 1.0)
+    net.arch.recover()
+    support = net.arch.support_list[0]
+    calls = {}
+    for c, block in enumerate(net.blocks):
+        if hasattr(block, "edges"):
+            for k, edge in enumerate(block.edges):
+                for op, module in enumerate(edge):
+                    calls[(c, k, op)] = 0
+                    module.register_forward_hook(lambda *_, key=(c, k, op): calls.__setitem__(key, calls[key] + 1))
+    net(torch.randn(2, 3, 16, 16))
+    cells = {c for c, _, _ in calls}
+    assert len(cells) == 6  # 3 stages x 2 cells
+    for (c, k, op), count in calls.items():
+        runs = op in support[k] and NB201_OPS[op] != "none"
+        assert count == (1 if runs else 0), (c, k, NB201_OPS[op])
+    # The genotype is the support.
+    assert net.genotype().ops == tuple(NB201_OPS[ops[0]] for ops in support)
+
+
+@pytest.mark.parametrize("method", ["two-stage", "darts"])
+def test_tiny_search_returns_a_valid_architecture_string_that_trains(method, tiny_config, tmp_path):
+    cfg = tiny_config(space="nb201", method=method, channels=4, layers=1)
+    assert (cfg.sparsity, cfg.proj_dims) == (1, 3)
+    result = two_stage.search(cfg, tmp_path / "search")
+    text = json.loads((tmp_path / "search" / "genotype.json").read_text())["arch"]
+    assert Nb201Arch.parse(text) == result.genotype
+    metrics = result.metrics
+    assert len(metrics) == 2 and metrics[-1]["genotype"] == {"arch": text}
+    if method == "two-stage":
+        assert all(name.startswith("edge") for m in metrics for name in m["supports_changed"])
+
+    from ista_nas import retrain
+    from ista_nas.config import make_train_config
+
+    tcfg = make_train_config("quick", space="nb201", genotype=str(tmp_path / "search"), dataset=cfg.dataset,
+                             subset=0, epochs=1, batch_size=12, channels=4, layers=1, device="cpu")
+    trained = retrain.train(tcfg, tmp_path / "train")
+    again = retrain.evaluate_checkpoint(tmp_path / "train" / "checkpoint.pt", device="cpu")
+    assert again["top1"] == pytest.approx(trained.test_top1)
+    model, _ = retrain.load_model(tmp_path / "train" / "checkpoint.pt")
+    assert isinstance(model, Nb201Network) and str(model.genotype) == text
+
+
+def test_show_prints_the_cell_and_its_size(tmp_path, capsys):
+    from ista_nas.cli import main
+
+    arch = "|nor_conv_3x3~0|+|none~0|nor_conv_1x1~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_3x3~2|"
+    assert main(["show", arch, "--json", "--out", str(tmp_path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["genotype"] == {"arch": arch}
+    assert info["params"] == expected_parameters(Nb201Arch.parse(arch))
+    assert main(["show", arch, "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "node 2 = none(node 0) + nor_conv_1x1(node 1)" in text
+    assert main(["show", "|nor_conv_3x3~0|+|none~0|", "--out", str(tmp_path)]) == 2
+    assert "nodes separated by '+'" in capsys.readouterr().err

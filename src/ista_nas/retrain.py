@@ -31,8 +31,8 @@ from .diagram import write_diagrams
 from .errors import UserError
 from .genotype import NB201_EXAMPLE, AnyGenotype, Genotype, Nb201Arch
 from .networks.cnn import Network, count_parameters
-from .networks.nb201 import Nb201Network
 from .published import get_genotype
+from .spaces import SPACES
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +85,9 @@ def model_spec(cfg: TrainConfig, genotype: AnyGenotype, data: DataInfo, mean: li
             "stem": cfg.stem, "classes": data.classes, "image_size": list(data.size), "mean": mean, "std": std}
 
 
-def build_model(spec: dict[str, Any]) -> Network | Nb201Network:
-    if spec.get("space") == "nb201":
-        return Nb201Network(Nb201Arch.from_dict(spec["genotype"]), channels=spec["channels"], cells=spec["layers"],
-                            num_classes=spec["num_classes"], in_channels=spec["in_channels"])
-    return Network(Genotype.from_dict(spec["genotype"]), channels=spec["channels"], layers=spec["layers"],
-                   num_classes=spec["num_classes"], in_channels=spec["in_channels"], auxiliary=spec["auxiliary"],
-                   stem=spec["stem"])
+def build_model(spec: dict[str, Any]) -> torch.nn.Module:
+    """The discrete network a model spec describes, in its search space (DARTS cells by default)."""
+    return SPACES[spec.get("space", "darts")].network(spec)
 
 
 def autocast_for(device: torch.device, amp: str) -> tuple[Callable[[], Any], bool]:

@@ -26,10 +26,8 @@ from ..engine.distributed import Dist, init, on_main, sync_batchnorm, wrap
 from ..engine.loop import cosine_lr, run_epoch
 from ..engine.rundir import RunDir
 from ..errors import UserError
-from ..genotype import Genotype
-from ..networks import SearchNetwork
-from ..networks.dense import DenseSearchNetwork
-from ..networks.nb201 import Nb201SearchNetwork
+from ..genotype import AnyGenotype, Genotype
+from ..spaces import SPACES
 from .budget import recover_within_budget
 
 log = logging.getLogger(__name__)
@@ -38,7 +36,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SearchResult:
-    genotype: Genotype
+    genotype: AnyGenotype
     run_dir: Path
     metrics: list[dict[str, Any]]
 
@@ -51,7 +49,7 @@ class TwoStageSearch:
     of b by an all-reduce, so every rank applies the same updates.
     """
 
-    def __init__(self, net: SearchNetwork, cfg: SearchConfig, ctx: Dist = Dist()):
+    def __init__(self, net: torch.nn.Module, cfg: SearchConfig, ctx: Dist = Dist()):
         self.net, self.cfg, self.ctx = net, cfg, ctx
         self.b = net.arch_parameters()[0]  # b (ISTA-NAS) or alpha (the DARTS baseline)
         self.w_opt = torch.optim.SGD(net.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
@@ -162,20 +160,13 @@ def _valid_batches(loader: DeviceLoader, epoch: int, count: int) -> Iterator[tup
         cycle += 1
 
 
-def build_network(cfg: SearchConfig, data: ImageData) -> SearchNetwork | Nb201SearchNetwork:
+def build_network(cfg: SearchConfig, data: ImageData) -> torch.nn.Module:
     """The supernet of the configured space: sparse (ISTA-NAS) or dense (the DARTS baseline)."""
     torch.manual_seed(cfg.seed)
-    if cfg.space == "nb201":
-        return Nb201SearchNetwork(channels=cfg.channels, cells=cfg.layers, num_classes=data.num_classes,
-                                  in_channels=data.channels, proj_dims=cfg.proj_dims, sparsity=cfg.sparsity,
-                                  lam=cfg.lam, matrix=cfg.matrix, seed=cfg.seed, dense=cfg.method == "darts")
-    cls = DenseSearchNetwork if cfg.method == "darts" else SearchNetwork
-    return cls(channels=cfg.channels, layers=cfg.layers, num_classes=data.num_classes,
-                         in_channels=data.channels, steps=cfg.steps, proj_dims=cfg.proj_dims,
-                         sparsity=cfg.sparsity, lam=cfg.lam, matrix=cfg.matrix, seed=cfg.seed, stem=cfg.stem)
+    return SPACES[cfg.space].supernet(cfg, data.num_classes, data.channels, cfg.method == "darts")
 
 
-def _changed_names(net: SearchNetwork | Nb201SearchNetwork, changed: Tensor) -> list[str]:
+def _changed_names(net: torch.nn.Module, changed: Tensor) -> list[str]:
     return [net.group_name(t, g) for t, g in changed.nonzero().tolist()]
 
 
@@ -194,7 +185,7 @@ def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
     return _run(cfg, lambda: run.rewrite_config(cfg.to_dict()), checkpoint)
 
 
-def _write_results(run: RunDir, net: SearchNetwork) -> Genotype:
+def _write_results(run: RunDir, net: torch.nn.Module) -> AnyGenotype:
     genotype = net.genotype()
     run.write_json("genotype.json", genotype.to_dict())
     run.write_json("ranking.json", net.ranking())
@@ -228,7 +219,7 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
     return SearchResult(genotype, run.path, run.read_metrics())
 
 
-def _epochs(cfg: SearchConfig, run: RunDir, net: SearchNetwork, searcher: TwoStageSearch,
+def _epochs(cfg: SearchConfig, run: RunDir, net: torch.nn.Module, searcher: TwoStageSearch,
             train_loader: DeviceLoader, valid_loader: DeviceLoader, start: int, ctx: Dist) -> None:
     for epoch in range(start, cfg.epochs):
         began = time.perf_counter()

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import UserError
-from .checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write_bytes, atomic_write_json, load_latest_good, save_checkpoint
 from .distributed import is_main, on_main
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class RunDir:
         except OSError as exc:
             raise UserError(f"cannot create run directory {run.path}: {exc.strerror}; choose another --out") from None
         atomic_write_json(run.config_path, config)
+        run.keep_metrics_before(1)  # a restart of a run that died before its first checkpoint starts clean
         return run
 
     @classmethod
@@ -140,13 +141,13 @@ class RunDir:
                 raise UserError(f"--resume continues the stored run; --{key.replace('_', '-')} {value} differs from "
                                 f"its {getattr(cfg, key)} (only {' and '.join('--' + k for k in RESUMABLE)} can change)")
         cfg.validate()
-        checkpoint = load_checkpoint(run.checkpoint_path, required=("epoch", "config"))
+        checkpoint, used = load_latest_good(run.checkpoint_path, required=("epoch", "config"))
         if kind not in checkpoint:
             raise UserError(f"{run.checkpoint_path} was not written by this command; resume it with the command "
                             "that wrote it")
         mismatched = sorted(k for k, v in checkpoint["config"].items() if k not in RESUMABLE and stored.get(k) != v)
         if mismatched:
-            raise UserError(f"checkpoint {run.checkpoint_path} was written by a run with other settings "
+            raise UserError(f"checkpoint {used} was written by a run with other settings "
                             f"({', '.join(mismatched)} differ from config.json); it belongs to another run")
         if checkpoint["epoch"] > cfg.epochs:
             raise UserError(f"the checkpoint has already finished {checkpoint['epoch']} epochs; pass --epochs "
@@ -175,6 +176,9 @@ class RunDir:
     def report_interrupt(self) -> None:
         if not self.writes:
             return
-        done = load_checkpoint(self.checkpoint_path)["epoch"] if self.checkpoint_path.exists() else 0
+        try:
+            done = load_latest_good(self.checkpoint_path)[0]["epoch"]
+        except UserError:
+            done = 0
         log.warning("interrupted after %d finished epochs; %s", done,
                     f"continue with --resume {self.path}" if done else "no epoch finished, run the command again")

@@ -1,0 +1,145 @@
+"""Runs survive kills and damaged files: SIGKILL at random moments and inside checkpoint writes, then --resume,
+ends exactly where an uninterrupted run ends; damaged checkpoints are named and the previous one is used."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from ista_nas.engine.checkpoint import load_checkpoint, previous_path, save_checkpoint
+from ista_nas.errors import UserError
+
+# The CLI, optionally killed (SIGKILL, no cleanup) at the N-th rename of checkpoint writes: the first write
+# renames once (temporary -> current), every later one twice (current -> previous, then temporary -> current).
+LAUNCHER = textwrap.dedent("""
+    import os, signal, sys
+    from ista_nas.engine import checkpoint
+    kill_at = int(os.environ.get("KILL_AT_REPLACE", "0"))
+    calls = [0]
+    real = os.replace
+    def replace(a, b):
+        if str(b).endswith(".pt") or str(b).endswith(".prev.pt"):
+            calls[0] += 1
+            if calls[0] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        real(a, b)
+    checkpoint.os.replace = replace
+    from ista_nas.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def _args(folder, out, epochs=4):
+    return ["search", "--preset", "quick", "--dataset", f"folder:{folder}", "--subset", "0", "--batch-size", "12",
+            "--channels", "4", "--layers", "3", "--device", "cpu", "--seed", "0", "--epochs", str(epochs),
+            "--out", str(out)]
+
+
+def _start(tmp_path, args, kill_at=0):
+    script = tmp_path / "launch.py"
+    script.write_text(LAUNCHER)
+    env = {**os.environ, "KILL_AT_REPLACE": str(kill_at), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(script)] + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def _finish(tmp_path, folder, out):
+    """Resume (or restart, when no epoch finished) until the run completes."""
+    for _ in range(5):
+        has_checkpoint = (out / "checkpoint.pt").exists() or previous_path(out / "checkpoint.pt").exists()
+        args = ["search", "--resume", str(out)] if has_checkpoint else _args(folder, out)
+        proc = _start(tmp_path, args)
+        _, err = proc.communicate(timeout=300)
+        if proc.returncode == 0:
+            return
+        assert "error" in err, err[-2000:]
+    raise AssertionError("the run did not finish after 5 resumes")
+
+
+def _final_state(out):
+    state = load_checkpoint(out / "checkpoint.pt")
+    return state["epoch"], state["search"]["model"], json.loads((out / "genotype.json").read_text())
+
+
+def _assert_same_run(a, b):
+    assert a[0] == b[0] and a[2] == b[2]
+    assert a[1].keys() == b[1].keys()
+    for key in a[1]:
+        assert torch.equal(a[1][key], b[1][key]), key
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_folder, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reference")
+    proc = _start(tmp, _args(tiny_folder, tmp / "run"))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    return _final_state(tmp / "run")
+
+
+@pytest.mark.parametrize("kill_at", [1, 2, 3, 5])  # no checkpoint yet; current intact; only previous; again
+def test_killed_inside_a_checkpoint_write_resumes_to_the_same_end(kill_at, reference, tiny_folder, tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    proc = _start(tmp_path, _args(tiny_folder, out), kill_at=kill_at)
+    proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    _finish(tmp_path, tiny_folder, out)
+    _assert_same_run(_final_state(out), reference)
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4]
+
+
+def test_killed_at_random_moments_resumes_to_the_same_end(reference, tiny_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
+    rng = random.Random(0)
+    for attempt in range(3):
+        out = tmp_path / f"run{attempt}"
+        kills = 0
+        while kills < 2:  # kill twice, wherever the run is, then let it finish
+            has_checkpoint = (out / "checkpoint.pt").exists()
+            proc = _start(tmp_path, ["search", "--resume", str(out)] if has_checkpoint else _args(tiny_folder, out))
+            time.sleep(rng.uniform(1.0, 5.0))
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+            kills += 1
+        _finish(tmp_path, tiny_folder, out)
+        _assert_same_run(_final_state(out), reference)
+
+
+def test_damaged_checkpoints_are_refused_by_name_and_the_previous_one_is_used(tmp_path, caplog):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"epoch": 1, "config": {"seed": 0}, "w": torch.arange(5.0)})
+    save_checkpoint(path, {"epoch": 2, "config": {"seed": 0}, "w": torch.arange(5.0) * 2})
+    assert load_checkpoint(previous_path(path))["epoch"] == 1
+    good = path.read_bytes()
+
+    path.write_bytes(good[: len(good) // 2])  # truncated
+    with pytest.raises(UserError, match=f"checkpoint {path} is corrupt"):
+        load_checkpoint(path)
+
+    wrapped = torch.load(__import__("io").BytesIO(good), weights_only=False)
+    payload = bytearray(wrapped["payload"])
+    payload[len(payload) // 2] ^= 0xFF  # one flipped byte
+    torch.save({**wrapped, "payload": bytes(payload)}, path)
+    with pytest.raises(UserError, match=f"checkpoint {path} does not match its checksum"):
+        load_checkpoint(path)
+
+    from ista_nas.engine.checkpoint import load_latest_good
+
+    state, used = load_latest_good(path)
+    assert used == previous_path(path) and state["epoch"] == 1
+    assert str(path) in caplog.text and "previous checkpoint" in caplog.text
+    previous_path(path).write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match=f"checkpoint {path} does not match"):
+        load_latest_good(path)

@@ -97,7 +97,30 @@ def build_parser() -> argparse.ArgumentParser:
                       "fashion-mnist, imagenet or folder:PATH [cifar10]")
     show.add_argument("--out", default=None, help="folder for normal/reduce .png and .svg [diagrams/NAME]")
     show.add_argument("--json", action="store_true", help="print one JSON object (params, flops, ...) only")
+    rep = commands.add_parser("report", help="Write a run's self-contained HTML report",
+                              description="Curves, supports over the epochs, confidences, cells, parameters, "
+                                          "FLOPs and time per epoch of a search or training run, in one HTML file.")
+    rep.add_argument("run", help="a run directory")
+    rep.add_argument("--out", default=None, help="HTML file to write [RUN/report.html]")
+    cmp_ = commands.add_parser("compare", help="Runs side by side, and accuracy against parameters",
+                               description="Method, genotype, parameters, best accuracy and time of several runs.")
+    cmp_.add_argument("runs", nargs="+", help="run directories")
+    cmp_.add_argument("--plot", default="compare.png", help="plot of accuracy against parameters [compare.png]")
     return parser
+
+
+def _report(args: argparse.Namespace) -> None:
+    from .report import write_report
+
+    print(write_report(args.run, args.out))
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from .report import compare, format_comparison
+
+    infos, plot = compare(args.runs, args.plot)
+    print(format_comparison(infos))
+    print(f"plot: {plot}")
 
 
 def _absolute(path: str) -> str:
@@ -243,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with logging_redirect_tqdm():
             {"search": _search, "train": _train, "evaluate": _evaluate, "show": _show,
-             "export": _export, "bench": _bench}[args.command](args)
+             "export": _export, "bench": _bench, "report": _report, "compare": _compare}[args.command](args)
     except IstaNasError as exc:
         if not getattr(exc, "reported_by_main", False):
             print(f"ista-nas: error: {exc}", file=sys.stderr)

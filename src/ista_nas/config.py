@@ -113,6 +113,8 @@ class SearchConfig(_Config):
     channels_last: bool = _f(True, "channels-last memory format: about 2x faster convolutions on CPU")
     sync_bn: bool = _f(True, "under torchrun: batch norm statistics over the global batch, so N processes compute "
                              "what one process does; off: each process's own shard (less communication)")
+    tensorboard: bool = _f(False, "also log the metrics and the genotype to RUN/tensorboard for TensorBoard (needs "
+                                  "pip install 'ista-nas[tensorboard]')")
 
     def _checks(self) -> list[tuple[bool, str]]:
         smallest_group = 2 * len(PRIMITIVES) if self.space != "nb201" else len(NB201_OPS)
@@ -253,6 +255,8 @@ class TrainConfig(_Config):
     channels_last: bool = _f(True, "channels-last memory format (faster convolutions on CPU and recent GPUs)")
     sync_bn: bool = _f(True, "under torchrun: batch norm statistics over the global batch, so N processes compute "
                              "what one process does; off: each process's own shard (less communication)")
+    tensorboard: bool = _f(False, "also log the metrics and the genotype to RUN/tensorboard for TensorBoard (needs "
+                                  "pip install 'ista-nas[tensorboard]')")
     amp: str = _f("auto", "mixed precision: auto (bf16 on CUDA when supported, else fp16; off on CPU), bf16, fp16, off")
 
     def _checks(self) -> list[tuple[bool, str]]:

@@ -234,6 +234,8 @@ def _run(cfg: TrainConfig, open_run: Callable[[], RunDir], checkpoint: dict[str,
         model = model.to(memory_format=torch.channels_last)
     trainer = Trainer(model, cfg, ctx)
     run = RunDir.open_on_main(open_run)
+    if cfg.tensorboard:
+        run.enable_tensorboard()
     run.write_json("genotype.json", genotype.to_dict())
     if run.writes and isinstance(genotype, Genotype):  # cell drawings exist for the DARTS space
         write_diagrams(genotype, run.path)

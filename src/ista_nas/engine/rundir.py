@@ -22,13 +22,14 @@ from .checkpoint import atomic_write_bytes, atomic_write_json, load_latest_good,
 from .distributed import is_main, on_main
 
 log = logging.getLogger(__name__)
-RESUMABLE = ("epochs", "device")  # what --resume may change; everything else continues as stored
+RESUMABLE = ("epochs", "device", "tensorboard")  # what --resume may change; everything else continues as stored
 
 
 class RunDir:
     def __init__(self, path: str | Path, writes: bool = True):
         self.path = Path(path).expanduser()
         self.writes = writes
+        self.tensorboard: Any = None  # a SummaryWriter after enable_tensorboard()
         self.config_path = self.path / "config.json"
         self.metrics_path = self.path / "metrics.jsonl"
         self.checkpoint_path = self.path / "checkpoint.pt"
@@ -92,6 +93,16 @@ class RunDir:
             atomic_write_json(path, obj)
         return path
 
+    def enable_tensorboard(self) -> None:
+        """Also send every metrics record to TensorBoard (numbers as scalars, the genotype as text)."""
+        if not self.writes:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UserError("--tensorboard needs the tensorboard package: pip install 'ista-nas[tensorboard]'") from None
+        self.tensorboard = SummaryWriter(str(self.path / "tensorboard"))
+
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         if self.writes:
             save_checkpoint(self.checkpoint_path, state)
@@ -101,6 +112,14 @@ class RunDir:
             return
         with self.metrics_path.open("a") as fh:
             fh.write(json.dumps(record) + "\n")
+        writer = self.tensorboard
+        if writer is not None and isinstance(record.get("epoch"), int):
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
+                    writer.add_scalar(key, value, record["epoch"])
+            if "genotype" in record:
+                writer.add_text("genotype", json.dumps(record["genotype"]), record["epoch"])
+            writer.flush()
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The metric records; a line cut short by a crash is skipped."""

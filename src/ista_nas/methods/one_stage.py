@@ -29,6 +29,7 @@ from ..diagram import write_diagrams
 from ..engine.distributed import Dist, init, on_main, sync_batchnorm, wrap
 from ..engine.loop import run_epoch
 from ..engine.rundir import RunDir
+from ..report import write_run_report
 from ..networks import SearchNetwork
 from ..retrain import DataInfo, Trainer, build_model, evaluate, model_spec, prepare_data
 from .budget import recover_within_budget
@@ -145,6 +146,8 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
         sync_batchnorm(net)
     searcher = OneStageSearch(net, cfg, ctx)
     run = RunDir.open_on_main(open_run)
+    if cfg.tensorboard:
+        run.enable_tensorboard()
     start, trainer, fixed_at, froze_at = 0, None, None, {}
     if checkpoint is not None:
         if checkpoint["phase"] == "search":
@@ -218,4 +221,5 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
     if run.writes:
         write_diagrams(genotype, run.path)
     log.info("genotype: %s", genotype.to_dict())
+    write_run_report(run)
     return SearchResult(genotype, run.path, run.read_metrics())

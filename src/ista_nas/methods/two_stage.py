@@ -25,6 +25,7 @@ from ..engine.data import Augment, DeviceLoader, ImageData, load_dataset, seeded
 from ..engine.distributed import Dist, init, on_main, sync_batchnorm, wrap
 from ..engine.loop import cosine_lr, run_epoch
 from ..engine.rundir import RunDir
+from ..report import write_run_report
 from ..errors import UserError
 from ..genotype import AnyGenotype, Genotype
 from ..spaces import SPACES
@@ -202,6 +203,8 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
         sync_batchnorm(net)
     searcher = TwoStageSearch(net, cfg, ctx)
     run = RunDir.open_on_main(open_run)
+    if cfg.tensorboard:
+        run.enable_tensorboard()
     start = run.restore(checkpoint, "search", searcher.load_state_dict, cfg.epochs)
     log.info("searching on %s: %s, %d train / %d valid images, %d steps per epoch, run directory %s",
              ctx, cfg.dataset, len(train_loader.indices), len(valid_loader.indices), len(train_loader), run.path)
@@ -216,6 +219,7 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
         write_diagrams(genotype, run.path)
     log.info("genotype: %s", genotype.to_dict())
     log.info("wrote %s", run.path / "genotype.json")
+    write_run_report(run)
     return SearchResult(genotype, run.path, run.read_metrics())
 
 

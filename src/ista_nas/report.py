@@ -1,0 +1,312 @@
+"""``ista-nas report`` and ``ista-nas compare``: what a run did, from its run directory alone.
+
+The report is one self-contained HTML file (plots as embedded PNG data, no external resources): the loss and
+accuracy curves, every decision group's support over the epochs and when it settled, the final ranked
+confidences, the cell diagrams, parameters, FLOPs and time per epoch.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .engine.rundir import RunDir
+from .errors import UserError
+from .genotype import NB201_EDGES, AnyGenotype, Genotype, Nb201Arch, load_genotype
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunInfo:
+    """What the report and the comparison read from one run directory."""
+
+    path: Path
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    genotype: AnyGenotype | None
+    ranking: dict[str, Any] | None
+    size: dict[str, Any] = field(default_factory=dict)  # params, flops of the evaluation network, when known
+
+    @property
+    def kind(self) -> str:
+        return "training" if "genotype" in self.config and "method" not in self.config else "search"
+
+    @property
+    def name(self) -> str:
+        if self.kind == "training":
+            return f"train ({self.config.get('space', 'darts')})"
+        return f"{self.config.get('method', 'two-stage')} search ({self.config.get('space', 'darts')})"
+
+    def best_accuracy(self) -> tuple[str, float | None]:
+        for key in ("test_top1", "valid_acc", "train_acc"):
+            values = [m[key] for m in self.metrics if isinstance(m.get(key), (int, float))]
+            if values:
+                return key, max(values)
+        return "-", None
+
+    def seconds(self) -> float:
+        return float(sum(m.get("seconds", 0.0) for m in self.metrics))
+
+
+def read_run(path: str | Path, with_size: bool = True) -> RunInfo:
+    run, config = RunDir.open(path)
+    genotype = load_genotype(run.path / "genotype.json") if (run.path / "genotype.json").is_file() else None
+    ranking_path = run.path / "ranking.json"
+    ranking = json.loads(ranking_path.read_text()) if ranking_path.is_file() else None
+    info = RunInfo(run.path, config, run.read_metrics(), genotype, ranking)
+    if with_size and genotype is not None:
+        info.size = _size(genotype, config, info.kind)
+    return info
+
+
+def _size(genotype: AnyGenotype, config: dict[str, Any], kind: str) -> dict[str, Any]:
+    """Parameters and FLOPs of the network the run trains or would train (a two-stage DARTS-space search:
+    the budget_channels x budget_layers evaluation network)."""
+    from .summary import summarize
+
+    nb201 = isinstance(genotype, Nb201Arch)
+    channels, layers = config.get("channels", 36), config.get("layers", 20)
+    if kind == "search" and not nb201 and config.get("method") != "one-stage":
+        channels, layers = config.get("budget_channels", 36), config.get("budget_layers", 20)
+    if kind == "search" and nb201:
+        channels, layers = 16, 5
+    try:
+        info = summarize(genotype, channels, layers, config.get("dataset", "cifar10"))
+    except (UserError, ValueError, RuntimeError) as exc:
+        log.warning("cannot size the network of %s: %s", genotype, exc)
+        return {}
+    return {"params": info["params"], "flops": info["flops"], "channels": channels, "layers": layers}
+
+
+# --- plots ---
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _curves(metrics: list[dict[str, Any]]) -> str | None:
+    epochs = [m["epoch"] for m in metrics if "epoch" in m]
+    if not epochs:
+        return None
+    plt = _pyplot()
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key, label in (("train", "train"), ("valid", "valid (architecture batches)"), ("test", "test")):
+        for ax, suffix in ((loss_ax, "_loss"), (acc_ax, "_top1" if key == "test" else "_acc")):
+            points = [(m["epoch"], m[key + suffix]) for m in metrics if isinstance(m.get(key + suffix), (int, float))]
+            if points:
+                ax.plot(*zip(*points), marker="o", ms=3, label=label)
+    loss_ax.set(title="loss", xlabel="epoch")
+    acc_ax.set(title="accuracy (%)", xlabel="epoch")
+    for ax in (loss_ax, acc_ax):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def support_history(metrics: list[dict[str, Any]]) -> dict[str, list[tuple[int, tuple[str, ...]]]]:
+    """Per decision group, the (epoch, held candidates) of every epoch whose record names a genotype."""
+    history: dict[str, list[tuple[int, tuple[str, ...]]]] = {}
+    for m in metrics:
+        data = m.get("genotype")
+        if not isinstance(data, dict) or "epoch" not in m:
+            continue
+        if "arch" in data:
+            arch = Nb201Arch.from_dict(data)
+            groups = {f"edge{to}<-{i}": (op,) for op, (to, i) in zip(arch.ops, NB201_EDGES)}
+        else:
+            genotype = Genotype.from_dict(data)
+            groups = {}
+            for cell, pairs in (("normal", genotype.normal), ("reduce", genotype.reduce)):
+                for node in range(len(pairs) // 2):
+                    groups[f"{cell}/node{node}"] = tuple(sorted(f"{op}({pred})" for op, pred in
+                                                                pairs[2 * node: 2 * node + 2]))
+        for name, held in groups.items():
+            history.setdefault(name, []).append((m["epoch"], held))
+    return history
+
+
+def settled_after(history: list[tuple[int, tuple[str, ...]]]) -> int:
+    """The epoch from which the group held the same candidates to the end."""
+    epoch = history[-1][0]
+    for e, held in reversed(history):
+        if held != history[-1][1]:
+            break
+        epoch = e
+    return epoch
+
+
+def _support_plot(history: dict[str, list[tuple[int, tuple[str, ...]]]]) -> str | None:
+    if not history:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(history), 1, figsize=(10, 1.0 + 0.9 * len(history)), squeeze=False, sharex=True)
+    for ax, (name, rows) in zip(axes[:, 0], history.items()):
+        labels = sorted({c for _, held in rows for c in held})
+        grid = [[1.0 if label in held else 0.0 for _, held in rows] for label in labels]
+        ax.imshow(grid, aspect="auto", cmap="Blues", vmin=0, vmax=1, interpolation="nearest",
+                  extent=(rows[0][0] - 0.5, rows[-1][0] + 0.5, len(labels) - 0.5, -0.5))
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+    axes[-1, 0].set_xlabel("epoch")
+    axes[-1, 0].xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle("support of every decision group (shaded: held in that epoch)", fontsize=10)
+    return _png(fig)
+
+
+# --- HTML ---
+
+def _img(data: str | None, alt: str) -> str:
+    return f'<img class="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">' if data else ""
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    return "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows) + \
+        "</table>"
+
+
+def _source(entry: dict[str, Any]) -> str:
+    return f" (input {entry['predecessor']})" if "predecessor" in entry else ""
+
+
+def _ranking_html(ranking: dict[str, Any]) -> str:
+    parts = []
+    for cell, groups in ranking.items():
+        for g, entries in enumerate(groups):
+            top = entries[:4]
+            if not top:
+                continue
+            key = "abs_z" if "abs_z" in top[0] else "weight"
+            largest = max(e[key] for e in top) or 1.0
+            items = "".join(
+                f'<li><span class="bar" style="width:{100 * e[key] / largest:.0f}px"></span> '
+                f'{html.escape(str(e["op"]))}{_source(e)} <small>{key} {e[key]:.3g}</small></li>' for e in top)
+            name = top[0].get("edge", f"{cell}/node{g}")
+            parts.append(f"<div class='rank'><b>{html.escape(str(name))}</b><ol>{items}</ol></div>")
+    return "".join(parts)
+
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:0.5em 0}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;
+font-size:14px}th{background:#f3f3f3}img.plot{max-width:100%;display:block;margin:0.5em 0}
+.rank{display:inline-block;vertical-align:top;margin:0 1.5em 1em 0;font-size:13px}
+.bar{display:inline-block;height:9px;background:#4a86c5}code{background:#f3f3f3;padding:1px 4px}"""
+
+# Records, once the page has loaded, how many of its plots the browser decoded (read by the tests).
+CHECK = """window.addEventListener('load',function(){var i=Array.prototype.slice.call(document.images);
+document.body.setAttribute('data-plots-total',i.length);
+document.body.setAttribute('data-plots-loaded',i.filter(function(x){return x.complete&&x.naturalWidth>0}).length);});"""
+
+
+def render(info: RunInfo) -> str:
+    metrics, config = info.metrics, info.config
+    seconds = [m["seconds"] for m in metrics if isinstance(m.get("seconds"), (int, float))]
+    key, best = info.best_accuracy()
+    overview = [("run", str(info.path)), ("kind", info.name), ("dataset", str(config.get("dataset"))),
+                ("epochs finished", f"{len(metrics)} of {config.get('epochs')}"),
+                ("best accuracy", f"{best:.2f}% ({key})" if best is not None else "-"),
+                ("time per epoch", f"{sum(seconds) / len(seconds):.1f} s (total {sum(seconds) / 60:.1f} min)"
+                 if seconds else "-")]
+    if info.genotype is not None:
+        overview.append(("genotype", json.dumps(info.genotype.to_dict())))
+    if info.size:
+        overview += [("parameters", f"{info.size['params'] / 1e6:.3f}M (C={info.size['channels']}, "
+                                    f"L/N={info.size['layers']}, auxiliary head excluded)"),
+                     ("FLOPs", f"{info.size['flops'] / 1e6:.1f}M (multiply-add = 2)")]
+    body = [f"<h1>ista-nas {html.escape(info.kind)} run</h1>", _table(overview),
+            "<h2>Loss and accuracy</h2>", _img(_curves(metrics), "loss and accuracy curves")]
+    history = support_history(metrics)
+    if history:
+        settled = [(name, f"epoch {settled_after(rows)}") for name, rows in history.items()]
+        body += ["<h2>Supports over the search</h2>", _img(_support_plot(history), "supports over the epochs"),
+                 "<h3>Settled (same candidates from this epoch on)</h3>", _table(settled)]
+    if info.ranking:
+        body += ["<h2>Final confidences</h2>", _ranking_html(info.ranking)]
+    diagrams = [p for p in (info.path / "normal.png", info.path / "reduce.png") if p.is_file()]
+    if diagrams:
+        body.append("<h2>Cells</h2>")
+        body += [_img(base64.b64encode(p.read_bytes()).decode(), p.stem + " cell") for p in diagrams]
+    body.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(config, indent=1)) + "</pre>")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>ista-nas report: {html.escape(info.path.name)}"
+            f"</title><style>{STYLE}</style></head><body>{''.join(body)}<script>{CHECK}</script></body></html>\n")
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the run's report (default RUN_DIR/report.html); returns its path."""
+    info = read_run(run_dir)
+    path = Path(out) if out else info.path / "report.html"
+    from .engine.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(render(info)))
+    return path
+
+
+def write_run_report(run: RunDir) -> None:
+    """The report a search writes when it ends (rank 0); a failure to draw it never fails the search."""
+    if not run.writes:
+        return
+    try:
+        log.info("report: %s", write_report(run.path))
+    except Exception as exc:  # noqa: BLE001 - the search result is already safe on disk
+        log.warning("could not write the report of %s (%s: %s); try 'ista-nas report %s'", run.path,
+                    type(exc).__name__, exc, run.path)
+
+
+def compare(run_dirs: list[str | Path], plot: str | Path | None = None) -> tuple[list[RunInfo], Path | None]:
+    """Read several runs; with ``plot``, draw their best accuracy against their parameters there."""
+    infos = [read_run(p) for p in run_dirs]
+    if plot is None:
+        return infos, None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for info in infos:
+        key, best = info.best_accuracy()
+        if best is not None and info.size:
+            ax.scatter(info.size["params"] / 1e6, best)
+            ax.annotate(info.path.name, (info.size["params"] / 1e6, best), fontsize=8, xytext=(4, 4),
+                        textcoords="offset points")
+    ax.set(xlabel="parameters (M)", ylabel="best accuracy (%)", title="accuracy against parameters")
+    ax.grid(alpha=0.3)
+    fig.savefig(plot, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return infos, Path(plot)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def format_comparison(infos: list[RunInfo]) -> str:
+    header = ("run", "kind", "genotype", "params", "best accuracy", "time")
+    rows = [header]
+    for info in infos:
+        key, best = info.best_accuracy()
+        genotype = "-" if info.genotype is None else (str(info.genotype) if isinstance(info.genotype, Nb201Arch)
+                                                      else " ".join(f"{op}:{p}" for op, p in info.genotype.normal))
+        rows.append((info.path.name, info.name, genotype[:60] + ("..." if len(genotype) > 60 else ""),
+                     f"{info.size['params'] / 1e6:.3f}M" if info.size else "-",
+                     f"{best:.2f}% ({key})" if best is not None else "-", _duration(info.seconds())))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

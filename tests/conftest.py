@@ -8,6 +8,14 @@ from PIL import Image
 
 from ista_nas.config import make_config
 
+try:  # property tests draw the same examples on every run (CI stays reproducible); --hypothesis-seed varies them
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("repeatable", derandomize=True, deadline=None)
+    _hypothesis_settings.load_profile("repeatable")
+except ImportError:
+    pass
+
 # Subprocesses running `python -m ista_nas.cli` import this tree too.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1] / "src"),
                                                           os.environ.get("PYTHONPATH")]))

@@ -36,7 +36,7 @@ def test_json_round_trip(tmp_path):
     (lambda d: d["normal"].__setitem__(1, ["skip_connect"]), "expected \\[op, predecessor\\]"),
     (lambda d: d.__setitem__("normal_concat", [2, 3, 9]), "normal_concat"),
     (lambda d: d.pop("reduce_concat"), "missing key"),
-    (lambda d: d.__setitem__("flavor", "one-stage"), "unknown key\\(s\\) flavor"),
+    (lambda d: d.__setitem__("flavor", "one-stage"), "unknown key\\(s\\) 'flavor'"),
     (lambda d: d.__setitem__("flavour", "three-stage"), "unknown flavour 'three-stage'"),
 ])
 def test_invalid_genotypes_are_rejected(mutate, message):

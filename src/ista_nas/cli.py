@@ -24,7 +24,12 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line (problem + where to look) and exit code 2."""
 
     def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+        self.exit(2, f"{self.prog}: error: {_one_line(message)}; see '{self.prog} --help'\n")
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters (newlines from a pasted value...) escaped: an error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
@@ -269,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
              "export": _export, "bench": _bench, "report": _report, "compare": _compare}[args.command](args)
     except IstaNasError as exc:
         if not getattr(exc, "reported_by_main", False):
-            print(f"ista-nas: error: {exc}", file=sys.stderr)
+            print(f"ista-nas: error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         if main_rank:

@@ -7,6 +7,7 @@ defaults, explicit flags override the preset.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -33,7 +34,8 @@ class _Config:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise UserError(f"unknown config key(s) {', '.join(unknown)}; valid keys are {', '.join(sorted(names))}")
+            raise UserError(f"unknown config key(s) {', '.join(map(repr, unknown))}; valid keys are "
+                            f"{', '.join(sorted(names))}")
         return cls(**data)
 
     @classmethod
@@ -51,6 +53,8 @@ class _Config:
                 ok = True
             if not ok:
                 raise UserError(f"{f.name} must be {kind.__name__}, got {value!r}")
+            if kind is float and not math.isfinite(value):
+                raise UserError(f"--{f.name.replace('_', '-')} must be a finite number, got {value!r}")
         for ok, message in self._checks():
             if not ok:
                 raise UserError(message)

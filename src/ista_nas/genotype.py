@@ -53,7 +53,8 @@ class Genotype:
                             "reduce and reduce_concat")
         unknown = sorted(set(data) - set(KEYS))
         if unknown:
-            raise UserError(f"{source}: unknown key(s) {', '.join(map(str, unknown))}; a genotype has {', '.join(KEYS)}")
+            raise UserError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; a genotype has "
+                            f"{', '.join(KEYS)}")
         flavour = data.get("flavour", "standard")
         if flavour not in FLAVOURS:
             raise UserError(f"{source}: unknown flavour {flavour!r}; choose one of {', '.join(FLAVOURS)}")
@@ -167,6 +168,8 @@ def load_genotype(path: str | Path) -> AnyGenotype:
     except json.JSONDecodeError as exc:
         raise UserError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); "
                         "write a genotype as a JSON object") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text file (not UTF-8); write a genotype as a JSON object") from None
     if isinstance(data, dict) and "arch" in data:
         return Nb201Arch.from_dict(data, source=str(path))
     return Genotype.from_dict(data, source=str(path))

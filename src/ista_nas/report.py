@@ -59,7 +59,11 @@ def read_run(path: str | Path, with_size: bool = True) -> RunInfo:
     run, config = RunDir.open(path)
     genotype = load_genotype(run.path / "genotype.json") if (run.path / "genotype.json").is_file() else None
     ranking_path = run.path / "ranking.json"
-    ranking = json.loads(ranking_path.read_text()) if ranking_path.is_file() else None
+    try:
+        ranking = json.loads(ranking_path.read_text()) if ranking_path.is_file() else None
+    except (OSError, ValueError):
+        log.warning("ignoring unreadable %s", ranking_path)
+        ranking = None
     info = RunInfo(run.path, config, run.read_metrics(), genotype, ranking)
     if with_size and genotype is not None:
         info.size = _size(genotype, config, info.kind)

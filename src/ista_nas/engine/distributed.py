@@ -242,5 +242,5 @@ def wrap(model: nn.Module, params: Sequence[nn.Parameter], ctx: Dist) -> nn.Modu
     return ddp
 
 
-__all__ = ["Dist", "GlobalBatchNorm2d", "WithAux", "init", "is_main", "launched", "on_main", "shutdown", "sync_batchnorm",
-           "wrap"]
+__all__ = ["Dist", "GlobalBatchNorm2d", "WithAux", "init", "is_main", "launched", "on_main", "shutdown",
+           "sync_batchnorm", "wrap"]

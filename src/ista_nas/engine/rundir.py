@@ -41,7 +41,7 @@ class RunDir:
         if run.config_path.is_file():
             try:
                 stored = json.loads(run.config_path.read_text())
-            except (OSError, json.JSONDecodeError):
+            except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
                 stored = None
             if stored == config:
                 if not run.checkpoint_path.exists():
@@ -75,7 +75,7 @@ class RunDir:
                             "to --resume")
         try:
             config = json.loads(run.config_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
             raise UserError(f"cannot read {run.config_path} ({exc}); the run directory is damaged") from None
         if not isinstance(config, dict):
             raise UserError(f"{run.config_path} does not hold a config object; the run directory is damaged")
@@ -100,7 +100,8 @@ class RunDir:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise UserError("--tensorboard needs the tensorboard package: pip install 'ista-nas[tensorboard]'") from None
+            raise UserError("--tensorboard needs the tensorboard package: "
+                            "pip install 'ista-nas[tensorboard]'") from None
         self.tensorboard = SummaryWriter(str(self.path / "tensorboard"))
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
@@ -126,7 +127,7 @@ class RunDir:
         if not self.metrics_path.is_file():
             return []
         records = []
-        for line in self.metrics_path.read_text().splitlines():
+        for line in self.metrics_path.read_text(errors="replace").splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:

@@ -143,3 +143,20 @@ def test_damaged_checkpoints_are_refused_by_name_and_the_previous_one_is_used(tm
     previous_path(path).write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match=f"checkpoint {path} does not match"):
         load_latest_good(path)
+
+
+def test_ctrl_c_exits_cleanly_and_says_how_to_resume(reference, tiny_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    proc = _start(tmp_path, _args(tiny_folder, out, epochs=400))
+    for _ in range(600):  # wait for the first checkpoint, then interrupt mid-run
+        if (out / "checkpoint.pt").exists():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    assert f"continue with --resume {out}" in err and err.rstrip().endswith("ista-nas: interrupted")
+    done = load_checkpoint(out / "checkpoint.pt")["epoch"]
+    assert f"interrupted after {done} finished epochs" in err

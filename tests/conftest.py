@@ -8,7 +8,7 @@ from PIL import Image
 
 from ista_nas.config import make_config
 
-try:  # property tests draw the same examples on every run (CI stays reproducible); --hypothesis-seed varies them
+try:  # property tests draw the same examples on every run, so CI stays reproducible
     from hypothesis import settings as _hypothesis_settings
 
     _hypothesis_settings.register_profile("repeatable", derandomize=True, deadline=None)

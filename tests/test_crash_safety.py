@@ -145,18 +145,79 @@ def test_damaged_checkpoints_are_refused_by_name_and_the_previous_one_is_used(tm
         load_latest_good(path)
 
 
-def test_ctrl_c_exits_cleanly_and_says_how_to_resume(reference, tiny_folder, tmp_path, monkeypatch):
-    monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "run"
-    proc = _start(tmp_path, _args(tiny_folder, out, epochs=400))
-    for _ in range(600):  # wait for the first checkpoint, then interrupt mid-run
+def _interrupt_once_checkpointed(proc, out):
+    for _ in range(600):  # wait for the first checkpoint, then press Ctrl-C mid-run
         if (out / "checkpoint.pt").exists():
             break
         time.sleep(0.05)
+    time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    return proc.communicate(timeout=120)[1]
+
+
+def test_ctrl_c_checkpoints_the_step_and_resumes_to_the_same_end(reference, tiny_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    err = _interrupt_once_checkpointed(_start(tmp_path, _args(tiny_folder, out)), out)
     assert "Traceback" not in err
-    assert f"continue with --resume {out}" in err and err.rstrip().endswith("ista-nas: interrupted")
-    done = load_checkpoint(out / "checkpoint.pt")["epoch"]
-    assert f"interrupted after {done} finished epochs" in err
+    state = load_checkpoint(out / "checkpoint.pt")
+    if "partial" in state:  # stopped inside an epoch: that step is in the checkpoint
+        where = f"in epoch {state['partial']['epoch'] + 1} after step {state['partial']['step']}"
+    else:
+        where = f"after {state['epoch']} finished epochs"
+    assert f"interrupted {where}" in err and f"continue with --resume {out}" in err
+    assert err.rstrip().endswith("ista-nas: interrupted")
+    _finish(tmp_path, tiny_folder, out)
+    _assert_same_run(_final_state(out), reference)
+
+
+def test_ctrl_c_inside_a_training_epoch_resumes_to_the_same_weights(tiny_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
+    common = ["train", "--preset", "quick", "--dataset", f"folder:{tiny_folder}", "--subset", "0", "--batch-size",
+              "6", "--channels", "4", "--layers", "3", "--device", "cpu", "--epochs", "3", "--drop-path", "0.3"]
+    full = _start(tmp_path, common + ["--out", str(tmp_path / "full")])
+    assert full.wait(timeout=300) == 0
+    out = tmp_path / "run"
+    proc = _start(tmp_path, common + ["--out", str(out)])
+    _interrupt_once_checkpointed(proc, out)
+    assert proc.returncode == 130
+    resumed = _start(tmp_path, ["train", "--resume", str(out)])
+    assert resumed.wait(timeout=300) == 0
+    a = load_checkpoint(out / "checkpoint.pt")["trainer"]["model"]
+    b = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["trainer"]["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_epoch_stopped_between_steps_resumes_to_the_same_sums_and_random_state():
+    from ista_nas.engine import loop
+
+    def make_step(stop_after=None):
+        calls = []
+
+        def step(x):
+            calls.append(x)
+            noise = torch.rand(1)  # the run's random state moves with every step, like drop-path masks
+            if stop_after is not None and len(calls) == stop_after:
+                loop.STOP.requested = True
+            return {"loss": x * noise.sum(), "n": torch.tensor(1.0)}
+        return step, calls
+
+    batches = [torch.tensor(float(k)) for k in range(7)]
+
+    def run(step, resume=None, interruptible=False):
+        return loop.run_epoch(step, ([b] for b in batches), len(batches), "test",
+                              lambda s: {"loss": s["loss"] / s["n"]}, interruptible=interruptible, resume=resume)
+
+    torch.manual_seed(0)
+    whole_step, _ = make_step()
+    expected = run(whole_step)
+    torch.manual_seed(0)
+    first, calls = make_step(stop_after=3)
+    with loop.graceful_stop():
+        with pytest.raises(loop.EpochInterrupted) as stop:
+            run(first, interruptible=True)
+    assert stop.value.progress["step"] == 3 and len(calls) == 3 and not loop.STOP.requested
+    torch.manual_seed(123)  # whatever happened in between
+    rest, rest_calls = make_step()
+    assert run(rest, resume=stop.value.progress) == expected
+    assert [float(c) for c in rest_calls] == [3.0, 4.0, 5.0, 6.0]

@@ -24,7 +24,7 @@ from .config import TrainConfig
 from .engine.checkpoint import load_checkpoint
 from .engine.data import Augment, DeviceLoader, ImageData, epoch_seed, load_dataset, seeded_subset
 from .engine.distributed import Dist, init, on_main, sync_batchnorm, wrap
-from .engine.loop import cosine_lr, resolve_device, run_epoch
+from .engine.loop import EpochInterrupted, cosine_lr, graceful_stop, resolve_device, run_epoch
 from .engine.stream import StreamingLoader
 from .engine.rundir import RunDir
 from .diagram import write_diagrams
@@ -243,22 +243,10 @@ def _run(cfg: TrainConfig, open_run: Callable[[], RunDir], checkpoint: dict[str,
     log.info("training %s (%.3fM parameters without the auxiliary head) on %s: %s, %d train / %d test images, "
              "run directory %s", cfg.arch or cfg.genotype, count_parameters(model) / 1e6, ctx, cfg.dataset,
              len(train_loader.indices), len(test_loader.indices), run.path)
+    partial = (checkpoint or {}).get("partial")
     try:
-        for epoch in range(start, cfg.epochs):
-            began = time.perf_counter()
-            trainer.begin_epoch(epoch)
-            stats = run_epoch(trainer.step, train_loader.epoch(epoch), len(train_loader),
-                              f"epoch {epoch + 1}/{cfg.epochs}", _summarize, reduce=ctx.sum_stats, show=ctx.main)
-            test = evaluate(model, test_loader, trainer.autocast, desc=f"test {epoch + 1}/{cfg.epochs}", ctx=ctx)
-            record = {"epoch": epoch + 1, **stats, "test_loss": test["loss"], "test_top1": test["top1"],
-                      "test_top5": test["top5"], "lr": trainer.optimizer.param_groups[0]["lr"],
-                      "drop_path": model.drop_path_prob, "seconds": round(time.perf_counter() - began, 3)}
-            run.append_metrics(record)
-            run.save_checkpoint({"epoch": epoch + 1, "config": cfg.to_dict(), "model_spec": spec,
-                                 "trainer": trainer.state_dict(), "test": test})
-            log.info("epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f top-1 %.2f%% top-5 %.2f%%  %.1fs",
-                     epoch + 1, cfg.epochs, stats["train_loss"], stats["train_acc"], test["loss"], test["top1"],
-                     test["top5"], record["seconds"])
+        with graceful_stop(ctx.world == 1):
+            _epochs(cfg, run, trainer, train_loader, test_loader, spec, start, ctx, partial)
     except KeyboardInterrupt:
         run.report_interrupt()
         raise
@@ -267,6 +255,32 @@ def _run(cfg: TrainConfig, open_run: Callable[[], RunDir], checkpoint: dict[str,
     log.info("final test accuracy: top-1 %.2f%%, top-5 %.2f%%; checkpoint %s", last["test_top1"], last["test_top5"],
              run.checkpoint_path)
     return TrainResult(run.path, last["test_top1"], last["test_top5"], metrics)
+
+
+def _epochs(cfg: TrainConfig, run: RunDir, trainer: Trainer, train_loader: Loader, test_loader: Loader,
+            spec: dict[str, Any], start: int, ctx: Dist, partial: dict[str, Any] | None) -> None:
+    model = trainer.model
+    for epoch in range(start, cfg.epochs):
+        began = time.perf_counter()
+        trainer.begin_epoch(epoch)
+        try:
+            stats = run_epoch(trainer.step, train_loader.epoch(epoch), len(train_loader),
+                              f"epoch {epoch + 1}/{cfg.epochs}", _summarize, reduce=ctx.sum_stats, show=ctx.main,
+                              interruptible=True, resume=partial if partial and partial["epoch"] == epoch else None)
+        except EpochInterrupted as stop:  # Ctrl-C: keep this very step
+            run.save_checkpoint({"epoch": epoch, "config": cfg.to_dict(), "model_spec": spec,
+                                 "trainer": trainer.state_dict(), "partial": {"epoch": epoch, **stop.progress}})
+            raise
+        test = evaluate(model, test_loader, trainer.autocast, desc=f"test {epoch + 1}/{cfg.epochs}", ctx=ctx)
+        record = {"epoch": epoch + 1, **stats, "test_loss": test["loss"], "test_top1": test["top1"],
+                  "test_top5": test["top5"], "lr": trainer.optimizer.param_groups[0]["lr"],
+                  "drop_path": model.drop_path_prob, "seconds": round(time.perf_counter() - began, 3)}
+        run.append_metrics(record)
+        run.save_checkpoint({"epoch": epoch + 1, "config": cfg.to_dict(), "model_spec": spec,
+                             "trainer": trainer.state_dict(), "test": test})
+        log.info("epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f top-1 %.2f%% top-5 %.2f%%  %.1fs",
+                 epoch + 1, cfg.epochs, stats["train_loss"], stats["train_acc"], test["loss"], test["top1"],
+                 test["top5"], record["seconds"])
 
 
 def _summarize(sums: dict[str, float]) -> dict[str, float]:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import logging
 import math
-from collections.abc import Callable, Iterable
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -11,6 +16,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..errors import RunFailed, UserError
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -44,6 +51,8 @@ class Meter:
     def add(self, stats: dict[str, Tensor]) -> None:
         for k, v in stats.items():
             v = v.detach()
+            if k in self.sums and self.sums[k].device != v.device:  # sums restored from a checkpoint
+                self.sums[k] = self.sums[k].to(v.device)
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
 
     def values(self, reduce: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None) -> dict[str, float]:
@@ -52,21 +61,76 @@ class Meter:
         return {k: float(v) for k, v in sums.items()}
 
 
+class EpochInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a training epoch between two steps; ``progress`` is what resuming at that step needs."""
+
+    def __init__(self, progress: dict[str, Any]):
+        super().__init__()
+        self.progress = progress
+
+
+class _StopRequest:
+    requested = False
+
+
+STOP = _StopRequest()
+
+
+@contextlib.contextmanager
+def graceful_stop(enabled: bool = True) -> Iterator[None]:
+    """While active, the first Ctrl-C lets the current training step finish and then stops the epoch
+    (``EpochInterrupted``, so the method can checkpoint that point); a second Ctrl-C stops at once."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if STOP.requested:
+            raise KeyboardInterrupt
+        STOP.requested = True
+        log.warning("stopping after the current step (Ctrl-C again to stop at once)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    STOP.requested = False
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        STOP.requested = False
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
 def run_epoch(step: Callable[..., dict[str, Tensor]], batches: Iterable[Any], total: int, desc: str,
               summarize: Callable[[dict[str, float]], dict[str, float]], refresh_every: int = 10,
               reduce: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None, show: bool = True,
-              ) -> dict[str, float]:
+              interruptible: bool = False, resume: dict[str, Any] | None = None) -> dict[str, float]:
     """Call ``step(*batch)`` for every batch; return ``summarize`` of the summed statistics.
 
     ``summarize`` turns sums into display values (means, accuracies); the bar shows them every
     ``refresh_every`` steps, which is also when a non-finite loss is detected and stops the run. With
     several processes ``reduce`` adds up the ranks' sums at those points (every rank takes the same number
     of steps, so all of them reach each reduction and stop together); ``show=False`` hides the bar.
+
+    A training epoch (``interruptible``) raises ``EpochInterrupted`` between two steps once a graceful stop
+    was requested; ``resume`` (its ``progress``) continues such an epoch at the step where it stopped, with
+    its sums and random-number state, so the epoch ends as an uninterrupted one would.
     """
-    meter = Meter()
-    with tqdm(batches, total=total, desc=desc, leave=False, disable=None if show else True,
+    meter, start = Meter(), 0
+    if resume is not None:
+        start, meter.sums = resume["step"], dict(resume["sums"])
+        torch.set_rng_state(resume["rng"])
+        if resume.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(resume["cuda_rng"])
+        batches = itertools.islice(batches, start, None)
+    with tqdm(batches, total=total, initial=start, desc=desc, leave=False, disable=None if show else True,
               dynamic_ncols=True) as bar:
-        for i, batch in enumerate(bar):
+        for i, batch in enumerate(bar, start=start):
+            if interruptible and STOP.requested:
+                raise EpochInterrupted({"step": i, "sums": dict(meter.sums), **_rng_state()})
             meter.add(step(*batch))
             if (i + 1) % refresh_every == 0 or i + 1 == total:
                 shown = summarize(meter.values(reduce))

@@ -169,9 +169,11 @@ class RunDir:
         if mismatched:
             raise UserError(f"checkpoint {used} was written by a run with other settings "
                             f"({', '.join(mismatched)} differ from config.json); it belongs to another run")
-        if checkpoint["epoch"] > cfg.epochs:
-            raise UserError(f"the checkpoint has already finished {checkpoint['epoch']} epochs; pass --epochs "
-                            f"{checkpoint['epoch']} or more")
+        least = checkpoint["epoch"] + ("partial" in checkpoint)  # an epoch stopped halfway must be finished
+        if least > cfg.epochs:
+            done = f"finished {checkpoint['epoch']} epochs" + (" and started the next" if least > checkpoint["epoch"]
+                                                                else "")
+            raise UserError(f"the checkpoint has already {done}; pass --epochs {least} or more")
         return run, cfg, checkpoint
 
     def restore(self, checkpoint: dict[str, Any] | None, kind: str, load: Any, epochs: int) -> int:
@@ -185,7 +187,9 @@ class RunDir:
             raise UserError(f"checkpoint {self.checkpoint_path} does not fit this run's network ({exc}); "
                             "it belongs to another run") from None
         self.keep_metrics_before(checkpoint["epoch"] + 1)
-        log.info("resuming %s after epoch %d of %d", self.path, checkpoint["epoch"], epochs)
+        partial = checkpoint.get("partial")
+        log.info("resuming %s after epoch %d of %d%s", self.path, checkpoint["epoch"], epochs,
+                 f", at step {partial['step']} of epoch {partial['epoch'] + 1}" if partial else "")
         return checkpoint["epoch"]
 
     def rewrite_config(self, config: dict[str, Any]) -> "RunDir":
@@ -197,8 +201,11 @@ class RunDir:
         if not self.writes:
             return
         try:
-            done = load_latest_good(self.checkpoint_path)[0]["epoch"]
+            state = load_latest_good(self.checkpoint_path)[0]
         except UserError:
-            done = 0
-        log.warning("interrupted after %d finished epochs; %s", done,
-                    f"continue with --resume {self.path}" if done else "no epoch finished, run the command again")
+            log.warning("interrupted before the first checkpoint; run the command again")
+            return
+        where = f"after {state['epoch']} finished epochs"
+        if "partial" in state:
+            where = f"in epoch {state['partial']['epoch'] + 1} after step {state['partial']['step']} (checkpointed)"
+        log.warning("interrupted %s; continue with --resume %s", where, self.path)

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from ..config import SearchConfig, TrainConfig
 from ..diagram import write_diagrams
 from ..engine.distributed import Dist, init, on_main, sync_batchnorm, wrap
-from ..engine.loop import run_epoch
+from ..engine.loop import EpochInterrupted, graceful_stop, run_epoch
 from ..engine.rundir import RunDir
 from ..report import write_run_report
 from ..networks import SearchNetwork
@@ -162,56 +162,68 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
         froze_at = checkpoint["froze_at"]
     log.info("one-stage search on %s: %s, %d train / %d test images, run directory %s", ctx, cfg.dataset,
              len(train_loader.indices), len(test_loader.indices), run.path)
+    partial, test = (checkpoint or {}).get("partial"), (checkpoint or {}).get("test", {})
+
+    def state_at(done: int) -> dict[str, Any]:
+        """The checkpoint after ``done`` epochs (or within the next one), in the current phase."""
+        state: dict[str, Any] = {"epoch": done, "config": cfg.to_dict(), "froze_at": froze_at, "test": test}
+        if trainer is None:
+            state.update(phase="search", search=searcher.state_dict())
+        else:
+            spec = model_spec(train_config(cfg, fixed_at), trainer.model.genotype, data, mean, std)
+            state.update(phase="train", fixed_at=fixed_at, trainer=trainer.state_dict(), model_spec=spec)
+        return state
+
+    def train_epoch(epoch: int, step: Any, desc: str) -> dict[str, float]:
+        try:
+            return run_epoch(step, train_loader.epoch(epoch), len(train_loader), f"{desc} {epoch + 1}/{cfg.epochs}",
+                             _summarize, reduce=ctx.sum_stats, show=ctx.main, interruptible=True,
+                             resume=partial if partial and partial["epoch"] == epoch else None)
+        except EpochInterrupted as stop:  # Ctrl-C: keep this very step
+            run.save_checkpoint({**state_at(epoch), "partial": {"epoch": epoch, **stop.progress}})
+            raise
+
     try:
-        for epoch in range(start, cfg.epochs):
-            began = time.perf_counter()
-            if trainer is None:
-                searcher.begin_epoch()
-                stats = run_epoch(searcher.step, train_loader.epoch(epoch), len(train_loader),
-                                  f"search {epoch + 1}/{cfg.epochs}", _summarize, reduce=ctx.sum_stats,
-                                  show=ctx.main)
-                # Monitor the network this epoch trained, before the supports move (new support ops would be
-                # judged with BN statistics they have not gathered yet).
-                test = evaluate(net, test_loader, desc=f"test {epoch + 1}/{cfg.epochs}", ctx=ctx)
-                previous = net.arch.z.clone()
-                _, recovered, _, _ = recover_within_budget(net, cfg.max_params, cfg.channels, cfg.layers, ctx)
-                moved = torch.linalg.vector_norm(recovered - previous, dim=-1)
-                freeze = (moved <= cfg.freeze_tol) & ~net.arch.frozen
-                if cfg.max_search_epochs and epoch + 1 >= cfg.max_search_epochs:
-                    freeze = ~net.arch.frozen
-                for t, g in freeze.nonzero().tolist():
-                    froze_at[net.group_name(t, g)] = epoch + 1
-                net.arch.freeze(freeze)
-                searcher.unfreeze_bn(freeze)
-                phase_record = {"phase": "search", "frozen": sorted(froze_at), "genotype": net.genotype().to_dict()}
-                if bool(net.arch.frozen.all()):
-                    fixed_at = epoch + 1
-                    model = net.absorb()
-                    if cfg.channels_last:
-                        model = model.to(memory_format=torch.channels_last)
-                    trainer = Trainer(model, train_config(cfg, fixed_at), ctx)
-                    log.info("architecture fixed after epoch %d: %s", fixed_at, model.genotype.to_dict())
-            else:
-                trainer.begin_epoch(epoch - fixed_at)
-                stats = run_epoch(trainer.step, train_loader.epoch(epoch), len(train_loader),
-                                  f"train {epoch + 1}/{cfg.epochs}", _summarize, reduce=ctx.sum_stats,
-                                  show=ctx.main)
-                phase_record = {"phase": "train"}
-                test = evaluate(trainer.model, test_loader, desc=f"test {epoch + 1}/{cfg.epochs}", ctx=ctx)
-            record = {"epoch": epoch + 1, **phase_record, **stats, "test_loss": test["loss"],
-                      "test_top1": test["top1"], "test_top5": test["top5"],
-                      "seconds": round(time.perf_counter() - began, 3)}
-            run.append_metrics(record)
-            state: dict[str, Any] = {"epoch": epoch + 1, "config": cfg.to_dict(), "froze_at": froze_at, "test": test}
-            if trainer is None:
-                state.update(phase="search", search=searcher.state_dict())
-            else:
-                spec = model_spec(train_config(cfg, fixed_at), trainer.model.genotype, data, mean, std)
-                state.update(phase="train", fixed_at=fixed_at, trainer=trainer.state_dict(), model_spec=spec)
-            run.save_checkpoint(state)
-            log.info("epoch %d/%d (%s)  train loss %.4f acc %.2f%%  test top-1 %.2f%%  frozen %d/%d  %.1fs",
-                     epoch + 1, cfg.epochs, record["phase"], stats["train_loss"], stats["train_acc"], test["top1"],
-                     len(froze_at), 2 * cfg.steps, record["seconds"])
+        with graceful_stop(ctx.world == 1):
+            for epoch in range(start, cfg.epochs):
+                began = time.perf_counter()
+                if trainer is None:
+                    searcher.begin_epoch()
+                    stats = train_epoch(epoch, searcher.step, "search")
+                    # Monitor the network this epoch trained, before the supports move (new support ops would be
+                    # judged with BN statistics they have not gathered yet).
+                    test = evaluate(net, test_loader, desc=f"test {epoch + 1}/{cfg.epochs}", ctx=ctx)
+                    previous = net.arch.z.clone()
+                    _, recovered, _, _ = recover_within_budget(net, cfg.max_params, cfg.channels, cfg.layers, ctx)
+                    moved = torch.linalg.vector_norm(recovered - previous, dim=-1)
+                    freeze = (moved <= cfg.freeze_tol) & ~net.arch.frozen
+                    if cfg.max_search_epochs and epoch + 1 >= cfg.max_search_epochs:
+                        freeze = ~net.arch.frozen
+                    for t, g in freeze.nonzero().tolist():
+                        froze_at[net.group_name(t, g)] = epoch + 1
+                    net.arch.freeze(freeze)
+                    searcher.unfreeze_bn(freeze)
+                    phase_record = {"phase": "search", "frozen": sorted(froze_at), "genotype": net.genotype().to_dict()}
+                    if bool(net.arch.frozen.all()):
+                        fixed_at = epoch + 1
+                        model = net.absorb()
+                        if cfg.channels_last:
+                            model = model.to(memory_format=torch.channels_last)
+                        trainer = Trainer(model, train_config(cfg, fixed_at), ctx)
+                        log.info("architecture fixed after epoch %d: %s", fixed_at, model.genotype.to_dict())
+                else:
+                    trainer.begin_epoch(epoch - fixed_at)
+                    stats = train_epoch(epoch, trainer.step, "train")
+                    phase_record = {"phase": "train"}
+                    test = evaluate(trainer.model, test_loader, desc=f"test {epoch + 1}/{cfg.epochs}", ctx=ctx)
+                record = {"epoch": epoch + 1, **phase_record, **stats, "test_loss": test["loss"],
+                          "test_top1": test["top1"], "test_top5": test["top5"],
+                          "seconds": round(time.perf_counter() - began, 3)}
+                run.append_metrics(record)
+                run.save_checkpoint(state_at(epoch + 1))
+                log.info("epoch %d/%d (%s)  train loss %.4f acc %.2f%%  test top-1 %.2f%%  frozen %d/%d  %.1fs",
+                         epoch + 1, cfg.epochs, record["phase"], stats["train_loss"], stats["train_acc"], test["top1"],
+                         len(froze_at), 2 * cfg.steps, record["seconds"])
     except KeyboardInterrupt:
         run.report_interrupt()
         raise

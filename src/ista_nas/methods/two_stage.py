@@ -23,7 +23,7 @@ from ..config import SearchConfig
 from ..diagram import write_diagrams
 from ..engine.data import Augment, DeviceLoader, ImageData, load_dataset, seeded_subset
 from ..engine.distributed import Dist, init, on_main, sync_batchnorm, wrap
-from ..engine.loop import cosine_lr, run_epoch
+from ..engine.loop import EpochInterrupted, cosine_lr, graceful_stop, run_epoch
 from ..engine.rundir import RunDir
 from ..report import write_run_report
 from ..errors import UserError
@@ -210,7 +210,8 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
              ctx, cfg.dataset, len(train_loader.indices), len(valid_loader.indices), len(train_loader), run.path)
 
     try:
-        _epochs(cfg, run, net, searcher, train_loader, valid_loader, start, ctx)
+        with graceful_stop(ctx.world == 1):  # several processes would have to agree on the step: not offered
+            _epochs(cfg, run, net, searcher, train_loader, valid_loader, start, ctx, (checkpoint or {}).get("partial"))
     except KeyboardInterrupt:
         run.report_interrupt()
         raise
@@ -224,13 +225,20 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
 
 
 def _epochs(cfg: SearchConfig, run: RunDir, net: torch.nn.Module, searcher: TwoStageSearch,
-            train_loader: DeviceLoader, valid_loader: DeviceLoader, start: int, ctx: Dist) -> None:
+            train_loader: DeviceLoader, valid_loader: DeviceLoader, start: int, ctx: Dist,
+            partial: dict[str, Any] | None = None) -> None:
     for epoch in range(start, cfg.epochs):
         began = time.perf_counter()
         searcher.begin_epoch(epoch)
         batches = zip(train_loader.epoch(epoch), _valid_batches(valid_loader, epoch, len(train_loader)))
-        stats = run_epoch(lambda tr, va: searcher.step(*tr, *va), batches, len(train_loader),
-                          f"epoch {epoch + 1}/{cfg.epochs}", _summarize, reduce=ctx.sum_stats, show=ctx.main)
+        try:
+            stats = run_epoch(lambda tr, va: searcher.step(*tr, *va), batches, len(train_loader),
+                              f"epoch {epoch + 1}/{cfg.epochs}", _summarize, reduce=ctx.sum_stats, show=ctx.main,
+                              interruptible=True, resume=partial if partial and partial["epoch"] == epoch else None)
+        except EpochInterrupted as stop:  # Ctrl-C: keep this very step
+            run.save_checkpoint({"epoch": epoch, "config": cfg.to_dict(), "search": searcher.state_dict(),
+                                 "genotype": net.genotype().to_dict(), "partial": {"epoch": epoch, **stop.progress}})
+            raise
         record: dict[str, Any] = {"epoch": epoch + 1, **stats, "lr": searcher.w_opt.param_groups[0]["lr"]}
         if cfg.method != "darts":  # ISTA-NAS: recover z, move the supports
             recovery, _, changed, rejected = recover_within_budget(net, cfg.max_params, cfg.budget_channels,

@@ -206,6 +206,17 @@ def sync_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
+def place(module: nn.Module, ctx: Dist, channels_last: bool, sync_bn: bool) -> nn.Module:
+    """``module`` on this rank's device, in the channels-last format if asked, with batch norm over the global
+    batch when several processes run and ``sync_bn`` is on."""
+    module = module.to(ctx.device)
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    if ctx.world > 1 and sync_bn:
+        sync_batchnorm(module)
+    return module
+
+
 class WithAux(nn.Module):
     """``model.forward_with_aux`` as ``forward``: what the DDP wrapper calls, so its hooks see the step."""
 
@@ -242,5 +253,5 @@ def wrap(model: nn.Module, params: Sequence[nn.Parameter], ctx: Dist) -> nn.Modu
     return ddp
 
 
-__all__ = ["Dist", "GlobalBatchNorm2d", "WithAux", "init", "is_main", "launched", "on_main", "shutdown",
-           "sync_batchnorm", "wrap"]
+__all__ = ["Dist", "GlobalBatchNorm2d", "WithAux", "init", "is_main", "launched", "on_main", "place",
+           "shutdown", "sync_batchnorm", "wrap"]

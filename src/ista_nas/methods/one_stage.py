@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..config import SearchConfig, TrainConfig
 from ..diagram import write_diagrams
-from ..engine.distributed import Dist, init, on_main, sync_batchnorm, wrap
+from ..engine.distributed import Dist, init, on_main, place, wrap
 from ..engine.loop import EpochInterrupted, graceful_stop, run_epoch
 from ..engine.rundir import RunDir
 from ..report import write_run_report
@@ -139,11 +139,7 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
     tcfg = train_config(cfg, 0)
     data, train_loader, test_loader = prepare_data(tcfg, ctx)
     mean, std = train_loader.mean_std
-    net = build_supernet(cfg, data).to(device)
-    if cfg.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    if ctx.world > 1 and cfg.sync_bn:
-        sync_batchnorm(net)
+    net = place(build_supernet(cfg, data), ctx, cfg.channels_last, cfg.sync_bn)
     searcher = OneStageSearch(net, cfg, ctx)
     run = RunDir.open_on_main(open_run)
     if cfg.tensorboard:

@@ -22,7 +22,7 @@ from torch import Tensor
 from ..config import SearchConfig
 from ..diagram import write_diagrams
 from ..engine.data import Augment, DeviceLoader, ImageData, load_dataset, seeded_subset
-from ..engine.distributed import Dist, init, on_main, sync_batchnorm, wrap
+from ..engine.distributed import Dist, init, on_main, place, wrap
 from ..engine.loop import EpochInterrupted, cosine_lr, graceful_stop, run_epoch
 from ..engine.rundir import RunDir
 from ..report import write_run_report
@@ -196,11 +196,7 @@ def _write_results(run: RunDir, net: torch.nn.Module) -> AnyGenotype:
 def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None) -> SearchResult:
     ctx = Dist.setup(cfg.device)
     data, train_loader, valid_loader = prepare_data(cfg, ctx)
-    net = build_network(cfg, data).to(ctx.device)
-    if cfg.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    if ctx.world > 1 and cfg.sync_bn:
-        sync_batchnorm(net)
+    net = place(build_network(cfg, data), ctx, cfg.channels_last, cfg.sync_bn)
     searcher = TwoStageSearch(net, cfg, ctx)
     run = RunDir.open_on_main(open_run)
     if cfg.tensorboard:

@@ -75,3 +75,14 @@ def test_tiny_training_runs_on_cuda_with_mixed_precision(tiny_folder, tmp_path, 
                                channels=4, layers=3, device="cuda", amp=amp)
         result = retrain.train(cfg, tmp_path / amp)
         assert 0 <= result.test_top1 <= 100
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
+@pytest.mark.parametrize("kind", ["search", "train"])
+def test_two_gpu_processes_compute_the_one_process_steps(kind, tmp_path):
+    # nccl, cuda:LOCAL_RANK and the global-batch BN on CUDA (float64; cuDNN may pick other algorithms per run).
+    from test_distributed import TORCHRUN, compare_processes
+
+    if TORCHRUN is None:
+        pytest.skip("torchrun is not on PATH")
+    compare_processes(kind, tmp_path, "cuda", rtol=1e-7)

@@ -1,7 +1,7 @@
 """Run a few search or training steps in float64 on this process's shard of fixed global batches and save the
 resulting state: under torchrun every rank saves ``rank<R>.pt``; run plainly it is the one-process reference.
 
-    python dist_steps.py search|train OUT_DIR
+    python dist_steps.py search|train OUT_DIR [DEVICE]      (DEVICE: cpu, the default, or cuda)
 """
 
 import os
@@ -21,37 +21,38 @@ from ista_nas.retrain import Trainer
 BATCH, CLASSES = 12, 3
 
 
-def batches(count, seed):
+def batches(count, seed, device):
     gen = torch.Generator().manual_seed(seed)
     for _ in range(count):
         x = torch.randn(BATCH, 3, 16, 16, generator=gen, dtype=torch.float64)
-        yield x.contiguous(memory_format=torch.channels_last), torch.randint(0, CLASSES, (BATCH,), generator=gen)
+        y = torch.randint(0, CLASSES, (BATCH,), generator=gen)
+        yield x.contiguous(memory_format=torch.channels_last).to(device), y.to(device)
 
 
-def main(kind, out):
-    ctx = Dist.setup("cpu")
+def main(kind, out, device="cpu"):
+    ctx = Dist.setup(device)
     part = lambda t: t.tensor_split(ctx.world)[ctx.rank]  # noqa: E731  (the loaders' shard rule)
     torch.manual_seed(0)
     if kind == "search":
         net = SearchNetwork(channels=4, layers=3, num_classes=CLASSES, seed=0).double()
-        net = net.to(memory_format=torch.channels_last)
+        net = net.to(ctx.device, memory_format=torch.channels_last)
         if ctx.world > 1:
             sync_batchnorm(net)
         searcher = TwoStageSearch(net, make_config("paper", batch_size=BATCH, arch_lr=3e-2), ctx)
         for epoch in range(2):
             searcher.begin_epoch(epoch)
-            for (x, y), (xv, yv) in zip(batches(3, 2 * epoch), batches(3, 2 * epoch + 1)):
+            for (x, y), (xv, yv) in zip(batches(3, 2 * epoch, ctx.device), batches(3, 2 * epoch + 1, ctx.device)):
                 searcher.step(part(x), part(y), part(xv), part(yv))
             recover_within_budget(net, 0.0, 4, 3, ctx)
-        state = net.state_dict()
+        state = {k: v.cpu() for k, v in net.state_dict().items()}
     else:
         model = Network(PUBLISHED["ista_twostage"], 4, 3, CLASSES, auxiliary=True).double()
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(ctx.device, memory_format=torch.channels_last)
         trainer = Trainer(model, TrainConfig.make("quick", drop_path=0.0), ctx)
         trainer.begin_epoch(0)
-        for x, y in batches(4, 0):
+        for x, y in batches(4, 0, ctx.device):
             trainer.step(part(x), part(y))
-        state = model.state_dict()
+        state = {k: v.cpu() for k, v in model.state_dict().items()}
     torch.save(state, os.path.join(out, f"rank{ctx.rank}.pt"))
     shutdown()
 

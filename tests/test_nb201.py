@@ -112,6 +112,8 @@ def test_tiny_search_returns_a_valid_architecture_string_that_trains(method, tin
     result = two_stage.search(cfg, tmp_path / "search")
     text = json.loads((tmp_path / "search" / "genotype.json").read_text())["arch"]
     assert Nb201Arch.parse(text) == result.genotype
+    assert (tmp_path / "search" / "cell.png").is_file()  # the drawing, also embedded in the report
+    assert (tmp_path / "search" / "report.html").read_text().count("data:image/png;base64,") == 3
     metrics = result.metrics
     assert len(metrics) == 2 and metrics[-1]["genotype"] == {"arch": text}
     if method == "two-stage":
@@ -137,6 +139,8 @@ def test_show_prints_the_cell_and_its_size(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["genotype"] == {"arch": arch}
     assert info["params"] == expected_parameters(Nb201Arch.parse(arch))
+    assert sorted(info["diagrams"]) == [str(tmp_path / "cell.png"), str(tmp_path / "cell.svg")]
+    assert (tmp_path / "cell.png").read_bytes().startswith(b"\x89PNG")
     assert main(["show", arch, "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "node 2 = none(node 0) + nor_conv_1x1(node 1)" in text

@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--layers", type=int, default=None, help="cells L [20; NAS-Bench-201: cells per stage, 5]")
     show.add_argument("--dataset", default="cifar10", help="input size and classes: cifar10, cifar100, "
                       "fashion-mnist, imagenet or folder:PATH [cifar10]")
-    show.add_argument("--out", default=None, help="folder for normal/reduce .png and .svg [diagrams/NAME]")
+    show.add_argument("--out", default=None, help="folder for the cell drawings (normal/reduce or cell .png and .svg) [diagrams/NAME]")
     show.add_argument("--json", action="store_true", help="print one JSON object (params, flops, ...) only")
     rep = commands.add_parser("report", help="Write a run's self-contained HTML report",
                               description="Curves, supports over the epochs, confidences, cells, parameters, "
@@ -226,7 +226,7 @@ def _show(args: argparse.Namespace) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create --out {out}: {exc.strerror}; choose another folder") from None
-    info["diagrams"] = [] if nb201 else [str(p) for p in write_diagrams(genotype, out)]
+    info["diagrams"] = [str(p) for p in write_diagrams(genotype, out)]
     if args.json:
         print(json.dumps({"genotype": genotype.to_dict(), **info}))
         return
@@ -238,6 +238,7 @@ def _show(args: argparse.Namespace) -> None:
         print(f"C={channels}, N={layers} cells per stage, {args.dataset} input {'x'.join(map(str, info['input']))}")
         print(f"parameters {info['params'] / 1e6:.3f}M, FLOPs {info['flops'] / 1e6:.1f}M "
               f"({info['macs'] / 1e6:.1f}M multiply-adds)")
+        print(f"diagrams: {', '.join(info['diagrams'])}")
         return
     for cell, pairs in (("normal", genotype.normal), ("reduce", genotype.reduce)):
         print(f"{cell} cell:")

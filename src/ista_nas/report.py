@@ -248,7 +248,7 @@ def render(info: RunInfo) -> str:
                  "<h3>Settled (same candidates from this epoch on)</h3>", _table(settled)]
     if info.ranking:
         body += ["<h2>Final confidences</h2>", _ranking_html(info.ranking)]
-    diagrams = [p for p in (info.path / "normal.png", info.path / "reduce.png") if p.is_file()]
+    diagrams = [p for p in (info.path / "normal.png", info.path / "reduce.png", info.path / "cell.png") if p.is_file()]
     if diagrams:
         body.append("<h2>Cells</h2>")
         body += [_img(base64.b64encode(p.read_bytes()).decode(), p.stem + " cell") for p in diagrams]

@@ -237,7 +237,7 @@ def _run(cfg: TrainConfig, open_run: Callable[[], RunDir], checkpoint: dict[str,
     if cfg.tensorboard:
         run.enable_tensorboard()
     run.write_json("genotype.json", genotype.to_dict())
-    if run.writes and isinstance(genotype, Genotype):  # cell drawings exist for the DARTS space
+    if run.writes:
         write_diagrams(genotype, run.path)
     start = run.restore(checkpoint, "trainer", trainer.load_state_dict, cfg.epochs)
     log.info("training %s (%.3fM parameters without the auxiliary head) on %s: %s, %d train / %d test images, "

@@ -27,7 +27,7 @@ from ..engine.loop import EpochInterrupted, cosine_lr, graceful_stop, run_epoch
 from ..engine.rundir import RunDir
 from ..report import write_run_report
 from ..errors import UserError
-from ..genotype import AnyGenotype, Genotype
+from ..genotype import AnyGenotype
 from ..spaces import SPACES
 from .budget import recover_within_budget
 
@@ -212,7 +212,7 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
         run.report_interrupt()
         raise
     genotype = _write_results(run, net) if start == cfg.epochs else net.genotype()  # else written above
-    if run.writes and isinstance(genotype, Genotype):  # cell drawings exist for the DARTS space
+    if run.writes:
         write_diagrams(genotype, run.path)
     log.info("genotype: %s", genotype.to_dict())
     log.info("wrote %s", run.path / "genotype.json")

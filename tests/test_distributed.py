@@ -170,3 +170,18 @@ def test_batch_that_does_not_split_over_the_processes_is_refused(tiny_folder, tm
                           env={**os.environ, "DUMP": str(tmp_path / "dump"), "OMP_NUM_THREADS": "1"}, timeout=300)
     assert done.returncode != 0
     assert "--batch-size 13 (the global batch) does not split evenly over 2 processes" in done.stderr
+
+
+@needs_torchrun
+@pytest.mark.parametrize("method", ["one-stage", "darts"])
+def test_the_other_search_methods_run_under_torchrun(method, tiny_folder, tmp_path):
+    args = ["search", "--method", method, "--preset", "quick", "--dataset", f"folder:{tiny_folder}", "--subset", "0",
+            "--batch-size", "12", "--channels", "4", "--layers", "3", "--device", "cpu", "--epochs", "2",
+            "--out", str(tmp_path / "run")]
+    if method == "one-stage":
+        args += ["--max-search-epochs", "1"]  # epoch 1 searches, epoch 2 trains the absorbed network
+    dump = _launch(tmp_path, "two", args, 2)
+    ranks = [torch.load(dump / f"rank{r}-epoch2.pt", weights_only=False) for r in (0, 1)]
+    key = "trainer" if method == "one-stage" else "search"
+    _assert_states_close(ranks[0][key]["model"], ranks[1][key]["model"], exact=True)
+    assert json.loads((tmp_path / "run" / "genotype.json").read_text())

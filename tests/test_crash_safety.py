@@ -221,3 +221,30 @@ def test_an_epoch_stopped_between_steps_resumes_to_the_same_sums_and_random_stat
     rest, rest_calls = make_step()
     assert run(rest, resume=stop.value.progress) == expected
     assert [float(c) for c in rest_calls] == [3.0, 4.0, 5.0, 6.0]
+
+
+def test_checkpoint_files_from_before_checksums_still_load(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save({"format": 1, "epoch": 3, "trainer": {"w": torch.ones(2)}}, path)
+    state = load_checkpoint(path, required=("trainer",))
+    assert state["epoch"] == 3 and torch.equal(state["trainer"]["w"], torch.ones(2))
+
+
+def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_previous_one_kept(tiny_config, tmp_path):
+    from ista_nas.engine.rundir import RunDir
+    from ista_nas.methods import two_stage
+
+    cfg = tiny_config(epochs=2)
+    two_stage.search(cfg, tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    run.checkpoint_path.write_bytes(b"garbage")
+    # Not a fresh start either: only --resume continues a directory that holds checkpoints.
+    run.checkpoint_path.rename(tmp_path / "hidden.pt")
+    with pytest.raises(UserError, match="already holds this run"):
+        RunDir.check_new(run.path, cfg.to_dict())
+    (tmp_path / "hidden.pt").rename(run.checkpoint_path)
+    result = two_stage.resume(run.path, epochs=3)  # falls back to epoch 1, moves the damaged file aside
+    assert [m["epoch"] for m in result.metrics] == [1, 2, 3]
+    assert (run.path / "checkpoint.damaged.pt").read_bytes() == b"garbage"
+    assert load_checkpoint(run.checkpoint_path)["epoch"] == 3
+    assert load_checkpoint(previous_path(run.checkpoint_path))["epoch"] == 2

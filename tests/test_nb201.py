@@ -98,8 +98,14 @@ def test_the_supernet_runs_only_its_support_ops():
     net(torch.randn(2, 3, 16, 16))
     cells = {c for c, _, _ in calls}
     assert len(cells) == 6  # 3 stages x 2 cells
+    has_op = [any(NB201_OPS[o] != "none" for o in support[k]) for k in range(6)]
+    # A node is needed if an op reads it into a needed node; node 3 is the output. Edges: 0:1<-0 1:2<-0 2:2<-1
+    # 3:3<-0 4:3<-1 5:3<-2.
+    node2 = has_op[5]
+    node1 = has_op[4] or (has_op[2] and node2)
+    needed = [node1, node2, node2, True, True, True]
     for (c, k, op), count in calls.items():
-        runs = op in support[k] and NB201_OPS[op] != "none"
+        runs = op in support[k] and NB201_OPS[op] != "none" and needed[k]
         assert count == (1 if runs else 0), (c, k, NB201_OPS[op])
     # The genotype is the support.
     assert net.genotype().ops == tuple(NB201_OPS[ops[0]] for ops in support)
@@ -146,3 +152,19 @@ def test_show_prints_the_cell_and_its_size(tmp_path, capsys):
     assert "node 2 = none(node 0) + nor_conv_1x1(node 1)" in text
     assert main(["show", "|nor_conv_3x3~0|+|none~0|", "--out", str(tmp_path)]) == 2
     assert "nodes separated by '+'" in capsys.readouterr().err
+
+
+def test_ops_that_feed_no_output_never_run_and_are_left_out_of_training():
+    # Node 1 is read only through "none" edges: its conv is built (the benchmark counts it) but never runs.
+    arch = Nb201Arch.parse("|nor_conv_3x3~0|+|skip_connect~0|none~1|+|skip_connect~0|none~1|skip_connect~2|")
+    net = Nb201Network(arch, channels=4, cells=1)
+    assert sum(p.numel() for p in net.parameters()) == expected_parameters(arch, c=4, n=1)
+    cell = net.blocks[0]
+    runs = []
+    cell.edges[0].register_forward_hook(lambda *_: runs.append(1))
+    net(torch.randn(2, 3, 16, 16)).sum().backward()
+    assert runs == []
+    dead = {id(p) for b in net.blocks if hasattr(b, "edges") for p in b.edges[0].parameters()}
+    used = {id(p) for p in net.used_parameters()}
+    assert dead and not dead & used
+    assert all(p.grad is not None for p in net.parameters() if id(p) in used)

@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--layers", type=int, default=None, help="cells L [20; NAS-Bench-201: cells per stage, 5]")
     show.add_argument("--dataset", default="cifar10", help="input size and classes: cifar10, cifar100, "
                       "fashion-mnist, imagenet or folder:PATH [cifar10]")
-    show.add_argument("--out", default=None, help="folder for the cell drawings (normal/reduce or cell .png and .svg) [diagrams/NAME]")
+    show.add_argument("--out", default=None,
+                      help="folder for the cell drawings (normal/reduce or cell .png and .svg) [diagrams/NAME]")
     show.add_argument("--json", action="store_true", help="print one JSON object (params, flops, ...) only")
     rep = commands.add_parser("report", help="Write a run's self-contained HTML report",
                               description="Curves, supports over the epochs, confidences, cells, parameters, "

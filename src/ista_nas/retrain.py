@@ -24,7 +24,7 @@ from .config import TrainConfig
 from .engine.checkpoint import load_checkpoint
 from .engine.data import Augment, DeviceLoader, ImageData, epoch_seed, load_dataset, seeded_subset
 from .engine.distributed import Dist, init, on_main, sync_batchnorm, wrap
-from .engine.loop import EpochInterrupted, cosine_lr, graceful_stop, resolve_device, run_epoch
+from .engine.loop import EpochInterrupted, cosine_lr, graceful_stop, resolve_device, resume_point, run_epoch
 from .engine.stream import StreamingLoader
 from .engine.rundir import RunDir
 from .diagram import write_diagrams
@@ -111,7 +111,8 @@ class Trainer:
             sync_batchnorm(model)
         self.optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
-        self.train_net = wrap(model, [p for p in model.parameters() if p.requires_grad], ctx)
+        used = model.used_parameters() if hasattr(model, "used_parameters") else list(model.parameters())
+        self.train_net = wrap(model, [p for p in used if p.requires_grad], ctx)
         self.autocast, scaled = autocast_for(ctx.device, cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=scaled)
 
@@ -119,7 +120,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(epoch, self.cfg)
         self.model.drop_path_prob = self.cfg.drop_path * epoch / self.cfg.epochs
-        torch.manual_seed(epoch_seed(self.cfg.seed, epoch, 2))  # drop-path masks: reproducible after a resume
+        # Drop-path masks: reproducible after a resume, and different on every rank.
+        torch.manual_seed(epoch_seed(self.cfg.seed, epoch, 2) + self.ctx.rank)
         self.model.train()
 
     def step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
@@ -266,7 +268,7 @@ def _epochs(cfg: TrainConfig, run: RunDir, trainer: Trainer, train_loader: Loade
         try:
             stats = run_epoch(trainer.step, train_loader.epoch(epoch), len(train_loader),
                               f"epoch {epoch + 1}/{cfg.epochs}", _summarize, reduce=ctx.sum_stats, show=ctx.main,
-                              interruptible=True, resume=partial if partial and partial["epoch"] == epoch else None)
+                              interruptible=True, resume=resume_point(partial, epoch, ctx.main))
         except EpochInterrupted as stop:  # Ctrl-C: keep this very step
             run.save_checkpoint({"epoch": epoch, "config": cfg.to_dict(), "model_spec": spec,
                                  "trainer": trainer.state_dict(), "partial": {"epoch": epoch, **stop.progress}})

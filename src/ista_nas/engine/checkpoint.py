@@ -70,13 +70,18 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[st
     except Exception as exc:  # truncated zip, pickle error, wrong file type...
         raise UserError(f"checkpoint {path} is corrupt or not a checkpoint ({type(exc).__name__}); "
                         "delete it and start the run again") from None
-    if not isinstance(wrapped, dict) or wrapped.get("format") != FORMAT or not isinstance(wrapped.get("payload"),
-                                                                                          bytes):
+    if isinstance(wrapped, dict) and wrapped.get("format") == 1:  # written before checksums: read as it is
+        wrapped = {"format": FORMAT, "payload": None, "state": wrapped}
+    elif not isinstance(wrapped, dict) or wrapped.get("format") != FORMAT or not isinstance(wrapped.get("payload"),
+                                                                                            bytes):
         raise UserError(f"{path} is not an ista-nas checkpoint (format {FORMAT}); delete it and start again")
-    if hashlib.sha256(wrapped["payload"]).hexdigest() != wrapped.get("sha256"):
+    if "state" in wrapped:
+        state = wrapped["state"]
+    elif hashlib.sha256(wrapped["payload"]).hexdigest() != wrapped.get("sha256"):
         raise UserError(f"checkpoint {path} does not match its checksum (the file was altered or damaged); "
                         "delete it and start the run again")
-    state = torch.load(io.BytesIO(wrapped["payload"]), map_location="cpu", weights_only=False)
+    else:
+        state = torch.load(io.BytesIO(wrapped["payload"]), map_location="cpu", weights_only=False)
     missing = [k for k in required if not isinstance(state, dict) or k not in state]
     if missing:
         raise UserError(f"checkpoint {path} lacks {', '.join(missing)}; delete it and start the run again")

@@ -133,7 +133,8 @@ class Dist:
         if self.world == 1 or not stats:
             return stats
         keys = sorted(stats)
-        flat = torch.stack([stats[k].detach().to(torch.float64) for k in keys])
+        # Counts may be CPU tensors beside CUDA sums: one device (this rank's) for the collective.
+        flat = torch.stack([stats[k].detach().to(self.device, torch.float64) for k in keys])
         dist.all_reduce(flat)
         return dict(zip(keys, flat.unbind(0)))
 

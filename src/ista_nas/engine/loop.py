@@ -99,6 +99,14 @@ def graceful_stop(enabled: bool = True) -> Iterator[None]:
         STOP.requested = False
 
 
+def resume_point(partial: dict[str, Any] | None, epoch: int, main: bool = True) -> dict[str, Any] | None:
+    """``run_epoch``'s ``resume`` for ``epoch``: the checkpoint's progress if it stopped inside this epoch. Its
+    sums count once: other ranks of a multi-process resume start theirs from zero."""
+    if not partial or partial["epoch"] != epoch:
+        return None
+    return partial if main else {**partial, "sums": {}}
+
+
 def _rng_state() -> dict[str, Any]:
     return {"rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}

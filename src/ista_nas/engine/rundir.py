@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import UserError
-from .checkpoint import atomic_write_bytes, atomic_write_json, load_latest_good, save_checkpoint
+from .checkpoint import atomic_write_bytes, atomic_write_json, load_latest_good, previous_path, save_checkpoint
 from .distributed import is_main, on_main
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class RunDir:
             except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
                 stored = None
             if stored == config:
-                if not run.checkpoint_path.exists():
+                if not run.checkpoint_path.exists() and not previous_path(run.checkpoint_path).exists():
                     return run  # the same run stopped before its first checkpoint: start it again
                 raise UserError(f"{run.path} already holds this run; continue it with --resume {run.path} or "
                                 "choose a new --out")
@@ -162,6 +163,12 @@ class RunDir:
                                 f"its {getattr(cfg, key)} (only {' and '.join('--' + k for k in RESUMABLE)} can change)")
         cfg.validate()
         checkpoint, used = load_latest_good(run.checkpoint_path, required=("epoch", "config"))
+        if used != run.checkpoint_path and run.checkpoint_path.exists():
+            # Keep the damaged file for inspection, out of the way: the next save must not rotate it over the
+            # good previous checkpoint.
+            aside = run.checkpoint_path.with_name(f"{run.checkpoint_path.stem}.damaged{run.checkpoint_path.suffix}")
+            os.replace(run.checkpoint_path, aside)
+            log.warning("moved the damaged %s to %s", run.checkpoint_path, aside)
         if kind not in checkpoint:
             raise UserError(f"{run.checkpoint_path} was not written by this command; resume it with the command "
                             "that wrote it")

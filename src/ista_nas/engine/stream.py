@@ -67,7 +67,7 @@ class StreamingLoader:
             order = order[torch.randperm(len(order), generator=epoch_generator(self.seed, epoch, 0))]
         # The augmentation is seeded per epoch too, so a resumed run sees the same crops: worker processes are
         # seeded from ``gen``; without workers the transforms draw from a forked, seeded global generator.
-        gen = epoch_generator(self.seed, epoch, 1)
+        gen = epoch_generator(self.seed, epoch, 1 if self.rank == 0 else 100 + self.rank)  # per-rank crops
         n = len(order)
         shards = [order[slice(*shard_bounds(k * self.batch_size, min((k + 1) * self.batch_size, n), self.rank,
                                             self.world))].tolist() for k in range(len(self))]

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from ..config import SearchConfig, TrainConfig
 from ..diagram import write_diagrams
 from ..engine.distributed import Dist, init, on_main, place, wrap
-from ..engine.loop import EpochInterrupted, graceful_stop, run_epoch
+from ..engine.loop import EpochInterrupted, graceful_stop, resume_point, run_epoch
 from ..engine.rundir import RunDir
 from ..report import write_run_report
 from ..networks import SearchNetwork
@@ -174,7 +174,7 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
         try:
             return run_epoch(step, train_loader.epoch(epoch), len(train_loader), f"{desc} {epoch + 1}/{cfg.epochs}",
                              _summarize, reduce=ctx.sum_stats, show=ctx.main, interruptible=True,
-                             resume=partial if partial and partial["epoch"] == epoch else None)
+                             resume=resume_point(partial, epoch, ctx.main))
         except EpochInterrupted as stop:  # Ctrl-C: keep this very step
             run.save_checkpoint({**state_at(epoch), "partial": {"epoch": epoch, **stop.progress}})
             raise

@@ -23,7 +23,7 @@ from ..config import SearchConfig
 from ..diagram import write_diagrams
 from ..engine.data import Augment, DeviceLoader, ImageData, load_dataset, seeded_subset
 from ..engine.distributed import Dist, init, on_main, place, wrap
-from ..engine.loop import EpochInterrupted, cosine_lr, graceful_stop, run_epoch
+from ..engine.loop import EpochInterrupted, cosine_lr, graceful_stop, resume_point, run_epoch
 from ..engine.rundir import RunDir
 from ..report import write_run_report
 from ..errors import UserError
@@ -230,7 +230,7 @@ def _epochs(cfg: SearchConfig, run: RunDir, net: torch.nn.Module, searcher: TwoS
         try:
             stats = run_epoch(lambda tr, va: searcher.step(*tr, *va), batches, len(train_loader),
                               f"epoch {epoch + 1}/{cfg.epochs}", _summarize, reduce=ctx.sum_stats, show=ctx.main,
-                              interruptible=True, resume=partial if partial and partial["epoch"] == epoch else None)
+                              interruptible=True, resume=resume_point(partial, epoch, ctx.main))
         except EpochInterrupted as stop:  # Ctrl-C: keep this very step
             run.save_checkpoint({"epoch": epoch, "config": cfg.to_dict(), "search": searcher.state_dict(),
                                  "genotype": net.genotype().to_dict(), "partial": {"epoch": epoch, **stop.progress}})

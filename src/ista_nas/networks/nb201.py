@@ -23,6 +23,16 @@ from ..genotype import NB201_EDGES as EDGES, NB201_NODES as NODES, NB201_OPS as 
 from ..sparse_coding import SparseCode
 from .dense import DenseCode
 
+def live_edges(has_op: Sequence[bool]) -> list[bool]:
+    """Which edges (in NB201_EDGES order) can reach the cell output, given which edges carry an op other than
+    ``none``. An edge into a node whose value no op reads is dead: computing it would leave its weights without
+    a gradient (which DistributedDataParallel refuses) for nothing."""
+    live_node = [False] * (NODES - 1) + [True]
+    for j in range(NODES - 2, 0, -1):
+        live_node[j] = any(has_op[k] and live_node[to] for k, (to, i) in enumerate(EDGES) if i == j)
+    return [has_op[k] and live_node[to] for k, (to, _) in enumerate(EDGES)]
+
+
 class ReLUConvBN(nn.Sequential):
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, affine: bool):
         super().__init__(nn.ReLU(inplace=False), nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False),
@@ -87,16 +97,19 @@ class _Nb201Body(nn.Module):
 class Nb201Cell(nn.Module):
     def __init__(self, arch: Nb201Arch, c: int):
         super().__init__()
-        self.ops_used = arch.ops
+        # Every op of the string is built (the benchmark counts them all), but dead ones never run.
+        self.live = live_edges([op != "none" for op in arch.ops])
         self.edges = nn.ModuleList(build_op(name, c, affine=True) for name in arch.ops)
 
     def forward(self, x: Tensor) -> Tensor:
         nodes = [x]
         for j in range(1, NODES):
-            terms = [self.edges[k](nodes[i]) for k, (to, i) in enumerate(EDGES)
-                     if to == j and self.ops_used[k] != "none"]
+            terms = [self.edges[k](nodes[i]) for k, (to, i) in enumerate(EDGES) if to == j and self.live[k]]
             nodes.append(torch.stack(terms).sum(0) if len(terms) > 1 else terms[0] if terms else x.mul(0))
         return nodes[-1]
+
+    def used_parameters(self) -> list[nn.Parameter]:
+        return [p for k, edge in enumerate(self.edges) if self.live[k] for p in edge.parameters()]
 
 
 class Nb201Network(_Nb201Body):
@@ -113,6 +126,13 @@ class Nb201Network(_Nb201Body):
     def forward(self, x: Tensor) -> Tensor:
         return self.run(x, ())
 
+    def used_parameters(self) -> list[nn.Parameter]:
+        """The parameters a training step gives gradients: all but those of dead edges."""
+        cells = [p for block in self.blocks if isinstance(block, Nb201Cell) for p in block.parameters()]
+        used = {id(p) for block in self.blocks if isinstance(block, Nb201Cell) for p in block.used_parameters()}
+        skip = {id(p) for p in cells} - used
+        return [p for p in self.parameters() if id(p) not in skip]
+
 
 class Nb201SearchCell(nn.Module):
     """Every candidate op of every edge; ``forward`` runs only the supported ones, weighted ("none" adds 0)."""
@@ -123,11 +143,12 @@ class Nb201SearchCell(nn.Module):
             nn.ModuleList(build_op(name, c, affine=False) for name in OPS_201) for _ in EDGES)
 
     def forward(self, x: Tensor, weights: Tensor, support: Sequence[Sequence[int]]) -> Tensor:
+        live = live_edges([any(OPS_201[op] != "none" for op in ops) for ops in support])
         nodes = [x]
         for j in range(1, NODES):
             out = None
             for k, (to, i) in enumerate(EDGES):
-                if to != j:
+                if to != j or not live[k]:
                     continue
                 for w, op in zip(weights[k].unbind(0), support[k]):
                     if OPS_201[op] == "none":
@@ -166,12 +187,13 @@ class Nb201SearchNetwork(_Nb201Body):
 
     def active_weight_parameters(self) -> list[nn.Parameter]:
         support = self.arch.support_list[0]
+        live = live_edges([any(OPS_201[op] != "none" for op in ops) for ops in support])
         modules: list[nn.Module] = [self.stem, self.head, self.classifier]
         for block in self.blocks:
             if isinstance(block, ResidualReduction):
                 modules.append(block)
             else:
-                modules += [block.edges[k][op] for k, ops in enumerate(support) for op in ops]
+                modules += [block.edges[k][op] for k, ops in enumerate(support) if live[k] for op in ops]
         return [p for m in modules for p in m.parameters()]
 
     def group_name(self, t: int, g: int) -> str:
@@ -187,8 +209,8 @@ class Nb201SearchNetwork(_Nb201Body):
     def genotype(self) -> Nb201Arch:
         """ISTA-NAS: per edge the op of its support (the largest |z|). DARTS: the largest softmax weight, "none"
         included, as the benchmark's DARTS baseline derives it; ties go to the earlier op."""
-        if not self.dense:
-            return Nb201Arch(tuple(OPS_201[ops[0]] for ops in self.arch.support_list[0]))
+        if not self.dense:  # the largest |z| (the support itself at s=1)
+            return Nb201Arch(tuple(OPS_201[int(order[0])] for order in self.arch.ranking()[0]))
         scores = self._scores()
         return Nb201Arch(tuple(OPS_201[int(row.argsort(descending=True, stable=True)[0])] for row in scores))
 

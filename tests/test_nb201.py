@@ -87,7 +87,8 @@ def test_the_supernet_runs_only_its_support_ops():
     with torch.no_grad():
         net.arch.b.normal_(0, 1.0)
     net.arch.recover()
-    support = net.arch.support_list[0]
+    assert net.candidates == ("skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")  # no "none"
+    support = [[NB201_OPS.index(net.candidates[c]) for c in group] for group in net.arch.support_list[0]]
     calls = {}
     for c, block in enumerate(net.blocks):
         if hasattr(block, "edges"):
@@ -118,6 +119,8 @@ def test_tiny_search_returns_a_valid_architecture_string_that_trains(method, tin
     result = two_stage.search(cfg, tmp_path / "search")
     text = json.loads((tmp_path / "search" / "genotype.json").read_text())["arch"]
     assert Nb201Arch.parse(text) == result.genotype
+    if method == "two-stage":
+        assert "none" not in result.genotype.ops
     assert (tmp_path / "search" / "cell.png").is_file()  # the drawing, also embedded in the report
     assert (tmp_path / "search" / "report.html").read_text().count("data:image/png;base64,") == 3
     metrics = result.metrics

@@ -81,7 +81,8 @@ class TwoStageSearch:
         # Architecture step: gradient of the validation loss with respect to b only (no weight gradients).
         logits_val = self.net(x_val)
         loss_val = F.cross_entropy(logits_val, y_val)
-        (self.b.grad,) = torch.autograd.grad(loss_val, [self.b])
+        (grad,) = torch.autograd.grad(loss_val, [self.b], allow_unused=True)
+        self.b.grad = grad if grad is not None else torch.zeros_like(self.b)  # no support op reached the loss
         self.ctx.average_grad_([self.b])
         self.a_opt.step()
         # Weight step on the training batch, with the updated relaxed weights.

@@ -160,21 +160,32 @@ class Nb201SearchCell(nn.Module):
 
 
 class Nb201SearchNetwork(_Nb201Body):
-    """The ISTA-NAS supernet on NAS-Bench-201: one SparseCode group per edge (n=5, s=1), one cell type."""
+    """The NAS-Bench-201 supernet: one decision group per edge, one cell type shared by all cells.
+
+    ISTA-NAS (sparse) chooses among the 4 ops other than ``none`` (n=4, s=1), as the paper removed ``none``
+    from the DARTS space: a ``none`` in the support would give b no gradient for its edge, so the edge could
+    never leave it. The DARTS baseline (``dense``) weighs all 5 ops, ``none`` included, as the benchmark's
+    DARTS baseline does.
+    """
 
     def __init__(self, channels: int = 16, cells: int = 5, num_classes: int = 10, in_channels: int = 3,
                  proj_dims: int = 3, sparsity: int = 1, lam: float = 1e-5, matrix: str = "uniform", seed: int = 0,
                  dense: bool = False):
         super().__init__(Nb201SearchCell, channels, cells, num_classes, in_channels, affine=False)
         self.shape = dict(channels=channels, cells=cells, num_classes=num_classes, in_channels=in_channels)
-        groups = [len(OPS_201)] * len(EDGES)
-        self.arch = (DenseCode(groups, block=len(OPS_201), types=1, seed=seed) if dense else
+        self.candidates = OPS_201 if dense else tuple(op for op in OPS_201 if op != "none")
+        self.op_ids = [OPS_201.index(op) for op in self.candidates]  # candidate index -> the cell's op index
+        groups = [len(self.candidates)] * len(EDGES)
+        self.arch = (DenseCode(groups, block=len(self.candidates), types=1, seed=seed) if dense else
                      SparseCode(groups, types=1, m=proj_dims, s=sparsity, lam=lam, matrix=matrix, seed=seed))
         self.dense = dense
 
+    def _support_ops(self) -> list[list[int]]:
+        return [[self.op_ids[c] for c in group] for group in self.arch.support_list[0]]
+
     def forward_with_aux(self, x: Tensor) -> tuple[Tensor, None]:
         weights = self.arch.relaxed_weights().to(x.dtype)[0]
-        return self.run(x, (weights, self.arch.support_list[0])), None
+        return self.run(x, (weights, self._support_ops())), None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with_aux(x)[0]
@@ -186,7 +197,7 @@ class Nb201SearchNetwork(_Nb201Body):
         return [p for name, p in self.named_parameters() if not name.startswith("arch.")]
 
     def active_weight_parameters(self) -> list[nn.Parameter]:
-        support = self.arch.support_list[0]
+        support = self._support_ops()
         live = live_edges([any(OPS_201[op] != "none" for op in ops) for ops in support])
         modules: list[nn.Module] = [self.stem, self.head, self.classifier]
         for block in self.blocks:
@@ -201,22 +212,22 @@ class Nb201SearchNetwork(_Nb201Body):
         return f"edge{to}<-{i}"
 
     def _scores(self) -> Tensor:
-        """(edges, ops): |z| for ISTA-NAS, the softmax weights for DARTS."""
+        """(edges, candidates): |z| for ISTA-NAS, the softmax weights for DARTS."""
         if self.dense:
             return self.arch.relaxed_weights().detach()[0].cpu()
         return self.arch.z.detach()[0].abs().cpu()
 
     def genotype(self) -> Nb201Arch:
-        """ISTA-NAS: per edge the op of its support (the largest |z|). DARTS: the largest softmax weight, "none"
-        included, as the benchmark's DARTS baseline derives it; ties go to the earlier op."""
-        if not self.dense:  # the largest |z| (the support itself at s=1)
-            return Nb201Arch(tuple(OPS_201[int(order[0])] for order in self.arch.ranking()[0]))
+        """ISTA-NAS: per edge the candidate with the largest |z| (the support at s=1). DARTS: the largest softmax
+        weight, "none" included, as the benchmark's DARTS baseline derives it; ties go to the earlier op."""
+        if not self.dense:
+            return Nb201Arch(tuple(self.candidates[int(order[0])] for order in self.arch.ranking()[0]))
         scores = self._scores()
-        return Nb201Arch(tuple(OPS_201[int(row.argsort(descending=True, stable=True)[0])] for row in scores))
+        return Nb201Arch(tuple(self.candidates[int(row.argsort(descending=True, stable=True)[0])] for row in scores))
 
     def ranking(self) -> dict[str, list[list[dict]]]:
         key = "weight" if self.dense else "abs_z"
         scores = self._scores()
-        return {"cell": [[{"edge": self.group_name(0, g), "op": OPS_201[k], key: float(row[k])}
+        return {"cell": [[{"edge": self.group_name(0, g), "op": self.candidates[k], key: float(row[k])}
                           for k in row.argsort(descending=True, stable=True).tolist()]
                          for g, row in enumerate(scores)]}

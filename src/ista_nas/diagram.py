@@ -16,7 +16,7 @@ OP_COLOURS = {
 }
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,7 +62,7 @@ def _save(fig, stem: str | Path) -> list[Path]:
 
 def draw_cell(genotype: Genotype, cell: str, stem: str | Path) -> list[Path]:
     """Draw the ``normal`` or ``reduce`` cell into ``stem``.png and ``stem``.svg; return both paths."""
-    plt = _pyplot()
+    plt = pyplot()
     pairs = genotype.normal if cell == "normal" else genotype.reduce
     concat = genotype.normal_concat if cell == "normal" else genotype.reduce_concat
     steps = len(pairs) // 2
@@ -93,7 +93,7 @@ def draw_cell(genotype: Genotype, cell: str, stem: str | Path) -> list[Path]:
 
 def draw_nb201_cell(arch: Nb201Arch, stem: str | Path) -> list[Path]:
     """Draw a NAS-Bench-201 cell (nodes 0..3 in a row, one labelled arc per edge) into ``stem``.png/.svg."""
-    plt = _pyplot()
+    plt = pyplot()
     pos = {j: (2.2 * j, 0.0) for j in range(NB201_NODES)}
     names = {0: "in", NB201_NODES - 1: "out", **{j: str(j) for j in range(1, NB201_NODES - 1)}}
     fig, ax = plt.subplots(figsize=(8.0, 4.2))

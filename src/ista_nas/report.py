@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .diagram import pyplot
 from .engine.rundir import RunDir
 from .errors import UserError
 from .genotype import NB201_EDGES, AnyGenotype, Genotype, Nb201Arch, load_genotype
@@ -100,20 +101,11 @@ def _png(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _curves(metrics: list[dict[str, Any]]) -> str | None:
     epochs = [m["epoch"] for m in metrics if "epoch" in m]
     if not epochs:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
     for key, label in (("train", "train"), ("valid", "valid (architecture batches)"), ("test", "test")):
         for ax, suffix in ((loss_ax, "_loss"), (acc_ax, "_top1" if key == "test" else "_acc")):
@@ -164,7 +156,7 @@ def settled_after(history: list[tuple[int, tuple[str, ...]]]) -> int:
 def _support_plot(history: dict[str, list[tuple[int, tuple[str, ...]]]]) -> str | None:
     if not history:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(history), 1, figsize=(10, 1.0 + 0.9 * len(history)), squeeze=False, sharex=True)
     for ax, (name, rows) in zip(axes[:, 0], history.items()):
         labels = sorted({c for _, held in rows for c in held})
@@ -283,7 +275,7 @@ def compare(run_dirs: list[str | Path], plot: str | Path | None = None) -> tuple
     infos = [read_run(p) for p in run_dirs]
     if plot is None:
         return infos, None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for info in infos:
         key, best = info.best_accuracy()

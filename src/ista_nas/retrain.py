@@ -23,7 +23,7 @@ from torch import Tensor
 from .config import TrainConfig
 from .engine.checkpoint import load_checkpoint
 from .engine.data import Augment, DeviceLoader, ImageData, epoch_seed, load_dataset, seeded_subset
-from .engine.distributed import Dist, init, on_main, sync_batchnorm, wrap
+from .engine.distributed import Dist, on_main, place, sync_batchnorm, wrap
 from .engine.loop import EpochInterrupted, cosine_lr, graceful_stop, resolve_device, resume_point, run_epoch
 from .engine.stream import StreamingLoader
 from .engine.rundir import RunDir
@@ -212,17 +212,14 @@ def prepare_data(cfg: TrainConfig, ctx: Dist) -> tuple[DataInfo, Loader, Loader]
 def train(cfg: TrainConfig, out: str | Path) -> TrainResult:
     """Train ``cfg.genotype`` from scratch into the new run directory ``out``."""
     cfg.validate()
-    init()
     # A bad --genotype or --out fails before anything else (checked where the run directory will be: rank 0).
-    on_main(lambda: (resolve_genotype(cfg), RunDir.check_new(out, cfg.to_dict())))
-    return _run(cfg, lambda: RunDir.create(out, cfg.to_dict()), checkpoint=None)
+    return _run(cfg, RunDir.prepare_new(out, cfg.to_dict(), check=lambda: resolve_genotype(cfg)), checkpoint=None)
 
 
 def resume(run_dir: str | Path, **overrides: Any) -> TrainResult:
     """Continue the training run in ``run_dir`` from its last checkpoint (epochs and device may change)."""
-    init()
-    run, cfg, checkpoint = on_main(lambda: RunDir.resume(run_dir, TrainConfig, overrides, kind="trainer"))
-    return _run(cfg, lambda: run.rewrite_config(cfg.to_dict()), checkpoint)
+    cfg, open_run, checkpoint = RunDir.prepare_resume(run_dir, TrainConfig, overrides, kind="trainer")
+    return _run(cfg, open_run, checkpoint)
 
 
 def _run(cfg: TrainConfig, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None) -> TrainResult:
@@ -231,13 +228,9 @@ def _run(cfg: TrainConfig, open_run: Callable[[], RunDir], checkpoint: dict[str,
     data, train_loader, test_loader = prepare_data(cfg, ctx)
     spec = model_spec(cfg, genotype, data, train_loader.mean_std[0], train_loader.mean_std[1])
     torch.manual_seed(cfg.seed)
-    model = build_model(spec).to(ctx.device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = place(build_model(spec), ctx, cfg.channels_last, sync_bn=False)  # the Trainer sets up its batch norm
     trainer = Trainer(model, cfg, ctx)
-    run = RunDir.open_on_main(open_run)
-    if cfg.tensorboard:
-        run.enable_tensorboard()
+    run = RunDir.open_on_main(open_run, cfg.tensorboard)
     run.write_json("genotype.json", genotype.to_dict())
     if run.writes:
         write_diagrams(genotype, run.path)

@@ -114,12 +114,6 @@ class Dist:
 
     # --- collectives (no-ops in a single process) ---
 
-    def sum_(self, tensor: Tensor) -> Tensor:
-        """Sum ``tensor`` over the ranks, in place; returns it."""
-        if self.world > 1:
-            dist.all_reduce(tensor)
-        return tensor
-
     def average_grad_(self, params: Sequence[nn.Parameter]) -> None:
         """Average the gradients of ``params`` over the ranks (for parameters outside the DDP wrapper)."""
         if self.world > 1:
@@ -149,10 +143,6 @@ class Dist:
         if self.world > 1:
             for buf in module.buffers():
                 dist.broadcast(buf, 0)
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
 
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):

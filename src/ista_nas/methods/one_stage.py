@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..config import SearchConfig, TrainConfig
 from ..diagram import write_diagrams
-from ..engine.distributed import Dist, init, on_main, place, wrap
+from ..engine.distributed import Dist, place, wrap
 from ..engine.loop import EpochInterrupted, graceful_stop, resume_point, run_epoch
 from ..engine.rundir import RunDir
 from ..report import write_run_report
@@ -122,37 +122,29 @@ def build_supernet(cfg: SearchConfig, data: DataInfo) -> SearchNetwork:
 def search(cfg: SearchConfig, out: str | Path) -> SearchResult:
     """Run a one-stage search (search, fix, absorb, train on) into the new run directory ``out``."""
     cfg.validate()
-    init()
-    on_main(lambda: RunDir.check_new(out, cfg.to_dict()))
-    return _run(cfg, lambda: RunDir.create(out, cfg.to_dict()), checkpoint=None)
+    return _run(cfg, RunDir.prepare_new(out, cfg.to_dict()), checkpoint=None)
 
 
 def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
-    init()
-    run, cfg, checkpoint = on_main(lambda: RunDir.resume(run_dir, SearchConfig, overrides, kind="phase"))
-    return _run(cfg, lambda: run.rewrite_config(cfg.to_dict()), checkpoint)
+    cfg, open_run, checkpoint = RunDir.prepare_resume(run_dir, SearchConfig, overrides, kind="phase")
+    return _run(cfg, open_run, checkpoint)
 
 
 def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None) -> SearchResult:
     ctx = Dist.setup(cfg.device)
-    device = ctx.device
     tcfg = train_config(cfg, 0)
     data, train_loader, test_loader = prepare_data(tcfg, ctx)
     mean, std = train_loader.mean_std
     net = place(build_supernet(cfg, data), ctx, cfg.channels_last, cfg.sync_bn)
     searcher = OneStageSearch(net, cfg, ctx)
-    run = RunDir.open_on_main(open_run)
-    if cfg.tensorboard:
-        run.enable_tensorboard()
+    run = RunDir.open_on_main(open_run, cfg.tensorboard)
     start, trainer, fixed_at, froze_at = 0, None, None, {}
     if checkpoint is not None:
         if checkpoint["phase"] == "search":
             start = run.restore(checkpoint, "search", searcher.load_state_dict, cfg.epochs)
         else:
             fixed_at = checkpoint["fixed_at"]
-            model = build_model(checkpoint["model_spec"]).to(device)
-            if cfg.channels_last:
-                model = model.to(memory_format=torch.channels_last)
+            model = place(build_model(checkpoint["model_spec"]), ctx, cfg.channels_last, sync_bn=False)
             trainer = Trainer(model, train_config(cfg, fixed_at), ctx)
             start = run.restore(checkpoint, "trainer", trainer.load_state_dict, cfg.epochs)
         froze_at = checkpoint["froze_at"]
@@ -202,9 +194,7 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
                     phase_record = {"phase": "search", "frozen": sorted(froze_at), "genotype": net.genotype().to_dict()}
                     if bool(net.arch.frozen.all()):
                         fixed_at = epoch + 1
-                        model = net.absorb()
-                        if cfg.channels_last:
-                            model = model.to(memory_format=torch.channels_last)
+                        model = place(net.absorb(), ctx, cfg.channels_last, sync_bn=False)
                         trainer = Trainer(model, train_config(cfg, fixed_at), ctx)
                         log.info("architecture fixed after epoch %d: %s", fixed_at, model.genotype.to_dict())
                 else:

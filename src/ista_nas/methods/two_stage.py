@@ -22,7 +22,7 @@ from torch import Tensor
 from ..config import SearchConfig
 from ..diagram import write_diagrams
 from ..engine.data import Augment, DeviceLoader, ImageData, load_dataset, seeded_subset
-from ..engine.distributed import Dist, init, on_main, place, wrap
+from ..engine.distributed import Dist, place, wrap
 from ..engine.loop import EpochInterrupted, cosine_lr, graceful_stop, resume_point, run_epoch
 from ..engine.rundir import RunDir
 from ..report import write_run_report
@@ -175,16 +175,13 @@ def _changed_names(net: torch.nn.Module, changed: Tensor) -> list[str]:
 def search(cfg: SearchConfig, out: str | Path) -> SearchResult:
     """Run a two-stage search from scratch into the new run directory ``out``."""
     cfg.validate()
-    init()
-    on_main(lambda: RunDir.check_new(out, cfg.to_dict()))  # fail fast; create it once the data has loaded
-    return _run(cfg, lambda: RunDir.create(out, cfg.to_dict()), checkpoint=None)
+    return _run(cfg, RunDir.prepare_new(out, cfg.to_dict()), checkpoint=None)  # created once the data has loaded
 
 
 def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
     """Continue the run in ``run_dir`` from its last checkpoint. ``overrides`` may change epochs and device."""
-    init()
-    run, cfg, checkpoint = on_main(lambda: RunDir.resume(run_dir, SearchConfig, overrides, kind="search"))
-    return _run(cfg, lambda: run.rewrite_config(cfg.to_dict()), checkpoint)
+    cfg, open_run, checkpoint = RunDir.prepare_resume(run_dir, SearchConfig, overrides, kind="search")
+    return _run(cfg, open_run, checkpoint)
 
 
 def _write_results(run: RunDir, net: torch.nn.Module) -> AnyGenotype:
@@ -199,9 +196,7 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
     data, train_loader, valid_loader = prepare_data(cfg, ctx)
     net = place(build_network(cfg, data), ctx, cfg.channels_last, cfg.sync_bn)
     searcher = TwoStageSearch(net, cfg, ctx)
-    run = RunDir.open_on_main(open_run)
-    if cfg.tensorboard:
-        run.enable_tensorboard()
+    run = RunDir.open_on_main(open_run, cfg.tensorboard)
     start = run.restore(checkpoint, "search", searcher.load_state_dict, cfg.epochs)
     log.info("searching on %s: %s, %d train / %d valid images, %d steps per epoch, run directory %s",
              ctx, cfg.dataset, len(train_loader.indices), len(valid_loader.indices), len(train_loader), run.path)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..genotype import Genotype
-from ..ops import OPS, FactorizedReduce, ReLUConvBN
+from ..ops import OPS, Chain, FactorizedReduce, ReLUConvBN, concat_channels
 
 
 def is_reduction(i: int, layers: int) -> bool:
@@ -37,7 +37,7 @@ def preprocessing(c_pp: int, c_p: int, c: int, reduction_prev: bool, affine: boo
 def build_op(name: str, c: int, stride: int, flavour: str) -> nn.Module:
     op = OPS[name](c, stride, True)
     if flavour == "one-stage" and ("pool" in name or isinstance(op, nn.Identity)):
-        op = nn.Sequential(op, nn.BatchNorm2d(c))  # every op then ends in a BN that can absorb alpha
+        op = Chain(op, nn.BatchNorm2d(c))  # every op then ends in a BN that can absorb alpha
     return op
 
 
@@ -64,7 +64,7 @@ class Cell(nn.Module):
                     h = drop_path(h, drop_prob)
                 out = h if out is None else out + h
             states.append(out)
-        return torch.cat([states[i] for i in self.concat], dim=1)
+        return concat_channels([states[i] for i in self.concat])
 
 
 class AuxiliaryHead(nn.Module):

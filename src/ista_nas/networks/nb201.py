@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..genotype import NB201_EDGES as EDGES, NB201_NODES as NODES, NB201_OPS as OPS_201, Nb201Arch
+from ..ops import Chain, weighted
 from ..sparse_coding import SparseCode
 from .dense import DenseCode
 
@@ -33,7 +34,7 @@ def live_edges(has_op: Sequence[bool]) -> list[bool]:
     return [has_op[k] and live_node[to] for k, (to, _) in enumerate(EDGES)]
 
 
-class ReLUConvBN(nn.Sequential):
+class ReLUConvBN(Chain):
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, affine: bool):
         super().__init__(nn.ReLU(inplace=False), nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False),
                          nn.BatchNorm2d(c_out, affine=affine))
@@ -153,7 +154,7 @@ class Nb201SearchCell(nn.Module):
                 for w, op in zip(weights[k].unbind(0), support[k]):
                     if OPS_201[op] == "none":
                         continue
-                    term = w * self.edges[k][op](nodes[i])
+                    term = weighted(self.edges[k][op], nodes[i], w)
                     out = term if out is None else out + term
             nodes.append(out if out is not None else x.mul(0))
         return nodes[-1]

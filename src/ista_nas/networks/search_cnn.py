@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..genotype import Genotype
-from ..ops import OPS, PRIMITIVES
+from ..ops import OPS, PRIMITIVES, Chain, concat_channels, weighted
 from .cnn import AuxiliaryHead, Network, build_op, build_stem, is_reduction, preprocessing
 from ..sparse_coding import SparseCode
 
@@ -38,7 +38,7 @@ def search_op(name: str, c: int, stride: int, one_stage: bool) -> nn.Module:
     if one_stage:
         return build_op(name, c, stride, "one-stage")
     op = OPS[name](c, stride, False)
-    return nn.Sequential(op, nn.BatchNorm2d(c, affine=False)) if "pool" in name else op
+    return Chain(op, nn.BatchNorm2d(c, affine=False)) if "pool" in name else op
 
 
 class SparseCell(nn.Module):
@@ -60,11 +60,11 @@ class SparseCell(nn.Module):
         states = [self.pre0(s0), self.pre1(s1)]
         for ops, idx, w in zip(self.nodes, support, weights.unbind(0)):
             w = w.unbind(0)
-            out = w[0] * ops[idx[0]](states[idx[0] // len(PRIMITIVES)])
+            out = weighted(ops[idx[0]], states[idx[0] // len(PRIMITIVES)], w[0])
             for k in range(1, len(idx)):
-                out = out + w[k] * ops[idx[k]](states[idx[k] // len(PRIMITIVES)])
+                out = out + weighted(ops[idx[k]], states[idx[k] // len(PRIMITIVES)], w[k])
             states.append(out)
-        return torch.cat(states[2:], dim=1)
+        return concat_channels(states[2:])
 
     def support_modules(self, support: Sequence[Sequence[int]]) -> list[nn.Module]:
         return [self.pre0, self.pre1] + [ops[k] for ops, idx in zip(self.nodes, support) for k in idx]

@@ -10,7 +10,8 @@ from torch import nn
 from ista_nas.networks import SearchNetwork
 from ista_nas.networks.dense import DenseSearchNetwork
 from ista_nas.networks.search_cnn import REDUCE, NORMAL
-from ista_nas.ops import PRIMITIVES, FactorizedReduce, concat_channels, scaled_batch_norm
+from ista_nas.ops import (PRIMITIVES, DilConv, FactorizedReduce, concat_channels, every_other_pixel,
+                          scaled_batch_norm)
 
 CL = torch.channels_last
 
@@ -33,6 +34,17 @@ def test_concat_channels_is_cat_with_dense_gradients(fmt):
         assert g.is_contiguous(memory_format=fmt) and g.stride() == p.stride()
     with torch.no_grad():
         assert torch.equal(concat_channels(parts), ref)
+
+
+@pytest.mark.parametrize("side", [6, 7])
+def test_every_other_pixel_is_slicing_with_a_gradient_in_the_input_layout(side):
+    x = torch.randn(2, 3, side, side, dtype=torch.float64).contiguous(memory_format=CL).requires_grad_()
+    ref, ref_grads = _grads(lambda: torch.cat([x[:, :, ::2, ::2].flatten(), 3 * x[:, :, 1::2, 1::2].flatten()]), [x])
+    out, grads = _grads(lambda: torch.cat([t.flatten() * w for t, w in zip(every_other_pixel(x, (0, 1)), (1, 3))]),
+                        [x])
+    assert torch.equal(out, ref) and torch.equal(grads[0], ref_grads[0])
+    assert grads[0].is_contiguous(memory_format=CL)
+    assert torch.autograd.gradcheck(lambda t: every_other_pixel(t, (1,)), (x,))
 
 
 @pytest.mark.parametrize("affine", [False, True])
@@ -77,6 +89,28 @@ def test_factorized_reduce_is_relu_and_two_offset_strided_convs(side):
     ref, ref_grads = _grads(reference, params)
     out, grads = _grads(lambda: fr(x), params)
     assert out.shape == (2, 6, (side + 1) // 2, (side + 1) // 2)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("side", [8, 7])
+def test_dil_conv_is_its_layers_in_sequence(kernel, stride, side):
+    torch.manual_seed(0)
+    op = DilConv(4, kernel, stride, 2).double()
+    ref_op = copy.deepcopy(op)
+    x = torch.randn(2, 4, side, side, dtype=torch.float64).contiguous(memory_format=CL).requires_grad_()
+
+    def reference():  # the dilated, strided depthwise conv as nn.Conv2d computes it
+        y = x
+        for module in ref_op:
+            y = module(y)
+        return y
+
+    ref, ref_grads = _grads(reference, [x, *ref_op.parameters()])
+    out, grads = _grads(lambda: op(x), [x, *op.parameters()])
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)

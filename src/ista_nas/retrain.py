@@ -23,7 +23,7 @@ from torch import Tensor
 from .config import TrainConfig
 from .engine.checkpoint import load_checkpoint
 from .engine.data import Augment, DeviceLoader, ImageData, epoch_seed, load_dataset, seeded_subset
-from .engine.distributed import Dist, on_main, place, sync_batchnorm, wrap
+from .engine.distributed import Dist, on_main, place, wrap
 from .engine.loop import EpochInterrupted, cosine_lr, graceful_stop, resolve_device, resume_point, run_epoch
 from .engine.stream import StreamingLoader
 from .engine.rundir import RunDir
@@ -107,8 +107,6 @@ class Trainer:
 
     def __init__(self, model: Network, cfg: TrainConfig, ctx: Dist):
         self.model, self.cfg, self.ctx = model, cfg, ctx
-        if ctx.world > 1 and cfg.sync_bn:
-            sync_batchnorm(model)
         self.optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         used = model.used_parameters() if hasattr(model, "used_parameters") else list(model.parameters())
@@ -174,9 +172,7 @@ def evaluate(model: torch.nn.Module, loader: Loader, autocast: Callable[[], Any]
 def prepare_data(cfg: TrainConfig, ctx: Dist) -> tuple[DataInfo, Loader, Loader]:
     """Training split (seeded subset, augmented) and test split (whole, in order); the loaders carry the
     normalisation (mean, std) of the training data and yield this rank's shard of every global batch."""
-    if cfg.batch_size % ctx.world:
-        raise UserError(f"--batch-size {cfg.batch_size} (the global batch) does not split evenly over {ctx.world} "
-                        f"processes; use a multiple of {ctx.world}")
+    ctx.check_batch(cfg.batch_size)
     device, shard = ctx.device, (ctx.rank, ctx.world)
     if cfg.stream:
         root = cfg.dataset[len("folder:"):]
@@ -228,7 +224,7 @@ def _run(cfg: TrainConfig, open_run: Callable[[], RunDir], checkpoint: dict[str,
     data, train_loader, test_loader = prepare_data(cfg, ctx)
     spec = model_spec(cfg, genotype, data, train_loader.mean_std[0], train_loader.mean_std[1])
     torch.manual_seed(cfg.seed)
-    model = place(build_model(spec), ctx, cfg.channels_last, sync_bn=False)  # the Trainer sets up its batch norm
+    model = place(build_model(spec), ctx, cfg.channels_last, cfg.sync_bn)
     trainer = Trainer(model, cfg, ctx)
     run = RunDir.open_on_main(open_run, cfg.tensorboard)
     run.write_json("genotype.json", genotype.to_dict())

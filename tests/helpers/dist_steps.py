@@ -10,7 +10,7 @@ import sys
 import torch
 
 from ista_nas.config import TrainConfig, make_config
-from ista_nas.engine.distributed import Dist, shutdown, sync_batchnorm
+from ista_nas.engine.distributed import Dist, place, shutdown
 from ista_nas.methods.budget import recover_within_budget
 from ista_nas.methods.two_stage import TwoStageSearch
 from ista_nas.networks import SearchNetwork
@@ -34,10 +34,7 @@ def main(kind, out, device="cpu"):
     part = lambda t: t.tensor_split(ctx.world)[ctx.rank]  # noqa: E731  (the loaders' shard rule)
     torch.manual_seed(0)
     if kind == "search":
-        net = SearchNetwork(channels=4, layers=3, num_classes=CLASSES, seed=0).double()
-        net = net.to(ctx.device, memory_format=torch.channels_last)
-        if ctx.world > 1:
-            sync_batchnorm(net)
+        net = place(SearchNetwork(channels=4, layers=3, num_classes=CLASSES, seed=0).double(), ctx, True, True)
         searcher = TwoStageSearch(net, make_config("paper", batch_size=BATCH, arch_lr=3e-2), ctx)
         for epoch in range(2):
             searcher.begin_epoch(epoch)
@@ -46,8 +43,7 @@ def main(kind, out, device="cpu"):
             recover_within_budget(net, 0.0, 4, 3, ctx)
         state = {k: v.cpu() for k, v in net.state_dict().items()}
     else:
-        model = Network(PUBLISHED["ista_twostage"], 4, 3, CLASSES, auxiliary=True).double()
-        model = model.to(ctx.device, memory_format=torch.channels_last)
+        model = place(Network(PUBLISHED["ista_twostage"], 4, 3, CLASSES, auxiliary=True).double(), ctx, True, True)
         trainer = Trainer(model, TrainConfig.make("quick", drop_path=0.0), ctx)
         trainer.begin_epoch(0)
         for x, y in batches(4, 0, ctx.device):

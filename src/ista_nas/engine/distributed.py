@@ -112,6 +112,12 @@ class Dist:
             torch.cuda.set_device(device)
         return cls(dist.get_rank(), dist.get_world_size(), device)
 
+    def check_batch(self, batch_size: int) -> None:
+        """The global batch must split evenly over the processes (each rank takes its slice)."""
+        if batch_size % self.world:
+            raise UserError(f"--batch-size {batch_size} (the global batch) does not split evenly over {self.world} "
+                            f"processes; use a multiple of {self.world}")
+
     # --- collectives (no-ops in a single process) ---
 
     def average_grad_(self, params: Sequence[nn.Parameter]) -> None:

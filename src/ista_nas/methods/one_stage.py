@@ -144,7 +144,7 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
             start = run.restore(checkpoint, "search", searcher.load_state_dict, cfg.epochs)
         else:
             fixed_at = checkpoint["fixed_at"]
-            model = place(build_model(checkpoint["model_spec"]), ctx, cfg.channels_last, sync_bn=False)
+            model = place(build_model(checkpoint["model_spec"]), ctx, cfg.channels_last, cfg.sync_bn)
             trainer = Trainer(model, train_config(cfg, fixed_at), ctx)
             start = run.restore(checkpoint, "trainer", trainer.load_state_dict, cfg.epochs)
         froze_at = checkpoint["froze_at"]
@@ -194,7 +194,7 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
                     phase_record = {"phase": "search", "frozen": sorted(froze_at), "genotype": net.genotype().to_dict()}
                     if bool(net.arch.frozen.all()):
                         fixed_at = epoch + 1
-                        model = place(net.absorb(), ctx, cfg.channels_last, sync_bn=False)
+                        model = place(net.absorb(), ctx, cfg.channels_last, cfg.sync_bn)
                         trainer = Trainer(model, train_config(cfg, fixed_at), ctx)
                         log.info("architecture fixed after epoch %d: %s", fixed_at, model.genotype.to_dict())
                 else:

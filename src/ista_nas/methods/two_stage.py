@@ -127,7 +127,7 @@ def _summarize(sums: dict[str, float]) -> dict[str, float]:
 def prepare_data(cfg: SearchConfig, ctx: Dist) -> tuple[ImageData, DeviceLoader, DeviceLoader]:
     """Load the training split, take the seeded subset and split it into the weight and architecture halves;
     the loaders yield this rank's shard of every global batch."""
-    check_batch_split(cfg.batch_size, ctx)
+    ctx.check_batch(cfg.batch_size)
     device = ctx.device
     data = load_dataset(cfg.dataset, "train", cfg.data_dir or None)
     order = seeded_subset(len(data), cfg.subset, cfg.seed, cfg.dataset)
@@ -142,12 +142,6 @@ def prepare_data(cfg: SearchConfig, ctx: Dist) -> tuple[ImageData, DeviceLoader,
     common = dict(batch_size=cfg.batch_size, device=device, mean=mean, std=std, augment=augment,
                   channels_last=cfg.channels_last, seed=cfg.seed, shard=(ctx.rank, ctx.world))
     return data, DeviceLoader(data, train_idx, stream=0, **common), DeviceLoader(data, valid_idx, stream=1, **common)
-
-
-def check_batch_split(batch_size: int, ctx: Dist) -> None:
-    if batch_size % ctx.world:
-        raise UserError(f"--batch-size {batch_size} (the global batch) does not split evenly over {ctx.world} "
-                        f"processes; use a multiple of {ctx.world}")
 
 
 def _valid_batches(loader: DeviceLoader, epoch: int, count: int) -> Iterator[tuple[Tensor, Tensor]]:

@@ -76,7 +76,7 @@ def _stages(channels: int, cells: int) -> list[tuple[int, bool]]:
 class _Nb201Body(nn.Module):
     """Stem, the blocks and the head shared by the benchmark network and the supernets."""
 
-    def __init__(self, make_cell, channels: int, cells: int, num_classes: int, in_channels: int, affine: bool):
+    def __init__(self, make_cell, channels: int, cells: int, num_classes: int, in_channels: int):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
         self.blocks = nn.ModuleList()
@@ -109,16 +109,13 @@ class Nb201Cell(nn.Module):
             nodes.append(torch.stack(terms).sum(0) if len(terms) > 1 else terms[0] if terms else x.mul(0))
         return nodes[-1]
 
-    def used_parameters(self) -> list[nn.Parameter]:
-        return [p for k, edge in enumerate(self.edges) if self.live[k] for p in edge.parameters()]
-
 
 class Nb201Network(_Nb201Body):
     """The benchmark's network for one architecture (C=16, N=5 by default)."""
 
     def __init__(self, arch: Nb201Arch, channels: int = 16, cells: int = 5, num_classes: int = 10,
                  in_channels: int = 3):
-        super().__init__(lambda c: Nb201Cell(arch, c), channels, cells, num_classes, in_channels, affine=True)
+        super().__init__(lambda c: Nb201Cell(arch, c), channels, cells, num_classes, in_channels)
         self.genotype = arch
 
     def forward_with_aux(self, x: Tensor) -> tuple[Tensor, None]:
@@ -129,10 +126,9 @@ class Nb201Network(_Nb201Body):
 
     def used_parameters(self) -> list[nn.Parameter]:
         """The parameters a training step gives gradients: all but those of dead edges."""
-        cells = [p for block in self.blocks if isinstance(block, Nb201Cell) for p in block.parameters()]
-        used = {id(p) for block in self.blocks if isinstance(block, Nb201Cell) for p in block.used_parameters()}
-        skip = {id(p) for p in cells} - used
-        return [p for p in self.parameters() if id(p) not in skip]
+        dead = {id(p) for block in self.blocks if isinstance(block, Nb201Cell)
+                for live, edge in zip(block.live, block.edges) if not live for p in edge.parameters()}
+        return [p for p in self.parameters() if id(p) not in dead]
 
 
 class Nb201SearchCell(nn.Module):
@@ -172,7 +168,7 @@ class Nb201SearchNetwork(_Nb201Body):
     def __init__(self, channels: int = 16, cells: int = 5, num_classes: int = 10, in_channels: int = 3,
                  proj_dims: int = 3, sparsity: int = 1, lam: float = 1e-5, matrix: str = "uniform", seed: int = 0,
                  dense: bool = False):
-        super().__init__(Nb201SearchCell, channels, cells, num_classes, in_channels, affine=False)
+        super().__init__(Nb201SearchCell, channels, cells, num_classes, in_channels)
         self.shape = dict(channels=channels, cells=cells, num_classes=num_classes, in_channels=in_channels)
         self.candidates = OPS_201 if dense else tuple(op for op in OPS_201 if op != "none")
         self.op_ids = [OPS_201.index(op) for op in self.candidates]  # candidate index -> the cell's op index

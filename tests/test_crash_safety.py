@@ -1,6 +1,7 @@
 """Runs survive kills and damaged files: SIGKILL at random moments and inside checkpoint writes, then --resume,
 ends exactly where an uninterrupted run ends; damaged checkpoints are named and the previous one is used."""
 
+import io
 import json
 import os
 import random
@@ -50,12 +51,16 @@ def _start(tmp_path, args, kill_at=0):
                             text=True, env=env)
 
 
+def _continue_args(folder, out):
+    """Resume the run in ``out``, or start it again when no checkpoint was written."""
+    has_checkpoint = (out / "checkpoint.pt").exists() or previous_path(out / "checkpoint.pt").exists()
+    return ["search", "--resume", str(out)] if has_checkpoint else _args(folder, out)
+
+
 def _finish(tmp_path, folder, out):
     """Resume (or restart, when no epoch finished) until the run completes."""
     for _ in range(5):
-        has_checkpoint = (out / "checkpoint.pt").exists() or previous_path(out / "checkpoint.pt").exists()
-        args = ["search", "--resume", str(out)] if has_checkpoint else _args(folder, out)
-        proc = _start(tmp_path, args)
+        proc = _start(tmp_path, _continue_args(folder, out))
         _, err = proc.communicate(timeout=300)
         if proc.returncode == 0:
             return
@@ -105,8 +110,7 @@ def test_killed_at_random_moments_resumes_to_the_same_end(reference, tiny_folder
         out = tmp_path / f"run{attempt}"
         kills = 0
         while kills < 2:  # kill twice, wherever the run is, then let it finish
-            has_checkpoint = (out / "checkpoint.pt").exists()
-            proc = _start(tmp_path, ["search", "--resume", str(out)] if has_checkpoint else _args(tiny_folder, out))
+            proc = _start(tmp_path, _continue_args(tiny_folder, out))
             time.sleep(rng.uniform(1.0, 5.0))
             if proc.poll() is not None:
                 break
@@ -128,7 +132,7 @@ def test_damaged_checkpoints_are_refused_by_name_and_the_previous_one_is_used(tm
     with pytest.raises(UserError, match=f"checkpoint {path} is corrupt"):
         load_checkpoint(path)
 
-    wrapped = torch.load(__import__("io").BytesIO(good), weights_only=False)
+    wrapped = torch.load(io.BytesIO(good), weights_only=False)
     payload = bytearray(wrapped["payload"])
     payload[len(payload) // 2] ^= 0xFF  # one flipped byte
     torch.save({**wrapped, "payload": bytes(payload)}, path)

@@ -55,7 +55,8 @@ def test_sharded_loader_batches_join_into_the_single_process_batch():
         assert torch.equal(torch.cat([s[k][1] for s in shards]), y)
 
 
-def _launch(tmp_path, name, args, processes):
+def _run_launcher(tmp_path, name, args, processes):
+    """The CLI with ``args`` in ``processes`` processes; (the folder of the dumped states, the finished process)."""
     dump = tmp_path / f"dump-{name}"
     dump.mkdir()
     script = tmp_path / "launch.py"
@@ -65,7 +66,11 @@ def _launch(tmp_path, name, args, processes):
         cmd = [sys.executable, str(script)]
     else:
         cmd = [TORCHRUN, "--standalone", f"--nproc_per_node={processes}", str(script)]
-    done = subprocess.run(cmd + args, capture_output=True, text=True, env=env, timeout=300)
+    return dump, subprocess.run(cmd + args, capture_output=True, text=True, env=env, timeout=300)
+
+
+def _launch(tmp_path, name, args, processes):
+    dump, done = _run_launcher(tmp_path, name, args, processes)
     assert done.returncode == 0, done.stderr[-3000:]
     return dump
 
@@ -161,13 +166,9 @@ def test_two_process_training_runs_and_resumes_on_one(tiny_folder, tmp_path):
 
 @needs_torchrun
 def test_batch_that_does_not_split_over_the_processes_is_refused(tiny_folder, tmp_path):
-    script = tmp_path / "launch.py"
-    script.write_text(LAUNCHER)
-    (tmp_path / "dump").mkdir()
-    done = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node=2", str(script), "train", "--preset", "quick",
-                           "--dataset", f"folder:{tiny_folder}", "--subset", "0", "--batch-size", "13", "--device",
-                           "cpu", "--out", str(tmp_path / "run")], capture_output=True, text=True,
-                          env={**os.environ, "DUMP": str(tmp_path / "dump"), "OMP_NUM_THREADS": "1"}, timeout=300)
+    _, done = _run_launcher(tmp_path, "refused", ["train", "--preset", "quick", "--dataset", f"folder:{tiny_folder}",
+                                                  "--subset", "0", "--batch-size", "13", "--device", "cpu", "--out",
+                                                  str(tmp_path / "run")], 2)
     assert done.returncode != 0
     assert "--batch-size 13 (the global batch) does not split evenly over 2 processes" in done.stderr
 

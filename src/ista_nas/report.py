@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .diagram import pyplot
+from .engine.checkpoint import atomic_write_bytes
 from .engine.rundir import RunDir
 from .errors import UserError
 from .genotype import NB201_EDGES, AnyGenotype, Genotype, Nb201Arch, load_genotype
@@ -253,8 +254,6 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the run's report (default RUN_DIR/report.html); returns its path."""
     info = read_run(run_dir)
     path = Path(out) if out else info.path / "report.html"
-    from .engine.checkpoint import atomic_write_bytes
-
     atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(render(info)))
     return path
 

@@ -40,7 +40,7 @@ def _darts_supernet(cfg: Any, num_classes: int, in_channels: int, dense: bool) -
     cls = DenseSearchNetwork if dense else SearchNetwork
     return cls(channels=cfg.channels, layers=cfg.layers, num_classes=num_classes, in_channels=in_channels,
                steps=cfg.steps, proj_dims=cfg.proj_dims, sparsity=cfg.sparsity, lam=cfg.lam, matrix=cfg.matrix,
-               seed=cfg.seed, stem=cfg.stem)
+               seed=cfg.seed, stem=cfg.stem, arch_init=cfg.arch_init)
 
 
 def _darts_network(spec: dict[str, Any]) -> nn.Module:
@@ -53,7 +53,8 @@ def _nb201_supernet(cfg: Any, num_classes: int, in_channels: int, dense: bool) -
     """NAS-Bench-201: one group per cell edge, n = 5 ops, one cell type; ``layers`` is N cells per stage."""
     return Nb201SearchNetwork(channels=cfg.channels, cells=cfg.layers, num_classes=num_classes,
                               in_channels=in_channels, proj_dims=cfg.proj_dims, sparsity=cfg.sparsity, lam=cfg.lam,
-                              matrix=cfg.matrix, seed=cfg.seed, dense=dense)
+                              matrix=cfg.matrix, seed=cfg.seed, dense=dense,
+                              arch_init=cfg.arch_init, weight_scale=cfg.weight_scale)
 
 
 def _nb201_network(spec: dict[str, Any]) -> nn.Module:

@@ -70,6 +70,7 @@ class SparseCode(nn.Module):
         self.register_buffer("frozen", torch.zeros(types, len(group_sizes), dtype=torch.bool))
         self.register_buffer("alpha_fixed", torch.zeros(types, len(group_sizes), s))
         self._support_list: list[list[list[int]]] = []
+        self._sampled = False  # a random support of unit weights stands in for the recovered one (warm-up)
         self.register_load_state_dict_post_hook(lambda module, _keys: module.cache_support())
         self.recover()
 
@@ -79,8 +80,18 @@ class SparseCode(nn.Module):
         return self._support_list
 
     def cache_support(self) -> None:
-        """Refresh the host-side copy of the support (after the buffer changed, e.g. by a broadcast)."""
+        """Refresh the host-side copy of the support (after the buffer changed, e.g. by a broadcast); ends a
+        ``sample_support``."""
+        self._sampled = False
         self._support_list = self.support.tolist()
+
+    def sample_support(self, generator: torch.Generator) -> None:
+        """Stand in a uniformly drawn s-subset of every group, weighted 1 (the discrete network of a random
+        architecture), for the recovered support until ``cache_support``. The warm-up trains every candidate's
+        weights this way before b moves; ``support``, ``z`` and ``b`` are untouched."""
+        self._sampled = True
+        self._support_list = [[sorted(torch.randperm(n, generator=generator)[: self.s].tolist())
+                               for n in self.group_sizes] for _ in range(self.A.shape[0])]
 
     @torch.no_grad()
     def recover(self, warm_start: bool = True) -> tuple[LassoResult, Tensor]:
@@ -105,7 +116,9 @@ class SparseCode(nn.Module):
 
     def relaxed_weights(self) -> Tensor:
         """(T, G, s) weights of the support candidates: alpha_S = z_S + A_S^T (b - A z_S); differentiable in b.
-        Frozen groups return their fixed weights."""
+        Frozen groups return their fixed weights; a sampled support (``sample_support``) weights 1."""
+        if self._sampled:
+            return torch.ones(*self.support.shape, dtype=self.b.dtype, device=self.b.device)
         z = self.truncated_z()
         residual = self.b - (self.A @ z.unsqueeze(-1)).squeeze(-1)  # (T, G, m)
         A_s = self.A.gather(-1, self.support.unsqueeze(-2).expand(*self.A.shape[:-1], self.s))  # (T, G, m, s)

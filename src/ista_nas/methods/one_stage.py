@@ -116,7 +116,7 @@ def build_supernet(cfg: SearchConfig, data: DataInfo) -> SearchNetwork:
     return SearchNetwork(channels=cfg.channels, layers=cfg.layers, num_classes=len(data.classes),
                          in_channels=data.channels, steps=cfg.steps, proj_dims=cfg.proj_dims, sparsity=cfg.sparsity,
                          lam=cfg.lam, matrix=cfg.matrix, seed=cfg.seed, one_stage=True,
-                         auxiliary=cfg.auxiliary_weight > 0, stem=cfg.stem)
+                         auxiliary=cfg.auxiliary_weight > 0, stem=cfg.stem, arch_init=cfg.arch_init)
 
 
 def search(cfg: SearchConfig, out: str | Path) -> SearchResult:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..config import SearchConfig
 from ..diagram import write_diagrams
-from ..engine.data import Augment, DeviceLoader, ImageData, load_dataset, seeded_subset
+from ..engine.data import Augment, DeviceLoader, ImageData, epoch_seed, load_dataset, seeded_subset
 from ..engine.distributed import Dist, place, wrap
 from ..engine.loop import EpochInterrupted, cosine_lr, graceful_stop, resume_point, run_epoch
 from ..engine.rundir import RunDir
@@ -59,6 +59,21 @@ class TwoStageSearch:
                                       weight_decay=cfg.arch_weight_decay)
         self.active: list[torch.nn.Parameter] = []
         self.train_net: torch.nn.Module | None = None  # forward_with_aux, gradients averaged over the ranks
+        # Warm-up (--warmup-epochs): b stays; the sparse supernet trains a random support every step.
+        self.sampler: torch.Generator | None = None
+        if cfg.warmup_epochs and ctx.world > 1:
+            raise UserError("--warmup-epochs is not offered under torchrun yet (every rank would need the same "
+                            "random supports in its DDP wrapper); run the warm-up in one process or drop the flag")
+
+    def warming_up(self, epoch: int) -> bool:
+        return epoch < self.cfg.warmup_epochs
+
+    def skip_steps(self, steps: int) -> None:
+        """Advance the warm-up's support draws past ``steps`` steps (resuming inside a warm-up epoch)."""
+        if self.sampler is not None:
+            for _ in range(steps):
+                self.net.arch.sample_support(self.sampler)
+            self.net.arch.cache_support()
 
     def begin_epoch(self, epoch: int) -> None:
         for group in self.w_opt.param_groups:
@@ -76,6 +91,33 @@ class TwoStageSearch:
         self.train_net = None  # drop the previous DDP wrapper (and its gradient hooks) before building the next
         self.train_net = wrap(self.net, self.active, self.ctx)
         self.net.train()
+        sparse = hasattr(self.net.arch, "sample_support")
+        self.sampler = (torch.Generator().manual_seed(epoch_seed(self.cfg.seed, epoch, 7))
+                        if self.warming_up(epoch) and sparse else None)
+
+    def warmup_step(self, x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor) -> dict[str, Tensor]:
+        """A weight step without the architecture step; the sparse supernet runs a freshly drawn support with
+        unit weights (the discrete network of a random architecture), so every candidate op is trained before
+        b starts to compare them. The held-out batch is only scored."""
+        if self.sampler is not None:
+            for p in self.active:
+                if p.grad is not None:
+                    p.grad.zero_()  # last step's support keeps exactly zero, as ops that left the support do
+            self.net.arch.sample_support(self.sampler)
+            self.active = self.net.active_weight_parameters()
+        with torch.no_grad():
+            logits_val = self.net(x_val)
+            loss_val = F.cross_entropy(logits_val, y_val)
+        logits, _ = self.net.forward_with_aux(x)
+        loss = F.cross_entropy(logits, y)
+        for p in self.active:
+            p.grad = None
+        loss.backward(inputs=self.active)
+        torch.nn.utils.clip_grad_norm_(self.active, self.cfg.grad_clip)
+        self.w_opt.step()
+        if self.sampler is not None:
+            self.net.arch.cache_support()  # the recovered support again between steps (checkpoints, genotype)
+        return self._stats(loss, logits, y, loss_val, logits_val, y_val)
 
     def step(self, x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor) -> dict[str, Tensor]:
         # Architecture step: gradient of the validation loss with respect to b only (no weight gradients).
@@ -95,6 +137,11 @@ class TwoStageSearch:
         loss.backward(inputs=self.active)
         torch.nn.utils.clip_grad_norm_(self.active, self.cfg.grad_clip)
         self.w_opt.step()
+        return self._stats(loss, logits, y, loss_val, logits_val, y_val)
+
+    @staticmethod
+    def _stats(loss: Tensor, logits: Tensor, y: Tensor, loss_val: Tensor, logits_val: Tensor, y_val: Tensor
+               ) -> dict[str, Tensor]:
         return {
             "train_loss": loss.detach() * len(y), "train_correct": (logits.argmax(1) == y).sum(),
             "train_n": torch.tensor(len(y)),
@@ -216,17 +263,21 @@ def _epochs(cfg: SearchConfig, run: RunDir, net: torch.nn.Module, searcher: TwoS
     for epoch in range(start, cfg.epochs):
         began = time.perf_counter()
         searcher.begin_epoch(epoch)
+        resume_at = resume_point(partial, epoch, ctx.main)
+        if resume_at is not None:
+            searcher.skip_steps(resume_at["step"])
+        step = searcher.warmup_step if searcher.warming_up(epoch) else searcher.step
         batches = zip(train_loader.epoch(epoch), _valid_batches(valid_loader, epoch, len(train_loader)))
         try:
-            stats = run_epoch(lambda tr, va: searcher.step(*tr, *va), batches, len(train_loader),
+            stats = run_epoch(lambda tr, va: step(*tr, *va), batches, len(train_loader),
                               f"epoch {epoch + 1}/{cfg.epochs}", _summarize, reduce=ctx.sum_stats, show=ctx.main,
-                              interruptible=True, resume=resume_point(partial, epoch, ctx.main))
+                              interruptible=True, resume=resume_at)
         except EpochInterrupted as stop:  # Ctrl-C: keep this very step
             run.save_checkpoint({"epoch": epoch, "config": cfg.to_dict(), "search": searcher.state_dict(),
                                  "genotype": net.genotype().to_dict(), "partial": {"epoch": epoch, **stop.progress}})
             raise
         record: dict[str, Any] = {"epoch": epoch + 1, **stats, "lr": searcher.w_opt.param_groups[0]["lr"]}
-        if cfg.method != "darts":  # ISTA-NAS: recover z, move the supports
+        if cfg.method != "darts" and not searcher.warming_up(epoch):  # ISTA-NAS: recover z, move the supports
             recovery, _, changed, rejected = recover_within_budget(net, cfg.max_params, cfg.budget_channels,
                                                                    cfg.budget_layers, ctx)
             record.update(supports_changed=_changed_names(net, changed), recovery_iterations=recovery.iterations,

@@ -167,21 +167,27 @@ class Nb201SearchNetwork(_Nb201Body):
 
     def __init__(self, channels: int = 16, cells: int = 5, num_classes: int = 10, in_channels: int = 3,
                  proj_dims: int = 3, sparsity: int = 1, lam: float = 1e-5, matrix: str = "uniform", seed: int = 0,
-                 dense: bool = False):
+                 dense: bool = False, arch_init: float = 1e-3, weight_scale: str = "raw"):
         super().__init__(Nb201SearchCell, channels, cells, num_classes, in_channels)
         self.shape = dict(channels=channels, cells=cells, num_classes=num_classes, in_channels=in_channels)
         self.candidates = OPS_201 if dense else tuple(op for op in OPS_201 if op != "none")
         self.op_ids = [OPS_201.index(op) for op in self.candidates]  # candidate index -> the cell's op index
         groups = [len(self.candidates)] * len(EDGES)
         self.arch = (DenseCode(groups, block=len(self.candidates), types=1, seed=seed) if dense else
-                     SparseCode(groups, types=1, m=proj_dims, s=sparsity, lam=lam, matrix=matrix, seed=seed))
+                     SparseCode(groups, types=1, m=proj_dims, s=sparsity, lam=lam, matrix=matrix, seed=seed,
+                                init_scale=arch_init))
         self.dense = dense
+        self.weight_scale = weight_scale
 
     def _support_ops(self) -> list[list[int]]:
         return [[self.op_ids[c] for c in group] for group in self.arch.support_list[0]]
 
     def forward_with_aux(self, x: Tensor) -> tuple[Tensor, None]:
         weights = self.arch.relaxed_weights().to(x.dtype)[0]
+        if self.weight_scale == "mean" and not self.dense:
+            weights = weights / weights.detach().abs().mean().clamp_min(1e-12)
+        elif self.weight_scale == "norm" and not self.dense:
+            weights = weights / weights.abs().mean().clamp_min(1e-12)
         return self.run(x, (weights, self._support_ops())), None
 
     def forward(self, x: Tensor) -> Tensor:

@@ -80,9 +80,9 @@ class SearchNetwork(nn.Module):
     def __init__(self, channels: int = 16, layers: int = 8, num_classes: int = 10, in_channels: int = 3,
                  steps: int = 4, stem_multiplier: int = 3, proj_dims: int = 7, sparsity: int = 2,
                  lam: float = 1e-5, matrix: str = "uniform", seed: int = 0, one_stage: bool = False,
-                 auxiliary: bool = False, stem: str = "cifar"):
+                 auxiliary: bool = False, stem: str = "cifar", arch_init: float = 1e-3):
         super().__init__()
-        self.steps, self.one_stage = steps, one_stage
+        self.steps, self.one_stage, self.arch_init = steps, one_stage, arch_init
         self.shape = dict(channels=channels, layers=layers, num_classes=num_classes, in_channels=in_channels,
                           stem=stem)
         self.stem, self.stem1, c_stem = build_stem(stem, in_channels, channels, stem_multiplier)
@@ -106,7 +106,7 @@ class SearchNetwork(nn.Module):
     def _make_arch(self, steps: int, proj_dims: int, sparsity: int, lam: float, matrix: str, seed: int) -> nn.Module:
         """The architecture state: ISTA-NAS's compressed code (the DARTS baseline overrides this)."""
         return SparseCode([(i + 2) * len(PRIMITIVES) for i in range(steps)], types=2, m=proj_dims, s=sparsity,
-                          lam=lam, matrix=matrix, seed=seed)
+                          lam=lam, matrix=matrix, seed=seed, init_scale=self.arch_init)
 
     def forward_with_aux(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         weights = self.arch.relaxed_weights().to(x.dtype)

@@ -46,8 +46,8 @@ def run_search(method: str, seed: int, args: argparse.Namespace) -> dict:
         two_stage.search(cfg, out)
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     arch = json.loads((out / "genotype.json").read_text())["arch"]
-    return {"method": method + args.label, "seed": seed, "arch": arch, "search_train_acc": [m["train_acc"] for m in metrics],
-            "search_valid_acc": [m["valid_acc"] for m in metrics], "search_s": sum(m["seconds"] for m in metrics)}
+    return {"method": method + args.label, "seed": seed, "arch": arch,
+            "search_train_acc": [m["train_acc"] for m in metrics], "search_valid_acc": [m["valid_acc"] for m in metrics], "search_s": sum(m["seconds"] for m in metrics)}
 
 
 def run_retrain(arch: str, args: argparse.Namespace) -> float:

@@ -246,7 +246,7 @@ def test_relaxed_weight_scale_and_sampled_supports():
 
 
 def test_warmup_epochs_train_every_candidate_and_leave_b(tiny_config, tmp_path):
-    cfg = tiny_config(space="nb201", channels=4, layers=1, epochs=2, warmup_epochs=1)
+    cfg = tiny_config(space="nb201", channels=4, layers=1, epochs=2, weight_warmup_epochs=1)
     data, train_loader, valid_loader = two_stage.prepare_data(cfg, two_stage.Dist())
     net = two_stage.build_network(cfg, data)
     start = {k: v.clone() for k, v in net.state_dict().items()}
@@ -262,3 +262,37 @@ def test_warmup_epochs_train_every_candidate_and_leave_b(tiny_config, tmp_path):
     # the conv candidates of the edges into the output node (always run) all trained, in every cell
     convs = [k for k in start if any(f".edges.{e}." in k for e in (3, 4, 5)) and k.endswith(".weight")]
     assert len(convs) == 3 * 3 * 2 and all(not torch.equal(after[k], start[k]) for k in convs)
+
+
+def test_warmup_draws_depend_on_seed_epoch_and_step_so_resumes_are_exact(tiny_config, tmp_path, monkeypatch):
+    from conftest import interrupted_copy
+
+    from ista_nas.engine.checkpoint import load_checkpoint
+    from ista_nas.sparse_coding import SparseCode
+
+    cfg = tiny_config(space="nb201", channels=4, layers=1, epochs=3, weight_warmup_epochs=2)
+    drawn = []
+    real = SparseCode.sample_support
+
+    def record(self, generator):
+        real(self, generator)
+        drawn.append(self.support_list)
+
+    monkeypatch.setattr(SparseCode, "sample_support", record)
+    interrupted_copy(monkeypatch, 1, tmp_path / "full", tmp_path / "stopped")  # killed after warm-up epoch 1
+    full = two_stage.search(cfg, tmp_path / "full")
+    full_draws, steps = list(drawn), len(drawn) // 2
+    assert steps >= 2 and len(full_draws) == 2 * steps and full_draws[:steps] != full_draws[steps:]
+    # Resuming inside epoch 2 skips that epoch's first draws: the next draw is the uninterrupted run's.
+    data, _, _ = two_stage.prepare_data(cfg, two_stage.Dist())
+    searcher = two_stage.TwoStageSearch(two_stage.build_network(cfg, data), cfg)
+    searcher.begin_epoch(1)
+    searcher.skip_steps(1)
+    searcher.net.arch.sample_support(searcher.sampler)
+    assert drawn[-1] == full_draws[steps + 1]
+    # Resuming after a finished warm-up epoch ends as the uninterrupted run does.
+    resumed = two_stage.resume(tmp_path / "stopped")
+    assert resumed.genotype == full.genotype
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["search"]["model"]
+    b = load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")["search"]["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

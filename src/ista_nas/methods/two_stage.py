@@ -59,14 +59,14 @@ class TwoStageSearch:
                                       weight_decay=cfg.arch_weight_decay)
         self.active: list[torch.nn.Parameter] = []
         self.train_net: torch.nn.Module | None = None  # forward_with_aux, gradients averaged over the ranks
-        # Warm-up (--warmup-epochs): b stays; the sparse supernet trains a random support every step.
+        # Warm-up (--weight-warmup-epochs): b stays; the sparse supernet trains a random support every step.
         self.sampler: torch.Generator | None = None
-        if cfg.warmup_epochs and ctx.world > 1:
-            raise UserError("--warmup-epochs is not offered under torchrun yet (every rank would need the same "
+        if cfg.weight_warmup_epochs and ctx.world > 1:
+            raise UserError("--weight-warmup-epochs is not offered under torchrun yet (every rank would need the same "
                             "random supports in its DDP wrapper); run the warm-up in one process or drop the flag")
 
     def warming_up(self, epoch: int) -> bool:
-        return epoch < self.cfg.warmup_epochs
+        return epoch < self.cfg.weight_warmup_epochs
 
     def skip_steps(self, steps: int) -> None:
         """Advance the warm-up's support draws past ``steps`` steps (resuming inside a warm-up epoch)."""

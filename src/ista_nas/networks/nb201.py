@@ -186,8 +186,6 @@ class Nb201SearchNetwork(_Nb201Body):
         weights = self.arch.relaxed_weights().to(x.dtype)[0]
         if self.weight_scale == "mean" and not self.dense:
             weights = weights / weights.detach().abs().mean().clamp_min(1e-12)
-        elif self.weight_scale == "norm" and not self.dense:
-            weights = weights / weights.abs().mean().clamp_min(1e-12)
         return self.run(x, (weights, self._support_ops())), None
 
     def forward(self, x: Tensor) -> Tensor:

@@ -95,9 +95,9 @@ class SearchConfig(_Config):
     momentum: float = _f(0.9, "SGD momentum (DARTS: 0.9)")
     weight_decay: float = _f(3e-4, "SGD weight decay (DARTS: 3e-4)")
     grad_clip: float = _f(5.0, "clip the weight gradient norm at this value (DARTS: 5)")
-    # Architecture: Adam on b
     weight_warmup_epochs: int = _f(0, "nb201, two-stage and darts: first epochs that train only the weights (b or "
                                       "alpha fixed); ISTA-NAS trains a random support each step, unit weights")
+    # Architecture: Adam on b
     arch_init: float = _f(1e-3, "ISTA-NAS: standard deviation of b's random initial values, which sets the scale of "
                                 "the first recovered z and of the relaxed weights (official: 1e-3)")
     weight_scale: str = _f("raw", "ISTA-NAS: raw (the relaxed weights as they are, official) or mean (divided by "

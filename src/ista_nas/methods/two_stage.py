@@ -108,13 +108,7 @@ class TwoStageSearch:
         with torch.no_grad():
             logits_val = self.net(x_val)
             loss_val = F.cross_entropy(logits_val, y_val)
-        logits, _ = self.net.forward_with_aux(x)
-        loss = F.cross_entropy(logits, y)
-        for p in self.active:
-            p.grad = None
-        loss.backward(inputs=self.active)
-        torch.nn.utils.clip_grad_norm_(self.active, self.cfg.grad_clip)
-        self.w_opt.step()
+        loss, logits = self._weight_step(self.net.forward_with_aux, x, y)  # one process: no DDP wrapper needed
         if self.sampler is not None:
             self.net.arch.cache_support()  # the recovered support again between steps (checkpoints, genotype)
         return self._stats(loss, logits, y, loss_val, logits_val, y_val)
@@ -128,7 +122,12 @@ class TwoStageSearch:
         self.ctx.average_grad_([self.b])
         self.a_opt.step()
         # Weight step on the training batch, with the updated relaxed weights.
-        logits, _ = self.train_net(x)
+        loss, logits = self._weight_step(self.train_net, x, y)
+        return self._stats(loss, logits, y, loss_val, logits_val, y_val)
+
+    def _weight_step(self, forward, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One clipped SGD step on the active weights from ``forward(x)`` (logits, aux); returns loss and logits."""
+        logits, _ = forward(x)
         loss = F.cross_entropy(logits, y)
         # Fresh gradients for the active weights; the used-but-inactive ones keep their zero gradients untouched
         # (no fill over every used weight each step).
@@ -137,7 +136,7 @@ class TwoStageSearch:
         loss.backward(inputs=self.active)
         torch.nn.utils.clip_grad_norm_(self.active, self.cfg.grad_clip)
         self.w_opt.step()
-        return self._stats(loss, logits, y, loss_val, logits_val, y_val)
+        return loss, logits
 
     @staticmethod
     def _stats(loss: Tensor, logits: Tensor, y: Tensor, loss_val: Tensor, logits_val: Tensor, y_val: Tensor

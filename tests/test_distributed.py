@@ -180,7 +180,8 @@ def test_the_other_search_methods_run_under_torchrun(method, tiny_folder, tmp_pa
             "--batch-size", "12", "--channels", "4", "--layers", "3", "--device", "cpu", "--epochs", "2",
             "--out", str(tmp_path / "run")]
     if method == "one-stage":
-        args += ["--max-search-epochs", "1"]  # epoch 1 searches, epoch 2 trains the absorbed network
+        args[args.index("--epochs") + 1] = "1"
+        args += ["--max-search-epochs", "1"]  # epoch 1 searches, epoch 2 trains the fixed network
     dump = _launch(tmp_path, "two", args, 2)
     ranks = [torch.load(dump / f"rank{r}-epoch2.pt", weights_only=False) for r in (0, 1)]
     key = "trainer" if method == "one-stage" else "search"

@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -55,40 +56,76 @@ def _cfg(tiny_folder, **overrides):
     from ista_nas.config import make_config
 
     settings = dict(method="one-stage", dataset=f"folder:{tiny_folder}", subset=0, channels=4, layers=3,
-                    batch_size=12, epochs=3, max_search_epochs=0, device="cpu", seed=0)
+                    batch_size=12, epochs=2, max_search_epochs=1, device="cpu", seed=0)
     settings.update(overrides)
     return make_config("quick", **settings)
 
 
-def test_one_stage_run_freezes_absorbs_trains_on_and_writes_a_loadable_model(tiny_folder, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def cli_run(tiny_folder, tmp_path_factory):
+    """The tiny run of the README's one-stage flags: two search epochs (z keeps moving: the cap freezes every
+    node), then exactly two training epochs; evaluated and exported through the CLI."""
+    from ista_nas.cli import main
+
+    out = tmp_path_factory.mktemp("one_stage") / "run"
+    args = ["search", "--method", "one-stage", "--preset", "quick", "--dataset", f"folder:{tiny_folder}", "--subset",
+            "0", "--channels", "4", "--layers", "3", "--batch-size", "12", "--device", "cpu", "--seed", "0",
+            "--freeze-tol", "0", "--max-search-epochs", "2", "--epochs", "2", "--out", str(out)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ISTA_NAS_CACHE", str(out.parent / "cache"))
+        assert main(args) == 0
+    return out
+
+
+def test_tiny_run_searches_then_trains_exactly_epochs_and_its_checkpoint_evaluates_and_exports(cli_run, capsys):
     import json
 
     from ista_nas import retrain
+    from ista_nas.cli import main
+    from ista_nas.config import TrainConfig, make_config, training_phase
+    from ista_nas.retrain import learning_rate
+
+    metrics = [json.loads(line) for line in (cli_run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["phase"], r["phase_epoch"]) for r in metrics] == [
+        (1, "search", 1), (2, "search", 2), (3, "train", 1), (4, "train", 2)]
+    assert metrics[0]["frozen"] == [] and len(metrics[1]["frozen"]) == 8  # z moved: only the cap froze them
+    froze_at = json.loads((cli_run / "froze_at.json").read_text())
+    assert set(froze_at.values()) == {2}
+    config = json.loads((cli_run / "config.json").read_text())
+    tcfg = TrainConfig.from_dict(json.loads((cli_run / "training_phase.json").read_text()))
+    assert tcfg == training_phase(make_config("quick", **{k: v for k, v in config.items() if k != "preset"}))
+    assert [r["lr"] for r in metrics[2:]] == [learning_rate(e, tcfg) for e in range(2)]
+    assert "search 2 (cap 2), training 2 of 2" in (cli_run / "report.html").read_text()  # both phases counted
+    # The checkpoint holds the plain one-stage network (alpha folded into the BNs): no fixed-weight buffers.
+    model, checkpoint = retrain.load_model(cli_run / "checkpoint.pt")
+    assert not any(k.endswith(".alpha") for k in checkpoint["trainer"]["model"])
+    assert any(k.endswith(".alpha") for k in checkpoint["train_on"]["model"])
+    assert model.genotype.to_dict() == json.loads((cli_run / "genotype.json").read_text())
+    assert main(["evaluate", str(cli_run), "--device", "cpu", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["top1"] == pytest.approx(metrics[-1]["test_top1"])
+    assert main(["export", str(cli_run), "--format", "torchscript"]) == 0
+    loaded = torch.jit.load(capsys.readouterr().out.strip())
+    from ista_nas.export import deployable
+
+    deploy, _ = deployable(cli_run / "checkpoint.pt")
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), deploy(x), rtol=1e-4, atol=1e-5)
+
+
+def test_nodes_whose_z_stops_moving_freeze_and_the_training_phase_follows(tiny_folder, tmp_path, monkeypatch):
+    import json
+
     from ista_nas.methods import one_stage
 
     monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
     # A huge tolerance: every node's z "stops moving" after epoch 1, so the architecture is fixed then.
-    result = one_stage.search(_cfg(tiny_folder, freeze_tol=1e9), tmp_path / "run")
-    phases = [r["phase"] for r in result.metrics]
-    assert phases == ["search", "train", "train"]
+    result = one_stage.search(_cfg(tiny_folder, freeze_tol=1e9, epochs=1), tmp_path / "run")
+    assert [r["phase"] for r in result.metrics] == ["search", "train"]
     assert len(result.metrics[0]["frozen"]) == 8
-    froze_at = json.loads((tmp_path / "run" / "froze_at.json").read_text())
-    assert set(froze_at.values()) == {1}
-    model, checkpoint = retrain.load_model(tmp_path / "run" / "checkpoint.pt")
-    assert model.genotype == result.genotype and result.genotype.flavour == "one-stage"
-    again = retrain.evaluate_checkpoint(tmp_path / "run" / "checkpoint.pt", device="cpu")
-    assert again["top1"] == result.metrics[-1]["test_top1"]
-
-
-def test_nodes_freeze_only_when_z_stops_moving(tiny_folder, tmp_path, monkeypatch):
-    from ista_nas.methods import one_stage
-
-    monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
-    result = one_stage.search(_cfg(tiny_folder, freeze_tol=0.0, epochs=2), tmp_path / "a")
-    assert [r["frozen"] for r in result.metrics] == [[], []]  # z moves every epoch: nothing freezes
-    capped = one_stage.search(_cfg(tiny_folder, freeze_tol=0.0, epochs=3, max_search_epochs=2), tmp_path / "b")
-    assert [r["phase"] for r in capped.metrics] == ["search", "search", "train"]
-    assert len(capped.metrics[1]["frozen"]) == 8
+    assert set(json.loads((tmp_path / "run" / "froze_at.json").read_text()).values()) == {1}
+    assert result.genotype.flavour == "one-stage"
 
 
 def test_parameter_budget_rejects_oversized_architectures(tiny_folder, tmp_path, monkeypatch):
@@ -104,26 +141,36 @@ def test_parameter_budget_rejects_oversized_architectures(tiny_folder, tmp_path,
 
 
 def test_one_stage_resume_equals_an_uninterrupted_run(tiny_folder, tmp_path, monkeypatch):
-    from conftest import interrupted_copy
+    import shutil
 
+    from ista_nas.engine import rundir
     from ista_nas.engine.checkpoint import load_checkpoint
     from ista_nas.methods import one_stage
 
     monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
-    cfg = _cfg(tiny_folder, freeze_tol=0.0, epochs=4, max_search_epochs=2, drop_path=0.2)
-    with monkeypatch.context() as patch:  # one copy in the search phase, one after the absorption
-        interrupted_copy(patch, 1, tmp_path / "full", tmp_path / "in_search")
-        full = one_stage.search(cfg, tmp_path / "full")
+    cfg = _cfg(tiny_folder, freeze_tol=0.0, epochs=2, max_search_epochs=2, drop_path=0.2)
+    # Copies of the run as a kill right after epochs 1 (searching), 2 (fixed, before any training epoch) and 3
+    # (training) leaves it.
+    copies = {1: tmp_path / "in_search", 2: tmp_path / "at_fix", 3: tmp_path / "in_training"}
+    real = rundir.save_checkpoint
+
+    def save(path, state):
+        real(path, state)
+        if state["epoch"] in copies and not copies[state["epoch"]].exists():
+            shutil.copytree(tmp_path / "full", copies[state["epoch"]])
+
     with monkeypatch.context() as patch:
-        interrupted_copy(patch, 3, tmp_path / "again", tmp_path / "in_training")
-        one_stage.search(cfg, tmp_path / "again")
-    final = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["trainer"]["model"]
-    for part in ("in_search", "in_training"):
-        resumed = one_stage.resume(tmp_path / part)
+        patch.setattr(rundir, "save_checkpoint", save)
+        full = one_stage.search(cfg, tmp_path / "full")
+    final = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
+    for part in copies.values():
+        resumed = one_stage.resume(part)
         assert resumed.genotype == full.genotype
-        state = load_checkpoint(tmp_path / part / "checkpoint.pt")["trainer"]["model"]
-        for key in final:
-            assert torch.equal(final[key], state[key]), (part, key)
+        assert [r["epoch"] for r in resumed.metrics] == [1, 2, 3, 4]
+        state = load_checkpoint(part / "checkpoint.pt")
+        for kind in ("trainer", "train_on"):
+            for key, value in final[kind]["model"].items():
+                assert torch.equal(value, state[kind]["model"][key]), (part, kind, key)
 
 
 def test_bn_affine_of_a_node_trains_only_once_it_froze(tiny_config):
@@ -167,7 +214,7 @@ def test_one_stage_imagenet_preset_streams_and_absorbs_with_the_mobile_stem(tmp_
 
     make_mixed_size_folder(tmp_path / "img")
     cfg = make_config("imagenet", method="one-stage", dataset=f"folder:{tmp_path / 'img'}", image_size=32,
-                      workers=0, channels=8, layers=3, batch_size=6, epochs=2, max_search_epochs=1, lr=0.05,
+                      workers=0, channels=8, layers=3, batch_size=6, epochs=1, max_search_epochs=1, warmup_epochs=0, lr=0.05,
                       device="cpu")
     result = one_stage.search(cfg, tmp_path / "run")
     assert [r["phase"] for r in result.metrics] == ["search", "train"]
@@ -186,3 +233,201 @@ def test_absorption_with_the_mobile_stem():
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert float((net.eval()(x) - disc.eval()(x)).abs().max()) < 1e-5
+
+
+# --- the training phase's configuration ------------------------------------------------------------------------
+
+# Each one-stage preset's training phase is the train command's preset named here, with these settings changed.
+INTENDED_TRAINING = {
+    "paper": ("paper", dict(lr_min=0.001, seed=5)),  # the official one-stage schedule ends at 0.001; its seed
+    "imagenet": ("imagenet", dict(seed=2)),  # the mobile recipe as it is (warm-up, linear decay, smoothing)
+    "quick": ("quick", dict(subset=3000, channels=8, layers=5, epochs=2, seed=2)),  # a smaller stand-in
+}
+
+
+@pytest.mark.parametrize("preset", sorted(INTENDED_TRAINING))
+def test_each_one_stage_presets_training_phase_is_the_intended_train_preset(preset):
+    from ista_nas.config import ONE_STAGE_PRESETS, make_config, make_train_config, training_phase
+
+    assert set(INTENDED_TRAINING) == set(ONE_STAGE_PRESETS)
+    train_preset, changes = INTENDED_TRAINING[preset]
+    got = training_phase(make_config(preset, method="one-stage")).to_dict()
+    want = make_train_config(train_preset, **changes).to_dict()
+    for key in want:
+        if key != "genotype":  # the searched network, not a named one
+            assert got[key] == want[key], key
+
+
+def test_the_training_phase_places_every_train_setting_once_and_its_flags_belong_to_one_stage():
+    import dataclasses
+
+    from ista_nas.config import (TRAINING_PHASE_FIXED, TRAINING_PHASE_FROM_SEARCH, TrainConfig, make_config,
+                                 training_phase)
+    from ista_nas.errors import UserError
+
+    placed = list(TRAINING_PHASE_FROM_SEARCH) + list(TRAINING_PHASE_FIXED) + ["preset"]
+    assert sorted(placed) == sorted(f.name for f in dataclasses.fields(TrainConfig))  # each exactly once
+    cfg = make_config("quick", method="one-stage", warmup_epochs=1, lr_schedule="linear", label_smoothing=0.2,
+                      nesterov=True, amp="off", drop_path=0.3, lr_min=0.01)
+    tcfg = training_phase(cfg)
+    assert (tcfg.warmup_epochs, tcfg.lr_schedule, tcfg.label_smoothing, tcfg.nesterov, tcfg.amp, tcfg.drop_path,
+            tcfg.lr_min) == (1, "linear", 0.2, True, "off", 0.3, 0.01)
+    with pytest.raises(UserError, match="--warmup-epochs must be in 0..epochs-1"):
+        make_config("quick", method="one-stage", warmup_epochs=2)  # checked as the train command checks it
+    with pytest.raises(UserError, match="set the one-stage training phase"):
+        make_config("quick", label_smoothing=0.1)  # the two-stage search has no training phase
+
+
+# --- the training phase's network and steps --------------------------------------------------------------------
+
+def _fixed_supernet():
+    """A float64 one-stage supernet whose nodes all froze (BNs in the support ops trainable), and its searcher
+    after one search step (so SGD holds momentum)."""
+    from ista_nas.config import make_config
+    from ista_nas.methods.one_stage import OneStageSearch
+
+    cfg = make_config("quick", method="one-stage", device="cpu", channels_last=False, drop_path=0.0, grad_clip=0.05)
+    net = one_stage_net().double()
+    searcher = OneStageSearch(net, cfg)
+    frozen = torch.ones(2, 4, dtype=torch.bool)
+    net.arch.freeze(frozen)
+    searcher.unfreeze_bn(frozen)
+    gen = torch.Generator().manual_seed(3)
+    batches = [(torch.randn(6, 3, 16, 16, generator=gen, dtype=torch.float64), torch.randint(0, 10, (6,), generator=gen))
+               for _ in range(4)]
+    searcher.begin_epoch()
+    searcher.step(*batches[0])
+    return cfg, net, searcher, batches[1:]
+
+
+def test_fixed_weight_network_and_its_absorbed_copy_compute_the_supernets_outputs():
+    net = one_stage_net().double()
+    fixed, sources = net.discrete()
+    plain = fixed.absorbed()
+    assert all(cell.alpha is not None for cell in fixed.cells) and all(cell.alpha is None for cell in plain.cells)
+    assert not any(k.endswith("alpha") for k in plain.state_dict())
+    assert set(sources) == {name for name, _ in fixed.named_parameters()}
+    x = torch.randn(3, 3, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        ref = net.eval()(x)
+        torch.testing.assert_close(fixed.eval()(x), ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(plain.eval()(x), ref, rtol=1e-12, atol=1e-12)
+    # A plain network holding the fixed weights again loads the fixed network's state exactly.
+    from ista_nas.networks.cnn import Network
+
+    again = Network(fixed.genotype, auxiliary=True, **net.shape).double().hold_op_weights()
+    again.load_state_dict(fixed.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(x), fixed(x), rtol=1e-12, atol=1e-12)
+
+
+def test_training_phase_steps_equal_a_float64_reference_with_alpha_as_fixed_multiplier():
+    """Written out: the supernet itself (each support op's output times its frozen alpha), its weights (gamma and
+    beta included) stepped by SGD with momentum carried over from the search, weight decay, and the gradient
+    clipped by the norm over all weights."""
+    import copy
+
+    from ista_nas.config import training_phase
+    from ista_nas.engine.distributed import Dist
+    from ista_nas.methods.one_stage import start_training
+    from ista_nas.retrain import Trainer
+
+    cfg, net, searcher, batches = _fixed_supernet()
+    tcfg = training_phase(cfg)
+    ref = copy.deepcopy(net)
+    old = copy.deepcopy(net)  # the previous behaviour, for contrast: absorb first, train the plain network
+    params = dict(ref.named_parameters())
+    velocity = {n: searcher.w_opt.state[p]["momentum_buffer"].clone() for n, p in net.named_parameters()
+                if "momentum_buffer" in searcher.w_opt.state.get(p, {})}
+    trainer = start_training(net, searcher, tcfg, Dist(), cfg)
+    trainer.begin_epoch(0)
+    active = {n for n, p in params.items() if any(p is q for q in ref.active_weight_parameters())}
+    clipped = []
+    for x, y in batches:
+        trainer.step(x, y)
+        ref.train()
+        logits, aux = ref.forward_with_aux(x)
+        loss = F.cross_entropy(logits, y) + tcfg.auxiliary_weight * F.cross_entropy(aux, y)
+        names = sorted(active)
+        grads = dict(zip(names, torch.autograd.grad(loss, [params[n] for n in names])))
+        norm = float(torch.sqrt(sum((g ** 2).sum() for g in grads.values())))
+        coef = min(1.0, tcfg.grad_clip / (norm + 1e-6))
+        clipped.append(coef < 1)
+        with torch.no_grad():
+            for n, g in grads.items():
+                d = coef * g + tcfg.weight_decay * params[n]
+                velocity[n] = tcfg.momentum * velocity[n] + d if n in velocity else d
+                params[n] -= tcfg.lr * velocity[n]
+    assert all(clipped)  # the clip was at work in every step
+    expected = ref.discrete()[0].state_dict()
+    got = trainer.model.state_dict()
+    assert expected.keys() == got.keys()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-9, atol=1e-12, msg=key)
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        want = ref.eval()(x)
+        torch.testing.assert_close(trainer.model.absorbed().eval()(x), want, rtol=1e-9, atol=1e-10)
+        # Stepping gamma' = alpha * gamma of the absorbed network (as before) is a different optimisation.
+        plain = Trainer(old.absorb(), tcfg, Dist())
+        plain.begin_epoch(0)
+        for x_b, y_b in batches:
+            with torch.enable_grad():
+                plain.step(x_b, y_b)
+        assert float((plain.model.eval()(x) - want).abs().max()) > 1e-4 * float(want.abs().max())
+
+
+def test_search_step_clips_by_the_norm_with_bs_gradient_and_decays_weights_that_left_the_support():
+    import copy
+
+    cfg, net, searcher, batches = _fixed_supernet()
+    net.arch.frozen.zero_()  # searching again: b trains
+    for p in net.parameters():
+        p.requires_grad_(True)
+    searcher.a_opt.state.clear()
+    used_before = {id(p) for p in net.active_weight_parameters()}
+    with torch.no_grad():  # move the supports
+        net.arch.b.add_(torch.randn(net.arch.b.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+    net.arch.recover()
+    searcher.begin_epoch()
+    before = copy.deepcopy(net)
+    now = [p for p in net.active_weight_parameters() if p.requires_grad]
+    left = [p for p in searcher.w_opt.param_groups[0]["params"] if id(p) in used_before and
+            all(p is not q for q in now)]
+    never = [p for p in net.weight_parameters() if id(p) not in used_before and all(p is not q for q in now)]
+    assert left and never
+    index = {id(p): i for i, p in enumerate(net.parameters())}
+    old = list(before.parameters())
+    velocity = {id(p): searcher.w_opt.state[p]["momentum_buffer"].clone() for p in net.parameters()
+                if "momentum_buffer" in searcher.w_opt.state.get(p, {})}
+    x, y = batches[0]
+    before.train()
+    logits, aux = before.forward_with_aux(x)
+    loss = F.cross_entropy(logits, y) + cfg.auxiliary_weight * F.cross_entropy(aux, y)
+    b_old = before.arch.b
+    grads = torch.autograd.grad(loss, [old[index[id(p)]] for p in now] + [b_old])
+    norm = float(torch.sqrt(sum((g ** 2).sum() for g in grads)))
+    weights_only = float(torch.sqrt(sum((g ** 2).sum() for g in grads[:-1])))
+    coef = min(1.0, cfg.grad_clip / (norm + 1e-6))
+    assert coef < 1  # clipping acts
+    searcher.step(x, y)
+    with torch.no_grad():
+        # The weights-only norm (the previous rule) would have stepped measurably differently.
+        other = min(1.0, cfg.grad_clip / (weights_only + 1e-6))
+        assert max(float(((coef - other) * cfg.lr * g).abs().max()) for g in grads[:-1]) > 1e-9
+        for p, g in zip(now, grads):
+            p0 = old[index[id(p)]]
+            d = coef * g + cfg.weight_decay * p0
+            v = cfg.momentum * velocity[id(p)] + d if id(p) in velocity else d
+            torch.testing.assert_close(p, p0 - cfg.lr * v, rtol=1e-9, atol=1e-12)
+        for p in left:  # a zero gradient: weight decay and momentum only
+            p0 = old[index[id(p)]]
+            v = cfg.momentum * velocity[id(p)] + cfg.weight_decay * p0
+            torch.testing.assert_close(p, p0 - cfg.lr * v, rtol=1e-9, atol=1e-12)
+        for p in never:
+            assert torch.equal(p, old[index[id(p)]])
+        # b: one Adam step (betas 0.5, 0.999, L2 weight decay) on its unclipped gradient.
+        g = grads[-1] + cfg.arch_weight_decay * b_old
+        m, v = 0.5 * 0 + 0.5 * g, 0.001 * g ** 2
+        step = cfg.arch_lr * (m / 0.5) / ((v / 0.001).sqrt() + 1e-8)
+        torch.testing.assert_close(net.arch.b, b_old - step, rtol=1e-9, atol=1e-12)

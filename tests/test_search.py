@@ -220,3 +220,57 @@ def test_darts_baseline_runs_every_op_and_derives_a_genotype(tiny_config, tmp_pa
     assert len(result.genotype.normal) == 8 and "supports_changed" not in result.metrics[0]
     ranking = json.loads((tmp_path / "run" / "ranking.json").read_text())
     assert abs(sum(e["weight"] for e in ranking["normal"][0]) - 2.0) < 1e-5  # two edges, softmax each
+
+
+def test_clip_with_b_clips_the_weight_step_by_the_norm_with_bs_accumulated_gradient():
+    """The official two-stage rule, written out: b's gradient at the weight step is the architecture step's
+    (held-out batch) plus the training batch's, and it counts in the norm that scales the weight gradients."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from ista_nas.config import make_config
+    from ista_nas.networks import SearchNetwork
+
+    torch.manual_seed(0)
+    net = SearchNetwork(channels=4, layers=3, num_classes=3, seed=0).double()
+    with torch.no_grad():
+        net.arch.b.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
+    net.arch.recover()
+    gen = torch.Generator().manual_seed(1)
+    x, x_val = (torch.randn(6, 3, 16, 16, generator=gen, dtype=torch.float64) for _ in range(2))
+    y, y_val = (torch.randint(0, 3, (6,), generator=gen) for _ in range(2))
+    results = {}
+    for rule in (False, True):
+        cfg = make_config("paper", lr=0.1, momentum=0.9, weight_decay=0.01, grad_clip=0.05, clip_with_b=rule)
+        model = copy.deepcopy(net)
+        searcher = two_stage.TwoStageSearch(model, cfg)
+        searcher.begin_epoch(0)
+        start = copy.deepcopy(model)
+        searcher.step(x, y, x_val, y_val)
+        results[rule] = (start, model, cfg, searcher)
+    start, model, cfg, _ = results[True]
+    # Reference: b after its Adam step (the same in both rules), then the training batch's gradients.
+    torch.testing.assert_close(model.arch.b, results[False][1].arch.b, rtol=0, atol=0)
+    (g_val,) = torch.autograd.grad(F.cross_entropy(start(x_val), y_val), [start.arch.b])
+    ref = copy.deepcopy(start)
+    with torch.no_grad():
+        ref.arch.b.copy_(model.arch.b)
+    active = ref.active_weight_parameters()
+    logits, _ = ref.forward_with_aux(x)
+    *g_w, g_b = torch.autograd.grad(F.cross_entropy(logits, y), active + [ref.arch.b], allow_unused=True)
+    lr, coefs = cfg.lr, []  # epoch 0 of the cosine
+    for with_b in (False, True):
+        norm = torch.sqrt(sum((g ** 2).sum() for g in g_w if g is not None) +
+                          (((g_val + g_b) ** 2).sum() if with_b else 0))
+        coef = min(1.0, cfg.grad_clip / (float(norm) + 1e-6))
+        coefs.append(coef)
+        assert coef < 1
+        trained = dict(results[with_b][1].named_parameters())
+        names = {id(p): n for n, p in ref.named_parameters()}
+        for p0, g in zip(active, g_w):
+            name = names[id(p0)]
+            # The first step: no momentum yet; a weight the loss did not reach gets no gradient and stays.
+            want = p0 if g is None else p0 - lr * (coef * g + cfg.weight_decay * p0)
+            torch.testing.assert_close(trained[name], want, rtol=1e-9, atol=1e-12, msg=name)
+    assert coefs[1] < 0.99 * coefs[0]  # b's gradient made the step measurably smaller

@@ -217,12 +217,22 @@ document.body.setAttribute('data-plots-total',i.length);
 document.body.setAttribute('data-plots-loaded',i.filter(function(x){return x.complete&&x.naturalWidth>0}).length);});"""
 
 
+def _epochs_finished(metrics: list[dict[str, Any]], config: dict[str, Any]) -> str:
+    """'N of E'; a one-stage run: its search epochs, then its training epochs of E."""
+    phases = [m.get("phase") for m in metrics]
+    if "search" not in phases and "train" not in phases:
+        return f"{len(metrics)} of {config.get('epochs')}"
+    cap = config.get("max_search_epochs") or "no cap"
+    return (f"search {phases.count('search')} (cap {cap}), training {phases.count('train')} of "
+            f"{config.get('epochs')}")
+
+
 def render(info: RunInfo) -> str:
     metrics, config = info.metrics, info.config
     seconds = [m["seconds"] for m in metrics if isinstance(m.get("seconds"), (int, float))]
     key, best = info.best_accuracy()
     overview = [("run", str(info.path)), ("kind", info.name), ("dataset", str(config.get("dataset"))),
-                ("epochs finished", f"{len(metrics)} of {config.get('epochs')}"),
+                ("epochs finished", _epochs_finished(metrics, config)),
                 ("best accuracy", f"{best:.2f}% ({key})" if best is not None else "-"),
                 ("time per epoch", f"{sum(seconds) / len(seconds):.1f} s (total {sum(seconds) / 60:.1f} min)"
                  if seconds else "-")]

@@ -198,10 +198,13 @@ class RunDir:
         if mismatched:
             raise UserError(f"checkpoint {used} was written by a run with other settings "
                             f"({', '.join(mismatched)} differ from config.json); it belongs to another run")
-        least = checkpoint["epoch"] + ("partial" in checkpoint)  # an epoch stopped halfway must be finished
+        # The least --epochs that continues the run: an epoch stopped halfway must be finished. A run whose
+        # --epochs counts only some of its epochs (the one-stage training phase) stores its own figure.
+        least = checkpoint.get("min_epochs", checkpoint["epoch"] + ("partial" in checkpoint))
         if least > cfg.epochs:
-            done = f"finished {checkpoint['epoch']} epochs" + (" and started the next" if least > checkpoint["epoch"]
-                                                                else "")
+            done = (f"finished {checkpoint['epoch']} epochs" + (" and started the next" if "partial" in checkpoint
+                                                                 else "")
+                    if "min_epochs" not in checkpoint else f"begun {least} training epochs")
             raise UserError(f"the checkpoint has already {done}; pass --epochs {least} or more")
         return run, cfg, checkpoint
 

@@ -1,19 +1,25 @@
 """One-stage ISTA-NAS (Yang et al., NeurIPS 2020, Sec. 3.3): search and train the target network in one run.
 
-The supernet has the target network's size and its one-stage ops (an affine BN ends every op). While a node
-searches, the BNs inside its candidate ops keep weight 1 and bias 0, so the relaxed weights alpha cannot be
-absorbed by them. Every training batch updates the weights (SGD, constant learning rate) and b (Adam) with
-the same loss: there is no validation split. After each epoch z is recovered; a node whose z moved by at
-most ``freeze_tol`` (L2) freezes: its support and alpha are fixed, b no longer matters there, and its ops'
-BN affine parameters start training. When every node is frozen (or after ``max_search_epochs``) each alpha is
-folded into the BN of its op, which yields the discrete one-stage network exactly, and that network trains on
-for the remaining epochs with the evaluation protocol (cosine learning rate, drop-path rising to its final
-value). The final checkpoint is a training checkpoint: ``ista-nas evaluate`` and ``export`` accept it.
+The supernet has the target network's size and its one-stage ops (an affine BN ends every op). Two phases:
+
+1. Search, until every node froze (or ``max_search_epochs``). While a node searches, the BNs inside its
+   candidate ops keep weight 1 and bias 0, so the relaxed weights alpha cannot be absorbed by them. Every
+   training batch updates the weights (SGD, constant learning rate) and b (Adam) with the same loss: there is
+   no validation split. As in the official code, the gradient norm that clips the weight step counts b's
+   gradient too (b's own step is not clipped), and a weight whose op left the support keeps a zero gradient,
+   so weight decay and momentum go on acting on it. After each epoch z is recovered; a node whose z moved by
+   at most ``freeze_tol`` (L2) freezes: its support and alpha are fixed, b no longer matters there, and its
+   ops' BN affine parameters start training.
+2. Training, ``epochs`` epochs: the discrete one-stage network of the final supports, each op's output times
+   its alpha as a fixed multiplier (as the official code trains on), with the same optimiser state, the
+   training phase's schedule (``config.training_phase``: the train command's settings) and drop-path rising to
+   its final value. Every checkpoint holds the network with alpha folded into the BN that ends each op
+   (alpha * BN(x) is a BN with weight alpha * gamma and bias alpha * beta): the plain one-stage network that
+   ``ista-nas evaluate`` and ``export`` read; the unfolded state beside it resumes the run.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import SearchConfig, TrainConfig
+from ..config import SearchConfig, training_phase
 from ..diagram import write_diagrams
 from ..engine.distributed import Dist, place, wrap
 from ..engine.loop import EpochInterrupted, graceful_stop, resume_point, run_epoch
@@ -36,12 +42,6 @@ from .budget import recover_within_budget
 from .two_stage import SearchResult
 
 log = logging.getLogger(__name__)
-
-
-def train_config(cfg: SearchConfig, fixed_at: int) -> TrainConfig:
-    """The evaluation protocol for the epochs after the architecture was fixed at epoch ``fixed_at``."""
-    shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(cfg, f.name)}
-    return TrainConfig(**{**shared, "genotype": "(one-stage search)", "epochs": max(cfg.epochs - fixed_at, 1)})
 
 
 def op_bn_parameters(net: SearchNetwork, t: int, node: int, candidates: list[int]) -> list[nn.Parameter]:
@@ -79,7 +79,16 @@ class OneStageSearch:
                 p.requires_grad_(True)
 
     def begin_epoch(self) -> None:
+        # Only the support ops run this epoch. A weight that has been used keeps a (zero) gradient when its op
+        # leaves the support, so SGD's weight decay and momentum go on acting on it (the official code's
+        # PyTorch 1.x zero_grad kept zeros); a BN still fixed at (1, 0) has none and stays as it is.
+        for p in self.w_opt.param_groups[0]["params"]:
+            if p.grad is not None:
+                p.grad.zero_()
         self.active = [p for p in self.net.active_weight_parameters() if p.requires_grad]
+        for p in self.active:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
         self.train_net = None  # drop the previous DDP wrapper (and its gradient hooks) before building the next
         self.train_net = wrap(self.net, self.active + [self.net.arch.b], self.ctx)
         self.net.train()
@@ -88,10 +97,16 @@ class OneStageSearch:
         logits, aux = self.train_net(x)
         loss = F.cross_entropy(logits, y)
         total = loss if aux is None else loss + self.cfg.auxiliary_weight * F.cross_entropy(aux, y)
-        self.w_opt.zero_grad(set_to_none=True)
-        self.a_opt.zero_grad(set_to_none=True)
+        for p in self.active:
+            p.grad = None  # fresh gradients for the active weights; the inactive ones keep their zeros
+        self.net.arch.b.grad = None
         total.backward(inputs=self.active + [self.net.arch.b])
-        torch.nn.utils.clip_grad_norm_(self.active, self.cfg.grad_clip)
+        # The official code clips over every parameter's gradient, b's included, after b's Adam step: b's
+        # gradient enlarges the norm that scales the weight step, and b itself steps unclipped (--clip-with-b).
+        grads = [p.grad for p in self.active if p.grad is not None]
+        grads += [self.net.arch.b.grad] if self.cfg.clip_with_b and self.net.arch.b.grad is not None else []
+        norm = torch.nn.utils.get_total_norm(grads)
+        torch.nn.utils.clip_grads_with_norm_(self.active, self.cfg.grad_clip, norm)
         self.w_opt.step()
         self.a_opt.step()
         return {"loss": loss.detach() * len(y), "correct": (logits.argmax(1) == y).sum(), "n": torch.tensor(len(y))}
@@ -120,7 +135,7 @@ def build_supernet(cfg: SearchConfig, data: DataInfo) -> SearchNetwork:
 
 
 def search(cfg: SearchConfig, out: str | Path) -> SearchResult:
-    """Run a one-stage search (search, fix, absorb, train on) into the new run directory ``out``."""
+    """Run a one-stage search (search phase, then the training phase) into the new run directory ``out``."""
     cfg.validate()
     return _run(cfg, RunDir.prepare_new(out, cfg.to_dict()), checkpoint=None)
 
@@ -130,90 +145,116 @@ def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
     return _run(cfg, open_run, checkpoint)
 
 
+def start_training(net: SearchNetwork, searcher: OneStageSearch, tcfg: Any, ctx: Dist, cfg: SearchConfig) -> Trainer:
+    """The training phase's trainer: the discrete network with alpha as fixed multipliers, placed like the
+    supernet, and the search's SGD momentum for every weight it keeps (the official code goes on with the
+    same optimiser)."""
+    model, sources = net.discrete()
+    model = place(model, ctx, cfg.channels_last, cfg.sync_bn)
+    trainer = Trainer(model, tcfg, ctx)
+    for name, p in model.named_parameters():
+        buffer = searcher.w_opt.state.get(sources[name], {}).get("momentum_buffer")
+        if buffer is not None:
+            trainer.optimizer.state[p]["momentum_buffer"] = buffer.clone()
+    return trainer
+
+
 def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None) -> SearchResult:
     ctx = Dist.setup(cfg.device)
-    tcfg = train_config(cfg, 0)
+    tcfg = training_phase(cfg)
     data, train_loader, test_loader = prepare_data(tcfg, ctx)
     mean, std = train_loader.mean_std
     net = place(build_supernet(cfg, data), ctx, cfg.channels_last, cfg.sync_bn)
     searcher = OneStageSearch(net, cfg, ctx)
     run = RunDir.open_on_main(open_run, cfg.tensorboard)
-    start, trainer, fixed_at, froze_at = 0, None, None, {}
+    run.write_json("training_phase.json", tcfg.to_dict())  # the resolved settings of the training phase
+    done, searched, trainer, froze_at = 0, 0, None, {}  # epochs in all, search epochs (once fixed), ...
     if checkpoint is not None:
-        if checkpoint["phase"] == "search":
-            start = run.restore(checkpoint, "search", searcher.load_state_dict, cfg.epochs)
-        else:
-            fixed_at = checkpoint["fixed_at"]
-            model = place(build_model(checkpoint["model_spec"]), ctx, cfg.channels_last, cfg.sync_bn)
-            trainer = Trainer(model, train_config(cfg, fixed_at), ctx)
-            start = run.restore(checkpoint, "trainer", trainer.load_state_dict, cfg.epochs)
         froze_at = checkpoint["froze_at"]
+        if checkpoint["phase"] == "search":
+            done = run.restore(checkpoint, "search", searcher.load_state_dict, cfg.epochs)
+        else:
+            searched = checkpoint["fixed_at"]
+            model = place(build_model(checkpoint["model_spec"]).hold_op_weights(), ctx, cfg.channels_last,
+                          cfg.sync_bn)
+            trainer = Trainer(model, tcfg, ctx)
+            done = run.restore(checkpoint, "train_on", trainer.load_state_dict, cfg.epochs)
     log.info("one-stage search on %s: %s, %d train / %d test images, run directory %s", ctx, cfg.dataset,
              len(train_loader.indices), len(test_loader.indices), run.path)
     partial, test = (checkpoint or {}).get("partial"), (checkpoint or {}).get("test", {})
+    cap = cfg.max_search_epochs or "?"
 
-    def state_at(done: int) -> dict[str, Any]:
-        """The checkpoint after ``done`` epochs (or within the next one), in the current phase."""
-        state: dict[str, Any] = {"epoch": done, "config": cfg.to_dict(), "froze_at": froze_at, "test": test}
+    def state_at(finished: int) -> dict[str, Any]:
+        """The checkpoint after ``finished`` epochs in all (or within the next one), in the current phase."""
+        state: dict[str, Any] = {"epoch": finished, "config": cfg.to_dict(), "froze_at": froze_at, "test": test}
         if trainer is None:
-            state.update(phase="search", search=searcher.state_dict())
+            state.update(phase="search", search=searcher.state_dict(), min_epochs=0)
         else:
-            spec = model_spec(train_config(cfg, fixed_at), trainer.model.genotype, data, mean, std)
-            state.update(phase="train", fixed_at=fixed_at, trainer=trainer.state_dict(), model_spec=spec)
+            plain = trainer.model.absorbed()  # what evaluate and export read: alpha folded into the BNs
+            state.update(phase="train", fixed_at=searched, min_epochs=finished - searched, train_on=trainer.state_dict(),
+                         model_spec=model_spec(tcfg, plain.genotype, data, mean, std),
+                         trainer={"model": plain.state_dict()})
         return state
 
-    def train_epoch(epoch: int, step: Any, desc: str) -> dict[str, float]:
+    def epoch_of(epoch: int, step: Any, desc: str) -> dict[str, float]:
         try:
-            return run_epoch(step, train_loader.epoch(epoch), len(train_loader), f"{desc} {epoch + 1}/{cfg.epochs}",
-                             _summarize, reduce=ctx.sum_stats, show=ctx.main, interruptible=True,
+            return run_epoch(step, train_loader.epoch(epoch), len(train_loader), desc, _summarize,
+                             reduce=ctx.sum_stats, show=ctx.main, interruptible=True,
                              resume=resume_point(partial, epoch, ctx.main))
         except EpochInterrupted as stop:  # Ctrl-C: keep this very step
-            run.save_checkpoint({**state_at(epoch), "partial": {"epoch": epoch, **stop.progress}})
+            state = state_at(epoch)
+            state["min_epochs"] += state["phase"] == "train"  # a training epoch stopped halfway must be finished
+            run.save_checkpoint({**state, "partial": {"epoch": epoch, **stop.progress}})
             raise
+
+    def finish(epoch: int, began: float, record: dict[str, Any]) -> None:
+        record = {"epoch": epoch + 1, **record, "test_loss": test["loss"], "test_top1": test["top1"],
+                  "test_top5": test["top5"], "seconds": round(time.perf_counter() - began, 3)}
+        run.append_metrics(record)
+        run.save_checkpoint(state_at(epoch + 1))
+        log.info("epoch %d (%s %d)  train loss %.4f acc %.2f%%  test top-1 %.2f%%  frozen %d/%d  %.1fs", epoch + 1,
+                 record["phase"], record["phase_epoch"], record["train_loss"], record["train_acc"], test["top1"],
+                 len(froze_at), 2 * cfg.steps, record["seconds"])
 
     try:
         with graceful_stop(ctx.world == 1):
-            for epoch in range(start, cfg.epochs):
-                began = time.perf_counter()
-                if trainer is None:
-                    searcher.begin_epoch()
-                    stats = train_epoch(epoch, searcher.step, "search")
-                    # Monitor the network this epoch trained, before the supports move (new support ops would be
-                    # judged with BN statistics they have not gathered yet).
-                    test = evaluate(net, test_loader, desc=f"test {epoch + 1}/{cfg.epochs}", ctx=ctx)
-                    previous = net.arch.z.clone()
-                    _, recovered, _, _ = recover_within_budget(net, cfg.max_params, cfg.channels, cfg.layers, ctx)
-                    moved = torch.linalg.vector_norm(recovered - previous, dim=-1)
-                    freeze = (moved <= cfg.freeze_tol) & ~net.arch.frozen
-                    if cfg.max_search_epochs and epoch + 1 >= cfg.max_search_epochs:
-                        freeze = ~net.arch.frozen
-                    for t, g in freeze.nonzero().tolist():
-                        froze_at[net.group_name(t, g)] = epoch + 1
-                    net.arch.freeze(freeze)
-                    searcher.unfreeze_bn(freeze)
-                    phase_record = {"phase": "search", "frozen": sorted(froze_at), "genotype": net.genotype().to_dict()}
-                    if bool(net.arch.frozen.all()):
-                        fixed_at = epoch + 1
-                        model = place(net.absorb(), ctx, cfg.channels_last, cfg.sync_bn)
-                        trainer = Trainer(model, train_config(cfg, fixed_at), ctx)
-                        log.info("architecture fixed after epoch %d: %s", fixed_at, model.genotype.to_dict())
-                else:
-                    trainer.begin_epoch(epoch - fixed_at)
-                    stats = train_epoch(epoch, trainer.step, "train")
-                    phase_record = {"phase": "train"}
-                    test = evaluate(trainer.model, test_loader, desc=f"test {epoch + 1}/{cfg.epochs}", ctx=ctx)
-                record = {"epoch": epoch + 1, **phase_record, **stats, "test_loss": test["loss"],
-                          "test_top1": test["top1"], "test_top5": test["top5"],
-                          "seconds": round(time.perf_counter() - began, 3)}
-                run.append_metrics(record)
-                run.save_checkpoint(state_at(epoch + 1))
-                log.info("epoch %d/%d (%s)  train loss %.4f acc %.2f%%  test top-1 %.2f%%  frozen %d/%d  %.1fs",
-                         epoch + 1, cfg.epochs, record["phase"], stats["train_loss"], stats["train_acc"], test["top1"],
-                         len(froze_at), 2 * cfg.steps, record["seconds"])
+            while trainer is None:  # the search phase: until every node froze (or the cap)
+                began, epoch = time.perf_counter(), done
+                searcher.begin_epoch()
+                stats = epoch_of(epoch, searcher.step, f"search {epoch + 1}/{cap}")
+                # Monitor the network this epoch trained, before the supports move (new support ops would be
+                # judged with BN statistics they have not gathered yet).
+                test = evaluate(net, test_loader, desc=f"test (search {epoch + 1})", ctx=ctx)
+                previous = net.arch.z.clone()
+                _, recovered, _, _ = recover_within_budget(net, cfg.max_params, cfg.channels, cfg.layers, ctx)
+                moved = torch.linalg.vector_norm(recovered - previous, dim=-1)
+                freeze = (moved <= cfg.freeze_tol) & ~net.arch.frozen
+                if cfg.max_search_epochs and epoch + 1 >= cfg.max_search_epochs:
+                    freeze = ~net.arch.frozen
+                for t, g in freeze.nonzero().tolist():
+                    froze_at[net.group_name(t, g)] = epoch + 1
+                net.arch.freeze(freeze)
+                searcher.unfreeze_bn(freeze)
+                done = epoch + 1
+                if bool(net.arch.frozen.all()):
+                    searched = done
+                    trainer = start_training(net, searcher, tcfg, ctx, cfg)
+                    log.info("architecture fixed after %d search epochs: %s", searched, trainer.model.genotype.to_dict())
+                finish(epoch, began, {"phase": "search", "phase_epoch": epoch + 1, **stats, "frozen": sorted(froze_at),
+                                      "genotype": net.genotype().to_dict()})
+            while done - searched < tcfg.epochs:  # the training phase
+                began, epoch, e = time.perf_counter(), done, done - searched
+                trainer.begin_epoch(e)
+                stats = epoch_of(epoch, trainer.step, f"train {e + 1}/{tcfg.epochs}")
+                test = evaluate(trainer.model, test_loader, trainer.autocast, desc=f"test (train {e + 1})", ctx=ctx)
+                done = epoch + 1
+                finish(epoch, began, {"phase": "train", "phase_epoch": e + 1, **stats,
+                                      "lr": trainer.optimizer.param_groups[0]["lr"],
+                                      "drop_path": trainer.model.drop_path_prob})
     except KeyboardInterrupt:
         run.report_interrupt()
         raise
-    genotype = trainer.model.genotype if trainer is not None else net.genotype()
+    genotype = trainer.model.genotype
     run.write_json("genotype.json", genotype.to_dict())
     run.write_json("froze_at.json", froze_at)
     if run.writes:

@@ -133,8 +133,16 @@ class TwoStageSearch:
         # (no fill over every used weight each step).
         for p in self.active:
             p.grad = None
-        loss.backward(inputs=self.active)
-        torch.nn.utils.clip_grad_norm_(self.active, self.cfg.grad_clip)
+        if self.cfg.clip_with_b and self.b.grad is not None:
+            # The official rule: b's gradient, the architecture step's plus this batch's (accumulated, as only the
+            # weights' gradients are zeroed there), enlarges the norm that clips the weight step.
+            loss.backward(inputs=self.active + [self.b])
+            self.ctx.average_grad_([self.b])  # the ranks' shares of this batch's part (the other part is shared)
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.active if p.grad is not None] + [self.b.grad])
+            torch.nn.utils.clip_grads_with_norm_(self.active, self.cfg.grad_clip, norm)
+        else:
+            loss.backward(inputs=self.active)
+            torch.nn.utils.clip_grad_norm_(self.active, self.cfg.grad_clip)
         self.w_opt.step()
         return loss, logits
 

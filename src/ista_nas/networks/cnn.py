@@ -8,6 +8,8 @@ networks that ISTA-NAS's one-stage search trains and returns do.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -53,6 +55,9 @@ class Cell(nn.Module):
                                  for name, pred in pairs)
         # Drop-path skips identity ops, so a skip connection is never dropped.
         self.droppable = [not isinstance(op, nn.Identity) for op in self.ops]
+        # One-stage training after the search: each op's output times its fixed relaxed weight (one per op, not
+        # trained); None (and absent from the state dict) otherwise. ``absorbed`` folds it into the op's last BN.
+        self.register_buffer("alpha", None)
 
     def forward(self, s0: Tensor, s1: Tensor, drop_prob: float) -> Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
@@ -60,6 +65,8 @@ class Cell(nn.Module):
             out = None
             for k in (2 * node, 2 * node + 1):
                 h = self.ops[k](states[self.inputs[k]])
+                if self.alpha is not None:
+                    h = h * self.alpha[k]
                 if self.training and drop_prob > 0 and self.droppable[k]:
                     h = drop_path(h, drop_prob)
                 out = h if out is None else out + h
@@ -148,6 +155,35 @@ class Network(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with_aux(x)[0]
+
+    def hold_op_weights(self) -> "Network":
+        """Give every cell an ``alpha`` buffer (ones until a state dict with the fixed op weights is loaded)."""
+        for cell in self.cells:
+            cell.alpha = torch.ones(len(cell.ops)).to(self.classifier.weight)
+        return self
+
+    @torch.no_grad()
+    def absorbed(self) -> "Network":
+        """A copy with every cell's fixed op weights folded into the BN that ends each op: alpha * BN(x) is a BN
+        with weight alpha * gamma and bias alpha * beta, so the copy is the plain network computing the same
+        outputs (exactly in eval mode; in training mode too, as the batch statistics are the same)."""
+        net = copy.deepcopy(self)
+        for cell in net.cells:
+            if cell.alpha is None:
+                continue
+            for op, a in zip(cell.ops, cell.alpha):
+                bn = last_bn(op)
+                bn.weight.mul_(a)
+                bn.bias.mul_(a)
+            cell.alpha = None
+        return net
+
+
+def last_bn(op: nn.Module) -> nn.BatchNorm2d:
+    """The BN that ends a one-stage op (every op of the one-stage flavour ends in an affine BN)."""
+    bns = [m for m in op.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and bns[-1].affine, "one-stage ops end in an affine BN"
+    return bns[-1]
 
 
 def count_parameters(model: nn.Module, exclude_aux: bool = True) -> int:

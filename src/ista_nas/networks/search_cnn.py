@@ -155,36 +155,37 @@ class SearchNetwork(nn.Module):
         return Genotype(cell(NORMAL), concat, cell(REDUCE), concat, "one-stage" if self.one_stage else "standard")
 
     @torch.no_grad()
-    def absorb(self) -> Network:
-        """The discrete one-stage network with each relaxed weight folded into the BN that ends its op.
-
-        alpha * BN(x) = BN'(x) with weight alpha * gamma and bias alpha * beta, so the result computes what
-        this supernet computes with its current supports and weights (exactly, in eval mode).
-        """
+    def discrete(self) -> tuple[Network, dict[str, nn.Parameter]]:
+        """The discrete one-stage network of the current supports, each op's output times its relaxed weight
+        alpha as a fixed multiplier (the cell's ``alpha`` buffer), and for each of its parameter names the
+        supernet parameter it was copied from (to carry optimiser state over). It computes what this supernet
+        computes."""
         if not self.one_stage:
-            raise ValueError("only a one-stage supernet (affine BN after every op) can absorb its weights")
+            raise ValueError("only a one-stage supernet (affine BN after every op) becomes the one-stage network")
         net = Network(self.genotype(), auxiliary=self.aux_head is not None, **self.shape)
         net.to(device=self.arch.b.device, dtype=self.arch.b.dtype)
-        net.stem.load_state_dict(self.stem.state_dict())
-        if self.stem1 is not None:
-            net.stem1.load_state_dict(self.stem1.state_dict())
-        net.classifier.load_state_dict(self.classifier.state_dict())
-        if self.aux_head is not None:
-            net.aux_head.load_state_dict(self.aux_head.state_dict())
+        pairs: list[tuple[nn.Module, nn.Module]] = [(self.stem, net.stem), (self.classifier, net.classifier)]
+        pairs += [(a, b) for a, b in ((self.stem1, net.stem1), (self.aux_head, net.aux_head)) if a is not None]
         alpha = self.arch.relaxed_weights()
         for cell, target in zip(self.cells, net.cells):
             t = REDUCE if cell.reduction else NORMAL
-            target.pre0.load_state_dict(cell.pre0.state_dict())
-            target.pre1.load_state_dict(cell.pre1.state_dict())
+            pairs += [(cell.pre0, target.pre0), (cell.pre1, target.pre1)]
+            weights = []
             for node, ranked in enumerate(self._ordered_support(t)):
                 for j, k in enumerate(ranked):
-                    op = target.ops[2 * node + j]
-                    op.load_state_dict(cell.nodes[node][k].state_dict())
-                    bn = [m for m in op.modules() if isinstance(m, nn.BatchNorm2d)][-1]
-                    a = alpha[t, node, self.arch.support_list[t][node].index(k)]
-                    bn.weight.mul_(a)
-                    bn.bias.mul_(a)
-        return net
+                    pairs.append((cell.nodes[node][k], target.ops[2 * node + j]))
+                    weights.append(alpha[t, node, self.arch.support_list[t][node].index(k)])
+            target.alpha = torch.stack(weights).detach().clone()
+        for source, dest in pairs:
+            dest.load_state_dict(source.state_dict())
+        names = {id(q): name for name, q in net.named_parameters()}
+        return net, {names[id(q)]: p for source, dest in pairs for p, q in zip(source.parameters(), dest.parameters())}
+
+    def absorb(self) -> Network:
+        """The plain discrete one-stage network with each relaxed weight folded into the BN that ends its op
+        (alpha * BN(x) = BN'(x) with weight alpha * gamma and bias alpha * beta): it computes what this supernet
+        computes with its current supports and weights (exactly, in eval mode)."""
+        return self.discrete()[0].absorbed()
 
     def ranking(self) -> dict[str, list[list[dict]]]:
         """Per cell type and node, every candidate ranked by |z|: the search's confidence in each choice."""

@@ -6,7 +6,7 @@ The supernet has the target network's size and its one-stage ops (an affine BN e
    candidate ops keep weight 1 and bias 0, so the relaxed weights alpha cannot be absorbed by them. Every
    training batch updates the weights (SGD, constant learning rate) and b (Adam) with the same loss: there is
    no validation split. As in the official code, the gradient norm that clips the weight step counts b's
-   gradient too (b's own step is not clipped), and a weight whose op left the support keeps a zero gradient,
+   gradient too (``clip_with_b``, on in the one-stage presets; b's own step is not clipped), and a weight whose op left the support keeps a zero gradient,
    so weight decay and momentum go on acting on it. After each epoch z is recovered; a node whose z moved by
    at most ``freeze_tol`` (L2) freezes: its support and alpha are fixed, b no longer matters there, and its
    ops' BN affine parameters start training.
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import SearchConfig, training_phase
+from ..config import SearchConfig, TrainConfig, training_phase
 from ..diagram import write_diagrams
 from ..engine.distributed import Dist, place, wrap
 from ..engine.loop import EpochInterrupted, graceful_stop, resume_point, run_epoch
@@ -145,7 +145,8 @@ def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
     return _run(cfg, open_run, checkpoint)
 
 
-def start_training(net: SearchNetwork, searcher: OneStageSearch, tcfg: Any, ctx: Dist, cfg: SearchConfig) -> Trainer:
+def start_training(net: SearchNetwork, searcher: OneStageSearch, tcfg: TrainConfig, ctx: Dist, cfg: SearchConfig
+                   ) -> Trainer:
     """The training phase's trainer: the discrete network with alpha as fixed multipliers, placed like the
     supernet, and the search's SGD momentum for every weight it keeps (the official code goes on with the
     same optimiser)."""

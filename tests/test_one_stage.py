@@ -214,8 +214,8 @@ def test_one_stage_imagenet_preset_streams_and_absorbs_with_the_mobile_stem(tmp_
 
     make_mixed_size_folder(tmp_path / "img")
     cfg = make_config("imagenet", method="one-stage", dataset=f"folder:{tmp_path / 'img'}", image_size=32,
-                      workers=0, channels=8, layers=3, batch_size=6, epochs=1, max_search_epochs=1, warmup_epochs=0, lr=0.05,
-                      device="cpu")
+                      workers=0, channels=8, layers=3, batch_size=6, epochs=1, max_search_epochs=1, warmup_epochs=0,
+                      lr=0.05, device="cpu")
     result = one_stage.search(cfg, tmp_path / "run")
     assert [r["phase"] for r in result.metrics] == ["search", "train"]
     model, checkpoint = retrain.load_model(tmp_path / "run" / "checkpoint.pt")
@@ -293,8 +293,8 @@ def _fixed_supernet():
     net.arch.freeze(frozen)
     searcher.unfreeze_bn(frozen)
     gen = torch.Generator().manual_seed(3)
-    batches = [(torch.randn(6, 3, 16, 16, generator=gen, dtype=torch.float64), torch.randint(0, 10, (6,), generator=gen))
-               for _ in range(4)]
+    batches = [(torch.randn(6, 3, 16, 16, generator=gen, dtype=torch.float64),
+                torch.randint(0, 10, (6,), generator=gen)) for _ in range(4)]
     searcher.begin_epoch()
     searcher.step(*batches[0])
     return cfg, net, searcher, batches[1:]
@@ -339,7 +339,7 @@ def test_training_phase_steps_equal_a_float64_reference_with_alpha_as_fixed_mult
     params = dict(ref.named_parameters())
     velocity = {n: searcher.w_opt.state[p]["momentum_buffer"].clone() for n, p in net.named_parameters()
                 if "momentum_buffer" in searcher.w_opt.state.get(p, {})}
-    trainer = start_training(net, searcher, tcfg, Dist(), cfg)
+    trainer = start_training(net, searcher, tcfg, Dist())
     trainer.begin_epoch(0)
     active = {n for n, p in params.items() if any(p is q for q in ref.active_weight_parameters())}
     clipped = []

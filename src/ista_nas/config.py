@@ -208,7 +208,6 @@ class SearchConfig(_Config):
         ]
         return checks
 
-
     def validate(self):
         super().validate()
         if self.method == "one-stage":
@@ -245,20 +244,20 @@ ONE_STAGE_PRESETS = {
     # Official: lr 0.025 cosine to 0.001 over 600 training epochs, after a search phase of about 120 epochs (the
     # paper). The official loop has no cap of its own below 600; 200 bounds a search whose nodes do not settle at a
     # third of the training cost.
-    "paper": dict(method="one-stage", clip_with_b=True, channels=36, layers=20, batch_size=96, epochs=600, max_search_epochs=200,
-                  lr=0.025, lr_min=0.001, arch_lr=3e-4, cutout=16, auxiliary_weight=0.4, drop_path=0.2, seed=5,
-                  max_params=3.7),
+    "paper": dict(method="one-stage", clip_with_b=True, channels=36, layers=20, batch_size=96, epochs=600,
+                  max_search_epochs=200, lr=0.025, lr_min=0.001, arch_lr=3e-4, cutout=16, auxiliary_weight=0.4,
+                  drop_path=0.2, seed=5, max_params=3.7),
     # The mobile setting (C=48, L=14, 224x224 crops streamed from --dataset folder:PATH with train/ and val/). The
     # official code has no one-stage ImageNet search script: the training phase is the train imagenet preset
     # (250 epochs, 5 warm-up, linear decay, label smoothing 0.1). The search cap of 50 epochs is this project's
     # choice (PC-DARTS's ImageNet search ran 50 epochs).
-    "imagenet": dict(method="one-stage", clip_with_b=True, dataset="folder:imagenet", stem="imagenet", channels=48, layers=14,
-                     batch_size=1024, epochs=250, max_search_epochs=50, lr=0.5, lr_min=0.0, warmup_epochs=5,
+    "imagenet": dict(method="one-stage", clip_with_b=True, dataset="folder:imagenet", stem="imagenet", channels=48,
+                     layers=14, batch_size=1024, epochs=250, max_search_epochs=50, lr=0.5, lr_min=0.0, warmup_epochs=5,
                      lr_schedule="linear", label_smoothing=0.1, weight_decay=3e-5, arch_lr=3e-4, cutout=0,
                      auxiliary_weight=0.4, drop_path=0.0, stream=True),
     # Minutes on a 2-core CPU, a reduced-scale stand-in: search 3 epochs at most, then train 2.
-    "quick": dict(method="one-stage", clip_with_b=True, dataset="fashion-mnist", subset=3000, channels=8, layers=5, batch_size=64,
-                  epochs=2, max_search_epochs=3, lr=0.05, lr_min=0.0, arch_lr=3e-3, auxiliary_weight=0.4,
+    "quick": dict(method="one-stage", clip_with_b=True, dataset="fashion-mnist", subset=3000, channels=8, layers=5,
+                  batch_size=64, epochs=2, max_search_epochs=3, lr=0.05, lr_min=0.0, arch_lr=3e-3, auxiliary_weight=0.4,
                   drop_path=0.1),
 }
 # The one-stage settings that only its training phase uses.

@@ -202,9 +202,11 @@ class RunDir:
         # --epochs counts only some of its epochs (the one-stage training phase) stores its own figure.
         least = checkpoint.get("min_epochs", checkpoint["epoch"] + ("partial" in checkpoint))
         if least > cfg.epochs:
-            done = (f"finished {checkpoint['epoch']} epochs" + (" and started the next" if "partial" in checkpoint
-                                                                 else "")
-                    if "min_epochs" not in checkpoint else f"begun {least} training epochs")
+            if "min_epochs" in checkpoint:
+                done = f"begun {least} training epochs"
+            else:
+                done = f"finished {checkpoint['epoch']} epochs" + (" and started the next" if "partial" in checkpoint
+                                                                    else "")
             raise UserError(f"the checkpoint has already {done}; pass --epochs {least} or more")
         return run, cfg, checkpoint
 

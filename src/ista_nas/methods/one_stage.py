@@ -6,10 +6,10 @@ The supernet has the target network's size and its one-stage ops (an affine BN e
    candidate ops keep weight 1 and bias 0, so the relaxed weights alpha cannot be absorbed by them. Every
    training batch updates the weights (SGD, constant learning rate) and b (Adam) with the same loss: there is
    no validation split. As in the official code, the gradient norm that clips the weight step counts b's
-   gradient too (``clip_with_b``, on in the one-stage presets; b's own step is not clipped), and a weight whose op left the support keeps a zero gradient,
-   so weight decay and momentum go on acting on it. After each epoch z is recovered; a node whose z moved by
-   at most ``freeze_tol`` (L2) freezes: its support and alpha are fixed, b no longer matters there, and its
-   ops' BN affine parameters start training.
+   gradient too (``clip_with_b``, on in the one-stage presets; b's own step is not clipped), and a weight whose
+   op left the support keeps a zero gradient, so weight decay and momentum go on acting on it. After each epoch
+   z is recovered; a node whose z moved by at most ``freeze_tol`` (L2) freezes: its support and alpha are
+   fixed, b no longer matters there, and its ops' BN affine parameters start training.
 2. Training, ``epochs`` epochs: the discrete one-stage network of the final supports, each op's output times
    its alpha as a fixed multiplier (as the official code trains on), with the same optimiser state, the
    training phase's schedule (``config.training_phase``: the train command's settings) and drop-path rising to
@@ -39,7 +39,7 @@ from ..report import write_run_report
 from ..networks import SearchNetwork
 from ..retrain import DataInfo, Trainer, build_model, evaluate, model_spec, prepare_data
 from .budget import recover_within_budget
-from .two_stage import SearchResult
+from .two_stage import SearchResult, clip_weight_grads, keep_zero_grads
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +79,9 @@ class OneStageSearch:
                 p.requires_grad_(True)
 
     def begin_epoch(self) -> None:
-        # Only the support ops run this epoch. A weight that has been used keeps a (zero) gradient when its op
-        # leaves the support, so SGD's weight decay and momentum go on acting on it (the official code's
-        # PyTorch 1.x zero_grad kept zeros); a BN still fixed at (1, 0) has none and stays as it is.
-        for p in self.w_opt.param_groups[0]["params"]:
-            if p.grad is not None:
-                p.grad.zero_()
+        # Only the support ops run this epoch; a BN still fixed at (1, 0) has no gradient and stays as it is.
         self.active = [p for p in self.net.active_weight_parameters() if p.requires_grad]
-        for p in self.active:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
+        keep_zero_grads(self.w_opt.param_groups[0]["params"], self.active)
         self.train_net = None  # drop the previous DDP wrapper (and its gradient hooks) before building the next
         self.train_net = wrap(self.net, self.active + [self.net.arch.b], self.ctx)
         self.net.train()
@@ -103,10 +96,7 @@ class OneStageSearch:
         total.backward(inputs=self.active + [self.net.arch.b])
         # The official code clips over every parameter's gradient, b's included, after b's Adam step: b's
         # gradient enlarges the norm that scales the weight step, and b itself steps unclipped (--clip-with-b).
-        grads = [p.grad for p in self.active if p.grad is not None]
-        grads += [self.net.arch.b.grad] if self.cfg.clip_with_b and self.net.arch.b.grad is not None else []
-        norm = torch.nn.utils.get_total_norm(grads)
-        torch.nn.utils.clip_grads_with_norm_(self.active, self.cfg.grad_clip, norm)
+        clip_weight_grads(self.active, self.cfg.grad_clip, self.net.arch.b.grad if self.cfg.clip_with_b else None)
         self.w_opt.step()
         self.a_opt.step()
         return {"loss": loss.detach() * len(y), "correct": (logits.argmax(1) == y).sum(), "n": torch.tensor(len(y))}
@@ -145,13 +135,12 @@ def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
     return _run(cfg, open_run, checkpoint)
 
 
-def start_training(net: SearchNetwork, searcher: OneStageSearch, tcfg: TrainConfig, ctx: Dist, cfg: SearchConfig
-                   ) -> Trainer:
+def start_training(net: SearchNetwork, searcher: OneStageSearch, tcfg: TrainConfig, ctx: Dist) -> Trainer:
     """The training phase's trainer: the discrete network with alpha as fixed multipliers, placed like the
     supernet, and the search's SGD momentum for every weight it keeps (the official code goes on with the
     same optimiser)."""
     model, sources = net.discrete()
-    model = place(model, ctx, cfg.channels_last, cfg.sync_bn)
+    model = place(model, ctx, tcfg.channels_last, tcfg.sync_bn)
     trainer = Trainer(model, tcfg, ctx)
     for name, p in model.named_parameters():
         buffer = searcher.w_opt.state.get(sources[name], {}).get("momentum_buffer")
@@ -192,8 +181,8 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
             state.update(phase="search", search=searcher.state_dict(), min_epochs=0)
         else:
             plain = trainer.model.absorbed()  # what evaluate and export read: alpha folded into the BNs
-            state.update(phase="train", fixed_at=searched, min_epochs=finished - searched, train_on=trainer.state_dict(),
-                         model_spec=model_spec(tcfg, plain.genotype, data, mean, std),
+            state.update(phase="train", fixed_at=searched, min_epochs=finished - searched,
+                         train_on=trainer.state_dict(), model_spec=model_spec(tcfg, plain.genotype, data, mean, std),
                          trainer={"model": plain.state_dict()})
         return state
 
@@ -239,8 +228,9 @@ def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str
                 done = epoch + 1
                 if bool(net.arch.frozen.all()):
                     searched = done
-                    trainer = start_training(net, searcher, tcfg, ctx, cfg)
-                    log.info("architecture fixed after %d search epochs: %s", searched, trainer.model.genotype.to_dict())
+                    trainer = start_training(net, searcher, tcfg, ctx)
+                    log.info("architecture fixed after %d search epochs: %s", searched,
+                             trainer.model.genotype.to_dict())
                 finish(epoch, began, {"phase": "search", "phase_epoch": epoch + 1, **stats, "frozen": sorted(froze_at),
                                       "genotype": net.genotype().to_dict()})
             while done - searched < tcfg.epochs:  # the training phase

@@ -42,6 +42,26 @@ class SearchResult:
     metrics: list[dict[str, Any]]
 
 
+def keep_zero_grads(weights: list[torch.nn.Parameter], active: list[torch.nn.Parameter]) -> None:
+    """Once per epoch, before the supports' ops train: every weight that has a gradient keeps a zero one, so a
+    weight whose op left the support goes on getting SGD's weight decay and momentum, as in the official code
+    (PyTorch 1.x zero_grad kept zeros); the active weights get one if they have none yet. A weight never used
+    has none and does not move."""
+    for p in weights:
+        if p.grad is not None:
+            p.grad.zero_()
+    for p in active:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+
+
+def clip_weight_grads(weights: list[torch.nn.Parameter], max_norm: float, also: Tensor | None = None) -> None:
+    """``clip_grad_norm_`` of the weights' gradients, with the norm also counting ``also`` (b's gradient, which
+    is not clipped) when given."""
+    grads = [p.grad for p in weights if p.grad is not None] + ([also] if also is not None else [])
+    torch.nn.utils.clip_grads_with_norm_(weights, max_norm, torch.nn.utils.get_total_norm(grads))
+
+
 class TwoStageSearch:
     """The network and its two optimisers; ``step`` is one architecture update plus one weight update.
 
@@ -78,16 +98,8 @@ class TwoStageSearch:
     def begin_epoch(self, epoch: int) -> None:
         for group in self.w_opt.param_groups:
             group["lr"] = cosine_lr(epoch, self.cfg.epochs, self.cfg.lr, self.cfg.lr_min)
-        # Only the support ops run this epoch, so only their weights can get gradients. Once a weight has
-        # been used it keeps a (zero) gradient when its op leaves the support, so SGD's weight decay and
-        # momentum go on acting on it: the official code's behaviour (PyTorch 1.x zero_grad kept zeros).
         self.active = self.net.active_weight_parameters()
-        for p in self.w_opt.param_groups[0]["params"]:
-            if p.grad is not None:
-                p.grad.zero_()  # once per epoch: the weights that left the support keep exactly zero
-        for p in self.active:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
+        keep_zero_grads(self.w_opt.param_groups[0]["params"], self.active)
         self.train_net = None  # drop the previous DDP wrapper (and its gradient hooks) before building the next
         self.train_net = wrap(self.net, self.active, self.ctx)
         self.net.train()
@@ -133,16 +145,13 @@ class TwoStageSearch:
         # (no fill over every used weight each step).
         for p in self.active:
             p.grad = None
-        if self.cfg.clip_with_b and self.b.grad is not None:
-            # The official rule: b's gradient, the architecture step's plus this batch's (accumulated, as only the
-            # weights' gradients are zeroed there), enlarges the norm that clips the weight step.
-            loss.backward(inputs=self.active + [self.b])
+        # --clip-with-b, the official rule: b's gradient, the architecture step's plus this batch's (accumulated,
+        # as only the weights' gradients are zeroed there), enlarges the norm that clips the weight step.
+        with_b = self.cfg.clip_with_b and self.b.grad is not None
+        loss.backward(inputs=self.active + [self.b] if with_b else self.active)
+        if with_b:
             self.ctx.average_grad_([self.b])  # the ranks' shares of this batch's part (the other part is shared)
-            norm = torch.nn.utils.get_total_norm([p.grad for p in self.active if p.grad is not None] + [self.b.grad])
-            torch.nn.utils.clip_grads_with_norm_(self.active, self.cfg.grad_clip, norm)
-        else:
-            loss.backward(inputs=self.active)
-            torch.nn.utils.clip_grad_norm_(self.active, self.cfg.grad_clip)
+        clip_weight_grads(self.active, self.cfg.grad_clip, self.b.grad if with_b else None)
         self.w_opt.step()
         return loss, logits
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ista_nas.config import make_config
+from ista_nas.methods import make_config
 from ista_nas.methods import two_stage
 
 

@@ -26,7 +26,8 @@ import random
 import statistics
 from pathlib import Path
 
-from ista_nas.config import make_config, make_train_config
+from ista_nas.config import make_train_config
+from ista_nas.methods import make_config
 from ista_nas.genotype import NB201_EDGES, NB201_OPS, Nb201Arch
 from ista_nas.methods import two_stage
 from ista_nas import retrain

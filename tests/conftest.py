@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ista_nas.config import make_config
+from ista_nas.methods import make_config
 
 try:  # property tests draw the same examples on every run, so CI stays reproducible
     from hypothesis import settings as _hypothesis_settings

@@ -4,7 +4,8 @@ import torch
 from ista_nas import UserError
 from ista_nas.genotype import save_genotype
 from ista_nas.networks.cnn import Network, count_parameters, drop_path
-from ista_nas.published import PUBLISHED, get_genotype
+from ista_nas.published import PUBLISHED
+from ista_nas.spaces import get_genotype
 
 
 @pytest.mark.parametrize("name, published_m", [

@@ -16,6 +16,7 @@ import torch
 
 from ista_nas.engine.checkpoint import load_checkpoint, previous_path, save_checkpoint
 from ista_nas.errors import UserError
+from ista_nas import methods
 
 # The CLI, optionally killed (SIGKILL, no cleanup) at the N-th rename of checkpoint writes: the first write
 # renames once (temporary -> current), every later one twice (current -> previous, then temporary -> current).
@@ -89,6 +90,7 @@ def reference(tiny_folder, tmp_path_factory):
     return _final_state(tmp / "run")
 
 
+@pytest.mark.slow  # launches processes or runs several short searches
 @pytest.mark.parametrize("kill_at", [1, 2, 3, 5])  # no checkpoint yet; current intact; only previous; again
 def test_killed_inside_a_checkpoint_write_resumes_to_the_same_end(kill_at, reference, tiny_folder, tmp_path,
                                                                    monkeypatch):
@@ -103,6 +105,7 @@ def test_killed_inside_a_checkpoint_write_resumes_to_the_same_end(kill_at, refer
     assert epochs == [1, 2, 3, 4]
 
 
+@pytest.mark.slow  # launches processes or runs several short searches
 def test_killed_at_random_moments_resumes_to_the_same_end(reference, tiny_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
     rng = random.Random(0)
@@ -159,6 +162,7 @@ def _interrupt_once_checkpointed(proc, out):
     return proc.communicate(timeout=120)[1]
 
 
+@pytest.mark.slow  # launches processes or runs several short searches
 def test_ctrl_c_checkpoints_the_step_and_resumes_to_the_same_end(reference, tiny_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"
@@ -175,6 +179,7 @@ def test_ctrl_c_checkpoints_the_step_and_resumes_to_the_same_end(reference, tiny
     _assert_same_run(_final_state(out), reference)
 
 
+@pytest.mark.slow  # launches processes or runs several short searches
 def test_ctrl_c_inside_a_training_epoch_resumes_to_the_same_weights(tiny_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
     common = ["train", "--preset", "quick", "--dataset", f"folder:{tiny_folder}", "--subset", "0", "--batch-size",
@@ -236,10 +241,9 @@ def test_checkpoint_files_from_before_checksums_still_load(tmp_path):
 
 def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_previous_one_kept(tiny_config, tmp_path):
     from ista_nas.engine.rundir import RunDir
-    from ista_nas.methods import two_stage
 
     cfg = tiny_config(epochs=2)
-    two_stage.search(cfg, tmp_path / "run")
+    methods.search(cfg, tmp_path / "run")
     run = RunDir(tmp_path / "run")
     run.checkpoint_path.write_bytes(b"garbage")
     # Not a fresh start either: only --resume continues a directory that holds checkpoints.
@@ -247,7 +251,7 @@ def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_previous_one_kept(ti
     with pytest.raises(UserError, match="already holds this run"):
         RunDir.check_new(run.path, cfg.to_dict())
     (tmp_path / "hidden.pt").rename(run.checkpoint_path)
-    result = two_stage.resume(run.path, epochs=3)  # falls back to epoch 1, moves the damaged file aside
+    result = methods.resume(run.path, epochs=3)  # falls back to epoch 1, moves the damaged file aside
     assert [m["epoch"] for m in result.metrics] == [1, 2, 3]
     assert (run.path / "checkpoint.damaged.pt").read_bytes() == b"garbage"
     assert load_checkpoint(run.checkpoint_path)["epoch"] == 3

@@ -94,6 +94,7 @@ LATER_EPOCHS_ATOL = 1e-3
 needs_torchrun = pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not on PATH")
 
 
+@pytest.mark.slow  # launches processes or runs several short searches
 @needs_torchrun
 @pytest.mark.parametrize("kind", ["search", "train"])
 def test_two_processes_compute_the_one_process_steps(kind, tmp_path):
@@ -122,6 +123,7 @@ def compare_processes(kind, tmp_path, device, rtol):
             assert torch.equal(ranks[0][key], value), key  # supports, step counters
 
 
+@pytest.mark.slow  # launches processes or runs several short searches
 @needs_torchrun
 def test_two_process_search_equals_one_process_and_resumes_on_one(tiny_folder, tmp_path):
     common = ["search", "--preset", "quick", "--dataset", f"folder:{tiny_folder}", "--subset", "0",
@@ -149,6 +151,7 @@ def test_two_process_search_equals_one_process_and_resumes_on_one(tiny_folder, t
     assert json.loads((tmp_path / "part" / "genotype.json").read_text()) == genotype
 
 
+@pytest.mark.slow  # launches processes or runs several short searches
 @needs_torchrun
 def test_two_process_training_runs_and_resumes_on_one(tiny_folder, tmp_path):
     # (Exact agreement with one process is shown in float64 above; in float32 a training run on 12 images at
@@ -173,6 +176,7 @@ def test_batch_that_does_not_split_over_the_processes_is_refused(tiny_folder, tm
     assert "--batch-size 13 (the global batch) does not split evenly over 2 processes" in done.stderr
 
 
+@pytest.mark.slow  # launches processes or runs several short searches
 @needs_torchrun
 @pytest.mark.parametrize("method", ["one-stage"])  # (the DARTS baseline shares the two-stage path tested above)
 def test_the_other_search_methods_run_under_torchrun(method, tiny_folder, tmp_path):

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from ista_nas.engine.data import Augment, DeviceLoader, ImageData
 from ista_nas.methods import two_stage
 from ista_nas.networks import SearchNetwork
+from ista_nas import methods
 
 pytestmark = pytest.mark.gpu
 
@@ -61,7 +62,7 @@ def test_search_steps_do_not_synchronise_with_the_host(tiny_config):
 
 
 def test_tiny_search_runs_on_cuda(tiny_config, tmp_path):
-    result = two_stage.search(tiny_config(device="cuda", epochs=1), tmp_path / "run")
+    result = methods.search(tiny_config(device="cuda", epochs=1), tmp_path / "run")
     assert len(result.genotype.normal) == 8
 
 

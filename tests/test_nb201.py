@@ -7,9 +7,12 @@ import pytest
 import torch
 
 from ista_nas.errors import UserError
-from ista_nas.genotype import NB201_EDGES, NB201_OPS, Nb201Arch
+from ista_nas.networks.nb201 import NB201_EDGES, NB201_OPS, Nb201Arch
 from ista_nas.methods import two_stage
 from ista_nas.networks.nb201 import Nb201Network, Nb201SearchNetwork
+from ista_nas import methods
+from ista_nas.engine.splits import search_split
+from ista_nas.engine.distributed import Dist
 
 
 def test_every_architecture_string_round_trips():
@@ -116,7 +119,7 @@ def test_the_supernet_runs_only_its_support_ops():
 def test_tiny_search_returns_a_valid_architecture_string_that_trains(method, tiny_config, tmp_path):
     cfg = tiny_config(space="nb201", method=method, channels=4, layers=1)
     assert (cfg.sparsity, cfg.proj_dims) == (1, 3)
-    result = two_stage.search(cfg, tmp_path / "search")
+    result = methods.search(cfg, tmp_path / "search")
     text = json.loads((tmp_path / "search" / "genotype.json").read_text())["arch"]
     assert Nb201Arch.parse(text) == result.genotype
     if method == "two-stage":
@@ -202,7 +205,7 @@ def test_the_nb201_supernet_trains_its_support_as_the_plain_network_does():
     (the NAS-Bench-201 cell does not re-normalise), the cell's convs barely train and the parameter-free ops win.
     With the nb201 preset's initial scale the supernet at its initial support trains like the discrete network
     of that support (same seed, same batches); the official scale lags it."""
-    from ista_nas.config import make_config
+    from ista_nas.methods import make_config
 
     init = make_config("quick", space="nb201").arch_init
     x, y = _teacher_task()
@@ -247,8 +250,8 @@ def test_relaxed_weight_scale_and_sampled_supports():
 
 def test_warmup_epochs_train_every_candidate_and_leave_b(tiny_config, tmp_path):
     cfg = tiny_config(space="nb201", channels=4, layers=1, epochs=2, weight_warmup_epochs=1)
-    data, train_loader, valid_loader = two_stage.prepare_data(cfg, two_stage.Dist())
-    net = two_stage.build_network(cfg, data)
+    data, train_loader, valid_loader = search_split(cfg, Dist())
+    net = two_stage.build_supernet(cfg, data)
     start = {k: v.clone() for k, v in net.state_dict().items()}
     searcher = two_stage.TwoStageSearch(net, cfg)
     searcher.begin_epoch(0)
@@ -280,18 +283,18 @@ def test_warmup_draws_depend_on_seed_epoch_and_step_so_resumes_are_exact(tiny_co
 
     monkeypatch.setattr(SparseCode, "sample_support", record)
     interrupted_copy(monkeypatch, 1, tmp_path / "full", tmp_path / "stopped")  # killed after warm-up epoch 1
-    full = two_stage.search(cfg, tmp_path / "full")
+    full = methods.search(cfg, tmp_path / "full")
     full_draws, steps = list(drawn), len(drawn) // 2
     assert steps >= 2 and len(full_draws) == 2 * steps and full_draws[:steps] != full_draws[steps:]
     # Resuming inside epoch 2 skips that epoch's first draws: the next draw is the uninterrupted run's.
-    data, _, _ = two_stage.prepare_data(cfg, two_stage.Dist())
-    searcher = two_stage.TwoStageSearch(two_stage.build_network(cfg, data), cfg)
+    data, _, _ = search_split(cfg, Dist())
+    searcher = two_stage.TwoStageSearch(two_stage.build_supernet(cfg, data), cfg)
     searcher.begin_epoch(1)
     searcher.skip_steps(1)
     searcher.net.arch.sample_support(searcher.sampler)
     assert drawn[-1] == full_draws[steps + 1]
     # Resuming after a finished warm-up epoch ends as the uninterrupted run does.
-    resumed = two_stage.resume(tmp_path / "stopped")
+    resumed = methods.resume(tmp_path / "stopped")
     assert resumed.genotype == full.genotype
     a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["search"]["model"]
     b = load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")["search"]["model"]

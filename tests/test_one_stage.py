@@ -4,6 +4,7 @@ import torch.nn.functional as F
 
 from ista_nas.networks import SearchNetwork
 from ista_nas.networks.cnn import count_parameters
+from ista_nas import methods
 
 
 def one_stage_net(seed=1):
@@ -53,7 +54,7 @@ def test_frozen_nodes_keep_support_weights_and_get_no_gradient():
 
 
 def _cfg(tiny_folder, **overrides):
-    from ista_nas.config import make_config
+    from ista_nas.methods import make_config
 
     settings = dict(method="one-stage", dataset=f"folder:{tiny_folder}", subset=0, channels=4, layers=3,
                     batch_size=12, epochs=2, max_search_epochs=1, device="cpu", seed=0)
@@ -82,8 +83,10 @@ def test_tiny_run_searches_then_trains_exactly_epochs_and_its_checkpoint_evaluat
 
     from ista_nas import retrain
     from ista_nas.cli import main
-    from ista_nas.config import TrainConfig, make_config, training_phase
-    from ista_nas.retrain import learning_rate
+    from ista_nas.config import TrainConfig
+    from ista_nas.methods import make_config
+    from ista_nas.methods.one_stage import training_phase
+    from ista_nas.engine.trainer import learning_rate
 
     metrics = [json.loads(line) for line in (cli_run / "metrics.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["phase"], r["phase_epoch"]) for r in metrics] == [
@@ -117,11 +120,10 @@ def test_tiny_run_searches_then_trains_exactly_epochs_and_its_checkpoint_evaluat
 def test_nodes_whose_z_stops_moving_freeze_and_the_training_phase_follows(tiny_folder, tmp_path, monkeypatch):
     import json
 
-    from ista_nas.methods import one_stage
 
     monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
     # A huge tolerance: every node's z "stops moving" after epoch 1, so the architecture is fixed then.
-    result = one_stage.search(_cfg(tiny_folder, freeze_tol=1e9, epochs=1), tmp_path / "run")
+    result = methods.search(_cfg(tiny_folder, freeze_tol=1e9, epochs=1), tmp_path / "run")
     assert [r["phase"] for r in result.metrics] == ["search", "train"]
     assert len(result.metrics[0]["frozen"]) == 8
     assert set(json.loads((tmp_path / "run" / "froze_at.json").read_text()).values()) == {1}
@@ -129,23 +131,22 @@ def test_nodes_whose_z_stops_moving_freeze_and_the_training_phase_follows(tiny_f
 
 
 def test_parameter_budget_rejects_oversized_architectures(tiny_folder, tmp_path, monkeypatch):
-    from ista_nas.methods import one_stage
 
     monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
-    free = one_stage.search(_cfg(tiny_folder, freeze_tol=0.0, epochs=1), tmp_path / "free")
-    tight = one_stage.search(_cfg(tiny_folder, freeze_tol=0.0, epochs=1, max_params=1e-6), tmp_path / "tight")
+    free = methods.search(_cfg(tiny_folder, freeze_tol=0.0, epochs=1), tmp_path / "free")
+    tight = methods.search(_cfg(tiny_folder, freeze_tol=0.0, epochs=1, max_params=1e-6), tmp_path / "tight")
     torch.manual_seed(0)
     initial = SearchNetwork(channels=4, layers=3, num_classes=3, one_stage=True, auxiliary=True, seed=0).genotype()
     assert tight.genotype == initial  # every recovery was over budget: the initial supports stayed
     assert free.genotype != initial
 
 
+@pytest.mark.slow  # launches processes or runs several short searches
 def test_one_stage_resume_equals_an_uninterrupted_run(tiny_folder, tmp_path, monkeypatch):
     import shutil
 
     from ista_nas.engine import rundir
     from ista_nas.engine.checkpoint import load_checkpoint
-    from ista_nas.methods import one_stage
 
     monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
     cfg = _cfg(tiny_folder, freeze_tol=0.0, epochs=2, max_search_epochs=2, drop_path=0.2)
@@ -161,10 +162,10 @@ def test_one_stage_resume_equals_an_uninterrupted_run(tiny_folder, tmp_path, mon
 
     with monkeypatch.context() as patch:
         patch.setattr(rundir, "save_checkpoint", save)
-        full = one_stage.search(cfg, tmp_path / "full")
+        full = methods.search(cfg, tmp_path / "full")
     final = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
     for part in copies.values():
-        resumed = one_stage.resume(part)
+        resumed = methods.resume(part)
         assert resumed.genotype == full.genotype
         assert [r["epoch"] for r in resumed.metrics] == [1, 2, 3, 4]
         state = load_checkpoint(part / "checkpoint.pt")
@@ -174,7 +175,7 @@ def test_one_stage_resume_equals_an_uninterrupted_run(tiny_folder, tmp_path, mon
 
 
 def test_bn_affine_of_a_node_trains_only_once_it_froze(tiny_config):
-    from ista_nas.config import make_config
+    from ista_nas.methods import make_config
     from ista_nas.methods.one_stage import OneStageSearch, op_bn_parameters
 
     cfg = make_config("quick", method="one-stage", device="cpu")
@@ -209,14 +210,13 @@ def test_one_stage_imagenet_preset_streams_and_absorbs_with_the_mobile_stem(tmp_
     from conftest import make_mixed_size_folder
 
     from ista_nas import retrain
-    from ista_nas.config import make_config
-    from ista_nas.methods import one_stage
+    from ista_nas.methods import make_config
 
     make_mixed_size_folder(tmp_path / "img")
     cfg = make_config("imagenet", method="one-stage", dataset=f"folder:{tmp_path / 'img'}", image_size=32,
                       workers=0, channels=8, layers=3, batch_size=6, epochs=1, max_search_epochs=1, warmup_epochs=0,
                       lr=0.05, device="cpu")
-    result = one_stage.search(cfg, tmp_path / "run")
+    result = methods.search(cfg, tmp_path / "run")
     assert [r["phase"] for r in result.metrics] == ["search", "train"]
     model, checkpoint = retrain.load_model(tmp_path / "run" / "checkpoint.pt")
     assert checkpoint["model_spec"]["stem"] == "imagenet" and model.stem1 is not None
@@ -247,7 +247,9 @@ INTENDED_TRAINING = {
 
 @pytest.mark.parametrize("preset", sorted(INTENDED_TRAINING))
 def test_each_one_stage_presets_training_phase_is_the_intended_train_preset(preset):
-    from ista_nas.config import ONE_STAGE_PRESETS, make_config, make_train_config, training_phase
+    from ista_nas.config import make_train_config
+    from ista_nas.methods import make_config
+    from ista_nas.methods.one_stage import ONE_STAGE_PRESETS, training_phase
 
     assert set(INTENDED_TRAINING) == set(ONE_STAGE_PRESETS)
     train_preset, changes = INTENDED_TRAINING[preset]
@@ -261,8 +263,9 @@ def test_each_one_stage_presets_training_phase_is_the_intended_train_preset(pres
 def test_the_training_phase_places_every_train_setting_once_and_its_flags_belong_to_one_stage():
     import dataclasses
 
-    from ista_nas.config import (TRAINING_PHASE_FIXED, TRAINING_PHASE_FROM_SEARCH, TrainConfig, make_config,
-                                 training_phase)
+    from ista_nas.config import TrainConfig
+    from ista_nas.methods import make_config
+    from ista_nas.methods.one_stage import TRAINING_PHASE_FIXED, TRAINING_PHASE_FROM_SEARCH, training_phase
     from ista_nas.errors import UserError
 
     placed = list(TRAINING_PHASE_FROM_SEARCH) + list(TRAINING_PHASE_FIXED) + ["preset"]
@@ -283,7 +286,7 @@ def test_the_training_phase_places_every_train_setting_once_and_its_flags_belong
 def _fixed_supernet():
     """A float64 one-stage supernet whose nodes all froze (BNs in the support ops trainable), and its searcher
     after one search step (so SGD holds momentum)."""
-    from ista_nas.config import make_config
+    from ista_nas.methods import make_config
     from ista_nas.methods.one_stage import OneStageSearch
 
     cfg = make_config("quick", method="one-stage", device="cpu", channels_last=False, drop_path=0.0, grad_clip=0.05)
@@ -327,10 +330,10 @@ def test_training_phase_steps_equal_a_float64_reference_with_alpha_as_fixed_mult
     clipped by the norm over all weights."""
     import copy
 
-    from ista_nas.config import training_phase
+    from ista_nas.methods.one_stage import training_phase
     from ista_nas.engine.distributed import Dist
     from ista_nas.methods.one_stage import start_training
-    from ista_nas.retrain import Trainer
+    from ista_nas.engine.trainer import Trainer
 
     cfg, net, searcher, batches = _fixed_supernet()
     tcfg = training_phase(cfg)

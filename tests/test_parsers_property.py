@@ -12,8 +12,11 @@ from hypothesis import strategies as st
 from ista_nas.cli import main
 from ista_nas.config import SearchConfig, TrainConfig
 from ista_nas.errors import UserError
-from ista_nas.genotype import NB201_OPS, Genotype, Nb201Arch, load_genotype
+from ista_nas.genotype import Genotype
+from ista_nas.networks.nb201 import NB201_OPS, Nb201Arch
+from ista_nas.spaces import load_genotype
 from ista_nas.ops import PRIMITIVES
+from ista_nas import methods
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
                            | st.text(max_size=12), lambda inner: st.lists(inner, max_size=5)
@@ -111,11 +114,10 @@ def test_flags_with_garbage_exit_2_in_one_line(flag, value, tmp_path, capsys):
 @given(raw=st.binary(max_size=120) | json_values.map(lambda v: json.dumps(v).encode())
        | _field_values(SearchConfig).map(lambda v: json.dumps(v).encode()))
 def test_a_resumed_run_directory_with_a_garbage_config_is_refused(tmp_path, raw):
-    from ista_nas.methods import two_stage
 
     run = tmp_path / "run"
     run.mkdir(exist_ok=True)
     (run / "config.json").write_bytes(raw)
     with pytest.raises(UserError) as info:  # the config, or else the missing checkpoint, is named
-        two_stage.resume(run)
+        methods.resume(run)
     assert "\n" not in str(info.value)

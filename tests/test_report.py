@@ -9,18 +9,18 @@ import subprocess
 import pytest
 
 from ista_nas.cli import main
-from ista_nas.methods import two_stage
 from ista_nas.report import read_run, settled_after, support_history
+from ista_nas import methods
 
 
 @pytest.fixture(scope="module")
 def search_run(tiny_folder, tmp_path_factory):
-    from ista_nas.config import make_config
+    from ista_nas.methods import make_config
 
     out = tmp_path_factory.mktemp("runs") / "search"
     cfg = make_config("quick", dataset=f"folder:{tiny_folder}", subset=0, epochs=3, batch_size=12, channels=4,
                       layers=3, device="cpu", seed=0, tensorboard=True)
-    two_stage.search(cfg, out)
+    methods.search(cfg, out)
     return out
 
 

@@ -11,6 +11,8 @@ from ista_nas import retrain
 from ista_nas.config import TrainConfig
 from ista_nas.engine.checkpoint import load_checkpoint
 from ista_nas.published import PUBLISHED
+from ista_nas import methods
+from ista_nas.engine.trainer import learning_rate
 
 from conftest import interrupted_copy
 
@@ -30,12 +32,12 @@ def train_config(tiny_folder, tmp_path, monkeypatch):
 
 def test_learning_rate_schedule():
     cfg = TrainConfig.make("paper", epochs=10, lr=0.5, lr_min=0.0, warmup_epochs=2)
-    lrs = [retrain.learning_rate(e, cfg) for e in range(10)]
+    lrs = [learning_rate(e, cfg) for e in range(10)]
     assert lrs[:2] == pytest.approx([0.25, 0.5])
     for e in range(2, 10):
         assert lrs[e] == pytest.approx(0.25 * (1 + math.cos(math.pi * (e - 2) / 8)))
     linear = TrainConfig.make("paper", epochs=10, lr=0.5, lr_min=0.1, warmup_epochs=2, lr_schedule="linear")
-    assert [retrain.learning_rate(e, linear) for e in range(2, 10)] == pytest.approx(
+    assert [learning_rate(e, linear) for e in range(2, 10)] == pytest.approx(
         [0.1 + 0.4 * (1 - k / 8) for k in range(8)])
 
 
@@ -68,9 +70,8 @@ def test_training_resume_equals_an_uninterrupted_run(train_config, tmp_path, mon
 
 
 def test_a_search_run_directory_trains(train_config, tiny_config, tmp_path):
-    from ista_nas.methods import two_stage
 
-    search = two_stage.search(tiny_config(epochs=1), tmp_path / "search")
+    search = methods.search(tiny_config(epochs=1), tmp_path / "search")
     result = retrain.train(train_config(genotype=str(tmp_path / "search"), epochs=1), tmp_path / "train")
     stored = load_checkpoint(result.run_dir / "checkpoint.pt")["model_spec"]["genotype"]
     assert stored == search.genotype.to_dict()

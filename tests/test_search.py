@@ -8,13 +8,14 @@ import torch
 from ista_nas import Genotype, RunFailed, load_genotype
 from ista_nas.engine.checkpoint import load_checkpoint
 from ista_nas.methods import two_stage
+from ista_nas import methods
 
 from conftest import interrupted_copy
 
 
 def test_tiny_search_writes_every_output(tiny_config, tmp_path):
     cfg = tiny_config(epochs=2)
-    result = two_stage.search(cfg, tmp_path / "run")
+    result = methods.search(cfg, tmp_path / "run")
     run = tmp_path / "run"
     assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "genotype.json", "ranking.json",
                                                "checkpoint.pt", "normal.png", "normal.svg", "reduce.png",
@@ -42,8 +43,8 @@ def test_resume_equals_an_uninterrupted_run(tiny_config, tmp_path, monkeypatch):
     # Stopped after epoch 2 of 3 (the learning rate has moved along its cosine by then).
     with monkeypatch.context() as patch:
         interrupted_copy(patch, 2, tmp_path / "full", tmp_path / "part")
-        full = two_stage.search(tiny_config(epochs=3), tmp_path / "full")
-    resumed = two_stage.resume(tmp_path / "part")
+        full = methods.search(tiny_config(epochs=3), tmp_path / "full")
+    resumed = methods.resume(tmp_path / "part")
     assert resumed.genotype == full.genotype
     a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["search"]
     b = load_checkpoint(tmp_path / "part" / "checkpoint.pt")["search"]
@@ -54,7 +55,7 @@ def test_resume_equals_an_uninterrupted_run(tiny_config, tmp_path, monkeypatch):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
-    two_stage.search(tiny_config(epochs=1), tmp_path / "run")
+    methods.search(tiny_config(epochs=1), tmp_path / "run")
     before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
     real_step = two_stage.TwoStageSearch.step
 
@@ -65,7 +66,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path
 
     monkeypatch.setattr(two_stage.TwoStageSearch, "step", poisoned)
     with pytest.raises(RunFailed, match="train_loss became non-finite"):
-        two_stage.resume(tmp_path / "run", epochs=2)
+        methods.resume(tmp_path / "run", epochs=2)
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
 
 
@@ -101,6 +102,7 @@ def test_bad_flags_give_one_line_and_exit_2(args, fragments, tmp_path):
     _assert_user_error(cli("search", "--preset", "quick", "--out", str(tmp_path / "r"), *args), *fragments)
 
 
+@pytest.mark.slow  # launches processes
 def test_bad_runs_and_checkpoints_give_one_line_and_exit_2(tiny_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
     base = ["search", "--preset", "quick", "--dataset", f"folder:{tiny_folder}", "--channels", "4", "--layers",
@@ -139,20 +141,20 @@ def test_unfinished_first_epoch_can_simply_be_started_again(tiny_config, tmp_pat
 
     cfg = tiny_config(epochs=1)
     RunDir.create(tmp_path / "run", cfg.to_dict())  # as left by a run killed before its first checkpoint
-    result = two_stage.search(cfg, tmp_path / "run")
+    result = methods.search(cfg, tmp_path / "run")
     assert (tmp_path / "run" / "checkpoint.pt").exists() and len(result.metrics) == 1
 
 
 def test_resume_survives_a_torn_metrics_line(tiny_config, tmp_path):
-    two_stage.search(tiny_config(epochs=1), tmp_path / "run")
+    methods.search(tiny_config(epochs=1), tmp_path / "run")
     metrics = tmp_path / "run" / "metrics.jsonl"
     metrics.write_text(metrics.read_text() + '{"epoch": 2, "train_lo')  # killed while appending epoch 2
-    result = two_stage.resume(tmp_path / "run", epochs=2)
+    result = methods.resume(tmp_path / "run", epochs=2)
     assert [r["epoch"] for r in result.metrics] == [1, 2]
 
 
 def test_unused_weights_keep_decaying_like_the_official_code(tiny_config):
-    from ista_nas.config import make_config
+    from ista_nas.methods import make_config
     from ista_nas.networks import SearchNetwork
 
     cfg = make_config("paper", lr=0.1, momentum=0.9, weight_decay=0.01)
@@ -189,7 +191,7 @@ def test_unused_weights_keep_decaying_like_the_official_code(tiny_config):
 def test_two_stage_budget_keeps_the_previous_supports(tiny_config, tmp_path):
     from ista_nas.networks import SearchNetwork
 
-    tight = two_stage.search(tiny_config(epochs=1, max_params=1e-6, budget_channels=4, budget_layers=3),
+    tight = methods.search(tiny_config(epochs=1, max_params=1e-6, budget_channels=4, budget_layers=3),
                              tmp_path / "tight")
     torch.manual_seed(0)
     initial = SearchNetwork(channels=4, layers=3, num_classes=3, seed=0).genotype()
@@ -216,7 +218,7 @@ def test_darts_baseline_runs_every_op_and_derives_a_genotype(tiny_config, tmp_pa
         net.arch.alpha[0, 2, 3, 0] = 4.0
     g = net.genotype()
     assert g.normal[4:6] == (("dil_conv_5x5", 1), ("max_pool_3x3", 3))
-    result = two_stage.search(tiny_config(method="darts", epochs=1), tmp_path / "run")
+    result = methods.search(tiny_config(method="darts", epochs=1), tmp_path / "run")
     assert len(result.genotype.normal) == 8 and "supports_changed" not in result.metrics[0]
     ranking = json.loads((tmp_path / "run" / "ranking.json").read_text())
     assert abs(sum(e["weight"] for e in ranking["normal"][0]) - 2.0) < 1e-5  # two edges, softmax each
@@ -229,7 +231,7 @@ def test_clip_with_b_clips_the_weight_step_by_the_norm_with_bs_accumulated_gradi
 
     import torch.nn.functional as F
 
-    from ista_nas.config import make_config
+    from ista_nas.methods import make_config
     from ista_nas.networks import SearchNetwork
 
     torch.manual_seed(0)

@@ -3,9 +3,10 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
+import pytest
 from PIL import Image
 
-from ista_nas.diagram import write_diagrams
+from ista_nas.spaces import write_diagrams
 from ista_nas.published import PUBLISHED
 from ista_nas.summary import summarize
 
@@ -46,6 +47,7 @@ def test_flops_match_a_hand_count_for_a_tiny_network():
     assert info["params_with_aux"] == sum(p.numel() for p in net.parameters())
 
 
+@pytest.mark.slow  # launches processes
 def test_show_json_and_text(tmp_path):
     cmd = [sys.executable, "-m", "ista_nas.cli", "show", "darts_v2", "--json", "--out", str(tmp_path / "d")]
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
-from .config import TrainConfig, make_config
+from .config import TrainConfig
 from .engine.distributed import Dist
 from .engine.loop import resolve_device
+from .methods import make_config
 from .methods.two_stage import TwoStageSearch
 from .networks import SearchNetwork
 from .networks.dense import DenseSearchNetwork
@@ -96,7 +97,7 @@ def run_bench(layers: int = 8, channels: int = 16, size: int = 32, batch: int = 
         times.append(time.perf_counter() - began)
     out["recovery_s"] = statistics.median(times)
     if retrain:
-        from .retrain import Trainer
+        from .engine.trainer import Trainer
         from .networks.cnn import Network
 
         torch.manual_seed(0)

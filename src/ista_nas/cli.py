@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import SearchConfig, TrainConfig, make_config, make_train_config
+from .config import SearchConfig, TrainConfig, make_train_config
 from .errors import IstaNasError, UserError
-from .genotype import NB201_EDGES, NB201_NODES, Nb201Arch
-from .published import PUBLISHED, get_genotype
+from .spaces import SPACES, get_genotype, published, space_of, write_diagrams
 
 log = logging.getLogger("ista_nas")
 
@@ -94,10 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     show = commands.add_parser("show", help="Cells, parameters, FLOPs and diagrams of a genotype",
                                description="Print a genotype's cells, parameters and FLOPs; draw its cells.")
-    show.add_argument("genotype", help=f"a built-in name ({', '.join(PUBLISHED)}), a genotype.json, a run directory "
-                                       "or a NAS-Bench-201 string '|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'")
-    show.add_argument("--channels", type=int, default=None, help="initial channels C [36; NAS-Bench-201: 16]")
-    show.add_argument("--layers", type=int, default=None, help="cells L [20; NAS-Bench-201: cells per stage, 5]")
+    written = [f"'{space.example}' ({space.name})" for space in SPACES.values() if space.example]
+    show.add_argument("genotype", help=f"a built-in name ({', '.join(published())}), a genotype.json, a run directory "
+                                       f"or a written architecture such as {' or '.join(written)}")
+    sizes = "; ".join(f"{name}: {space.default_size[0]}" for name, space in SPACES.items())
+    show.add_argument("--channels", type=int, default=None, help=f"initial channels C [{sizes}]")
+    sizes = "; ".join(f"{name}: {space.default_size[1]}" for name, space in SPACES.items())
+    show.add_argument("--layers", type=int, default=None, help=f"cells L, or cells per stage N where the space has "
+                                                               f"stages [{sizes}]")
     show.add_argument("--dataset", default="cifar10", help="input size and classes: cifar10, cifar100, "
                       "fashion-mnist, imagenet or folder:PATH [cifar10]")
     show.add_argument("--out", default=None,
@@ -153,20 +156,9 @@ def _run_command(args: argparse.Namespace, module: Any, make: Any, start: Any) -
 
 
 def _search(args: argparse.Namespace) -> None:
-    from .methods import two_stage
+    from . import methods
 
-    method = getattr(args, "method", None)
-    if args.resume is not None and method is None:  # continue with the method that started the run
-        from .engine.distributed import on_main
-        from .engine.rundir import RunDir
-
-        method = on_main(lambda: RunDir.open(args.resume)[1].get("method"))
-    if method == "one-stage":
-        from .methods import one_stage
-
-        _run_command(args, one_stage, make_config, one_stage.search)
-        return
-    _run_command(args, two_stage, make_config, two_stage.search)
+    _run_command(args, methods, methods.make_config, methods.search)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -212,15 +204,15 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _show(args: argparse.Namespace) -> None:
-    from .diagram import write_diagrams
     from .summary import summarize
 
     genotype = get_genotype(args.genotype)
-    nb201 = isinstance(genotype, Nb201Arch)
-    channels = args.channels if args.channels is not None else 16 if nb201 else 36
-    layers = args.layers if args.layers is not None else 5 if nb201 else 20
-    if channels < 2 or layers < 1 or (args.dataset == "imagenet" and channels % 2 and not nb201):
-        raise UserError("--channels must be at least 2 (and even for imagenet) and --layers at least 1")
+    space = space_of(genotype)
+    channels = args.channels if args.channels is not None else space.default_size[0]
+    layers = args.layers if args.layers is not None else space.default_size[1]
+    if channels < 2 or layers < 1:
+        raise UserError("--channels must be at least 2 and --layers at least 1")
+    space.check_size(channels, layers, args.dataset)
     info = summarize(genotype, channels, layers, args.dataset)
     out = Path(args.out or Path("diagrams") / Path(args.genotype).stem)
     try:
@@ -231,30 +223,8 @@ def _show(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps({"genotype": genotype.to_dict(), **info}))
         return
-    if nb201:
-        print(f"NAS-Bench-201 cell {genotype}:")
-        for j in range(1, NB201_NODES):
-            inputs = [f"{op}(node {i})" for op, (to, i) in zip(genotype.ops, NB201_EDGES) if to == j]
-            print(f"  node {j} = {' + '.join(inputs)}")
-        print(f"C={channels}, N={layers} cells per stage, {args.dataset} input {'x'.join(map(str, info['input']))}")
-        print(f"parameters {info['params'] / 1e6:.3f}M, FLOPs {info['flops'] / 1e6:.1f}M "
-              f"({info['macs'] / 1e6:.1f}M multiply-adds)")
-        print(f"diagrams: {', '.join(info['diagrams'])}")
-        return
-    for cell, pairs in (("normal", genotype.normal), ("reduce", genotype.reduce)):
-        print(f"{cell} cell:")
-        for node in range(len(pairs) // 2):
-            a, b = pairs[2 * node], pairs[2 * node + 1]
-            print(f"  node {node}: {a[0]}({_input_name(a[1])}) + {b[0]}({_input_name(b[1])})")
-    print(f"flavour {genotype.flavour}; C={channels}, L={layers}, {args.dataset} input "
-          f"{'x'.join(map(str, info['input']))}")
-    print(f"parameters {info['params'] / 1e6:.3f}M (auxiliary head excluded), FLOPs {info['flops'] / 1e6:.1f}M "
-          f"({info['macs'] / 1e6:.1f}M multiply-adds)")
+    print("\n".join(space.describe(genotype, info)))
     print(f"diagrams: {', '.join(info['diagrams'])}")
-
-
-def _input_name(pred: int) -> str:
-    return ("c_{k-2}", "c_{k-1}")[pred] if pred < 2 else f"node {pred - 2}"
 
 
 def main(argv: list[str] | None = None) -> int:

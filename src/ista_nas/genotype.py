@@ -1,5 +1,5 @@
-"""Genotypes: the discrete architecture a search returns, for the DARTS cell space (``Genotype``) and for
-NAS-Bench-201 (``Nb201Arch``, the benchmark's architecture string).
+"""The DARTS cell space's genotype: the discrete architecture a search of that space returns (other spaces
+define theirs in their own module; ``spaces.load_genotype`` reads any of them).
 
 A genotype lists, for each intermediate node of the normal and the reduction cell, the two chosen
 (op, predecessor) pairs, in DARTS's ``Genotype`` layout. Predecessors 0 and 1 are the cell's two inputs,
@@ -97,79 +97,3 @@ def _concat(value: Any, steps: int, where: str) -> tuple[int, ...]:
 
 def save_genotype(genotype: Genotype, path: str | Path) -> None:
     Path(path).write_text(json.dumps(genotype.to_dict(), indent=2) + "\n")
-
-
-NB201_OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-NB201_NODES = 4
-# The cell's edges (to, from) in the string's order: 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2.
-NB201_EDGES: tuple[tuple[int, int], ...] = tuple((j, i) for j in range(1, NB201_NODES) for i in range(j))
-NB201_EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
-
-
-@dataclass(frozen=True)
-class Nb201Arch:
-    """A NAS-Bench-201 cell: one op name per edge, in NB201_EDGES order."""
-
-    ops: tuple[str, ...]
-
-    @classmethod
-    def parse(cls, text: str) -> "Nb201Arch":
-        """An architecture string, checked: 3 nodes, node j with j inputs ``op~i`` for i = 0..j-1."""
-        if not isinstance(text, str):
-            raise UserError(f"a NAS-Bench-201 architecture is a string like {NB201_EXAMPLE!r}, got "
-                            f"{type(text).__name__}")
-        nodes = text.split("+")
-        if len(nodes) != NB201_NODES - 1:
-            raise UserError(f"architecture {text!r} has {len(nodes)} nodes separated by '+', NAS-Bench-201 cells have "
-                            f"{NB201_NODES - 1}; e.g. {NB201_EXAMPLE!r}")
-        ops = []
-        for j, node in enumerate(nodes, start=1):
-            if len(node) < 2 or not node.startswith("|") or not node.endswith("|"):
-                raise UserError(f"node {j} of {text!r} must be written |op~i|...|, got {node!r}")
-            entries = node[1:-1].split("|")
-            if len(entries) != j:
-                raise UserError(f"node {j} of {text!r} needs {j} input(s) (op~0 ... op~{j - 1}), got {len(entries)}")
-            for i, entry in enumerate(entries):
-                op, sep, src = entry.partition("~")
-                if not sep or src != str(i):
-                    raise UserError(f"input {i + 1} of node {j} in {text!r} must read node {i} as 'op~{i}', got "
-                                    f"{entry!r}")
-                if op not in NB201_OPS:
-                    raise UserError(f"unknown op {op!r} in {text!r}; NAS-Bench-201 ops are {', '.join(NB201_OPS)}")
-                ops.append(op)
-        return cls(tuple(ops))
-
-    def __str__(self) -> str:
-        parts, k = [], 0
-        for j in range(1, NB201_NODES):
-            parts.append("|" + "|".join(f"{self.ops[k + i]}~{i}" for i in range(j)) + "|")
-            k += j
-        return "+".join(parts)
-
-    def to_dict(self) -> dict[str, str]:
-        return {"arch": str(self)}
-
-    @classmethod
-    def from_dict(cls, data: object, source: str = "architecture") -> "Nb201Arch":
-        if not isinstance(data, dict) or set(data) != {"arch"}:
-            raise UserError(f"{source}: a NAS-Bench-201 genotype is {{\"arch\": \"{NB201_EXAMPLE}\"}}")
-        return cls.parse(data["arch"])
-
-
-AnyGenotype = Genotype | Nb201Arch
-
-
-def load_genotype(path: str | Path) -> AnyGenotype:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise UserError(f"cannot read genotype file {path}: {exc.strerror}; check the path") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); "
-                        "write a genotype as a JSON object") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not a text file (not UTF-8); write a genotype as a JSON object") from None
-    if isinstance(data, dict) and "arch" in data:
-        return Nb201Arch.from_dict(data, source=str(path))
-    return Genotype.from_dict(data, source=str(path))

@@ -1,4 +1,4 @@
-"""Published genotypes, by name (a registry: no ``eval``), and resolution of ``NAME|FILE`` arguments.
+"""The DARTS space's published genotypes, by name (a registry: no ``eval``).
 
 Sources: ISTA-NAS's official repository (tools/genotypes.py) for the three ISTA-NAS cells; DARTS
 (Liu et al., ICLR 2019) and PC-DARTS (Xu et al., ICLR 2020) repositories for theirs.
@@ -6,10 +6,7 @@ Sources: ISTA-NAS's official repository (tools/genotypes.py) for the three ISTA-
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from .errors import UserError
-from .genotype import AnyGenotype, Genotype, Nb201Arch, load_genotype
+from .genotype import Genotype
 
 _CONCAT = [2, 3, 4, 5]
 
@@ -59,20 +56,3 @@ PUBLISHED: dict[str, Genotype] = {
         "sep_conv_5x5:1 max_pool_3x3:0 sep_conv_5x5:1 sep_conv_5x5:2 sep_conv_3x3:0 sep_conv_3x3:3 "
         "sep_conv_3x3:1 sep_conv_3x3:2"),
 }
-
-
-def get_genotype(spec: str | Path) -> AnyGenotype:
-    """A built-in genotype by name, a NAS-Bench-201 architecture string, or one read from a JSON file (a
-    search's genotype.json, of either space)."""
-    spec = str(spec)
-    if spec in PUBLISHED:
-        return PUBLISHED[spec]
-    if spec.startswith("|"):
-        return Nb201Arch.parse(spec)
-    path = Path(spec).expanduser()
-    if path.is_dir() and (path / "genotype.json").is_file():
-        path = path / "genotype.json"  # a search run directory
-    if not path.exists():
-        raise UserError(f"--genotype {spec!r} is neither a built-in name ({', '.join(PUBLISHED)}) nor a file; "
-                        "pass a name or the path of a genotype.json")
-    return load_genotype(path)

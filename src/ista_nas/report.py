@@ -20,7 +20,7 @@ from .diagram import pyplot
 from .engine.checkpoint import atomic_write_bytes
 from .engine.rundir import RunDir
 from .errors import UserError
-from .genotype import NB201_EDGES, AnyGenotype, Genotype, Nb201Arch, load_genotype
+from .spaces import genotype_from_dict, load_genotype, space_of
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class RunInfo:
     path: Path
     config: dict[str, Any]
     metrics: list[dict[str, Any]]
-    genotype: AnyGenotype | None
+    genotype: Any | None
     ranking: dict[str, Any] | None
     size: dict[str, Any] = field(default_factory=dict)  # params, flops of the evaluation network, when known
 
@@ -72,17 +72,12 @@ def read_run(path: str | Path, with_size: bool = True) -> RunInfo:
     return info
 
 
-def _size(genotype: AnyGenotype, config: dict[str, Any], kind: str) -> dict[str, Any]:
-    """Parameters and FLOPs of the network the run trains or would train (a two-stage DARTS-space search:
-    the budget_channels x budget_layers evaluation network)."""
+def _size(genotype: Any, config: dict[str, Any], kind: str) -> dict[str, Any]:
+    """Parameters and FLOPs of the network the run trains or would train (its space says which: e.g. a
+    two-stage DARTS-space search's budget_channels x budget_layers evaluation network)."""
     from .summary import summarize
 
-    nb201 = isinstance(genotype, Nb201Arch)
-    channels, layers = config.get("channels", 36), config.get("layers", 20)
-    if kind == "search" and not nb201 and config.get("method") != "one-stage":
-        channels, layers = config.get("budget_channels", 36), config.get("budget_layers", 20)
-    if kind == "search" and nb201:
-        channels, layers = 16, 5
+    channels, layers = space_of(genotype).evaluation_size(config, kind == "search")
     try:
         info = summarize(genotype, channels, layers, config.get("dataset", "cifar10"))
     except (UserError, ValueError, RuntimeError) as exc:
@@ -129,16 +124,8 @@ def support_history(metrics: list[dict[str, Any]]) -> dict[str, list[tuple[int, 
         data = m.get("genotype")
         if not isinstance(data, dict) or "epoch" not in m:
             continue
-        if "arch" in data:
-            arch = Nb201Arch.from_dict(data)
-            groups = {f"edge{to}<-{i}": (op,) for op, (to, i) in zip(arch.ops, NB201_EDGES)}
-        else:
-            genotype = Genotype.from_dict(data)
-            groups = {}
-            for cell, pairs in (("normal", genotype.normal), ("reduce", genotype.reduce)):
-                for node in range(len(pairs) // 2):
-                    groups[f"{cell}/node{node}"] = tuple(sorted(f"{op}({pred})" for op, pred in
-                                                                pairs[2 * node: 2 * node + 2]))
+        genotype = genotype_from_dict(data)
+        groups = space_of(genotype).groups(genotype)
         for name, held in groups.items():
             history.setdefault(name, []).append((m["epoch"], held))
     return history
@@ -308,8 +295,7 @@ def format_comparison(infos: list[RunInfo]) -> str:
     rows = [header]
     for info in infos:
         key, best = info.best_accuracy()
-        genotype = "-" if info.genotype is None else (str(info.genotype) if isinstance(info.genotype, Nb201Arch)
-                                                      else " ".join(f"{op}:{p}" for op, p in info.genotype.normal))
+        genotype = "-" if info.genotype is None else space_of(info.genotype).short(info.genotype)
         rows.append((info.path.name, info.name, genotype[:60] + ("..." if len(genotype) > 60 else ""),
                      f"{info.size['params'] / 1e6:.3f}M" if info.size else "-",
                      f"{best:.2f}% ({key})" if best is not None else "-", _duration(info.seconds())))

@@ -8,9 +8,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import UserError
-from .genotype import AnyGenotype, Nb201Arch
-from .networks.cnn import Network, count_parameters
-from .networks.nb201 import Nb201Network
+from .networks.cnn import count_parameters
+from .spaces import space_of
 
 # (classes, channels, image side) of the datasets the CLI knows by name; folder:PATH is read from disk.
 DATASET_SHAPES = {"cifar10": (10, 3, 32), "cifar100": (100, 3, 32), "fashion-mnist": (10, 1, 28),
@@ -28,23 +27,18 @@ def dataset_shape(name: str) -> tuple[int, int, int]:
     raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_SHAPES)} or folder:PATH")
 
 
-def summarize(genotype: AnyGenotype, channels: int = 36, layers: int = 20, dataset: str = "cifar10",
+def summarize(genotype: Any, channels: int = 36, layers: int = 20, dataset: str = "cifar10",
               stem: str | None = None) -> dict[str, Any]:
     """Parameters (auxiliary head excluded, as papers count them) and FLOPs of one image's forward pass.
 
     ``flops`` is torch's count (a multiply-add is 2 FLOPs); ``macs`` is half of it, the unit papers call
-    "FLOPs" for ImageNet mobile networks (e.g. DARTS's 574M). For a NAS-Bench-201 architecture ``layers`` is
-    the number of cells per stage N.
+    "FLOPs" for ImageNet mobile networks (e.g. DARTS's 574M). ``channels`` and ``layers`` mean what the
+    genotype's space reads them as (a space of stages of N cells: ``layers`` is N).
     """
     classes, in_channels, side = dataset_shape(dataset)
-    if isinstance(genotype, Nb201Arch):
-        net: torch.nn.Module = Nb201Network(genotype, channels, layers, classes, in_channels).eval()
-        stem, flavour = "cifar", "nb201"
-    else:
-        stem = stem or ("imagenet" if side >= 128 else "cifar")
-        net = Network(genotype, channels=channels, layers=layers, num_classes=classes, in_channels=in_channels,
-                      auxiliary=True, stem=stem).eval()
-        flavour = genotype.flavour
+    net, stem, flavour = space_of(genotype).sized_network(genotype, channels, layers, classes, in_channels, side,
+                                                           stem)
+    net.eval()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         net(torch.zeros(1, in_channels, side, side))

@@ -9,14 +9,15 @@ import sys
 
 import torch
 
-from ista_nas.config import TrainConfig, make_config
+from ista_nas.config import TrainConfig
+from ista_nas.methods import make_config
 from ista_nas.engine.distributed import Dist, place, shutdown
 from ista_nas.methods.budget import recover_within_budget
 from ista_nas.methods.two_stage import TwoStageSearch
 from ista_nas.networks import SearchNetwork
 from ista_nas.networks.cnn import Network
 from ista_nas.published import PUBLISHED
-from ista_nas.retrain import Trainer
+from ista_nas.engine.trainer import Trainer
 
 BATCH, CLASSES = 12, 3
 

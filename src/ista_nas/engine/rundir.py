@@ -92,12 +92,13 @@ class RunDir:
         return lambda: cls.create(out, config)
 
     @classmethod
-    def prepare_resume(cls, path: str | Path, config_cls: type, overrides: dict[str, Any], kind: str
+    def prepare_resume(cls, path: str | Path, config_cls: type, overrides: dict[str, Any],
+                       kind: Callable[[Any], str], validate: Callable[[Any], Any] | None = None
                        ) -> tuple[Any, Callable[[], "RunDir"], dict]:
         """For --resume: join the process group; rank 0 reads the run (``resume``) and every rank gets
         (config, the opener that stores the resumed config, the checkpoint)."""
         init()
-        run, cfg, checkpoint = on_main(lambda: cls.resume(path, config_cls, overrides, kind))
+        run, cfg, checkpoint = on_main(lambda: cls.resume(path, config_cls, overrides, kind, validate))
         return cfg, lambda: run.rewrite_config(cfg.to_dict()), checkpoint
 
     @staticmethod
@@ -168,12 +169,13 @@ class RunDir:
                            lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in kept)))
 
     @classmethod
-    def resume(cls, path: str | Path, config_cls: type, overrides: dict[str, Any], kind: str
-               ) -> tuple["RunDir", Any, dict]:
+    def resume(cls, path: str | Path, config_cls: type, overrides: dict[str, Any], kind: Callable[[Any], str],
+               validate: Callable[[Any], Any] | None = None) -> tuple["RunDir", Any, dict]:
         """Open a run for --resume: its stored config with ``overrides`` applied, and its last checkpoint.
 
         Only the RESUMABLE keys may differ from the stored config; the checkpoint must come from this run and
-        hold a ``kind`` entry (the state of the command that wrote it).
+        hold the entry ``kind(config)`` names (the state of the command that wrote it). ``validate`` checks
+        the resumed config (default: its own ``validate``).
         """
         run, stored = cls.open(path)
         cfg = config_cls.from_dict(stored)
@@ -183,7 +185,7 @@ class RunDir:
             elif getattr(cfg, key) != value:
                 raise UserError(f"--resume continues the stored run; --{key.replace('_', '-')} {value} differs from "
                                 f"its {getattr(cfg, key)} (only {' and '.join('--' + k for k in RESUMABLE)} can change)")
-        cfg.validate()
+        (validate or config_cls.validate)(cfg)
         checkpoint, used = load_latest_good(run.checkpoint_path, required=("epoch", "config"))
         if used != run.checkpoint_path and run.checkpoint_path.exists():
             # Keep the damaged file for inspection, out of the way: the next save must not rotate it over the
@@ -191,7 +193,7 @@ class RunDir:
             aside = run.checkpoint_path.with_name(f"{run.checkpoint_path.stem}.damaged{run.checkpoint_path.suffix}")
             os.replace(run.checkpoint_path, aside)
             log.warning("moved the damaged %s to %s", run.checkpoint_path, aside)
-        if kind not in checkpoint:
+        if kind(cfg) not in checkpoint:
             raise UserError(f"{run.checkpoint_path} was not written by this command; resume it with the command "
                             "that wrote it")
         mismatched = sorted(k for k, v in checkpoint["config"].items() if k not in RESUMABLE and stored.get(k) != v)
@@ -210,13 +212,13 @@ class RunDir:
             raise UserError(f"the checkpoint has already {done}; pass --epochs {least} or more")
         return run, cfg, checkpoint
 
-    def restore(self, checkpoint: dict[str, Any] | None, kind: str, load: Any, epochs: int) -> int:
-        """Load ``checkpoint[kind]`` with ``load`` and drop the metrics written after it; return the epoch to
-        start from (0 without a checkpoint)."""
+    def restore(self, checkpoint: dict[str, Any] | None, load: Callable[[dict[str, Any]], None], epochs: int) -> int:
+        """Restore ``checkpoint`` with ``load`` and drop the metrics written after it; return the epoch to start
+        from (0 without a checkpoint)."""
         if checkpoint is None:
             return 0
         try:
-            load(checkpoint[kind])
+            load(checkpoint)
         except (RuntimeError, KeyError, ValueError) as exc:
             raise UserError(f"checkpoint {self.checkpoint_path} does not fit this run's network ({exc}); "
                             "it belongs to another run") from None

@@ -1,1 +1,69 @@
-"""Search methods. Each is a module with ``search(config, out)`` and ``resume(run_dir, **overrides)``."""
+"""Search methods, by name, and what starts, resumes and configures them. A new method is one module (a
+``SearchMethod`` subclass, run by the engine's driver) and one entry in ``METHODS``."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from ..config import SearchConfig, resolve
+from ..engine.driver import drive
+from ..engine.rundir import RunDir
+from ..errors import UserError
+from ..spaces import SPACES
+from .base import SearchMethod, SearchResult
+from .darts import Darts
+from .one_stage import OneStage
+from .two_stage import TwoStage
+
+METHODS: dict[str, type[SearchMethod]] = {"two-stage": TwoStage, "one-stage": OneStage, "darts": Darts}
+
+
+def validate(cfg: SearchConfig) -> SearchConfig:
+    """``cfg.validate()`` and what its method and its space require of it together; returns ``cfg``."""
+    cfg.validate()
+    if cfg.method not in METHODS:
+        raise UserError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    method, space = METHODS[cfg.method], SPACES[cfg.space]
+    smallest = space.smallest_group(method.dense)
+    defaults = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
+    checks = [(cfg.sparsity < smallest, f"--sparsity (s) must be in 1..{smallest - 1}: the smallest decision group "
+                                        f"has only {smallest} candidates, got {cfg.sparsity}"),
+              (cfg.sparsity <= cfg.proj_dims, f"--sparsity (s) must be at most --proj-dims (m): a LASSO solution has "
+                                              f"at most m nonzeros, got s={cfg.sparsity} > m={cfg.proj_dims}"),
+              (not cfg.stream or method.streams, "--stream needs --method " + " or ".join(
+                  name for name, m in METHODS.items() if m.streams) + " and --dataset folder:PATH")]
+    for name, other in METHODS.items():  # the settings only another method reads stay at their defaults
+        fields, what = other.exclusive
+        if other is not method and any(getattr(cfg, f) != defaults[f] for f in fields):
+            checks.append((False, f"--{', --'.join(f.replace('_', '-') for f in fields)} {what}; drop them or add "
+                                  f"--method {name}"))
+    for ok, message in checks + method.checks(cfg, space):
+        if not ok:
+            raise UserError(message)
+    return cfg
+
+
+def make_config(preset: str = "paper", **overrides: Any) -> SearchConfig:
+    """A validated SearchConfig from a preset, layered: the search's, the space's, the method's (those of
+    ``overrides``: two-stage in the darts space by default), then ``overrides``."""
+    name = overrides.get("method", "two-stage")
+    method, space = METHODS.get(name), SPACES.get(overrides.get("space", "darts"))
+    tables = [("", SearchConfig.PRESETS)]
+    tables += [(f"--space {space.name}", space.search_presets)] if space else []
+    tables += [(f"--method {name}", method.presets)] if method else []
+    return validate(SearchConfig(**resolve(preset, tables, overrides)))
+
+
+def search(cfg: SearchConfig, out: str | Path) -> SearchResult:
+    """Run the search ``cfg.method`` names from scratch into the new run directory ``out``."""
+    validate(cfg)
+    return drive(METHODS[cfg.method](cfg), RunDir.prepare_new(out, cfg.to_dict()), None)  # created once data loaded
+
+
+def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
+    """Continue the search in ``run_dir`` from its last checkpoint. ``overrides`` may change epochs and device."""
+    cfg, open_run, checkpoint = RunDir.prepare_resume(run_dir, SearchConfig, overrides, validate=validate,
+                                                      kind=lambda c: METHODS[c.method].kind)
+    return drive(METHODS[cfg.method](cfg), open_run, checkpoint)

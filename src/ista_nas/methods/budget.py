@@ -8,14 +8,14 @@ import torch
 from torch import Tensor
 
 from ..engine.distributed import Dist
+from ..networks.cnn import count_parameters
 from ..solver import LassoResult
-from ..networks import SearchNetwork
-from ..networks.cnn import Network, count_parameters
+from ..spaces import space_of
 
 log = logging.getLogger(__name__)
 
 
-def recover_within_budget(net: SearchNetwork, max_params: float, channels: int, layers: int, ctx: Dist = Dist()
+def recover_within_budget(net: torch.nn.Module, max_params: float, channels: int, layers: int, ctx: Dist = Dist()
                           ) -> tuple[LassoResult, Tensor, Tensor, float | None]:
     """Recover z; if the genotype's network (``channels`` x ``layers``) has more than ``max_params`` million
     parameters, reject it and keep the previous z and supports. With several processes every rank ends with
@@ -34,7 +34,7 @@ def recover_within_budget(net: SearchNetwork, max_params: float, channels: int, 
     return result, recovered, changed, rejected
 
 
-def _recover(net: SearchNetwork, max_params: float, channels: int, layers: int, previous_z: Tensor,
+def _recover(net: torch.nn.Module, max_params: float, channels: int, layers: int, previous_z: Tensor,
              previous_support: Tensor) -> tuple[LassoResult, Tensor, Tensor, float | None]:
     result, changed = net.arch.recover()
     if not result.converged:
@@ -44,8 +44,10 @@ def _recover(net: SearchNetwork, max_params: float, channels: int, layers: int, 
     if not max_params:
         return result, recovered, changed, None
     genotype = net.genotype()
-    size = count_parameters(Network(genotype, channels, layers, net.shape["num_classes"], net.shape["in_channels"],
-                                    stem=net.shape["stem"])) / 1e6
+    shape = net.shape
+    model, _, _ = space_of(genotype).sized_network(genotype, channels, layers, shape["num_classes"],
+                                                   shape["in_channels"], 32, shape["stem"], auxiliary=False)
+    size = count_parameters(model) / 1e6
     if size <= max_params:
         return result, recovered, changed, None
     with torch.no_grad():

@@ -12,7 +12,7 @@ The supernet has the target network's size and its one-stage ops (an affine BN e
    fixed, b no longer matters there, and its ops' BN affine parameters start training.
 2. Training, ``epochs`` epochs: the discrete one-stage network of the final supports, each op's output times
    its alpha as a fixed multiplier (as the official code trains on), with the same optimiser state, the
-   training phase's schedule (``config.training_phase``: the train command's settings) and drop-path rising to
+   training phase's schedule (``training_phase``: the train command's settings) and drop-path rising to
    its final value. Every checkpoint holds the network with alpha folded into the BN that ends each op
    (alpha * BN(x) is a BN with weight alpha * gamma and bias alpha * beta): the plain one-stage network that
    ``ista-nas evaluate`` and ``export`` read; the unfolded state beside it resumes the run.
@@ -21,27 +21,68 @@ The supernet has the target network's size and its one-stage ops (an affine BN e
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import SearchConfig, TrainConfig, training_phase
-from ..diagram import write_diagrams
+from ..config import SearchConfig, TrainConfig
 from ..engine.distributed import Dist, place, wrap
-from ..engine.loop import EpochInterrupted, graceful_stop, resume_point, run_epoch
+from ..engine.driver import EpochPlan
 from ..engine.rundir import RunDir
-from ..report import write_run_report
+from ..engine.splits import DataInfo, train_test
+from ..engine.trainer import Trainer, evaluate, summarize_training
 from ..networks import SearchNetwork
-from ..retrain import DataInfo, Trainer, build_model, evaluate, model_spec, prepare_data
+from ..spaces import SPACES, build_model, model_spec
+from ..spaces.base import Checks, SearchSpace
+from .base import SearchMethod, SearchResult
 from .budget import recover_within_budget
-from .two_stage import SearchResult, clip_weight_grads, keep_zero_grads
+from .two_stage import clip_weight_grads, keep_zero_grads
 
 log = logging.getLogger(__name__)
+
+
+# The one-stage method's presets: the target network's settings (official train_search_single defaults). The
+# search phase holds lr; the training phase (--epochs) decays it from lr to lr_min.
+ONE_STAGE_PRESETS = {
+    # Official: lr 0.025 cosine to 0.001 over 600 training epochs, after a search phase of about 120 epochs (the
+    # paper). The official loop has no cap of its own below 600; 200 bounds a search whose nodes do not settle at a
+    # third of the training cost.
+    "paper": dict(method="one-stage", clip_with_b=True, channels=36, layers=20, batch_size=96, epochs=600,
+                  max_search_epochs=200, lr=0.025, lr_min=0.001, arch_lr=3e-4, cutout=16, auxiliary_weight=0.4,
+                  drop_path=0.2, seed=5, max_params=3.7),
+    # The mobile setting (C=48, L=14, 224x224 crops streamed from --dataset folder:PATH with train/ and val/). The
+    # official code has no one-stage ImageNet search script: the training phase is the train imagenet preset
+    # (250 epochs, 5 warm-up, linear decay, label smoothing 0.1). The search cap of 50 epochs is this project's
+    # choice (PC-DARTS's ImageNet search ran 50 epochs).
+    "imagenet": dict(method="one-stage", clip_with_b=True, dataset="folder:imagenet", stem="imagenet", channels=48,
+                     layers=14, batch_size=1024, epochs=250, max_search_epochs=50, lr=0.5, lr_min=0.0, warmup_epochs=5,
+                     lr_schedule="linear", label_smoothing=0.1, weight_decay=3e-5, arch_lr=3e-4, cutout=0,
+                     auxiliary_weight=0.4, drop_path=0.0, stream=True),
+    # Minutes on a 2-core CPU, a reduced-scale stand-in: search 3 epochs at most, then train 2.
+    "quick": dict(method="one-stage", clip_with_b=True, dataset="fashion-mnist", subset=3000, channels=8, layers=5,
+                  batch_size=64, epochs=2, max_search_epochs=3, lr=0.05, lr_min=0.0, arch_lr=3e-3, auxiliary_weight=0.4,
+                  drop_path=0.1),
+}
+# The one-stage settings that only its training phase uses.
+TRAINING_PHASE_ONLY = ("drop_path", "warmup_epochs", "lr_schedule", "nesterov", "label_smoothing", "amp")
+# The one-stage run's training phase, field by field: the settings it takes from the run's config (same meaning
+# in both), and the ones fixed by what it trains (the searched one-stage network, in the DARTS space).
+TRAINING_PHASE_FROM_SEARCH = (
+    "dataset", "data_dir", "subset", "augment", "cutout", "stream", "image_size", "workers",  # the same data
+    "stem", "channels", "layers", "auxiliary_weight",  # the same network
+    "epochs", "batch_size", "lr", "lr_min", "momentum", "weight_decay", "grad_clip",  # the optimiser carries on
+    "seed", "device", "channels_last", "sync_bn", "tensorboard") + TRAINING_PHASE_ONLY
+TRAINING_PHASE_FIXED = dict(genotype="(one-stage search)", space="darts", arch="")
+
+
+def training_phase(cfg: SearchConfig) -> TrainConfig:
+    """The TrainConfig of a one-stage run's training phase (every field named above; a test checks the list
+    covers TrainConfig, so a new training setting has to be placed here)."""
+    return TrainConfig(preset=cfg.preset, **TRAINING_PHASE_FIXED,
+                       **{name: getattr(cfg, name) for name in TRAINING_PHASE_FROM_SEARCH})
+
 
 
 def op_bn_parameters(net: SearchNetwork, t: int, node: int, candidates: list[int]) -> list[nn.Parameter]:
@@ -111,28 +152,9 @@ class OneStageSearch:
         self.unfreeze_bn(self.net.arch.frozen)
 
 
-def _summarize(sums: dict[str, float]) -> dict[str, float]:
-    n = max(sums["n"], 1.0)
-    return {"train_loss": sums["loss"] / n, "train_acc": 100 * sums["correct"] / n}
-
-
 def build_supernet(cfg: SearchConfig, data: DataInfo) -> SearchNetwork:
     torch.manual_seed(cfg.seed)
-    return SearchNetwork(channels=cfg.channels, layers=cfg.layers, num_classes=len(data.classes),
-                         in_channels=data.channels, steps=cfg.steps, proj_dims=cfg.proj_dims, sparsity=cfg.sparsity,
-                         lam=cfg.lam, matrix=cfg.matrix, seed=cfg.seed, one_stage=True,
-                         auxiliary=cfg.auxiliary_weight > 0, stem=cfg.stem, arch_init=cfg.arch_init)
-
-
-def search(cfg: SearchConfig, out: str | Path) -> SearchResult:
-    """Run a one-stage search (search phase, then the training phase) into the new run directory ``out``."""
-    cfg.validate()
-    return _run(cfg, RunDir.prepare_new(out, cfg.to_dict()), checkpoint=None)
-
-
-def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
-    cfg, open_run, checkpoint = RunDir.prepare_resume(run_dir, SearchConfig, overrides, kind="phase")
-    return _run(cfg, open_run, checkpoint)
+    return SPACES[cfg.space].target_supernet(cfg, data)
 
 
 def start_training(net: SearchNetwork, searcher: OneStageSearch, tcfg: TrainConfig, ctx: Dist) -> Trainer:
@@ -149,107 +171,139 @@ def start_training(net: SearchNetwork, searcher: OneStageSearch, tcfg: TrainConf
     return trainer
 
 
-def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None) -> SearchResult:
-    ctx = Dist.setup(cfg.device)
-    tcfg = training_phase(cfg)
-    data, train_loader, test_loader = prepare_data(tcfg, ctx)
-    mean, std = train_loader.mean_std
-    net = place(build_supernet(cfg, data), ctx, cfg.channels_last, cfg.sync_bn)
-    searcher = OneStageSearch(net, cfg, ctx)
-    run = RunDir.open_on_main(open_run, cfg.tensorboard)
-    run.write_json("training_phase.json", tcfg.to_dict())  # the resolved settings of the training phase
-    done, searched, trainer, froze_at = 0, 0, None, {}  # epochs in all, search epochs (once fixed), ...
-    if checkpoint is not None:
-        froze_at = checkpoint["froze_at"]
+class OneStageState(TypedDict, total=False):
+    """A one-stage checkpoint's own entries, by ``phase``."""
+
+    phase: str  # "search" or "train"
+    froze_at: dict[str, int]  # decision group -> the search epoch it froze after
+    test: dict[str, float]  # the last finished epoch's test loss, top-1, top-5
+    min_epochs: int  # training epochs begun: the least --epochs that continues the run
+    search: dict[str, Any]  # phase search: OneStageSearch.state_dict()
+    fixed_at: int  # phase train: search epochs before the architecture was fixed
+    train_on: dict[str, Any]  # phase train: the trainer state with alpha unfolded (what --resume reads)
+    model_spec: dict[str, Any]  # phase train: as in a training checkpoint
+    trainer: dict[str, Any]  # phase train: {"model": the absorbed plain network} (what evaluate and export read)
+
+
+class OneStage(SearchMethod):
+    """The one-stage run as the driver runs it: search epochs until every node froze (or the cap), then
+    ``epochs`` training epochs of the fixed network. Epochs are counted over both phases; ``searched`` is
+    the number of search epochs once the architecture is fixed, and ``trainer`` exists from then on."""
+
+    kind = "phase"
+    presets = ONE_STAGE_PRESETS
+    exclusive = (TRAINING_PHASE_ONLY, "set the one-stage training phase")
+    streams = True
+
+    @staticmethod
+    def checks(cfg: SearchConfig, space: SearchSpace) -> Checks:
+        checks = [
+            (space.has_target_supernet, f"--space {cfg.space} has no one-stage supernet; search it with --method "
+                                        "two-stage or darts"),
+            (cfg.sparsity == 2, f"--method one-stage trains the DARTS-cell network, two inputs per node: use "
+                                f"--sparsity 2, not {cfg.sparsity}"),
+            (not cfg.weight_warmup_epochs, "--weight-warmup-epochs applies to --method two-stage and darts"),
+        ]
+        if all(ok for ok, _ in checks):
+            training_phase(cfg).validate()  # the training phase's settings, checked as the train command checks them
+        return checks
+
+    def setup(self, ctx: Dist) -> None:
+        cfg = self.cfg
+        self.ctx, self.tcfg = ctx, training_phase(cfg)
+        self.data, self.train_loader, self.test_loader = train_test(self.tcfg, ctx)
+        self.net = place(build_supernet(cfg, self.data), ctx, cfg.channels_last, cfg.sync_bn)
+        self.searcher = OneStageSearch(self.net, cfg, ctx)
+        self.searched, self.trainer, self.froze_at, self.test = 0, None, {}, {}
+
+    def opened(self, run: RunDir) -> None:
+        super().opened(run)
+        run.write_json("training_phase.json", self.tcfg.to_dict())  # the resolved settings of the training phase
+
+    def load(self, checkpoint: dict[str, Any]) -> None:
+        cfg = self.cfg
+        self.froze_at, self.test = checkpoint["froze_at"], checkpoint.get("test", {})
         if checkpoint["phase"] == "search":
-            done = run.restore(checkpoint, "search", searcher.load_state_dict, cfg.epochs)
+            self.searcher.load_state_dict(checkpoint["search"])
+            return
+        self.searched = checkpoint["fixed_at"]
+        model = place(build_model(checkpoint["model_spec"]).hold_op_weights(), self.ctx, cfg.channels_last,
+                      cfg.sync_bn)
+        self.trainer = Trainer(model, self.tcfg, self.ctx)
+        self.trainer.load_state_dict(checkpoint["train_on"])
+
+    def describe(self) -> str:
+        return (f"one-stage search on {self.ctx}: {self.cfg.dataset}, {len(self.train_loader.indices)} train / "
+                f"{len(self.test_loader.indices)} test images")
+
+    def more(self, done: int) -> bool:
+        return self.trainer is None or done - self.searched < self.tcfg.epochs
+
+    def begin_epoch(self, epoch: int) -> EpochPlan:
+        if self.trainer is None:
+            self.searcher.begin_epoch()
+            step, desc = self.searcher.step, f"search {epoch + 1}/{self.cfg.max_search_epochs or '?'}"
         else:
-            searched = checkpoint["fixed_at"]
-            model = place(build_model(checkpoint["model_spec"]).hold_op_weights(), ctx, cfg.channels_last,
-                          cfg.sync_bn)
-            trainer = Trainer(model, tcfg, ctx)
-            done = run.restore(checkpoint, "train_on", trainer.load_state_dict, cfg.epochs)
-    log.info("one-stage search on %s: %s, %d train / %d test images, run directory %s", ctx, cfg.dataset,
-             len(train_loader.indices), len(test_loader.indices), run.path)
-    partial, test = (checkpoint or {}).get("partial"), (checkpoint or {}).get("test", {})
-    cap = cfg.max_search_epochs or "?"
+            e = epoch - self.searched
+            self.trainer.begin_epoch(e)
+            step, desc = self.trainer.step, f"train {e + 1}/{self.tcfg.epochs}"
+        return EpochPlan(step, self.train_loader.epoch(epoch), len(self.train_loader), desc, summarize_training)
 
-    def state_at(finished: int) -> dict[str, Any]:
-        """The checkpoint after ``finished`` epochs in all (or within the next one), in the current phase."""
-        state: dict[str, Any] = {"epoch": finished, "config": cfg.to_dict(), "froze_at": froze_at, "test": test}
-        if trainer is None:
-            state.update(phase="search", search=searcher.state_dict(), min_epochs=0)
-        else:
-            plain = trainer.model.absorbed()  # what evaluate and export read: alpha folded into the BNs
-            state.update(phase="train", fixed_at=searched, min_epochs=finished - searched,
-                         train_on=trainer.state_dict(), model_spec=model_spec(tcfg, plain.genotype, data, mean, std),
-                         trainer={"model": plain.state_dict()})
-        return state
+    def end_epoch(self, epoch: int, stats: dict[str, float]) -> dict[str, Any]:
+        record = self._end_search(epoch, stats) if self.trainer is None else self._end_training(epoch, stats)
+        test = self.test
+        return {**record, "test_loss": test["loss"], "test_top1": test["top1"], "test_top5": test["top5"]}
 
-    def epoch_of(epoch: int, step: Any, desc: str) -> dict[str, float]:
-        try:
-            return run_epoch(step, train_loader.epoch(epoch), len(train_loader), desc, _summarize,
-                             reduce=ctx.sum_stats, show=ctx.main, interruptible=True,
-                             resume=resume_point(partial, epoch, ctx.main))
-        except EpochInterrupted as stop:  # Ctrl-C: keep this very step
-            state = state_at(epoch)
-            state["min_epochs"] += state["phase"] == "train"  # a training epoch stopped halfway must be finished
-            run.save_checkpoint({**state, "partial": {"epoch": epoch, **stop.progress}})
-            raise
+    def _end_search(self, epoch: int, stats: dict[str, float]) -> dict[str, Any]:
+        cfg, net = self.cfg, self.net
+        # Monitor the network this epoch trained, before the supports move (new support ops would be judged
+        # with BN statistics they have not gathered yet).
+        self.test = evaluate(net, self.test_loader, desc=f"test (search {epoch + 1})", ctx=self.ctx)
+        previous = net.arch.z.clone()
+        _, recovered, _, _ = recover_within_budget(net, cfg.max_params, cfg.channels, cfg.layers, self.ctx)
+        moved = torch.linalg.vector_norm(recovered - previous, dim=-1)
+        freeze = (moved <= cfg.freeze_tol) & ~net.arch.frozen
+        if cfg.max_search_epochs and epoch + 1 >= cfg.max_search_epochs:
+            freeze = ~net.arch.frozen
+        for t, g in freeze.nonzero().tolist():
+            self.froze_at[net.group_name(t, g)] = epoch + 1
+        net.arch.freeze(freeze)
+        self.searcher.unfreeze_bn(freeze)
+        if bool(net.arch.frozen.all()):
+            self.searched = epoch + 1
+            self.trainer = start_training(net, self.searcher, self.tcfg, self.ctx)
+            log.info("architecture fixed after %d search epochs: %s", self.searched,
+                     self.trainer.model.genotype.to_dict())
+        return {"phase": "search", "phase_epoch": epoch + 1, **stats, "frozen": sorted(self.froze_at),
+                "genotype": net.genotype().to_dict()}
 
-    def finish(epoch: int, began: float, record: dict[str, Any]) -> None:
-        record = {"epoch": epoch + 1, **record, "test_loss": test["loss"], "test_top1": test["top1"],
-                  "test_top5": test["top5"], "seconds": round(time.perf_counter() - began, 3)}
-        run.append_metrics(record)
-        run.save_checkpoint(state_at(epoch + 1))
-        log.info("epoch %d (%s %d)  train loss %.4f acc %.2f%%  test top-1 %.2f%%  frozen %d/%d  %.1fs", epoch + 1,
-                 record["phase"], record["phase_epoch"], record["train_loss"], record["train_acc"], test["top1"],
-                 len(froze_at), 2 * cfg.steps, record["seconds"])
+    def _end_training(self, epoch: int, stats: dict[str, float]) -> dict[str, Any]:
+        trainer, e = self.trainer, epoch - self.searched
+        self.test = evaluate(trainer.model, self.test_loader, trainer.autocast, desc=f"test (train {e + 1})",
+                             ctx=self.ctx)
+        return {"phase": "train", "phase_epoch": e + 1, **stats, "lr": trainer.optimizer.param_groups[0]["lr"],
+                "drop_path": trainer.model.drop_path_prob}
 
-    try:
-        with graceful_stop(ctx.world == 1):
-            while trainer is None:  # the search phase: until every node froze (or the cap)
-                began, epoch = time.perf_counter(), done
-                searcher.begin_epoch()
-                stats = epoch_of(epoch, searcher.step, f"search {epoch + 1}/{cap}")
-                # Monitor the network this epoch trained, before the supports move (new support ops would be
-                # judged with BN statistics they have not gathered yet).
-                test = evaluate(net, test_loader, desc=f"test (search {epoch + 1})", ctx=ctx)
-                previous = net.arch.z.clone()
-                _, recovered, _, _ = recover_within_budget(net, cfg.max_params, cfg.channels, cfg.layers, ctx)
-                moved = torch.linalg.vector_norm(recovered - previous, dim=-1)
-                freeze = (moved <= cfg.freeze_tol) & ~net.arch.frozen
-                if cfg.max_search_epochs and epoch + 1 >= cfg.max_search_epochs:
-                    freeze = ~net.arch.frozen
-                for t, g in freeze.nonzero().tolist():
-                    froze_at[net.group_name(t, g)] = epoch + 1
-                net.arch.freeze(freeze)
-                searcher.unfreeze_bn(freeze)
-                done = epoch + 1
-                if bool(net.arch.frozen.all()):
-                    searched = done
-                    trainer = start_training(net, searcher, tcfg, ctx)
-                    log.info("architecture fixed after %d search epochs: %s", searched,
-                             trainer.model.genotype.to_dict())
-                finish(epoch, began, {"phase": "search", "phase_epoch": epoch + 1, **stats, "frozen": sorted(froze_at),
-                                      "genotype": net.genotype().to_dict()})
-            while done - searched < tcfg.epochs:  # the training phase
-                began, epoch, e = time.perf_counter(), done, done - searched
-                trainer.begin_epoch(e)
-                stats = epoch_of(epoch, trainer.step, f"train {e + 1}/{tcfg.epochs}")
-                test = evaluate(trainer.model, test_loader, trainer.autocast, desc=f"test (train {e + 1})", ctx=ctx)
-                done = epoch + 1
-                finish(epoch, began, {"phase": "train", "phase_epoch": e + 1, **stats,
-                                      "lr": trainer.optimizer.param_groups[0]["lr"],
-                                      "drop_path": trainer.model.drop_path_prob})
-    except KeyboardInterrupt:
-        run.report_interrupt()
-        raise
-    genotype = trainer.model.genotype
-    run.write_json("genotype.json", genotype.to_dict())
-    run.write_json("froze_at.json", froze_at)
-    if run.writes:
-        write_diagrams(genotype, run.path)
-    log.info("genotype: %s", genotype.to_dict())
-    write_run_report(run)
-    return SearchResult(genotype, run.path, run.read_metrics())
+    def state(self, finished: int, stopped: bool = False) -> OneStageState:
+        """Search phase: the searcher. Training phase: the absorbed plain network (what evaluate and export
+        read) and the unfolded trainer state (what --resume reads); ``min_epochs`` counts the training epochs
+        begun (a training epoch stopped halfway must be finished)."""
+        if self.trainer is None:
+            return OneStageState(froze_at=self.froze_at, test=self.test, phase="search",
+                                 search=self.searcher.state_dict(), min_epochs=0)
+        plain = self.trainer.model.absorbed()  # alpha folded into the BNs
+        return OneStageState(froze_at=self.froze_at, test=self.test, phase="train", fixed_at=self.searched,
+                             min_epochs=finished - self.searched + stopped, train_on=self.trainer.state_dict(),
+                             model_spec=model_spec(self.tcfg, plain.genotype, self.data, *self.train_loader.mean_std),
+                             trainer={"model": plain.state_dict()})
+
+    def log_epoch(self, record: dict[str, Any]) -> None:
+        log.info("epoch %d (%s %d)  train loss %.4f acc %.2f%%  test top-1 %.2f%%  frozen %d/%d  %.1fs",
+                 record["epoch"], record["phase"], record["phase_epoch"], record["train_loss"], record["train_acc"],
+                 record["test_top1"], len(self.froze_at), 2 * self.cfg.steps, record["seconds"])
+
+    def result(self, run: RunDir) -> SearchResult:
+        genotype = self.trainer.model.genotype
+        run.write_json("genotype.json", genotype.to_dict())
+        run.write_json("froze_at.json", self.froze_at)
+        return self.finish(run, genotype)

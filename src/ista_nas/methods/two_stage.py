@@ -9,37 +9,28 @@ The result is the genotype of the final supports; stage two (retraining it) is `
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import SearchConfig
-from ..diagram import write_diagrams
-from ..engine.data import Augment, DeviceLoader, ImageData, epoch_seed, load_dataset, seeded_subset
+from ..engine.data import DeviceLoader, epoch_seed
 from ..engine.distributed import Dist, place, wrap
-from ..engine.loop import EpochInterrupted, cosine_lr, graceful_stop, resume_point, run_epoch
+from ..engine.driver import EpochPlan
+from ..engine.loop import cosine_lr
 from ..engine.rundir import RunDir
-from ..report import write_run_report
+from ..engine.splits import DataInfo, search_split
 from ..errors import UserError
-from ..genotype import AnyGenotype
 from ..spaces import SPACES
+from .base import SearchMethod, SearchResult
 from .budget import recover_within_budget
 
+if TYPE_CHECKING:
+    from ..config import SearchConfig
+
 log = logging.getLogger(__name__)
-
-
-
-@dataclass
-class SearchResult:
-    genotype: AnyGenotype
-    run_dir: Path
-    metrics: list[dict[str, Any]]
 
 
 def keep_zero_grads(weights: list[torch.nn.Parameter], active: list[torch.nn.Parameter]) -> None:
@@ -70,7 +61,9 @@ class TwoStageSearch:
     of b by an all-reduce, so every rank applies the same updates.
     """
 
-    def __init__(self, net: torch.nn.Module, cfg: SearchConfig, ctx: Dist = Dist()):
+    random_supports = True  # the warm-up's weight steps each run a random support (a sparse supernet)
+
+    def __init__(self, net: torch.nn.Module, cfg: "SearchConfig", ctx: Dist = Dist()):
         self.net, self.cfg, self.ctx = net, cfg, ctx
         self.b = net.arch_parameters()[0]  # b (ISTA-NAS) or alpha (the DARTS baseline)
         self.w_opt = torch.optim.SGD(net.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
@@ -103,9 +96,8 @@ class TwoStageSearch:
         self.train_net = None  # drop the previous DDP wrapper (and its gradient hooks) before building the next
         self.train_net = wrap(self.net, self.active, self.ctx)
         self.net.train()
-        sparse = hasattr(self.net.arch, "sample_support")
         self.sampler = (torch.Generator().manual_seed(epoch_seed(self.cfg.seed, epoch, 7))
-                        if self.warming_up(epoch) and sparse else None)
+                        if self.warming_up(epoch) and self.random_supports else None)
 
     def warmup_step(self, x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor) -> dict[str, Tensor]:
         """A weight step without the architecture step; the sparse supernet runs a freshly drawn support with
@@ -178,33 +170,14 @@ class TwoStageSearch:
             p.grad = torch.zeros_like(p) if used else None
 
 
-def _summarize(sums: dict[str, float]) -> dict[str, float]:
+def summarize(sums: dict[str, float]) -> dict[str, float]:
+    """Mean losses and accuracies (%) of the weight (train) and architecture (valid) batches."""
     out = {}
     for part in ("train", "valid"):
         n = max(sums[f"{part}_n"], 1.0)
         out[f"{part}_loss"] = sums[f"{part}_loss"] / n
         out[f"{part}_acc"] = 100.0 * sums[f"{part}_correct"] / n
     return out
-
-
-def prepare_data(cfg: SearchConfig, ctx: Dist) -> tuple[ImageData, DeviceLoader, DeviceLoader]:
-    """Load the training split, take the seeded subset and split it into the weight and architecture halves;
-    the loaders yield this rank's shard of every global batch."""
-    ctx.check_batch(cfg.batch_size)
-    device = ctx.device
-    data = load_dataset(cfg.dataset, "train", cfg.data_dir or None)
-    order = seeded_subset(len(data), cfg.subset, cfg.seed, cfg.dataset)
-    split = int(len(order) * cfg.train_portion)
-    train_idx, valid_idx = order[:split], order[split:]
-    if min(len(train_idx), len(valid_idx)) < cfg.batch_size:
-        raise UserError(f"{len(order)} images split {len(train_idx)}/{len(valid_idx)} give less than one batch of "
-                        f"{cfg.batch_size}; raise --subset or lower --batch-size")
-    mean, std = data.stats()
-    data = ImageData(data.images.to(device), data.labels.to(device), data.classes)  # one copy on the device
-    augment = Augment(crop_padding=min(data.size) // 8 if cfg.augment else 0, flip=cfg.augment, cutout=cfg.cutout)
-    common = dict(batch_size=cfg.batch_size, device=device, mean=mean, std=std, augment=augment,
-                  channels_last=cfg.channels_last, seed=cfg.seed, shard=(ctx.rank, ctx.world))
-    return data, DeviceLoader(data, train_idx, stream=0, **common), DeviceLoader(data, valid_idx, stream=1, **common)
 
 
 def _valid_batches(loader: DeviceLoader, epoch: int, count: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -219,92 +192,85 @@ def _valid_batches(loader: DeviceLoader, epoch: int, count: int) -> Iterator[tup
         cycle += 1
 
 
-def build_network(cfg: SearchConfig, data: ImageData) -> torch.nn.Module:
-    """The supernet of the configured space: sparse (ISTA-NAS) or dense (the DARTS baseline)."""
+def build_supernet(cfg: "SearchConfig", data: DataInfo) -> torch.nn.Module:
+    """The sparse supernet of the configured space."""
     torch.manual_seed(cfg.seed)
-    return SPACES[cfg.space].supernet(cfg, data.num_classes, data.channels, cfg.method == "darts")
+    return SPACES[cfg.space].supernet(cfg, data)
 
 
-def _changed_names(net: torch.nn.Module, changed: Tensor) -> list[str]:
-    return [net.group_name(t, g) for t, g in changed.nonzero().tolist()]
+class SearchState(TypedDict):
+    """A two-stage (or DARTS) checkpoint's own entries."""
+
+    search: dict[str, Any]  # TwoStageSearch.state_dict(): network, both optimisers, which weights were used
+    genotype: dict[str, Any]  # the genotype the supports held (readable without the network)
 
 
-def search(cfg: SearchConfig, out: str | Path) -> SearchResult:
-    """Run a two-stage search from scratch into the new run directory ``out``."""
-    cfg.validate()
-    return _run(cfg, RunDir.prepare_new(out, cfg.to_dict()), checkpoint=None)  # created once the data has loaded
+class TwoStage(SearchMethod):
+    """The two-stage search as the driver runs it: per epoch the searcher's steps, then the recovery."""
 
+    kind = "search"
+    searcher_class = TwoStageSearch
 
-def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
-    """Continue the run in ``run_dir`` from its last checkpoint. ``overrides`` may change epochs and device."""
-    cfg, open_run, checkpoint = RunDir.prepare_resume(run_dir, SearchConfig, overrides, kind="search")
-    return _run(cfg, open_run, checkpoint)
+    def build_supernet(self, data: DataInfo) -> torch.nn.Module:
+        return build_supernet(self.cfg, data)
 
+    def setup(self, ctx: Dist) -> None:
+        cfg = self.cfg
+        self.ctx = ctx
+        data, self.train_loader, self.valid_loader = search_split(cfg, ctx)
+        self.net = place(self.build_supernet(data), ctx, cfg.channels_last, cfg.sync_bn)
+        self.searcher = self.searcher_class(self.net, cfg, ctx)
 
-def _write_results(run: RunDir, net: torch.nn.Module) -> AnyGenotype:
-    genotype = net.genotype()
-    run.write_json("genotype.json", genotype.to_dict())
-    run.write_json("ranking.json", net.ranking())
-    return genotype
+    def load(self, checkpoint: dict[str, Any]) -> None:
+        self.searcher.load_state_dict(checkpoint["search"])
 
+    def describe(self) -> str:
+        return (f"searching on {self.ctx}: {self.cfg.dataset}, {len(self.train_loader.indices)} train / "
+                f"{len(self.valid_loader.indices)} valid images, {len(self.train_loader)} steps per epoch")
 
-def _run(cfg: SearchConfig, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None) -> SearchResult:
-    ctx = Dist.setup(cfg.device)
-    data, train_loader, valid_loader = prepare_data(cfg, ctx)
-    net = place(build_network(cfg, data), ctx, cfg.channels_last, cfg.sync_bn)
-    searcher = TwoStageSearch(net, cfg, ctx)
-    run = RunDir.open_on_main(open_run, cfg.tensorboard)
-    start = run.restore(checkpoint, "search", searcher.load_state_dict, cfg.epochs)
-    log.info("searching on %s: %s, %d train / %d valid images, %d steps per epoch, run directory %s",
-             ctx, cfg.dataset, len(train_loader.indices), len(valid_loader.indices), len(train_loader), run.path)
-
-    try:
-        with graceful_stop(ctx.world == 1):  # several processes would have to agree on the step: not offered
-            _epochs(cfg, run, net, searcher, train_loader, valid_loader, start, ctx, (checkpoint or {}).get("partial"))
-    except KeyboardInterrupt:
-        run.report_interrupt()
-        raise
-    genotype = _write_results(run, net) if start == cfg.epochs else net.genotype()  # else written above
-    if run.writes:
-        write_diagrams(genotype, run.path)
-    log.info("genotype: %s", genotype.to_dict())
-    log.info("wrote %s", run.path / "genotype.json")
-    write_run_report(run)
-    return SearchResult(genotype, run.path, run.read_metrics())
-
-
-def _epochs(cfg: SearchConfig, run: RunDir, net: torch.nn.Module, searcher: TwoStageSearch,
-            train_loader: DeviceLoader, valid_loader: DeviceLoader, start: int, ctx: Dist,
-            partial: dict[str, Any] | None = None) -> None:
-    for epoch in range(start, cfg.epochs):
-        began = time.perf_counter()
+    def begin_epoch(self, epoch: int) -> EpochPlan:
+        searcher = self.searcher
         searcher.begin_epoch(epoch)
-        resume_at = resume_point(partial, epoch, ctx.main)
-        if resume_at is not None:
-            searcher.skip_steps(resume_at["step"])
         step = searcher.warmup_step if searcher.warming_up(epoch) else searcher.step
-        batches = zip(train_loader.epoch(epoch), _valid_batches(valid_loader, epoch, len(train_loader)))
-        try:
-            stats = run_epoch(lambda tr, va: step(*tr, *va), batches, len(train_loader),
-                              f"epoch {epoch + 1}/{cfg.epochs}", _summarize, reduce=ctx.sum_stats, show=ctx.main,
-                              interruptible=True, resume=resume_at)
-        except EpochInterrupted as stop:  # Ctrl-C: keep this very step
-            run.save_checkpoint({"epoch": epoch, "config": cfg.to_dict(), "search": searcher.state_dict(),
-                                 "genotype": net.genotype().to_dict(), "partial": {"epoch": epoch, **stop.progress}})
-            raise
-        record: dict[str, Any] = {"epoch": epoch + 1, **stats, "lr": searcher.w_opt.param_groups[0]["lr"]}
-        if cfg.method != "darts" and not searcher.warming_up(epoch):  # ISTA-NAS: recover z, move the supports
-            recovery, _, changed, rejected = recover_within_budget(net, cfg.max_params, cfg.budget_channels,
-                                                                   cfg.budget_layers, ctx)
-            record.update(supports_changed=_changed_names(net, changed), recovery_iterations=recovery.iterations,
-                          recovery_kkt_violation=float(recovery.kkt_violation.max()), rejected_params_m=rejected)
-        genotype = _write_results(run, net)
-        record.update(seconds=round(time.perf_counter() - began, 3), genotype=genotype.to_dict())
-        # Metrics first, checkpoint last: a crash in between is undone by the resume trimming the metrics.
-        run.append_metrics(record)
-        run.save_checkpoint({"epoch": epoch + 1, "config": cfg.to_dict(), "search": searcher.state_dict(),
-                             "genotype": genotype.to_dict()})
+        batches = zip(self.train_loader.epoch(epoch), _valid_batches(self.valid_loader, epoch, len(self.train_loader)))
+        return EpochPlan(lambda tr, va: step(*tr, *va), batches, len(self.train_loader),
+                         f"epoch {epoch + 1}/{self.cfg.epochs}", summarize)
+
+    def skip_steps(self, steps: int) -> None:
+        self.searcher.skip_steps(steps)
+
+    def end_epoch(self, epoch: int, stats: dict[str, float]) -> dict[str, Any]:
+        record: dict[str, Any] = {**stats, "lr": self.searcher.w_opt.param_groups[0]["lr"]}
+        if not self.searcher.warming_up(epoch):
+            record.update(self.recover())
+        record["genotype"] = self.write_results().to_dict()
+        return record
+
+    def recover(self) -> dict[str, Any]:
+        """ISTA-NAS: recover z from b, move the supports; what changed, for the record."""
+        cfg, net = self.cfg, self.net
+        recovery, _, changed, rejected = recover_within_budget(net, cfg.max_params, cfg.budget_channels,
+                                                               cfg.budget_layers, self.ctx)
+        return {"supports_changed": [net.group_name(t, g) for t, g in changed.nonzero().tolist()],
+                "recovery_iterations": recovery.iterations,
+                "recovery_kkt_violation": float(recovery.kkt_violation.max()), "rejected_params_m": rejected}
+
+    def write_results(self):
+        genotype = self.net.genotype()
+        self.run.write_json("genotype.json", genotype.to_dict())
+        self.run.write_json("ranking.json", self.net.ranking())
+        return genotype
+
+    def state(self, finished: int, stopped: bool = False) -> SearchState:
+        return SearchState(search=self.searcher.state_dict(), genotype=self.net.genotype().to_dict())
+
+    def log_epoch(self, record: dict[str, Any]) -> None:
         log.info("epoch %d/%d  train loss %.4f acc %.2f%%  valid loss %.4f acc %.2f%%  supports changed %s  %.1fs",
-                 epoch + 1, cfg.epochs, stats["train_loss"], stats["train_acc"], stats["valid_loss"],
-                 stats["valid_acc"], len(record.get("supports_changed", [])) if cfg.method != "darts" else "-",
+                 record["epoch"], self.cfg.epochs, record["train_loss"], record["train_acc"], record["valid_loss"],
+                 record["valid_acc"], len(record["supports_changed"]) if "supports_changed" in record else "-",
                  record["seconds"])
+
+    def result(self, run: RunDir) -> SearchResult:
+        genotype = self.write_results()
+        log.info("wrote %s", run.path / "genotype.json")
+        return self.finish(run, genotype)

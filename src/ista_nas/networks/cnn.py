@@ -9,6 +9,7 @@ networks that ISTA-NAS's one-stage search trains and returns do.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,28 @@ from ..ops import OPS, Chain, FactorizedReduce, ReLUConvBN, concat_channels
 def is_reduction(i: int, layers: int) -> bool:
     """Cell i of ``layers`` halves the resolution and doubles the channels: at L/3 and 2L/3 (DARTS)."""
     return layers >= 3 and i in (layers // 3, 2 * layers // 3)
+
+
+def stack_cells(make: Callable[[int, int, int, bool, bool], tuple[nn.Module, int]], layers: int, channels: int,
+                c_stem: int, imagenet: bool, aux_after: int, num_classes: int
+                ) -> tuple[nn.ModuleList, "AuxiliaryHead | None", int]:
+    """The cells of a DARTS-style network, built in order: ``make(c_pp, c_p, c, reduction, reduction_prev)``
+    returns a cell and its output channels; the channels double at each reduction. The auxiliary head (after
+    cell ``aux_after``) is built right after that cell. Returns (cells, head or None, last output channels)."""
+    cells, head = nn.ModuleList(), None
+    c_pp = c_p = c_stem
+    c, reduction_prev = channels, imagenet
+    for i in range(layers):
+        reduction = is_reduction(i, layers)
+        if reduction:
+            c *= 2
+        cell, c_out = make(c_pp, c_p, c, reduction, reduction_prev)
+        cells.append(cell)
+        reduction_prev = reduction
+        c_pp, c_p = c_p, c_out
+        if i == aux_after:
+            head = AuxiliaryHead(c_p, num_classes, imagenet)
+    return cells, head, c_p
 
 
 def drop_path(x: Tensor, prob: float) -> Tensor:
@@ -126,21 +149,14 @@ class Network(nn.Module):
         self.drop_path_prob = 0.0  # set by the trainer each epoch
         imagenet = stem == "imagenet"
         self.stem, self.stem1, c_stem = build_stem(stem, in_channels, channels, stem_multiplier)
-        c_pp = c_p = c_stem
-        c, reduction_prev = channels, imagenet
-        self.cells = nn.ModuleList()
         self.aux_after = 2 * layers // 3 if auxiliary else -1
-        self.aux_head: AuxiliaryHead | None = None
-        for i in range(layers):
-            reduction = is_reduction(i, layers)
-            if reduction:
-                c *= 2
-            cell = Cell(genotype, c_pp, c_p, c, reduction, reduction_prev)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            c_pp, c_p = c_p, len(cell.concat) * c
-            if i == self.aux_after:
-                self.aux_head = AuxiliaryHead(c_p, num_classes, imagenet)
+
+        def cell(c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool) -> tuple[nn.Module, int]:
+            made = Cell(genotype, c_pp, c_p, c, reduction, reduction_prev)
+            return made, len(made.concat) * c
+
+        self.cells, self.aux_head, c_p = stack_cells(cell, layers, channels, c_stem, imagenet, self.aux_after,
+                                                     num_classes)
         self.classifier = nn.Linear(c_p, num_classes)
 
     def forward_with_aux(self, x: Tensor) -> tuple[Tensor, Tensor | None]:

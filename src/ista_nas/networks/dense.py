@@ -19,7 +19,7 @@ class DenseCode(nn.Module):
     """DARTS's architecture parameters alpha (types, groups, edges, ops) and their per-edge softmax.
 
     A decision group of n candidates is n / ``block`` edges of ``block`` ops each (DARTS cell: node i has
-    i + 2 edges of 7 ops; NAS-Bench-201: each edge is its own group of 5 ops).
+    i + 2 edges of 7 ops; a space with one op choice per edge: each edge is its own group).
     """
 
     def __init__(self, group_sizes: list[int] | tuple[int, ...], block: int = len(PRIMITIVES), types: int = 2,

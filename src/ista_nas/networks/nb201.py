@@ -9,29 +9,90 @@ blocks, BN-ReLU, global pooling and a linear classifier. An architecture is the 
 
     |op~0|+|op~0|op~1|+|op~0|op~1|op~2|
 
-(node 1's edge, then node 2's, then node 3's; ``op~i`` reads node i), parsed by ``genotype.Nb201Arch``.
+(node 1's edge, then node 2's, then node 3's; ``op~i`` reads node i), parsed by ``Nb201Arch``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..genotype import NB201_EDGES as EDGES, NB201_NODES as NODES, NB201_OPS as OPS_201, Nb201Arch
+from ..errors import UserError
 from ..ops import Chain, weighted
 from ..sparse_coding import SparseCode
 from .dense import DenseCode
+
+NB201_OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+NB201_NODES = 4
+# The cell's edges (to, from) in the string's order: 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2.
+NB201_EDGES: tuple[tuple[int, int], ...] = tuple((j, i) for j in range(1, NB201_NODES) for i in range(j))
+NB201_EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+
+
+@dataclass(frozen=True)
+class Nb201Arch:
+    """A NAS-Bench-201 cell: one op name per edge, in NB201_EDGES order."""
+
+    ops: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> "Nb201Arch":
+        """An architecture string, checked: 3 nodes, node j with j inputs ``op~i`` for i = 0..j-1."""
+        if not isinstance(text, str):
+            raise UserError(f"a NAS-Bench-201 architecture is a string like {NB201_EXAMPLE!r}, got "
+                            f"{type(text).__name__}")
+        nodes = text.split("+")
+        if len(nodes) != NB201_NODES - 1:
+            raise UserError(f"architecture {text!r} has {len(nodes)} nodes separated by '+', NAS-Bench-201 cells have "
+                            f"{NB201_NODES - 1}; e.g. {NB201_EXAMPLE!r}")
+        ops = []
+        for j, node in enumerate(nodes, start=1):
+            if len(node) < 2 or not node.startswith("|") or not node.endswith("|"):
+                raise UserError(f"node {j} of {text!r} must be written |op~i|...|, got {node!r}")
+            entries = node[1:-1].split("|")
+            if len(entries) != j:
+                raise UserError(f"node {j} of {text!r} needs {j} input(s) (op~0 ... op~{j - 1}), got {len(entries)}")
+            for i, entry in enumerate(entries):
+                op, sep, src = entry.partition("~")
+                if not sep or src != str(i):
+                    raise UserError(f"input {i + 1} of node {j} in {text!r} must read node {i} as 'op~{i}', got "
+                                    f"{entry!r}")
+                if op not in NB201_OPS:
+                    raise UserError(f"unknown op {op!r} in {text!r}; NAS-Bench-201 ops are {', '.join(NB201_OPS)}")
+                ops.append(op)
+        return cls(tuple(ops))
+
+    def __str__(self) -> str:
+        parts, k = [], 0
+        for j in range(1, NB201_NODES):
+            parts.append("|" + "|".join(f"{self.ops[k + i]}~{i}" for i in range(j)) + "|")
+            k += j
+        return "+".join(parts)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"arch": str(self)}
+
+    @classmethod
+    def from_dict(cls, data: object, source: str = "architecture") -> "Nb201Arch":
+        if not isinstance(data, dict) or set(data) != {"arch"}:
+            raise UserError(f"{source}: a NAS-Bench-201 genotype is {{\"arch\": \"{NB201_EXAMPLE}\"}}")
+        return cls.parse(data["arch"])
+
+
+
 
 def live_edges(has_op: Sequence[bool]) -> list[bool]:
     """Which edges (in NB201_EDGES order) can reach the cell output, given which edges carry an op other than
     ``none``. An edge into a node whose value no op reads is dead: computing it would leave its weights without
     a gradient (which DistributedDataParallel refuses) for nothing."""
-    live_node = [False] * (NODES - 1) + [True]
-    for j in range(NODES - 2, 0, -1):
-        live_node[j] = any(has_op[k] and live_node[to] for k, (to, i) in enumerate(EDGES) if i == j)
-    return [has_op[k] and live_node[to] for k, (to, _) in enumerate(EDGES)]
+    live_node = [False] * (NB201_NODES - 1) + [True]
+    for j in range(NB201_NODES - 2, 0, -1):
+        live_node[j] = any(has_op[k] and live_node[to] for k, (to, i) in enumerate(NB201_EDGES) if i == j)
+    return [has_op[k] and live_node[to] for k, (to, _) in enumerate(NB201_EDGES)]
 
 
 class ReLUConvBN(Chain):
@@ -104,8 +165,8 @@ class Nb201Cell(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         nodes = [x]
-        for j in range(1, NODES):
-            terms = [self.edges[k](nodes[i]) for k, (to, i) in enumerate(EDGES) if to == j and self.live[k]]
+        for j in range(1, NB201_NODES):
+            terms = [self.edges[k](nodes[i]) for k, (to, i) in enumerate(NB201_EDGES) if to == j and self.live[k]]
             nodes.append(torch.stack(terms).sum(0) if len(terms) > 1 else terms[0] if terms else x.mul(0))
         return nodes[-1]
 
@@ -137,18 +198,18 @@ class Nb201SearchCell(nn.Module):
     def __init__(self, c: int):
         super().__init__()
         self.edges = nn.ModuleList(
-            nn.ModuleList(build_op(name, c, affine=False) for name in OPS_201) for _ in EDGES)
+            nn.ModuleList(build_op(name, c, affine=False) for name in NB201_OPS) for _ in NB201_EDGES)
 
     def forward(self, x: Tensor, weights: Tensor, support: Sequence[Sequence[int]]) -> Tensor:
-        live = live_edges([any(OPS_201[op] != "none" for op in ops) for ops in support])
+        live = live_edges([any(NB201_OPS[op] != "none" for op in ops) for ops in support])
         nodes = [x]
-        for j in range(1, NODES):
+        for j in range(1, NB201_NODES):
             out = None
-            for k, (to, i) in enumerate(EDGES):
+            for k, (to, i) in enumerate(NB201_EDGES):
                 if to != j or not live[k]:
                     continue
                 for w, op in zip(weights[k].unbind(0), support[k]):
-                    if OPS_201[op] == "none":
+                    if NB201_OPS[op] == "none":
                         continue
                     term = weighted(self.edges[k][op], nodes[i], w)
                     out = term if out is None else out + term
@@ -170,9 +231,9 @@ class Nb201SearchNetwork(_Nb201Body):
                  dense: bool = False, arch_init: float = 1e-3, weight_scale: str = "raw"):
         super().__init__(Nb201SearchCell, channels, cells, num_classes, in_channels)
         self.shape = dict(channels=channels, cells=cells, num_classes=num_classes, in_channels=in_channels)
-        self.candidates = OPS_201 if dense else tuple(op for op in OPS_201 if op != "none")
-        self.op_ids = [OPS_201.index(op) for op in self.candidates]  # candidate index -> the cell's op index
-        groups = [len(self.candidates)] * len(EDGES)
+        self.candidates = NB201_OPS if dense else tuple(op for op in NB201_OPS if op != "none")
+        self.op_ids = [NB201_OPS.index(op) for op in self.candidates]  # candidate index -> the cell's op index
+        groups = [len(self.candidates)] * len(NB201_EDGES)
         self.arch = (DenseCode(groups, block=len(self.candidates), types=1, seed=seed) if dense else
                      SparseCode(groups, types=1, m=proj_dims, s=sparsity, lam=lam, matrix=matrix, seed=seed,
                                 init_scale=arch_init))
@@ -199,7 +260,7 @@ class Nb201SearchNetwork(_Nb201Body):
 
     def active_weight_parameters(self) -> list[nn.Parameter]:
         support = self._support_ops()
-        live = live_edges([any(OPS_201[op] != "none" for op in ops) for ops in support])
+        live = live_edges([any(NB201_OPS[op] != "none" for op in ops) for ops in support])
         modules: list[nn.Module] = [self.stem, self.head, self.classifier]
         for block in self.blocks:
             if isinstance(block, ResidualReduction):
@@ -209,7 +270,7 @@ class Nb201SearchNetwork(_Nb201Body):
         return [p for m in modules for p in m.parameters()]
 
     def group_name(self, t: int, g: int) -> str:
-        to, i = EDGES[g]
+        to, i = NB201_EDGES[g]
         return f"edge{to}<-{i}"
 
     def _scores(self) -> Tensor:

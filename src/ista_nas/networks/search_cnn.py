@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..genotype import Genotype
 from ..ops import OPS, PRIMITIVES, Chain, concat_channels, weighted
-from .cnn import AuxiliaryHead, Network, build_op, build_stem, is_reduction, preprocessing
+from .cnn import Network, build_op, build_stem, preprocessing, stack_cells
 from ..sparse_coding import SparseCode
 
 NORMAL, REDUCE = 0, 1
@@ -86,20 +86,13 @@ class SearchNetwork(nn.Module):
         self.shape = dict(channels=channels, layers=layers, num_classes=num_classes, in_channels=in_channels,
                           stem=stem)
         self.stem, self.stem1, c_stem = build_stem(stem, in_channels, channels, stem_multiplier)
-        c_pp, c_p, c_curr = c_stem, c_stem, channels
-        self.cells = nn.ModuleList()
-        reduction_prev = stem == "imagenet"
         self.aux_after = 2 * layers // 3 if auxiliary else -1
-        self.aux_head: AuxiliaryHead | None = None
-        for i in range(layers):
-            reduction = is_reduction(i, layers)
-            if reduction:
-                c_curr *= 2
-            self.cells.append(SparseCell(steps, c_pp, c_p, c_curr, reduction, reduction_prev, one_stage))
-            reduction_prev = reduction
-            c_pp, c_p = c_p, steps * c_curr
-            if i == self.aux_after:
-                self.aux_head = AuxiliaryHead(c_p, num_classes, imagenet=stem == "imagenet")
+
+        def cell(c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool) -> tuple[nn.Module, int]:
+            return SparseCell(steps, c_pp, c_p, c, reduction, reduction_prev, one_stage), steps * c
+
+        self.cells, self.aux_head, c_p = stack_cells(cell, layers, channels, c_stem, stem == "imagenet",
+                                                     self.aux_after, num_classes)
         self.classifier = nn.Linear(c_p, num_classes)
         self.arch = self._make_arch(steps, proj_dims, sparsity, lam, matrix, seed)
 

@@ -1,0 +1,150 @@
+"""The run driver: one loop that every search method and the train command run under.
+
+A ``Job`` (a search method, or training) says what an epoch is; the driver owns everything around it, once:
+the process group and device, the run directory, restoring a checkpoint (exact resume, also inside an
+epoch), the epoch loop with its progress bar, Ctrl-C (the first one checkpoints the very step it stopped
+after), metrics and checkpoints in a crash-safe order, and the result. Read ``drive`` top to bottom.
+
+    job.setup(ctx)                  data, network, optimisers (before the run directory opens)
+    job.opened(run)                 files written once the run directory exists
+    job.load(checkpoint)            a resumed run's state
+    while job.more(done):
+        plan = job.begin_epoch(e)   what this epoch runs: step, batches, progress-bar label
+        job.end_epoch(e, stats)     evaluation, recovery, ...: the epoch's metrics record
+        job.state(finished)         what the checkpoint holds besides epoch, config and partial
+    job.result(run)                 results files; what the caller gets back
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypedDict
+
+from torch import Tensor
+
+from .distributed import Dist
+from .loop import EpochInterrupted, graceful_stop, resume_point, run_epoch
+from .rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+class Checkpoint(TypedDict, total=False):
+    """The entries every checkpoint has (written by ``drive``); a job's ``state`` adds its own, one of them
+    named by its ``kind``."""
+
+    epoch: int  # epochs finished
+    config: dict[str, Any]  # the run's resolved config (a checkpoint of another run is refused)
+    partial: dict[str, Any]  # Ctrl-C inside epoch ``epoch``: the step to resume at, the sums, the RNG states
+    min_epochs: int  # the least --epochs that continues the run, where --epochs counts only some of its epochs
+
+
+@dataclass
+class EpochPlan:
+    """One epoch of a job: ``step(*batch)`` for every batch, ``summarize`` turns the summed statistics into
+    the values the bar shows and the record stores."""
+
+    step: Callable[..., dict[str, Tensor]]
+    batches: Iterable[Any]
+    total: int
+    desc: str
+    summarize: Callable[[dict[str, float]], dict[str, float]]
+
+
+class Job:
+    """What the driver runs. ``kind`` names the checkpoint entry every checkpoint of the job holds (``--resume``
+    refuses a checkpoint without it: one written by another command)."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+        self.run: RunDir | None = None
+
+    def setup(self, ctx: Dist) -> None:
+        """Load the data and build the network and optimisers on ``ctx``'s device."""
+        raise NotImplementedError
+
+    def opened(self, run: RunDir) -> None:
+        """The run directory exists (rank 0 writes, the other ranks hold a read-only view)."""
+        self.run = run
+
+    def load(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the state ``state`` wrote (a KeyError, ValueError or RuntimeError: it is another run's)."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The line logged when the loop starts."""
+        raise NotImplementedError
+
+    def more(self, done: int) -> bool:
+        """Another epoch after ``done`` finished ones?"""
+        return done < self.cfg.epochs
+
+    def begin_epoch(self, epoch: int) -> EpochPlan:
+        raise NotImplementedError
+
+    def skip_steps(self, steps: int) -> None:
+        """Resuming inside an epoch: advance whatever the first ``steps`` steps would have drawn."""
+
+    def end_epoch(self, epoch: int, stats: dict[str, float]) -> dict[str, Any]:
+        """After the epoch's steps: the metrics record (the driver adds ``epoch`` and ``seconds``)."""
+        raise NotImplementedError
+
+    def state(self, finished: int, stopped: bool = False) -> Any:
+        """The checkpoint's entries after ``finished`` epochs, or (``stopped``) inside the next one."""
+        raise NotImplementedError
+
+    def log_epoch(self, record: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def result(self, run: RunDir) -> Any:
+        raise NotImplementedError
+
+
+def drive(job: Job, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None) -> Any:
+    """Run ``job`` to the end in the run directory ``open_run()`` opens; ``checkpoint`` continues a run."""
+    cfg = job.cfg
+    ctx = Dist.setup(cfg.device)
+    job.setup(ctx)
+    run = RunDir.open_on_main(open_run, cfg.tensorboard)
+    job.opened(run)
+    done = run.restore(checkpoint, job.load, cfg.epochs)
+    log.info("%s, run directory %s", job.describe(), run.path)
+    partial = (checkpoint or {}).get("partial")
+
+    def save(finished: int, partial: dict[str, Any] | None = None) -> None:
+        checkpoint = Checkpoint(epoch=finished, config=cfg.to_dict())
+        checkpoint.update(job.state(finished, stopped=partial is not None))
+        if partial is not None:
+            checkpoint["partial"] = partial
+        run.save_checkpoint(checkpoint)
+
+    try:
+        with graceful_stop(ctx.world == 1):  # several processes would have to agree on the step: not offered
+            while job.more(done):
+                began, epoch = time.perf_counter(), done
+                plan = job.begin_epoch(epoch)
+                resume = resume_point(partial, epoch, ctx.main)
+                if resume is not None:
+                    job.skip_steps(resume["step"])
+                try:
+                    stats = run_epoch(plan.step, plan.batches, plan.total, plan.desc, plan.summarize,
+                                      reduce=ctx.sum_stats, show=ctx.main, interruptible=True, resume=resume)
+                except EpochInterrupted as stop:  # Ctrl-C: keep this very step
+                    save(epoch, partial={"epoch": epoch, **stop.progress})
+                    raise
+                record = {"epoch": epoch + 1, **job.end_epoch(epoch, stats)}
+                record["seconds"] = round(time.perf_counter() - began, 3)
+                done = epoch + 1
+                # Metrics first, checkpoint last: a crash in between is undone by the resume trimming the metrics.
+                run.append_metrics(record)
+                save(done)
+                job.log_epoch(record)
+    except KeyboardInterrupt:
+        run.report_interrupt()
+        raise
+    return job.result(run)

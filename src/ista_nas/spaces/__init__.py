@@ -1,0 +1,90 @@
+"""Search spaces, by name, and what reads a genotype without knowing its space. A new space is one module (a
+``SearchSpace`` subclass) and one entry in ``SPACES``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..errors import UserError
+from .base import SearchSpace
+from .darts import DartsSpace
+from .nb201 import Nb201Space
+
+SPACES: dict[str, SearchSpace] = {space.name: space for space in (DartsSpace(), Nb201Space())}
+DEFAULT = "darts"  # a model spec or config without a space entry (written before spaces existed)
+
+
+def space_of(genotype: Any) -> SearchSpace:
+    """The space a genotype object belongs to."""
+    for space in SPACES.values():
+        if isinstance(genotype, space.genotype_type):
+            return space
+    raise TypeError(f"{type(genotype).__name__} is no registered space's genotype")
+
+
+def genotype_from_dict(data: Any, source: str = "genotype") -> Any:
+    """A genotype JSON object of any space (the space is told by its keys; the default space's otherwise)."""
+    for space in SPACES.values():
+        if isinstance(data, dict) and space.owns(data):
+            return space.from_dict(data, source=source)
+    return SPACES[DEFAULT].from_dict(data, source=source)
+
+
+def load_genotype(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise UserError(f"cannot read genotype file {path}: {exc.strerror}; check the path") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); "
+                        "write a genotype as a JSON object") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text file (not UTF-8); write a genotype as a JSON object") from None
+    return genotype_from_dict(data, source=str(path))
+
+
+def published() -> dict[str, Any]:
+    """Every space's published architectures, by name."""
+    return {name: g for space in SPACES.values() for name, g in space.published.items()}
+
+
+def get_genotype(spec: str | Path) -> Any:
+    """A published architecture by name, an architecture in a space's written form, or one read from a JSON
+    file (a search's genotype.json, of any space; a run directory stands for its genotype.json)."""
+    spec = str(spec)
+    names = published()
+    if spec in names:
+        return names[spec]
+    for space in SPACES.values():
+        parsed = space.parse(spec)
+        if parsed is not None:
+            return parsed
+    path = Path(spec).expanduser()
+    if path.is_dir() and (path / "genotype.json").is_file():
+        path = path / "genotype.json"  # a search run directory
+    if not path.exists():
+        raise UserError(f"--genotype {spec!r} is neither a built-in name ({', '.join(names)}) nor a file; "
+                        "pass a name or the path of a genotype.json")
+    return load_genotype(path)
+
+
+def write_diagrams(genotype: Any, directory: str | Path) -> list[Path]:
+    """The genotype's cell diagrams (PNG and SVG, drawn by its space) in ``directory``."""
+    return space_of(genotype).draw(genotype, Path(directory))
+
+
+def build_model(spec: dict[str, Any]) -> nn.Module:
+    """The discrete network a model spec describes, in its search space."""
+    return SPACES[spec.get("space", DEFAULT)].network(spec)
+
+
+def model_spec(cfg: Any, genotype: Any, data: Any, mean: list[float], std: list[float]) -> dict[str, Any]:
+    """Everything needed to rebuild and feed a trained network; stored in every training checkpoint."""
+    return {"space": cfg.space, "genotype": genotype.to_dict(), "channels": cfg.channels, "layers": cfg.layers,
+            "num_classes": len(data.classes), "in_channels": data.channels, "auxiliary": cfg.auxiliary_weight > 0,
+            "stem": cfg.stem, "classes": data.classes, "image_size": list(data.size), "mean": mean, "std": std}

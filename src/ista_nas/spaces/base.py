@@ -1,0 +1,113 @@
+"""The search-space interface: everything the methods, the trainer and the tools know about a space.
+
+A space is a set of decision groups, each choosing s of its n candidates, plus the networks around them.
+A subclass provides, for its space:
+
+- supernets: ``supernet`` (ISTA-NAS: its architecture state ``arch`` is a ``SparseCode`` over the space's
+  groups), ``dense_supernet`` (the DARTS baseline: every candidate runs) and, where the space has one
+  (``has_target_supernet``), ``target_supernet`` (one-stage ISTA-NAS: the target network itself). Every
+  supernet offers ``forward_with_aux``, ``arch_parameters``, ``weight_parameters``,
+  ``active_weight_parameters``, ``genotype()``, ``ranking()`` and ``group_name(type, group)``.
+- the discrete network: ``network(spec)`` from a checkpoint's model spec, ``sized_network`` for counting.
+- its genotype: ``genotype_type`` (``to_dict``/``from_dict``), ``owns`` (is this JSON one of ours), ``parse``
+  (a written form, e.g. a benchmark string), ``groups`` (the candidates each decision group holds),
+  ``short`` and ``describe`` (text), ``draw`` (the cell diagrams).
+- defaults and settings: ``default_size`` (the evaluation network's C and L), ``evaluation_size`` (which
+  network a run's genotype is sized at), ``search_presets`` / ``train_presets`` (settings layered over the
+  command's presets), ``own_fields`` (settings only this space offers), ``check_search`` / ``check_train``.
+- ``published``: the published architectures of the space, by name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import nn
+
+Checks = list[tuple[bool, str]]
+
+
+class SearchSpace:
+    name: ClassVar[str]
+    title: ClassVar[str]  # for help and messages
+    genotype_type: ClassVar[type]
+    example: ClassVar[str] = ""  # a written architecture, for help texts ("" = the space has no written form)
+    default_size: ClassVar[tuple[int, int]]  # (C, L) of the evaluation network
+    has_target_supernet: ClassVar[bool] = False
+    published: ClassVar[dict[str, Any]] = {}
+    search_presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    train_presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    own_fields: ClassVar[tuple[str, ...]] = ()  # search settings that only this space offers
+    own_fields_note: ClassVar[str] = ""
+
+    # --- networks ---
+    def supernet(self, cfg: Any, data: Any) -> nn.Module:
+        raise NotImplementedError
+
+    def dense_supernet(self, cfg: Any, data: Any) -> nn.Module:
+        raise NotImplementedError
+
+    def target_supernet(self, cfg: Any, data: Any) -> nn.Module:
+        raise NotImplementedError(f"the {self.name} space has no one-stage supernet")
+
+    def smallest_group(self, dense: bool) -> int:
+        """Candidates of the smallest decision group (of the dense supernet with ``dense``)."""
+        raise NotImplementedError
+
+    def network(self, spec: dict[str, Any]) -> nn.Module:
+        raise NotImplementedError
+
+    def sized_network(self, genotype: Any, channels: int, layers: int, classes: int, in_channels: int, side: int,
+                      stem: str | None, auxiliary: bool = True) -> tuple[nn.Module, str, str]:
+        """(the network, its stem, its flavour) for counting parameters and FLOPs at this input size, with its
+        auxiliary head where the space has one and ``auxiliary``."""
+        raise NotImplementedError
+
+    # --- genotypes ---
+    def owns(self, data: dict[str, Any]) -> bool:
+        """Is the JSON object ``data`` a genotype of this space (by its keys)?"""
+        raise NotImplementedError
+
+    def from_dict(self, data: Any, source: str = "genotype") -> Any:
+        return self.genotype_type.from_dict(data, source=source)
+
+    def parse(self, text: str) -> Any | None:
+        """The architecture ``text`` writes in this space's written form, or None if it is not one."""
+        return None
+
+    def groups(self, genotype: Any) -> dict[str, tuple[str, ...]]:
+        """The candidates each decision group holds, by group name."""
+        raise NotImplementedError
+
+    def short(self, genotype: Any) -> str:
+        """One line for tables."""
+        raise NotImplementedError
+
+    def describe(self, genotype: Any, info: dict[str, Any]) -> list[str]:
+        """``ista-nas show``'s lines for the genotype and its summary ``info``."""
+        raise NotImplementedError
+
+    @staticmethod
+    def size_line(info: dict[str, Any], note: str = "") -> str:
+        """The parameters and FLOPs of a summary, as ``show`` prints them."""
+        return (f"parameters {info['params'] / 1e6:.3f}M{note}, FLOPs {info['flops'] / 1e6:.1f}M "
+                f"({info['macs'] / 1e6:.1f}M multiply-adds)")
+
+    def draw(self, genotype: Any, directory: Path) -> list[Path]:
+        """The cell diagrams (PNG and SVG) into ``directory``; returns their paths."""
+        raise NotImplementedError
+
+    # --- sizes and settings ---
+    def evaluation_size(self, config: dict[str, Any], search: bool) -> tuple[int, int]:
+        """(C, L) of the network a run's genotype is sized at in reports (``search``: a search run's config)."""
+        return config.get("channels", self.default_size[0]), config.get("layers", self.default_size[1])
+
+    def check_size(self, channels: int, layers: int, dataset: str) -> None:
+        """Raise a UserError for a network size ``show`` cannot build."""
+
+    def check_search(self, cfg: Any) -> Checks:
+        return []
+
+    def check_train(self, cfg: Any) -> Checks:
+        return []

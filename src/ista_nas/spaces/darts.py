@@ -1,0 +1,132 @@
+"""The DARTS cell space (the paper's): a normal and a reduction cell of ``steps`` intermediate nodes; one
+decision group per node, choosing 2 of its (i + 2) x 7 (predecessor, op) candidates. Its genotype is
+``genotype.Genotype``; its published cells are in ``published``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..diagram import OP_COLOURS, arrow, nodes, pyplot, save
+from ..errors import UserError
+from ..genotype import Genotype
+from ..networks.cnn import Network
+from ..networks.dense import DenseSearchNetwork
+from ..networks.search_cnn import SearchNetwork
+from ..ops import PRIMITIVES
+from ..published import PUBLISHED
+from .base import SearchSpace
+
+
+def draw_cell(genotype: Genotype, cell: str, stem: str | Path) -> list[Path]:
+    """Draw the ``normal`` or ``reduce`` cell into ``stem``.png and ``stem``.svg; return both paths."""
+    plt = pyplot()
+    pairs = genotype.normal if cell == "normal" else genotype.reduce
+    concat = genotype.normal_concat if cell == "normal" else genotype.reduce_concat
+    steps = len(pairs) // 2
+    # Positions: inputs at x=0, node i at x=1.6+1.4i (zig-zag in y), output at the right.
+    pos = {0: (0.0, 1.2), 1: (0.0, -1.2)}
+    for i in range(steps):
+        pos[i + 2] = (1.6 + 1.4 * i, 0.9 if i % 2 == 0 else -0.9)
+    out_x = 1.6 + 1.4 * steps + 0.6
+    pos["out"] = (out_x, 0.0)
+    names = {0: "c_{k-2}", 1: "c_{k-1}", "out": "c_{k}"}
+    names.update({i + 2: str(i) for i in range(steps)})
+
+    fig, ax = plt.subplots(figsize=(2.2 + 1.5 * steps, 4.2))
+    ax.set_title(f"{cell} cell", fontsize=13)
+    for k, (op, pred) in enumerate(pairs):
+        node = k // 2 + 2
+        same = pairs[2 * (k // 2)][1] == pairs[2 * (k // 2) + 1][1]
+        rad = (0.25 if k % 2 == 0 else -0.25) if same else (0.12 if k % 2 == 0 else -0.12)
+        arrow(ax, pos, pred, node, OP_COLOURS.get(op, "black"), rad, op)
+    for node in concat:
+        arrow(ax, pos, node, "out", "#bbbbbb", 0.0)
+    nodes(ax, pos, names, io=(0, 1, "out"))
+    ax.set_xlim(-0.8, out_x + 0.8)
+    ax.set_ylim(-2.0, 2.0)
+    ax.axis("off")
+    return save(fig, stem)
+
+
+def _input_name(pred: int) -> str:
+    return ("c_{k-2}", "c_{k-1}")[pred] if pred < 2 else f"node {pred - 2}"
+
+
+class DartsSpace(SearchSpace):
+    name = "darts"
+    title = "the DARTS cell, the paper's"
+    genotype_type = Genotype
+    default_size = (36, 20)
+    has_target_supernet = True
+    published = PUBLISHED
+
+    @staticmethod
+    def _build(cls: type, cfg: Any, data: Any, **extra: Any) -> nn.Module:
+        return cls(channels=cfg.channels, layers=cfg.layers, num_classes=data.num_classes, in_channels=data.channels,
+                   steps=cfg.steps, proj_dims=cfg.proj_dims, sparsity=cfg.sparsity, lam=cfg.lam, matrix=cfg.matrix,
+                   seed=cfg.seed, stem=cfg.stem, arch_init=cfg.arch_init, **extra)
+
+    def supernet(self, cfg: Any, data: Any) -> nn.Module:
+        return self._build(SearchNetwork, cfg, data)
+
+    def dense_supernet(self, cfg: Any, data: Any) -> nn.Module:
+        return self._build(DenseSearchNetwork, cfg, data)
+
+    def target_supernet(self, cfg: Any, data: Any) -> nn.Module:
+        """One-stage: the target network's size, one-stage ops, an auxiliary head when it is weighted."""
+        return self._build(SearchNetwork, cfg, data, one_stage=True, auxiliary=cfg.auxiliary_weight > 0)
+
+    def smallest_group(self, dense: bool) -> int:
+        return 2 * len(PRIMITIVES)  # node 0: two inputs x the ops
+
+    def network(self, spec: dict[str, Any]) -> nn.Module:
+        return Network(Genotype.from_dict(spec["genotype"]), channels=spec["channels"], layers=spec["layers"],
+                       num_classes=spec["num_classes"], in_channels=spec["in_channels"], auxiliary=spec["auxiliary"],
+                       stem=spec["stem"])
+
+    def sized_network(self, genotype: Genotype, channels: int, layers: int, classes: int, in_channels: int,
+                      side: int, stem: str | None, auxiliary: bool = True) -> tuple[nn.Module, str, str]:
+        stem = stem or ("imagenet" if side >= 128 else "cifar")
+        net = Network(genotype, channels=channels, layers=layers, num_classes=classes, in_channels=in_channels,
+                      auxiliary=auxiliary, stem=stem)
+        return net, stem, genotype.flavour
+
+    def owns(self, data: dict[str, Any]) -> bool:
+        return "normal" in data or "reduce" in data
+
+    def groups(self, genotype: Genotype) -> dict[str, tuple[str, ...]]:
+        groups = {}
+        for cell, pairs in (("normal", genotype.normal), ("reduce", genotype.reduce)):
+            for node in range(len(pairs) // 2):
+                groups[f"{cell}/node{node}"] = tuple(sorted(f"{op}({pred})" for op, pred in pairs[2 * node: 2 * node + 2]))
+        return groups
+
+    def short(self, genotype: Genotype) -> str:
+        return " ".join(f"{op}:{p}" for op, p in genotype.normal)
+
+    def describe(self, genotype: Genotype, info: dict[str, Any]) -> list[str]:
+        lines = []
+        for cell, pairs in (("normal", genotype.normal), ("reduce", genotype.reduce)):
+            lines.append(f"{cell} cell:")
+            for node in range(len(pairs) // 2):
+                a, b = pairs[2 * node], pairs[2 * node + 1]
+                lines.append(f"  node {node}: {a[0]}({_input_name(a[1])}) + {b[0]}({_input_name(b[1])})")
+        lines.append(f"flavour {genotype.flavour}; C={info['channels']}, L={info['layers']}, {info['dataset']} input "
+                     f"{'x'.join(map(str, info['input']))}")
+        return lines + [self.size_line(info, " (auxiliary head excluded)")]
+
+    def draw(self, genotype: Genotype, directory: Path) -> list[Path]:
+        return [p for cell in ("normal", "reduce") for p in draw_cell(genotype, cell, directory / cell)]
+
+    def evaluation_size(self, config: dict[str, Any], search: bool) -> tuple[int, int]:
+        """A two-stage search: the budget network it is evaluated at; a one-stage search or training: its own."""
+        if search and config.get("method") != "one-stage":
+            return config.get("budget_channels", 36), config.get("budget_layers", 20)
+        return super().evaluation_size(config, search)
+
+    def check_size(self, channels: int, layers: int, dataset: str) -> None:
+        if dataset == "imagenet" and channels % 2:
+            raise UserError("--channels must be at least 2 (and even for imagenet) and --layers at least 1")

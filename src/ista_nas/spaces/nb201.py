@@ -1,0 +1,127 @@
+"""NAS-Bench-201 (Dong & Yang, ICLR 2020): one cell type of 4 nodes, one decision group per edge choosing 1 of
+its 5 ops (ISTA-NAS among the 4 other than none); ``layers`` is N cells per stage. The architecture string,
+the networks and the supernets are in ``networks.nb201``; this module is the space's entry, with its presets
+and checks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..diagram import OP_COLOURS, arrow, nodes, pyplot, save
+from ..networks.nb201 import NB201_EDGES, NB201_EXAMPLE, NB201_NODES, NB201_OPS, Nb201Arch, Nb201Network, \
+    Nb201SearchNetwork
+from .base import Checks, SearchSpace
+
+
+def draw_cell(arch: Nb201Arch, stem: str | Path) -> list[Path]:
+    """Draw a NAS-Bench-201 cell (nodes 0..3 in a row, one labelled arc per edge) into ``stem``.png/.svg."""
+    plt = pyplot()
+    pos = {j: (2.2 * j, 0.0) for j in range(NB201_NODES)}
+    names = {0: "in", NB201_NODES - 1: "out", **{j: str(j) for j in range(1, NB201_NODES - 1)}}
+    fig, ax = plt.subplots(figsize=(8.0, 4.2))
+    ax.set_title("NAS-Bench-201 cell", fontsize=13)
+    for op, (to, i) in zip(arch.ops, NB201_EDGES):
+        span = to - i  # neighbours: straight; longer edges: higher arcs, alternating sides
+        rad = 0.0 if span == 1 else (0.45 if span == 2 else -0.4)
+        arrow(ax, pos, i, to, OP_COLOURS.get(op, "black") if op != "none" else "#bbbbbb", rad, op,
+               dashed=op == "none")
+    nodes(ax, pos, names, io=(0, NB201_NODES - 1))
+    ax.set_xlim(-0.8, 2.2 * (NB201_NODES - 1) + 0.8)
+    ax.set_ylim(-2.2, 2.2)
+    ax.axis("off")
+    return save(fig, stem)
+
+
+class Nb201Space(SearchSpace):
+    name = "nb201"
+    title = "NAS-Bench-201: one op per edge of a 4-node cell"
+    genotype_type = Nb201Arch
+    example = NB201_EXAMPLE
+    default_size = (16, 5)
+    # The search: the benchmark's network (C=16, N=5) and one op per edge (s=1 of n=4). m=3 measurements per
+    # edge is this project's choice (the paper searched only the DARTS space). arch_init=1: the cell has no
+    # normalisation of its own, so with the official b ~ 1e-3 x randn every edge's output is scaled by ~1e-3,
+    # the cell's conv weights get ~1e-3 of their gradient and stay near their random start while the
+    # parameter-free ops need no training (measured: docs/search-quality.md); with b ~ randn the relaxed
+    # weights start at the scale of the discrete network's (1) and the supernet trains as the plain network does.
+    search_presets = {
+        "paper": dict(space="nb201", channels=16, layers=5, proj_dims=3, sparsity=1, arch_init=1.0),
+        # Minutes on a 2-core CPU (about 1 min here), a reduced-scale stand-in: CIFAR-10 (give --dataset
+        # folder:PATH where torchvision cannot download it), 6,000 images, N=1, C=8, 10 epochs.
+        "quick": dict(space="nb201", dataset="cifar10", subset=6000, epochs=10, batch_size=64, lr=0.025,
+                      channels=8, layers=1, proj_dims=3, sparsity=1, arch_init=1.0)}
+    # The benchmark's training protocol: 200 epochs, batch 256, SGD with Nesterov momentum 0.9, lr 0.1 cosine to
+    # 0, weight decay 5e-4, random crop (padding 4 on 32x32) and flip; C=16, N=5; no auxiliary head, drop-path,
+    # cutout or gradient clipping.
+    train_presets = {
+        "paper": dict(space="nb201", channels=16, layers=5, epochs=200, batch_size=256, lr=0.1, lr_min=0.0,
+                      nesterov=True, weight_decay=5e-4, cutout=0, auxiliary_weight=0.0, drop_path=0.0, grad_clip=0.0),
+        # Minutes on a 2-core CPU, a reduced-scale stand-in: a small network, a subset, 3 epochs.
+        "quick": dict(space="nb201", dataset="fashion-mnist", subset=5000, channels=8, layers=1, epochs=3,
+                      batch_size=64, lr=0.05, lr_min=0.0, nesterov=True, weight_decay=5e-4, cutout=0,
+                      auxiliary_weight=0.0, drop_path=0.0, grad_clip=0.0)}
+    own_fields = ("weight_warmup_epochs", "weight_scale")
+    own_fields_note = "studied there: docs/search-quality.md"
+
+    @staticmethod
+    def _build(cfg: Any, data: Any, dense: bool) -> nn.Module:
+        return Nb201SearchNetwork(channels=cfg.channels, cells=cfg.layers, num_classes=data.num_classes,
+                                  in_channels=data.channels, proj_dims=cfg.proj_dims, sparsity=cfg.sparsity,
+                                  lam=cfg.lam, matrix=cfg.matrix, seed=cfg.seed, dense=dense,
+                                  arch_init=cfg.arch_init, weight_scale=cfg.weight_scale)
+
+    def supernet(self, cfg: Any, data: Any) -> nn.Module:
+        return self._build(cfg, data, dense=False)
+
+    def dense_supernet(self, cfg: Any, data: Any) -> nn.Module:
+        return self._build(cfg, data, dense=True)
+
+    def smallest_group(self, dense: bool) -> int:
+        return len(NB201_OPS) - (not dense)  # ISTA-NAS picks among the ops other than none, DARTS among all
+
+    def network(self, spec: dict[str, Any]) -> nn.Module:
+        return Nb201Network(Nb201Arch.from_dict(spec["genotype"]), channels=spec["channels"], cells=spec["layers"],
+                            num_classes=spec["num_classes"], in_channels=spec["in_channels"])
+
+    def sized_network(self, genotype: Nb201Arch, channels: int, layers: int, classes: int, in_channels: int,
+                      side: int, stem: str | None, auxiliary: bool = True) -> tuple[nn.Module, str, str]:
+        return Nb201Network(genotype, channels, layers, classes, in_channels), "cifar", "nb201"
+
+    def owns(self, data: dict[str, Any]) -> bool:
+        return "arch" in data
+
+    def parse(self, text: str) -> Nb201Arch | None:
+        return Nb201Arch.parse(text) if text.startswith("|") else None
+
+    def groups(self, genotype: Nb201Arch) -> dict[str, tuple[str, ...]]:
+        return {f"edge{to}<-{i}": (op,) for op, (to, i) in zip(genotype.ops, NB201_EDGES)}
+
+    def short(self, genotype: Nb201Arch) -> str:
+        return str(genotype)
+
+    def describe(self, genotype: Nb201Arch, info: dict[str, Any]) -> list[str]:
+        lines = [f"NAS-Bench-201 cell {genotype}:"]
+        for j in range(1, NB201_NODES):
+            inputs = [f"{op}(node {i})" for op, (to, i) in zip(genotype.ops, NB201_EDGES) if to == j]
+            lines.append(f"  node {j} = {' + '.join(inputs)}")
+        lines.append(f"C={info['channels']}, N={info['layers']} cells per stage, {info['dataset']} input "
+                     f"{'x'.join(map(str, info['input']))}")
+        return lines + [self.size_line(info)]
+
+    def draw(self, genotype: Nb201Arch, directory: Path) -> list[Path]:
+        return draw_cell(genotype, directory / "cell")
+
+    def evaluation_size(self, config: dict[str, Any], search: bool) -> tuple[int, int]:
+        return self.default_size if search else super().evaluation_size(config, search)
+
+    def check_search(self, cfg: Any) -> Checks:
+        return [(not cfg.max_params and cfg.stem == "cifar",
+                 "--space nb201 searches without --max-params and with the cifar stem")]
+
+    def check_train(self, cfg: Any) -> Checks:
+        return [(cfg.stem == "cifar" and not cfg.stream,
+                 "--space nb201 trains the benchmark's network: the cifar stem, in-memory data (no --stream)")]

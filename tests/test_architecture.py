@@ -1,0 +1,80 @@
+"""The layering docs/architecture.md writes out, checked on the source: which layer may import which, and that
+a space's or a method's knowledge stays in its own module."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).parents[1] / "src" / "ista_nas"
+LEAVES = {"errors", "ops", "solver", "sparse_coding", "genotype", "published", "diagram"}
+RANK = {"leaves": 0, "engine": 0, "networks": 1, "spaces": 2, "config": 3, "tools": 4, "methods": 5, "front": 6}
+
+
+def layer(module: str) -> str:
+    top = module.split(".")[0]
+    if top in LEAVES:
+        return "leaves"
+    if top in ("engine", "networks", "spaces", "config", "methods"):
+        return top
+    if top == "retrain":
+        return "methods"
+    if top in ("summary", "report"):
+        return "tools"
+    return "front"  # export, bench, cli, the package itself
+
+
+def modules():
+    for path in sorted(SRC.rglob("*.py")):
+        parts = path.relative_to(SRC).with_suffix("").parts
+        package = parts[:-1] if parts[-1] != "__init__" else parts[:-1]
+        name = ".".join(parts if parts[-1] != "__init__" else parts[:-1]) or "__init__"
+        yield path, name, package
+
+
+def runtime_imports(path: Path, package: tuple[str, ...]) -> set[str]:
+    """The package modules ``path`` imports, outside ``if TYPE_CHECKING:`` blocks."""
+    tree = ast.parse(path.read_text())
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for n in ast.walk(node)}
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level and id(node) not in skip:
+            base = list(package)[:len(package) - node.level + 1]
+            target = ".".join(base + ([node.module] if node.module else []))
+            if target:
+                found.add(target)
+            else:  # from . import name
+                found.update(alias.name for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("path,name,package", list(modules()), ids=lambda v: v if isinstance(v, str) else None)
+def test_no_module_imports_from_a_layer_above_it(path, name, package):
+    mine = layer(name) if name != "__init__" else "front"
+    for target in runtime_imports(path, package):
+        theirs = layer(target)
+        if mine == "engine":
+            assert theirs == "engine" or target == "errors", f"{name} (engine) imports {target}"
+        elif mine == "leaves":
+            assert theirs == "leaves", f"{name} (a leaf) imports {target}"
+        else:
+            assert RANK[theirs] <= RANK[mine], f"{name} ({mine}) imports {target} ({theirs})"
+
+
+def _sources():
+    return {path.relative_to(SRC).as_posix(): path.read_text() for path in SRC.rglob("*.py")}
+
+
+def test_only_the_nas_bench_201_modules_and_the_registry_name_that_space():
+    own = {"networks/nb201.py", "spaces/nb201.py", "spaces/__init__.py"}
+    naming = sorted(name for name, text in _sources().items()
+                    if re.search(r"nb201|nas-bench-201", text, re.IGNORECASE) and name not in own)
+    assert naming == []
+
+
+def test_only_the_darts_method_module_tests_the_method_name_darts():
+    test = re.compile(r"""method\W*\s*(==|!=|\bin\b|\bnot in\b)\s*\(?[^\n]*["']darts["']|["']darts["']\s*(==|!=)""")
+    testing = sorted(name for name, text in _sources().items() if test.search(text) and name != "methods/darts.py")
+    assert testing == []

@@ -1,0 +1,87 @@
+"""Every registered search space x every registered search method, through the one driver: a tiny search
+that ends with a valid genotype of the space, a report, and a resume from a copy left after the first epoch
+that ends exactly as the uninterrupted run. A new space or method is tested here the moment it is
+registered; a pair the method cannot search must be refused in one clear line."""
+
+import html
+import json
+
+import pytest
+import torch
+from conftest import interrupted_copy
+
+from ista_nas.engine.checkpoint import load_checkpoint
+from ista_nas.errors import UserError
+from ista_nas.methods import METHODS, make_config, resume, search
+from ista_nas.spaces import SPACES, get_genotype, space_of
+
+PAIRS = [(space, method) for space in SPACES for method in METHODS]
+
+
+def _same(a, b, where="checkpoint"):
+    """Recursive equality of checkpoint contents, tensors bit for bit."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            _same(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def _settings(space, method, folder):
+    settings = dict(space=space, method=method, dataset=f"folder:{folder}", subset=0, epochs=2, batch_size=12,
+                    lr=0.05, channels=4, device="cpu", seed=0)  # the network's depth: the space's quick preset
+    if method == "one-stage":  # one search epoch, then one training epoch
+        settings.update(epochs=1, max_search_epochs=1)
+    return settings
+
+
+def test_every_method_searches_some_space():
+    for method in METHODS:
+        assert any(_accepted(space, method) for space in SPACES), method
+
+
+def _accepted(space, method):
+    try:
+        make_config("quick", **_settings(space, method, "/nonexistent"))
+    except UserError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("space,method", PAIRS)
+def test_every_space_and_method_searches_resumes_exactly_and_reports(space, method, tiny_folder, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
+    settings = _settings(space, method, tiny_folder)
+    if not _accepted(space, method):
+        with pytest.raises(UserError) as refused:
+            make_config("quick", **settings)
+        message = str(refused.value)
+        assert len(message.splitlines()) == 1 and (f"--space {space}" in message or f"--method {method}" in message)
+        return
+    cfg = make_config("quick", **settings)
+    interrupted_copy(monkeypatch, 1, tmp_path / "full", tmp_path / "stopped")
+    full = search(cfg, tmp_path / "full")
+    # A valid genotype of the space: its type, a JSON round trip, a network the space can build from it.
+    assert space_of(full.genotype) is SPACES[space]
+    stored = json.loads((tmp_path / "full" / "genotype.json").read_text())
+    assert SPACES[space].from_dict(stored) == full.genotype == get_genotype(str(tmp_path / "full"))
+    net, _, _ = SPACES[space].sized_network(full.genotype, 4, 3, 3, 3, 16, None)
+    assert net.eval()(torch.zeros(1, 3, 16, 16)).shape == (1, 3)
+    assert [r["epoch"] for r in full.metrics] == [1, 2]
+    report = (tmp_path / "full" / "report.html").read_text()
+    assert "<h1>ista-nas search run</h1>" in report and html.escape(json.dumps(full.genotype.to_dict())) in report
+    # Exact resume: the copy left after epoch 1 ends as the uninterrupted run did.
+    resumed = resume(tmp_path / "stopped")
+    assert resumed.genotype == full.genotype
+    drop = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]  # noqa: E731
+    assert drop(resumed.metrics) == drop(full.metrics)
+    _same(load_checkpoint(tmp_path / "full" / "checkpoint.pt"), load_checkpoint(tmp_path / "stopped" / "checkpoint.pt"))

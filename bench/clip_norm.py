@@ -21,8 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ista_nas.methods import make_config
-from ista_nas.methods import two_stage
+from ista_nas.methods import make_config, search, two_stage
 
 
 class Probe(two_stage.TwoStageSearch):
@@ -53,8 +52,8 @@ def main() -> None:
     args = parser.parse_args()
     overrides = {k: v for k, v in (("dataset", args.dataset), ("epochs", args.epochs)) if v is not None}
     cfg = make_config(args.preset, device="cpu", **overrides)
-    two_stage.TwoStageSearch = Probe
-    result = two_stage.search(cfg, Path(args.out) / "run")
+    two_stage.TwoStage.searcher_class = Probe  # the two-stage job's steps, probed
+    result = search(cfg, Path(args.out) / "run")
     rows = Probe.rows
     ratio = [r["official"] / r["ours"] for r in rows]
     summary = {"steps": len(rows), "dataset": cfg.dataset, "epochs": cfg.epochs,

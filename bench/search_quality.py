@@ -26,11 +26,10 @@ import random
 import statistics
 from pathlib import Path
 
-from ista_nas.config import make_train_config
-from ista_nas.methods import make_config
-from ista_nas.genotype import NB201_EDGES, NB201_OPS, Nb201Arch
-from ista_nas.methods import two_stage
 from ista_nas import retrain
+from ista_nas.config import make_train_config
+from ista_nas.methods import make_config, search
+from ista_nas.networks.nb201 import NB201_EDGES, NB201_OPS, Nb201Arch
 
 SEARCH_OPS = tuple(op for op in NB201_OPS if op != "none")
 
@@ -44,7 +43,7 @@ def run_search(method: str, seed: int, args: argparse.Namespace) -> dict:
     if not _done(out, "genotype.json"):
         cfg = make_config("quick", space="nb201", method=method, dataset=args.data, seed=seed,
                           **json.loads(args.search_overrides))
-        two_stage.search(cfg, out)
+        search(cfg, out)
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     arch = json.loads((out / "genotype.json").read_text())["arch"]
     return {"method": method + args.label, "seed": seed, "arch": arch,

@@ -299,3 +299,16 @@ def test_warmup_draws_depend_on_seed_epoch_and_step_so_resumes_are_exact(tiny_co
     a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["search"]["model"]
     b = load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")["search"]["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nb201_train_presets_stand_alone_and_its_search_presets_layer_over_the_search_presets():
+    from ista_nas.config import SearchConfig, TrainConfig, make_train_config
+    from ista_nas.methods import make_config
+    from ista_nas.spaces import SPACES
+
+    space = SPACES["nb201"]
+    for preset, table in space.train_presets.items():  # the benchmark's protocol, nothing of DARTS's
+        assert make_train_config(preset, space="nb201").to_dict() == TrainConfig(**table, preset=preset).to_dict()
+    for preset, table in space.search_presets.items():
+        want = SearchConfig(**{**SearchConfig.PRESETS[preset], **table}, preset=preset).to_dict()
+        assert make_config(preset, space="nb201").to_dict() == want

@@ -434,3 +434,12 @@ def test_search_step_clips_by_the_norm_with_bs_gradient_and_decays_weights_that_
         m, v = 0.5 * 0 + 0.5 * g, 0.001 * g ** 2
         step = cfg.arch_lr * (m / 0.5) / ((v / 0.001).sqrt() + 1e-8)
         torch.testing.assert_close(net.arch.b, b_old - step, rtol=1e-9, atol=1e-12)
+
+
+def test_one_stage_presets_stand_alone_nothing_of_the_two_stage_presets_leaks_in():
+    from ista_nas.config import SearchConfig
+    from ista_nas.methods import make_config
+    from ista_nas.methods.one_stage import ONE_STAGE_PRESETS
+
+    for preset, table in ONE_STAGE_PRESETS.items():  # the table over the field defaults, as written
+        assert make_config(preset, method="one-stage").to_dict() == SearchConfig(**table, preset=preset).to_dict()

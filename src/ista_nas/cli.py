@@ -32,8 +32,11 @@ def _one_line(text: str) -> str:
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
-    """One flag per config field; defaults are SUPPRESSed so only explicit flags are seen."""
-    for f in dataclasses.fields(config_cls):
+    """One flag per config field, the command's own fields first; defaults are SUPPRESSed so only explicit flags
+    are seen."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    own = [name for name in vars(config_cls).get("__annotations__", {}) if name in fields]
+    for f in [fields[name] for name in own] + [f for name, f in fields.items() if name not in own]:
         if f.name == "preset":
             continue
         flag = "--" + f.name.replace("_", "-")

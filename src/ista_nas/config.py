@@ -157,16 +157,18 @@ class RunConfig(_Config):
     lr_min: float = _f(0.001, "final weight learning rate (paper: 0.001); one-stage: of the training phase (the "
                               "search phase holds lr)")
     # A search's warm-up, schedule shape, Nesterov, smoothing and AMP are its training phase's (one-stage only).
-    warmup_epochs: int = _f(0, "linear learning-rate warm-up epochs before the decay (ImageNet: 5)")
+    warmup_epochs: int = _f(0, "linear learning-rate warm-up epochs before the decay (ImageNet: 5; search: the "
+                               "one-stage training phase)")
     lr_schedule: str = _f("cosine", "decay after the warm-up: cosine (DARTS CIFAR) or linear (ISTA-NAS/PC-DARTS "
-                                    "ImageNet)", one_of("cosine", "linear"))
+                                    "ImageNet; search: the one-stage training phase)", one_of("cosine", "linear"))
     momentum: float = _f(0.9, "SGD momentum (DARTS: 0.9)", FRACTION)
-    nesterov: bool = _f(False, "Nesterov momentum (DARTS: off)")
+    nesterov: bool = _f(False, "Nesterov momentum (DARTS: off; search: the one-stage training phase)")
     weight_decay: float = _f(3e-4, "SGD weight decay (DARTS CIFAR: 3e-4, ImageNet: 3e-5)", NONNEGATIVE)
     grad_clip: float = _f(5.0, "clip the weight gradient norm at this value (DARTS: 5)", NONNEGATIVE)
-    label_smoothing: float = _f(0.0, "label smoothing of the loss (ImageNet: 0.1)", FRACTION)
+    label_smoothing: float = _f(0.0, "label smoothing of the loss (ImageNet: 0.1; search: the one-stage training "
+                                     "phase)", FRACTION)
     amp: str = _f("auto", "mixed precision: auto (bf16 on CUDA when supported, else fp16; off on CPU), bf16, fp16, "
-                          "off", one_of("auto", "bf16", "fp16", "off"))
+                          "off (search: the one-stage training phase)", one_of("auto", "bf16", "fp16", "off"))
     # Run
     seed: int = _f(2, "seeds weights, measurement matrices, split and batch order (official default: 2)", SEED)
     device: str = _f("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
@@ -192,9 +194,10 @@ class RunConfig(_Config):
 
 @dataclass
 class SearchConfig(RunConfig):
-    """``ista-nas search``: a search method over a space. The settings of a method's training phase (one-stage:
-    drop_path, warmup_epochs, lr_schedule, nesterov, label_smoothing, amp) are refused by the methods without
-    one; the method and space checks are the methods' (``methods.validate``)."""
+    """``ista-nas search``: a search method over a space. ``validate`` checks the fields and what holds for every
+    search; what the method and the space require of the config is checked by ``methods.validate`` (which
+    ``methods.make_config``, ``search`` and ``resume`` call): e.g. the settings of the one-stage training phase
+    (drop_path, warmup_epochs, lr_schedule, nesterov, label_smoothing, amp) are refused by the other methods."""
 
     method: str = _f("two-stage", "two-stage (search a small supernet, retrain later), one-stage (search and train "
                                   "the target network in one run) or darts (the dense first-order DARTS baseline)")
@@ -245,7 +248,7 @@ class SearchConfig(RunConfig):
             note = f" ({other.own_fields_note})" if other.own_fields_note else ""
             checks.append((not changed, f"{flags} are offered for --space {other.name} only{note}; drop them or "
                                         f"add --space {other.name}"))
-        return checks + space.check_search(self)
+        return checks
 
 
 @dataclass

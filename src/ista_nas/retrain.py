@@ -44,12 +44,13 @@ def resolve_genotype(cfg: TrainConfig) -> Any:
     """The architecture to train (--arch, else --genotype), checked against --space."""
     given = cfg.arch or cfg.genotype
     genotype = get_genotype(given)
-    if space_of(genotype).name != cfg.space:
+    other = space_of(genotype).name
+    if other != cfg.space:
         space = SPACES[cfg.space]
-        hint = f"give --arch '{space.example}' or" if space.example else "give --genotype with a built-in name,"
-        raise UserError(f"{given} is an architecture of --space {space_of(genotype).name}, not of --space {cfg.space}; "
-                        f"train it with --space {space_of(genotype).name}, or {hint} the run directory of a "
-                        f"--space {cfg.space} search")
+        written = f"--arch '{space.example}' or " if space.example else ""
+        raise UserError(f"--genotype/--arch {given} is an architecture of --space {other}, not of --space {cfg.space}: "
+                        f"give {written}--genotype with the run directory of a --space {cfg.space} search (or train "
+                        f"it with --space {other})")
     return genotype
 
 

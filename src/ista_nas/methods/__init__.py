@@ -36,12 +36,14 @@ def validate(cfg: SearchConfig) -> SearchConfig:
                   name for name, m in METHODS.items() if m.streams) + " and --dataset folder:PATH")]
     for name, other in METHODS.items():  # the settings only another method reads stay at their defaults
         fields, what = other.exclusive
-        if other is not method and any(getattr(cfg, f) != defaults[f] for f in fields):
+        fields = tuple(f for f in fields if f not in method.exclusive[0])  # (a subclass may share its parent's)
+        if any(getattr(cfg, f) != defaults[f] for f in fields):
             checks.append((False, f"--{', --'.join(f.replace('_', '-') for f in fields)} {what}; drop them or add "
                                   f"--method {name}"))
-    for ok, message in checks + method.checks(cfg, space):
+    for ok, message in method.checks(cfg, space) + space.check_search(cfg) + checks:
         if not ok:
             raise UserError(message)
+    method.validate_parts(cfg)
     return cfg
 
 

@@ -41,6 +41,10 @@ class SearchMethod(Job):
         """(ok, message) pairs for this method's constraints on ``cfg``."""
         return []
 
+    @staticmethod
+    def validate_parts(cfg: "SearchConfig") -> None:
+        """Once every check passed: validate what the method derives from ``cfg`` (raise a UserError)."""
+
     def finish(self, run: RunDir, genotype: Any) -> SearchResult:
         """The searched cell's diagrams and the run's report beside its genotype.json."""
         if run.writes:

@@ -44,9 +44,11 @@ def _recover(net: torch.nn.Module, max_params: float, channels: int, layers: int
     if not max_params:
         return result, recovered, changed, None
     genotype = net.genotype()
+    # Built as the discrete network without its auxiliary head: its random initial weights are drawn from the
+    # global generator, as they always were here (a resumed run draws the same).
     shape = net.shape
     model, _, _ = space_of(genotype).sized_network(genotype, channels, layers, shape["num_classes"],
-                                                   shape["in_channels"], 32, shape["stem"], auxiliary=False)
+                                                   shape["in_channels"], 32, shape.get("stem"), auxiliary=False)
     size = count_parameters(model) / 1e6
     if size <= max_params:
         return result, recovered, changed, None

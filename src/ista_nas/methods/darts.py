@@ -10,10 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from ..engine.splits import DataInfo
-from ..spaces import SPACES
 from ..spaces.base import Checks, SearchSpace
 from .two_stage import TwoStage, TwoStageSearch
 
@@ -27,15 +23,9 @@ class DartsSearch(TwoStageSearch):
     random_supports = False
 
 
-def build_supernet(cfg: "SearchConfig", data: DataInfo) -> torch.nn.Module:
-    """The dense supernet of the configured space."""
-    torch.manual_seed(cfg.seed)
-    return SPACES[cfg.space].dense_supernet(cfg, data)
-
-
 class Darts(TwoStage):
     searcher_class = DartsSearch
-    dense = True
+    dense = True  # the space's dense supernet
     presets = {"paper": {"arch_lr": 3e-4}, "quick": {"arch_lr": 3e-4}}  # DARTS's architecture learning rate
 
     @staticmethod
@@ -43,9 +33,6 @@ class Darts(TwoStage):
         return [(not cfg.max_params, "--max-params applies to ISTA-NAS, not to --method darts"),
                 (not cfg.clip_with_b, "--clip-with-b applies to ISTA-NAS's b, not to --method darts (DARTS clips by "
                                       "the weights' norm)")]
-
-    def build_supernet(self, data: DataInfo) -> torch.nn.Module:
-        return build_supernet(self.cfg, data)
 
     def recover(self) -> dict[str, Any]:
         return {}  # alpha is the architecture: nothing to recover

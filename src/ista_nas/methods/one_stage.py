@@ -68,13 +68,14 @@ ONE_STAGE_PRESETS = {
 # The one-stage settings that only its training phase uses.
 TRAINING_PHASE_ONLY = ("drop_path", "warmup_epochs", "lr_schedule", "nesterov", "label_smoothing", "amp")
 # The one-stage run's training phase, field by field: the settings it takes from the run's config (same meaning
-# in both), and the ones fixed by what it trains (the searched one-stage network, in the DARTS space).
+# in both: the same data, network, optimiser and space), and the ones fixed by what it trains (the searched
+# one-stage network).
 TRAINING_PHASE_FROM_SEARCH = (
     "dataset", "data_dir", "subset", "augment", "cutout", "stream", "image_size", "workers",  # the same data
     "stem", "channels", "layers", "auxiliary_weight",  # the same network
     "epochs", "batch_size", "lr", "lr_min", "momentum", "weight_decay", "grad_clip",  # the optimiser carries on
-    "seed", "device", "channels_last", "sync_bn", "tensorboard") + TRAINING_PHASE_ONLY
-TRAINING_PHASE_FIXED = dict(genotype="(one-stage search)", space="darts", arch="")
+    "seed", "device", "channels_last", "sync_bn", "tensorboard", "space") + TRAINING_PHASE_ONLY
+TRAINING_PHASE_FIXED = dict(genotype="(one-stage search)", arch="")
 
 
 def training_phase(cfg: SearchConfig) -> TrainConfig:
@@ -197,16 +198,17 @@ class OneStage(SearchMethod):
 
     @staticmethod
     def checks(cfg: SearchConfig, space: SearchSpace) -> Checks:
-        checks = [
+        return [
             (space.has_target_supernet, f"--space {cfg.space} has no one-stage supernet; search it with --method "
                                         "two-stage or darts"),
             (cfg.sparsity == 2, f"--method one-stage trains the DARTS-cell network, two inputs per node: use "
                                 f"--sparsity 2, not {cfg.sparsity}"),
             (not cfg.weight_warmup_epochs, "--weight-warmup-epochs applies to --method two-stage and darts"),
         ]
-        if all(ok for ok, _ in checks):
-            training_phase(cfg).validate()  # the training phase's settings, checked as the train command checks them
-        return checks
+
+    @staticmethod
+    def validate_parts(cfg: SearchConfig) -> None:
+        training_phase(cfg).validate()  # the training phase's settings, checked as the train command checks them
 
     def setup(self, ctx: Dist) -> None:
         cfg = self.cfg

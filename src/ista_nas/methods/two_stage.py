@@ -192,10 +192,11 @@ def _valid_batches(loader: DeviceLoader, epoch: int, count: int) -> Iterator[tup
         cycle += 1
 
 
-def build_supernet(cfg: "SearchConfig", data: DataInfo) -> torch.nn.Module:
-    """The sparse supernet of the configured space."""
+def build_supernet(cfg: "SearchConfig", data: DataInfo, dense: bool = False) -> torch.nn.Module:
+    """The supernet of the configured space: sparse (ISTA-NAS), or dense (every candidate runs)."""
     torch.manual_seed(cfg.seed)
-    return SPACES[cfg.space].supernet(cfg, data)
+    space = SPACES[cfg.space]
+    return (space.dense_supernet if dense else space.supernet)(cfg, data)
 
 
 class SearchState(TypedDict):
@@ -211,14 +212,11 @@ class TwoStage(SearchMethod):
     kind = "search"
     searcher_class = TwoStageSearch
 
-    def build_supernet(self, data: DataInfo) -> torch.nn.Module:
-        return build_supernet(self.cfg, data)
-
     def setup(self, ctx: Dist) -> None:
         cfg = self.cfg
         self.ctx = ctx
         data, self.train_loader, self.valid_loader = search_split(cfg, ctx)
-        self.net = place(self.build_supernet(data), ctx, cfg.channels_last, cfg.sync_bn)
+        self.net = place(build_supernet(cfg, data, self.dense), ctx, cfg.channels_last, cfg.sync_bn)
         self.searcher = self.searcher_class(self.net, cfg, ctx)
 
     def load(self, checkpoint: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -26,11 +26,11 @@ class Rule:
 
     test: Callable[[Any], bool]
     text: str
-    choice: bool = False
+    choices: Collection[str] = ()  # a choice among these (read when checked: a registry may grow)
 
     def message(self, flag: str, value: Any) -> str:
-        if self.choice:
-            return f"unknown {flag} {value!r}; choose one of {self.text}"
+        if self.choices:
+            return f"unknown {flag} {value!r}; choose one of {', '.join(self.choices)}"
         return f"{flag} must be {self.text}, got {value!r}"
 
 
@@ -44,8 +44,8 @@ FRACTION = Rule(lambda v: 0 <= v < 1, "in [0, 1)")
 SEED = Rule(lambda v: 0 <= v < 2**63, "in 0..2^63-1")
 
 
-def one_of(*choices: str) -> Rule:
-    return Rule(lambda v: v in choices, ", ".join(choices), choice=True)
+def one_of(choices: Collection[str]) -> Rule:
+    return Rule(lambda v: v in choices, "", choices)
 
 
 def _f(default: Any, help: str, rule: Rule | None = None, symbol: str = "") -> Any:
@@ -111,7 +111,8 @@ class _Config:
             rule = f.metadata.get("rule")
             if rule is not None and not rule.test(value):
                 symbol = f.metadata.get("symbol")
-                raise UserError(rule.message(f"--{f.name.replace('_', '-')}" + (f" ({symbol})" if symbol else ""), value))
+                flag = f"--{f.name.replace('_', '-')}" + (f" ({symbol})" if symbol else "")
+                raise UserError(rule.message(flag, value))
         for ok, message in self._checks():
             if not ok:
                 raise UserError(message)
@@ -126,7 +127,7 @@ class RunConfig(_Config):
     """The fields every run has: what it trains on, the network's size, the SGD schedule, the run itself."""
 
     preset: str = _f("paper", "the preset the other values started from")
-    space: str = _f("darts", f"search space: {_space_help()}", one_of(*SPACES))
+    space: str = _f("darts", f"search space: {_space_help()}", one_of(SPACES))
     # Data
     dataset: str = _f("cifar10", "cifar10, cifar100, fashion-mnist or folder:PATH (train/ and test/ or val/ inside)")
     data_dir: str = _f("", "where torchvision datasets live (default ~/.cache/ista-nas/data)")
@@ -140,7 +141,7 @@ class RunConfig(_Config):
     workers: int = _f(8, "with --stream: DataLoader worker processes", NONNEGATIVE)
     # Network
     stem: str = _f("cifar", "cifar (one 3x3 conv) or imagenet (three stride-2 convs to 1/8, the mobile setting)",
-                   one_of("cifar", "imagenet"))
+                   one_of(("cifar", "imagenet")))
     channels: int = _f(16, "initial channels C of the search net (paper: 16)", at_least(1))
     layers: int = _f(8, "cells L; reductions at L/3 and 2L/3 (paper: 8); a space of stages: cells N per stage",
                      at_least(1))
@@ -160,7 +161,7 @@ class RunConfig(_Config):
     warmup_epochs: int = _f(0, "linear learning-rate warm-up epochs before the decay (ImageNet: 5; search: the "
                                "one-stage training phase)")
     lr_schedule: str = _f("cosine", "decay after the warm-up: cosine (DARTS CIFAR) or linear (ISTA-NAS/PC-DARTS "
-                                    "ImageNet; search: the one-stage training phase)", one_of("cosine", "linear"))
+                                    "ImageNet; search: the one-stage training phase)", one_of(("cosine", "linear")))
     momentum: float = _f(0.9, "SGD momentum (DARTS: 0.9)", FRACTION)
     nesterov: bool = _f(False, "Nesterov momentum (DARTS: off; search: the one-stage training phase)")
     weight_decay: float = _f(3e-4, "SGD weight decay (DARTS CIFAR: 3e-4, ImageNet: 3e-5)", NONNEGATIVE)
@@ -168,7 +169,7 @@ class RunConfig(_Config):
     label_smoothing: float = _f(0.0, "label smoothing of the loss (ImageNet: 0.1; search: the one-stage training "
                                      "phase)", FRACTION)
     amp: str = _f("auto", "mixed precision: auto (bf16 on CUDA when supported, else fp16; off on CPU), bf16, fp16, "
-                          "off (search: the one-stage training phase)", one_of("auto", "bf16", "fp16", "off"))
+                          "off (search: the one-stage training phase)", one_of(("auto", "bf16", "fp16", "off")))
     # Run
     seed: int = _f(2, "seeds weights, measurement matrices, split and batch order (official default: 2)", SEED)
     device: str = _f("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
@@ -209,7 +210,7 @@ class SearchConfig(RunConfig):
     sparsity: int = _f(2, "s, candidates kept per node (DARTS cell: 2 inputs per node)", at_least(1), "s")
     lam: float = _f(1e-5, "l1 weight of the recovery LASSO (official code: 1e-5)", POSITIVE)
     matrix: str = _f("uniform", "measurement matrix entries: uniform U[0,1) (official) or gaussian N(0,1/m)",
-                     one_of(*MATRIX_KINDS))
+                     one_of(MATRIX_KINDS))
     clip_with_b: bool = _f(False, "ISTA-NAS: b's gradient counts in the norm that clips the weight step, as in the "
                                   "official code (two-stage: the architecture step's plus the training batch's); "
                                   "one-stage presets: on; two-stage: off (measured: docs/one-stage.md)")
@@ -221,7 +222,7 @@ class SearchConfig(RunConfig):
                                 "the first recovered z and of the relaxed weights (official: 1e-3)", POSITIVE)
     weight_scale: str = _f("raw", "ISTA-NAS: raw (the relaxed weights as they are, official) or mean (divided by "
                                   "their mean magnitude over the cell, not differentiated; the spaces that offer it)",
-                           one_of("raw", "mean"))
+                           one_of(("raw", "mean")))
     arch_lr: float = _f(6e-4, "Adam learning rate of b (paper two-stage: 6e-4)", POSITIVE)
     arch_weight_decay: float = _f(1e-3, "Adam weight decay of b (official code: 1e-3)", NONNEGATIVE)
     # One-stage search

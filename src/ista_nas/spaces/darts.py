@@ -101,7 +101,8 @@ class DartsSpace(SearchSpace):
         groups = {}
         for cell, pairs in (("normal", genotype.normal), ("reduce", genotype.reduce)):
             for node in range(len(pairs) // 2):
-                groups[f"{cell}/node{node}"] = tuple(sorted(f"{op}({pred})" for op, pred in pairs[2 * node: 2 * node + 2]))
+                held = pairs[2 * node: 2 * node + 2]
+                groups[f"{cell}/node{node}"] = tuple(sorted(f"{op}({pred})" for op, pred in held))
         return groups
 
     def short(self, genotype: Genotype) -> str:

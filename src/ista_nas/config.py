@@ -82,6 +82,10 @@ class _Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def changed(self, names: Collection[str]) -> list[str]:
+        """Those of the fields ``names`` whose value differs from the field's default."""
+        return [f.name for f in dataclasses.fields(self) if f.name in names and getattr(self, f.name) != f.default]
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
         names = {f.name for f in dataclasses.fields(cls)}
@@ -244,7 +248,7 @@ class SearchConfig(RunConfig):
                                                       f"({self.epochs - 1}), got {self.weight_warmup_epochs}"),
         ]
         for other in SPACES.values():  # the settings only another space offers stay at their defaults
-            changed = [f for f in other.own_fields if f not in space.own_fields and getattr(self, f) != _default(f)]
+            changed = self.changed(set(other.own_fields) - set(space.own_fields))
             flags = " and ".join(f"--{name.replace('_', '-')}" for name in other.own_fields)
             note = f" ({other.own_fields_note})" if other.own_fields_note else ""
             checks.append((not changed, f"{flags} are offered for --space {other.name} only{note}; drop them or "
@@ -275,10 +279,6 @@ class TrainConfig(RunConfig):
 
     def _checks(self) -> list[tuple[bool, str]]:
         return super()._checks() + SPACES[self.space].check_train(self)
-
-
-def _default(name: str) -> Any:
-    return next(f.default for f in dataclasses.fields(SearchConfig) if f.name == name)
 
 
 SearchConfig.PRESETS = {

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ def validate(cfg: SearchConfig) -> SearchConfig:
         raise UserError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
     method, space = METHODS[cfg.method], SPACES[cfg.space]
     smallest = space.smallest_group(method.dense)
-    defaults = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
     checks = [(cfg.sparsity < smallest, f"--sparsity (s) must be in 1..{smallest - 1}: the smallest decision group "
                                         f"has only {smallest} candidates, got {cfg.sparsity}"),
               (cfg.sparsity <= cfg.proj_dims, f"--sparsity (s) must be at most --proj-dims (m): a LASSO solution has "
@@ -36,8 +34,7 @@ def validate(cfg: SearchConfig) -> SearchConfig:
                   name for name, m in METHODS.items() if m.streams) + " and --dataset folder:PATH")]
     for name, other in METHODS.items():  # the settings only another method reads stay at their defaults
         fields, what = other.exclusive
-        fields = tuple(f for f in fields if f not in method.exclusive[0])  # (a subclass may share its parent's)
-        if any(getattr(cfg, f) != defaults[f] for f in fields):
+        if cfg.changed(set(fields) - set(method.exclusive[0])):  # (a subclass may share its parent's)
             checks.append((False, f"--{', --'.join(f.replace('_', '-') for f in fields)} {what}; drop them or add "
                                   f"--method {name}"))
     for ok, message in method.checks(cfg, space) + space.check_search(cfg) + checks:

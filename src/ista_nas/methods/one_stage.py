@@ -20,6 +20,7 @@ The supernet has the target network's size and its one-stage ops (an affine BN e
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, TypedDict
 
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import SearchConfig, TrainConfig
+from ..config import RunConfig, SearchConfig, TrainConfig
 from ..engine.distributed import Dist, place, wrap
 from ..engine.driver import EpochPlan
 from ..engine.rundir import RunDir
@@ -67,14 +68,10 @@ ONE_STAGE_PRESETS = {
 }
 # The one-stage settings that only its training phase uses.
 TRAINING_PHASE_ONLY = ("drop_path", "warmup_epochs", "lr_schedule", "nesterov", "label_smoothing", "amp")
-# The one-stage run's training phase, field by field: the settings it takes from the run's config (same meaning
-# in both: the same data, network, optimiser and space), and the ones fixed by what it trains (the searched
-# one-stage network).
-TRAINING_PHASE_FROM_SEARCH = (
-    "dataset", "data_dir", "subset", "augment", "cutout", "stream", "image_size", "workers",  # the same data
-    "stem", "channels", "layers", "auxiliary_weight",  # the same network
-    "epochs", "batch_size", "lr", "lr_min", "momentum", "weight_decay", "grad_clip",  # the optimiser carries on
-    "seed", "device", "channels_last", "sync_bn", "tensorboard", "space") + TRAINING_PHASE_ONLY
+# The one-stage run's training phase, field by field: every setting a search and a training run share (the
+# RunConfig fields: the same data, network, optimiser, space and run settings, same meaning in both) comes from
+# the run's config; the training command's own settings are fixed by what it trains (the searched network).
+TRAINING_PHASE_FROM_SEARCH = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name != "preset")
 TRAINING_PHASE_FIXED = dict(genotype="(one-stage search)", arch="")
 
 
@@ -83,7 +80,6 @@ def training_phase(cfg: SearchConfig) -> TrainConfig:
     covers TrainConfig, so a new training setting has to be placed here)."""
     return TrainConfig(preset=cfg.preset, **TRAINING_PHASE_FIXED,
                        **{name: getattr(cfg, name) for name in TRAINING_PHASE_FROM_SEARCH})
-
 
 
 def op_bn_parameters(net: SearchNetwork, t: int, node: int, candidates: list[int]) -> list[nn.Parameter]:

@@ -59,6 +59,13 @@ def _add_run_command(commands, name: str, config_cls: type, help: str) -> None:
     _add_config_flags(sub, config_cls)
 
 
+def _add_table_flags(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--benchmark", required=required, default=None, metavar="FILE",
+                        help="benchmark table: CSV with a header, or JSON lines, one architecture a row")
+    parser.add_argument("--arch-column", default="arch", help="the table's column of architecture strings [arch]")
+    parser.add_argument("--metric", default="test_acc", help="the table's numeric column to read [test_acc]")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ista-nas", description="ISTA-NAS: architecture search by sparse coding")
     parser.add_argument("--version", action="version", version=f"ista-nas {__version__}")
@@ -114,6 +121,32 @@ def build_parser() -> argparse.ArgumentParser:
                                           "FLOPs and time per epoch of a search or training run, in one HTML file.")
     rep.add_argument("run", help="a run directory")
     rep.add_argument("--out", default=None, help="HTML file to write [RUN/report.html]")
+    look = commands.add_parser("lookup", help="An architecture's accuracy and rank in a benchmark table",
+                               description="The benchmark metric of a run's (or a written) architecture, its rank "
+                                           "among all the table's architectures, and the table's best and mean.")
+    look.add_argument("arch", help="a search or training run directory, a genotype.json or a written architecture")
+    _add_table_flags(look, required=True)
+    look.add_argument("--json", action="store_true", help="print one JSON object")
+    cor = commands.add_parser("correlate", help="Kendall tau and Spearman rho between a search and evaluation",
+                              description="How well a search run ranks architectures as their true accuracy does "
+                                          "(docs/consistency.md): the trajectory of architectures it held, or K "
+                                          "architectures scored with its trained supernet. Writes correlation.json, "
+                                          "scatter.png and the architectures scored into --out.")
+    cor.add_argument("run", help="a search run directory")
+    cor.add_argument("--protocol", choices=("trajectory", "ranking"), default="trajectory",
+                     help="trajectory: its supernet accuracy each epoch against the true accuracy of the architecture "
+                          "it held; ranking: K sampled architectures scored with its supernet [trajectory]")
+    _add_table_flags(cor, required=False)
+    cor.add_argument("--truth", nargs="+", metavar="RUN", default=None,
+                     help="ista-nas train run directories whose final test top-1 is the true accuracy (instead of "
+                          "--benchmark)")
+    cor.add_argument("--k", type=int, default=16, help="ranking: architectures sampled [16]")
+    cor.add_argument("--sample-seed", type=int, default=0, help="ranking: seed of the sample [0]")
+    cor.add_argument("--calibration-batches", type=int, default=10,
+                     help="ranking: training batches that re-estimate batch-norm statistics per architecture [10]")
+    cor.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    cor.add_argument("--out", default=None, help="output folder [RUN/correlate-PROTOCOL]")
+    cor.add_argument("--json", action="store_true", help="print the result as one JSON object")
     cmp_ = commands.add_parser("compare", help="Runs side by side, and accuracy against parameters",
                                description="Method, genotype, parameters, best accuracy and time of several runs.")
     cmp_.add_argument("runs", nargs="+", help="run directories")
@@ -135,6 +168,32 @@ def _compare(args: argparse.Namespace) -> None:
     print(f"plot: {plot}")
 
 
+def _lookup(args: argparse.Namespace) -> None:
+    from .benchmark import load_table
+
+    table = load_table(args.benchmark, args.arch_column, args.metric)
+    entry = table.lookup(get_genotype(args.arch))
+    if args.json:
+        print(json.dumps({"metric": table.metric, **entry.to_dict()}))
+    else:
+        print(f"{entry.arch}  {table.metric} {entry.value:.2f}: rank {entry.rank} of {entry.size} "
+              f"({entry.percentile:.1f}% of the table better); table best {entry.best:.2f}, mean {entry.mean:.2f}")
+
+
+def _correlate(args: argparse.Namespace) -> None:
+    from .benchmark import load_table
+    from .consistency import correlate, format_result, truth_from_runs, truth_from_table
+
+    if args.benchmark and args.truth:
+        raise UserError("--benchmark and --truth exclude each other; give one source of true accuracy")
+    truth = (truth_from_table(load_table(args.benchmark, args.arch_column, args.metric)) if args.benchmark else
+             truth_from_runs(args.truth) if args.truth else None)
+    out = args.out or str(Path(args.run) / f"correlate-{args.protocol}")
+    result = correlate(args.run, out, args.protocol, truth, args.k, args.sample_seed, args.calibration_batches,
+                       args.device)
+    print(json.dumps(result) if args.json else format_result(result) + f"\nwritten: {out}")
+
+
 def _absolute(path: str) -> str:
     return str(Path(path).expanduser().resolve())
 
@@ -151,6 +210,8 @@ def _run_command(args: argparse.Namespace, module: Any, make: Any, start: Any) -
     # Paths are stored absolute, so a resume works from any directory.
     if given.get("dataset", "").startswith("folder:"):
         given["dataset"] = "folder:" + _absolute(given["dataset"][len("folder:"):])
+    if given.get("benchmark"):
+        given["benchmark"] = _absolute(given["benchmark"])
     if given.get("data_dir"):
         given["data_dir"] = _absolute(given["data_dir"])
     if "genotype" in given and Path(given["genotype"]).exists():
@@ -246,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
 
         with logging_redirect_tqdm():
             {"search": _search, "train": _train, "evaluate": _evaluate, "show": _show,
-             "export": _export, "bench": _bench, "report": _report, "compare": _compare}[args.command](args)
+             "export": _export, "bench": _bench, "report": _report, "compare": _compare,
+             "lookup": _lookup, "correlate": _correlate}[args.command](args)
     except IstaNasError as exc:
         if not getattr(exc, "reported_by_main", False):
             print(f"ista-nas: error: {_one_line(str(exc))}", file=sys.stderr)

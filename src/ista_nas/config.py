@@ -239,6 +239,11 @@ class SearchConfig(RunConfig):
                                 "(two-stage: counted for the budget_channels x budget_layers network)", NONNEGATIVE)
     budget_channels: int = _f(36, "two-stage: C of the network the parameter budget is counted for", at_least(2))
     budget_layers: int = _f(20, "two-stage: L of the network the parameter budget is counted for", at_least(1))
+    # The true quality of the search trajectory (a tabular benchmark: every architecture trained)
+    benchmark: str = _f("", "a benchmark table (CSV with a header, or JSON lines) of architectures and their trained "
+                            "accuracy: every epoch records the --metric of the architecture the search holds")
+    arch_column: str = _f("arch", "the benchmark table's column of architecture strings")
+    metric: str = _f("test_acc", "the benchmark table's column to record (any numeric column)")
 
     def _checks(self) -> list[tuple[bool, str]]:
         space = SPACES[self.space]

@@ -60,16 +60,18 @@ class RunInfo:
 def read_run(path: str | Path, with_size: bool = True) -> RunInfo:
     run, config = RunDir.open(path)
     genotype = load_genotype(run.path / "genotype.json") if (run.path / "genotype.json").is_file() else None
-    ranking_path = run.path / "ranking.json"
-    try:
-        ranking = json.loads(ranking_path.read_text()) if ranking_path.is_file() else None
-    except (OSError, ValueError):
-        log.warning("ignoring unreadable %s", ranking_path)
-        ranking = None
-    info = RunInfo(run.path, config, run.read_metrics(), genotype, ranking)
+    info = RunInfo(run.path, config, run.read_metrics(), genotype, _read_json(run.path / "ranking.json"))
     if with_size and genotype is not None:
         info.size = _size(genotype, config, info.kind)
     return info
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        log.warning("ignoring unreadable %s", path)
+        return None
 
 
 def _size(genotype: Any, config: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -108,6 +110,9 @@ def _curves(metrics: list[dict[str, Any]]) -> str | None:
             points = [(m["epoch"], m[key + suffix]) for m in metrics if isinstance(m.get(key + suffix), (int, float))]
             if points:
                 ax.plot(*zip(*points), marker="o", ms=3, label=label)
+    points = [(m["epoch"], m["benchmark"]) for m in metrics if isinstance(m.get("benchmark"), (int, float))]
+    if points:  # the benchmark table's value of the architecture held: the trajectory's true quality
+        acc_ax.plot(*zip(*points), marker="s", ms=3, label="benchmark (table, architecture held)")
     loss_ax.set(title="loss", xlabel="epoch")
     acc_ax.set(title="accuracy (%)", xlabel="epoch")
     for ax in (loss_ax, acc_ax):
@@ -225,6 +230,10 @@ def render(info: RunInfo) -> str:
                  if seconds else "-")]
     if info.genotype is not None:
         overview.append(("genotype", json.dumps(info.genotype.to_dict())))
+    bench = _read_json(info.path / "benchmark.json")
+    if bench and bench.get("value") is not None:
+        overview.append((f"benchmark {bench['metric']}", f"{bench['value']:.2f}, rank {bench['rank']} of {bench['of']} "
+                                                        f"(table best {bench['best']:.2f}, mean {bench['mean']:.2f})"))
     if info.size:
         overview += [("parameters", f"{info.size['params'] / 1e6:.3f}M (C={info.size['channels']}, "
                                     f"L/N={info.size['layers']}, auxiliary head excluded)"),

@@ -11,7 +11,7 @@ from ..engine.driver import drive
 from ..engine.rundir import RunDir
 from ..errors import UserError
 from ..spaces import SPACES
-from .base import SearchMethod, SearchResult
+from .base import SearchMethod, SearchResult, table_of
 from .darts import Darts
 from .one_stage import OneStage
 from .two_stage import TwoStage
@@ -40,7 +40,11 @@ def validate(cfg: SearchConfig) -> SearchConfig:
     for ok, message in method.checks(cfg, space) + space.check_search(cfg) + checks:
         if not ok:
             raise UserError(message)
+    if cfg.benchmark and not space.example:
+        raise UserError(f"--benchmark needs a space whose architectures have a written form; --space {space.name} "
+                        "has none (use ista-nas correlate with training runs as the truth)")
     method.validate_parts(cfg)
+    table_of(cfg)  # a bad table fails here, before the data loads
     return cfg
 
 

@@ -1,4 +1,5 @@
-"""What every search method shares: its result, and the result files written when the search ends."""
+"""What every search method shares: its result, the benchmark record of an epoch's architecture, and the
+result files written when the search ends."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..benchmark import Table, load_table
 from ..engine.driver import Job
 from ..engine.rundir import RunDir
+from ..errors import UserError
 from ..report import write_run_report
 from ..spaces import write_diagrams
 from ..spaces.base import Checks, SearchSpace
@@ -45,10 +48,49 @@ class SearchMethod(Job):
     def validate_parts(cfg: "SearchConfig") -> None:
         """Once every check passed: validate what the method derives from ``cfg`` (raise a UserError)."""
 
+    def opened(self, run: RunDir) -> None:
+        super().opened(run)
+        self.table: Table | None = table_of(self.cfg)
+        self.missing: set[str] = set()
+
+    def benchmark_record(self, genotype: Any) -> dict[str, Any]:
+        """With ``--benchmark``: the table's metric and rank of ``genotype`` (None, and one warning, for an
+        architecture the table lacks), for the epoch's record."""
+        if self.table is None:
+            return {}
+        entry = self.table.get(genotype)
+        if entry is None:
+            key = self.table.key(genotype)
+            if key not in self.missing:
+                self.missing.add(key)
+                log.warning("architecture %s is not in the benchmark table %s; recorded as null", key,
+                            self.table.path)
+            return {"benchmark": None, "benchmark_rank": None}
+        return {"benchmark": entry.value, "benchmark_rank": entry.rank}
+
     def finish(self, run: RunDir, genotype: Any) -> SearchResult:
         """The searched cell's diagrams and the run's report beside its genotype.json."""
         if run.writes:
             write_diagrams(genotype, run.path)
         log.info("genotype: %s", genotype.to_dict())
+        if self.table is not None and run.writes:
+            entry = self.table.get(genotype)
+            run.write_json("benchmark.json", {"table": str(self.table.path), "metric": self.table.metric,
+                                              **(entry.to_dict() if entry else {"arch": self.table.key(genotype),
+                                                                                "value": None})})
+            if entry:
+                log.info("benchmark %s of the found architecture: %.2f, rank %d of %d (best %.2f, mean %.2f)",
+                         self.table.metric, entry.value, entry.rank, entry.size, entry.best, entry.mean)
         write_run_report(run)
         return SearchResult(genotype, run.path, run.read_metrics())
+
+
+def table_of(cfg: "SearchConfig") -> Table | None:
+    """The benchmark table ``--benchmark`` names (checked: of the run's space), or None."""
+    if not cfg.benchmark:
+        return None
+    table = load_table(cfg.benchmark, cfg.arch_column, cfg.metric)
+    if table.space.name != cfg.space:
+        raise UserError(f"--benchmark {cfg.benchmark} lists architectures of --space {table.space.name}, the search "
+                        f"is of --space {cfg.space}; give a table of its space")
+    return table

@@ -241,7 +241,9 @@ class TwoStage(SearchMethod):
         record: dict[str, Any] = {**stats, "lr": self.searcher.w_opt.param_groups[0]["lr"]}
         if not self.searcher.warming_up(epoch):
             record.update(self.recover())
-        record["genotype"] = self.write_results().to_dict()
+        genotype = self.write_results()
+        record["genotype"] = genotype.to_dict()
+        record.update(self.benchmark_record(genotype))
         return record
 
     def recover(self) -> dict[str, Any]:

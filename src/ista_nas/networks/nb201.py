@@ -252,6 +252,12 @@ class Nb201SearchNetwork(_Nb201Body):
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with_aux(x)[0]
 
+    def forward_fixed(self, x: Tensor, arch: Nb201Arch) -> Tensor:
+        """The logits of ``arch``'s network with the supernet's shared weights: its ops with unit weights,
+        whatever the architecture state holds (scoring architectures with a trained supernet)."""
+        weights = torch.ones(len(NB201_EDGES), 1, dtype=x.dtype, device=x.device)
+        return self.run(x, (weights, [[NB201_OPS.index(op)] for op in arch.ops]))
+
     def arch_parameters(self) -> list[nn.Parameter]:
         return list(self.arch.parameters())
 

@@ -102,8 +102,21 @@ class SearchNetwork(nn.Module):
                           lam=lam, matrix=matrix, seed=seed, init_scale=self.arch_init)
 
     def forward_with_aux(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        weights = self.arch.relaxed_weights().to(x.dtype)
-        support = self.arch.support_list
+        return self._run(x, self.arch.relaxed_weights().to(x.dtype), self.arch.support_list)
+
+    def forward_fixed(self, x: Tensor, genotype: Genotype) -> Tensor:
+        """The logits of ``genotype``'s network with the supernet's shared weights: its candidates with unit
+        weights, whatever the architecture state holds (scoring architectures with a trained supernet)."""
+        support = []
+        for pairs in (genotype.normal, genotype.reduce):
+            if len(pairs) != 2 * self.steps:
+                raise ValueError(f"a genotype of {len(pairs) // 2} nodes, the supernet has {self.steps}")
+            support.append([[pred * len(PRIMITIVES) + PRIMITIVES.index(op) for op, pred in pairs[2 * i: 2 * i + 2]]
+                            for i in range(self.steps)])
+        weights = torch.ones(2, self.steps, 2, dtype=x.dtype, device=x.device)
+        return self._run(x, weights, support)[0]
+
+    def _run(self, x: Tensor, weights: Tensor, support: Sequence) -> tuple[Tensor, Tensor | None]:
         s0 = self.stem(x)
         s1 = s0 if self.stem1 is None else self.stem1(s0)
         aux = None

@@ -7,11 +7,12 @@ A subclass provides, for its space:
   groups), ``dense_supernet`` (the DARTS baseline: every candidate runs) and, where the space has one
   (``has_target_supernet``), ``target_supernet`` (one-stage ISTA-NAS: the target network itself). Every
   supernet offers ``forward_with_aux``, ``arch_parameters``, ``weight_parameters``,
-  ``active_weight_parameters``, ``genotype()``, ``ranking()`` and ``group_name(type, group)``.
+  ``active_weight_parameters``, ``genotype()``, ``ranking()``, ``group_name(type, group)`` and
+  ``forward_fixed(x, genotype)`` (any architecture of the space on the shared weights).
 - the discrete network: ``network(spec)`` from a checkpoint's model spec, ``sized_network`` for counting.
 - its genotype: ``genotype_type`` (``to_dict``/``from_dict``), ``owns`` (is this JSON one of ours), ``parse``
   (a written form, e.g. a benchmark string), ``groups`` (the candidates each decision group holds),
-  ``short`` and ``describe`` (text), ``draw`` (the cell diagrams).
+  ``short`` and ``describe`` (text), ``draw`` (the cell diagrams), ``sample`` (a uniform random draw).
 - defaults and settings: ``default_size`` (the evaluation network's C and L), ``evaluation_size`` (which
   network a run's genotype is sized at), ``search_presets`` / ``train_presets`` (settings layered over the
   command's presets), ``own_fields`` (settings only this space offers), ``check_search`` / ``check_train``.
@@ -20,6 +21,7 @@ A subclass provides, for its space:
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -93,6 +95,10 @@ class SearchSpace:
         """The parameters and FLOPs of a summary, as ``show`` prints them."""
         return (f"parameters {info['params'] / 1e6:.3f}M{note}, FLOPs {info['flops'] / 1e6:.1f}M "
                 f"({info['macs'] / 1e6:.1f}M multiply-adds)")
+
+    def sample(self, rng: random.Random) -> Any:
+        """An architecture drawn uniformly from the candidates the sparse (ISTA-NAS) search chooses among."""
+        raise NotImplementedError
 
     def draw(self, genotype: Any, directory: Path) -> list[Path]:
         """The cell diagrams (PNG and SVG) into ``directory``; returns their paths."""

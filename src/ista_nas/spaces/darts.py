@@ -4,6 +4,7 @@ decision group per node, choosing 2 of its (i + 2) x 7 (predecessor, op) candida
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,15 @@ class DartsSpace(SearchSpace):
         lines.append(f"flavour {genotype.flavour}; C={info['channels']}, L={info['layers']}, {info['dataset']} input "
                      f"{'x'.join(map(str, info['input']))}")
         return lines + [self.size_line(info, " (auxiliary head excluded)")]
+
+    def sample(self, rng: random.Random, steps: int = 4) -> Genotype:
+        """Per node 2 distinct candidates (predecessor, op) of its (i + 2) x 7, as the sparse search picks them."""
+        def cell() -> tuple[tuple[str, int], ...]:
+            picks = [k for i in range(steps) for k in rng.sample(range((i + 2) * len(PRIMITIVES)), 2)]
+            return tuple((PRIMITIVES[k % len(PRIMITIVES)], k // len(PRIMITIVES)) for k in picks)
+
+        concat = tuple(range(2, steps + 2))
+        return Genotype(cell(), concat, cell(), concat)
 
     def draw(self, genotype: Genotype, directory: Path) -> list[Path]:
         return [p for cell in ("normal", "reduce") for p in draw_cell(genotype, cell, directory / cell)]

@@ -6,6 +6,7 @@ and checks.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,9 @@ class Nb201Space(SearchSpace):
         lines.append(f"C={info['channels']}, N={info['layers']} cells per stage, {info['dataset']} input "
                      f"{'x'.join(map(str, info['input']))}")
         return lines + [self.size_line(info)]
+
+    def sample(self, rng: random.Random) -> Nb201Arch:
+        return Nb201Arch(tuple(rng.choice(NB201_OPS[1:]) for _ in NB201_EDGES))  # "none" is no ISTA-NAS candidate
 
     def draw(self, genotype: Nb201Arch, directory: Path) -> list[Path]:
         return draw_cell(genotype, directory / "cell")

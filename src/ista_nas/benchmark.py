@@ -1,0 +1,178 @@
+"""Benchmark tables: every architecture of a space with its trained accuracy (a tabular benchmark, exported),
+read from a CSV file with a header or from JSON lines, and looked up by architecture.
+
+A table has one column of architectures in their space's written form (``arch`` by default) and any numeric
+columns (``test_acc`` by default: a table with CIFAR-10, CIFAR-100 and ImageNet16-120 columns serves all three).
+Every row is checked when the table is read, so a bad table fails once, with the row and the fix, before a
+search starts. Ranks count from 1 = best (the highest value); tied values share the best rank of their group.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .spaces import SPACES
+
+DEFAULT_ARCH_COLUMN = "arch"
+DEFAULT_METRIC = "test_acc"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What a table says about one architecture."""
+
+    arch: str
+    value: float
+    rank: int  # 1 = the table's best; tied values share their group's best rank
+    size: int  # architectures in the table
+    best: float
+    mean: float
+
+    @property
+    def percentile(self) -> float:
+        """Share of the table's architectures strictly better than this one, in %."""
+        return 100.0 * (self.rank - 1) / self.size
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arch": self.arch, "value": self.value, "rank": self.rank, "of": self.size, "best": self.best,
+                "mean": self.mean}
+
+
+class Table:
+    """A benchmark table: ``values`` by architecture (the space's canonical written form)."""
+
+    def __init__(self, path: Path, space: Any, metric: str, values: dict[str, float]):
+        self.path, self.space, self.metric, self.values = path, space, metric, values
+        ordered = sorted(values.values(), reverse=True)
+        self._better = {}  # value -> how many architectures are strictly better
+        for i, v in enumerate(ordered):
+            self._better.setdefault(v, i)
+        self.best = ordered[0]
+        self.mean = statistics.fmean(ordered)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def key(self, genotype: Any) -> str:
+        return self.space.short(genotype)
+
+    def get(self, genotype: Any) -> Entry | None:
+        arch = self.key(genotype)
+        if arch not in self.values:
+            return None
+        value = self.values[arch]
+        return Entry(arch, value, self._better[value] + 1, len(self), self.best, self.mean)
+
+    def lookup(self, genotype: Any) -> Entry:
+        """The entry of ``genotype``; a UserError when the table lacks it."""
+        entry = self.get(genotype)
+        if entry is None:
+            raise UserError(f"architecture {self.key(genotype)} is not in the benchmark table {self.path} "
+                            f"({len(self)} architectures); give a table of the whole space")
+        return entry
+
+
+def _rows(path: Path, text: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    """(columns, [(line number, row)]) of a CSV file with a header, or of JSON lines (one object a line)."""
+    stripped = text.lstrip()
+    if path.suffix.lower() in (".jsonl", ".ndjson") or (path.suffix.lower() != ".csv" and stripped.startswith("{")):
+        rows, columns = [], {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path} line {number} is not JSON ({exc.msg}); write one JSON object a line") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path} line {number} is not a JSON object; write one object a line, e.g. "
+                                f"{{\"arch\": \"...\", \"test_acc\": 93.1}}")
+            columns.update(dict.fromkeys(row))
+            rows.append((number, row))
+        return list(columns), rows
+    reader = csv.DictReader(io.StringIO(text))
+    columns = list(reader.fieldnames or [])
+    rows = []
+    for row in reader:
+        if None in row:
+            raise UserError(f"{path} line {reader.line_num} has more fields than the header's {len(columns)}; "
+                            "quote values that hold commas")
+        rows.append((reader.line_num, row))
+    return columns, rows
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _parse_arch(text: Any) -> tuple[Any, Any] | None:
+    """(space, genotype) of an architecture string in any space's written form; None if no space reads it."""
+    if not isinstance(text, str):
+        return None
+    for space in SPACES.values():
+        genotype = space.parse(text.strip())
+        if genotype is not None:
+            return space, genotype
+    return None
+
+
+def load_table(path: str | Path, arch_column: str = DEFAULT_ARCH_COLUMN, metric: str = DEFAULT_METRIC) -> Table:
+    """Read and check a benchmark table; every problem is a UserError naming the row and the fix."""
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read benchmark table {path}: {exc.strerror}; check --benchmark") from None
+    except UnicodeDecodeError:
+        raise UserError(f"benchmark table {path} is not UTF-8 text; give a CSV or JSON-lines file") from None
+    columns, rows = _rows(path, text)
+    for name, flag in ((arch_column, "--arch-column"), (metric, "--metric")):
+        if name not in columns:
+            raise UserError(f"benchmark table {path} has no column {name!r} (it has {', '.join(map(repr, columns))}); "
+                            f"name the column with {flag}")
+    if not rows:
+        raise UserError(f"benchmark table {path} has no rows; give a table with one architecture a row")
+    values: dict[str, float] = {}
+    first_line: dict[str, int] = {}
+    space = None
+    for number, row in rows:
+        written = row.get(arch_column)
+        try:
+            parsed = _parse_arch(written)
+        except UserError as exc:
+            raise UserError(f"{path} line {number}: {exc}") from None
+        if parsed is None:
+            examples = " or ".join(repr(s.example) for s in SPACES.values() if s.example)
+            raise UserError(f"{path} line {number}: {written!r} in column {arch_column!r} is no architecture string; "
+                            f"write architectures like {examples}")
+        row_space, genotype = parsed
+        if space is None:
+            space = row_space
+        elif row_space is not space:
+            raise UserError(f"{path} line {number} is an architecture of --space {row_space.name}, the rows before "
+                            f"it of --space {space.name}; give one space's table")
+        value = _number(row.get(metric))
+        if value is None:
+            raise UserError(f"{path} line {number}: {metric} = {row.get(metric)!r} is not a finite number; every row "
+                            f"needs a numeric --metric column")
+        key = space.short(genotype)
+        if key in values:
+            raise UserError(f"{path} line {number} repeats architecture {key} of line {first_line[key]}; keep one "
+                            "row per architecture")
+        values[key], first_line[key] = value, number
+    return Table(path, space, metric, values)
+

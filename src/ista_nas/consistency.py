@@ -1,0 +1,270 @@
+"""``ista-nas correlate``: does a search rank architectures the way evaluation does?
+
+Kendall's tau (tau-b, ties allowed) and Spearman's rho, from scipy, between what a search believes about a set
+of architectures and their true accuracy, under one of two protocols (docs/consistency.md defines both):
+
+- ``trajectory``: one point per epoch of the search run that records a genotype: the supernet's accuracy on
+  that epoch's held-out (architecture) batches, ``valid_acc`` (a one-stage search phase: its ``test_top1``),
+  against the true accuracy of the architecture the search held after that epoch;
+- ``ranking``: K architectures drawn uniformly (with a seed) from the candidates the sparse search chooses
+  among, each scored with the run's trained supernet: its shared weights, the architecture's candidates at
+  unit weight, batch-norm statistics recalibrated on a few training batches, top-1 on the whole held-out half
+  (the architecture half of the search split, unaugmented), against their true accuracy.
+
+The truth is a benchmark table (``--benchmark``) or the final ``test_top1`` of ``ista-nas train`` run
+directories (``--truth``; several runs of one architecture are averaged). Without a truth the command only
+scores, writes the architectures to train (``architectures/``) and says how to go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import statistics
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .benchmark import Table
+from .config import SearchConfig
+from .diagram import pyplot
+from .engine.checkpoint import load_checkpoint
+from .engine.data import DeviceLoader, ImageData
+from .engine.distributed import Dist
+from .engine.rundir import RunDir
+from .engine.splits import search_split
+from .engine.trainer import evaluate
+from .errors import UserError
+from .methods import METHODS
+from .methods.two_stage import build_supernet
+from .spaces import SPACES, load_genotype
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("trajectory", "ranking")
+
+
+@dataclass
+class Truth:
+    """True accuracy by architecture (its space's one-line form), and where it comes from."""
+
+    values: dict[str, float]
+    source: str
+    fix: str  # how to add an architecture the truth lacks
+    key: Callable[[Any], str] = lambda genotype: architecture_key(genotype)
+
+    def get(self, genotype: Any) -> float | None:
+        return self.values.get(self.key(genotype))
+
+
+def architecture_key(genotype: Any) -> str:
+    """One string per architecture of any space (its genotype JSON, keys sorted)."""
+    return json.dumps(genotype.to_dict(), sort_keys=True)
+
+
+def truth_from_table(table: Table) -> Truth:
+    return Truth(dict(table.values), f"{table.metric} of the benchmark table {table.path}",
+                 "give a table of the whole space", table.key)
+
+
+def truth_from_runs(run_dirs: list[str | Path]) -> Truth:
+    """The final test top-1 of each ``ista-nas train`` run, averaged over runs of the same architecture."""
+    found: dict[str, list[float]] = {}
+    for path in run_dirs:
+        run, config = RunDir.open(path)
+        if "method" in config or not (run.path / "genotype.json").is_file():
+            raise UserError(f"--truth {path} is not a finished 'ista-nas train' run (no genotype.json of a training "
+                            "run); give training run directories")
+        tops = [m["test_top1"] for m in run.read_metrics() if isinstance(m.get("test_top1"), (int, float))]
+        if not tops:
+            raise UserError(f"--truth {path} has no tested epoch yet (no test_top1 in metrics.jsonl); let it train "
+                            "at least one epoch")
+        genotype = load_genotype(run.path / "genotype.json")
+        found.setdefault(architecture_key(genotype), []).append(tops[-1])
+    return Truth({arch: statistics.fmean(v) for arch, v in found.items()},
+                 f"final test top-1 of {len(run_dirs)} training run(s)", "train it with ista-nas train and add the "
+                 "run to --truth")
+
+
+def correlation(search: list[float], true: list[float]) -> dict[str, Any]:
+    """Kendall's tau-b and Spearman's rho (with their two-sided p-values) of paired values; None where they are
+    undefined (fewer than 2 points, or one side constant), with the reason."""
+    from scipy import stats
+
+    out: dict[str, Any] = {"n": len(search)}
+    if len(search) < 2 or len(set(search)) < 2 or len(set(true)) < 2:
+        why = ("fewer than 2 points" if len(search) < 2 else
+               "the search's values are all equal" if len(set(search)) < 2 else
+               "every point has the same true accuracy (e.g. the search held one architecture)")
+        return {**out, "kendall_tau": None, "kendall_p": None, "spearman_rho": None, "spearman_p": None,
+                "undefined": why}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy's small-sample notes; the values are what they are
+        tau = stats.kendalltau(search, true)
+        rho = stats.spearmanr(search, true)
+    return {**out, "kendall_tau": float(tau.statistic), "kendall_p": float(tau.pvalue),
+            "spearman_rho": float(rho.statistic), "spearman_p": float(rho.pvalue)}
+
+
+def sample_architectures(space_name: str, k: int, seed: int) -> list[Any]:
+    """``k`` distinct architectures drawn uniformly from the space's sparse-search candidates, by ``seed``."""
+    space, rng = SPACES[space_name], random.Random(seed)
+    drawn: dict[str, Any] = {}
+    for _ in range(100 * k):
+        genotype = space.sample(rng)
+        drawn.setdefault(space.short(genotype), genotype)
+        if len(drawn) == k:
+            return list(drawn.values())
+    raise UserError(f"--k {k}: could not draw {k} distinct architectures of --space {space_name}; lower --k")
+
+
+def trajectory(run_dir: Path) -> list[dict[str, Any]]:
+    """(epoch, genotype, supernet accuracy) of every epoch record of a search run that names a genotype."""
+    run, config = RunDir.open(run_dir)
+    if "method" not in config:
+        raise UserError(f"{run_dir} is a training run; correlate reads a search run directory")
+    points = []
+    for m in run.read_metrics():
+        score = m.get("valid_acc", m.get("test_top1"))
+        if isinstance(m.get("genotype"), dict) and isinstance(score, (int, float)):
+            genotype = SPACES[config.get("space", "darts")].from_dict(m["genotype"])
+            points.append({"epoch": m["epoch"], "genotype": genotype, "score": float(score)})
+    if not points:
+        raise UserError(f"{run_dir} has no epoch records with a genotype yet; let the search run an epoch")
+    return points
+
+
+class _Fixed(nn.Module):
+    """The supernet running one architecture (for ``evaluate``)."""
+
+    def __init__(self, net: nn.Module, genotype: Any):
+        super().__init__()
+        self.net, self.genotype = net, genotype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_fixed(x, self.genotype)
+
+
+def _recalibrate(net: nn.Module, genotype: Any, batches: list[torch.Tensor]) -> None:
+    """Batch-norm running statistics of ``genotype``'s path, re-estimated from ``batches`` (a plain average)."""
+    for m in net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+    net.train()
+    with torch.no_grad():
+        for x in batches:
+            net.forward_fixed(x, genotype)
+    net.eval()
+
+
+def supernet_scores(run_dir: Path, genotypes: list[Any], calibration_batches: int, device: str) -> list[float]:
+    """Held-out top-1 (%) of each genotype with the run's trained supernet (module doc: ``ranking``)."""
+    run, config = RunDir.open(run_dir)
+    cfg = SearchConfig.from_dict({**config, "device": device})
+    method = METHODS[cfg.method]
+    if method.kind != "search":
+        raise UserError(f"{run_dir} is a --method {cfg.method} run, which ends as its trained discrete network: no "
+                        "supernet is left to score other architectures; use --protocol trajectory")
+    checkpoint = load_checkpoint(run.checkpoint_path)
+    ctx = Dist.setup(device)
+    data, train_loader, valid_loader = search_split(cfg, ctx)
+    net = build_supernet(cfg, data, method.dense)
+    net.load_state_dict(checkpoint["search"]["model"])
+    net.to(ctx.device)
+    held_out = DeviceLoader(ImageData(valid_loader.images, valid_loader.labels, data.classes), valid_loader.indices,
+                            2 * cfg.batch_size, ctx.device, *valid_loader.mean_std, shuffle=False, drop_last=False,
+                            channels_last=cfg.channels_last)
+    batches = [x for (x, _), _ in zip(train_loader.epoch(0), range(calibration_batches))]
+    scores = []
+    for i, genotype in enumerate(genotypes):
+        _recalibrate(net, genotype, batches)
+        scores.append(evaluate(_Fixed(net, genotype), held_out, desc=f"architecture {i + 1}/{len(genotypes)}")["top1"])
+    return scores
+
+
+def _scatter(points: list[dict[str, Any]], result: dict[str, Any], path: Path, xlabel: str) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    xs, ys = [p["search"] for p in points], [p["true"] for p in points]
+    ax.scatter(xs, ys, s=22, c=[p.get("epoch", 0) for p in points] if "epoch" in points[0] else None,
+               cmap="viridis" if "epoch" in points[0] else None)
+    tau = result["kendall_tau"]
+    stats_text = "undefined" if tau is None else f"Kendall tau {tau:.3f}, Spearman rho {result['spearman_rho']:.3f}"
+    ax.set(xlabel=xlabel, ylabel="true accuracy (%)", title=f"{result['protocol']}: {stats_text} (n={result['n']})")
+    ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def correlate(run_dir: str | Path, out: str | Path, protocol: str = "trajectory", truth: Truth | None = None,
+              k: int = 16, seed: int = 0, calibration_batches: int = 10, device: str = "auto") -> dict[str, Any]:
+    """Score the run's architectures (``protocol``), correlate with ``truth`` and write ``out``: correlation.json,
+    scatter.png and ``architectures/`` (every architecture scored, as genotype JSON files to train)."""
+    run_dir, out = Path(run_dir), Path(out)
+    if protocol not in PROTOCOLS:
+        raise UserError(f"unknown --protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if k < 2 or calibration_batches < 1:
+        raise UserError("--k must be at least 2 and --calibration-batches at least 1")
+    _, config = RunDir.open(run_dir)
+    space = SPACES[config.get("space", "darts")]
+    if protocol == "trajectory":
+        points = [{"epoch": p["epoch"], "genotype": p["genotype"], "search": p["score"]} for p in trajectory(run_dir)]
+        xlabel = "supernet accuracy on held-out batches, that epoch (%)"
+    else:
+        genotypes = sample_architectures(space.name, k, seed)
+        scores = supernet_scores(run_dir, genotypes, calibration_batches, device)
+        points = [{"genotype": g, "search": s} for g, s in zip(genotypes, scores)]
+        xlabel = "supernet top-1 on the held-out half, shared weights (%)"
+    distinct = {architecture_key(p["genotype"]): p["genotype"] for p in points}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "architectures").mkdir(exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create --out {out}: {exc.strerror}; choose another folder") from None
+    files = {}
+    for i, (key, genotype) in enumerate(distinct.items()):
+        files[key] = out / "architectures" / f"arch-{i:02d}.json"
+        files[key].write_text(json.dumps(genotype.to_dict()) + "\n")
+    result: dict[str, Any] = {"run": str(run_dir.resolve()), "protocol": protocol, "method": config.get("method"),
+                              "space": space.name, "seed": config.get("seed")}
+    if protocol == "ranking":
+        result.update(k=k, sample_seed=seed, calibration_batches=calibration_batches)
+    rows = [{**({"epoch": p["epoch"]} if "epoch" in p else {}), "arch": space.short(p["genotype"]),
+             "file": str(files[architecture_key(p["genotype"])]), "search": p["search"]} for p in points]
+    if truth is None:
+        result.update(points=rows, truth=None)
+        (out / "correlation.json").write_text(json.dumps(result, indent=1) + "\n")
+        return result
+    missing = {r["file"] for r, p in zip(rows, points) if truth.get(p["genotype"]) is None}
+    if missing:
+        raise UserError(f"the truth ({truth.source}) lacks {len(missing)} of the {len(distinct)} architectures, "
+                        f"e.g. {min(missing)}; {truth.fix}")
+    for r, p in zip(rows, points):
+        r["true"] = truth.get(p["genotype"])
+    result.update(correlation([r["search"] for r in rows], [r["true"] for r in rows]))
+    result.update(truth=truth.source, distinct_architectures=len(distinct), points=rows)
+    (out / "correlation.json").write_text(json.dumps(result, indent=1) + "\n")
+    _scatter(rows, result, out / "scatter.png", xlabel)
+    return result
+
+
+def format_result(result: dict[str, Any]) -> str:
+    lines = [f"{result['protocol']} protocol, {result['method']} search of {result['run']}: "
+             f"{len(result['points'])} points"]
+    if result["truth"] is None:
+        lines.append("no truth given: the scored architectures are in architectures/ of --out; train each (ista-nas "
+                     "train --genotype FILE) and rerun with --truth RUN..., or give --benchmark")
+    elif result["kendall_tau"] is None:
+        lines.append(f"Kendall tau and Spearman rho are undefined: {result['undefined']}")
+    else:
+        lines.append(f"Kendall tau {result['kendall_tau']:.3f} (p={result['kendall_p']:.3g})  Spearman rho "
+                     f"{result['spearman_rho']:.3f} (p={result['spearman_p']:.3g}); truth: {result['truth']}")
+    return "\n".join(lines)
+

@@ -1,0 +1,334 @@
+"""Benchmark tables, lookups, ranks, Kendall tau and Spearman rho between a search and evaluation, checked
+against independent truths: scipy's statistics, tables generated so that every answer is known by construction,
+the discrete network of an architecture given the supernet's weights, and the bad-input cases."""
+
+import csv
+import itertools
+import json
+import math
+import random
+import statistics
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy import stats
+
+from ista_nas.benchmark import load_table
+from ista_nas.cli import main
+from ista_nas.consistency import (_recalibrate, architecture_key, correlate, correlation, sample_architectures,
+                                  supernet_scores, truth_from_runs, truth_from_table)
+from ista_nas.errors import UserError
+from ista_nas.methods import make_config, search
+from ista_nas.networks.nb201 import NB201_EDGES, NB201_OPS, Nb201Arch, Nb201Network, Nb201SearchNetwork
+from ista_nas.spaces import SPACES
+
+ALL = [Nb201Arch(ops) for ops in itertools.product(NB201_OPS, repeat=len(NB201_EDGES))]
+
+
+def write_table(path, rows, columns=("arch", "test_acc")):
+    """rows: tuples in ``columns`` order; CSV or JSON lines by the suffix."""
+    if path.suffix == ".csv":
+        with path.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(columns)
+            writer.writerows(rows)
+    else:
+        path.write_text("".join(json.dumps(dict(zip(columns, row))) + "\n" for row in rows))
+    return path
+
+
+def known_table(tmp_path, suffix=".csv", n=300, seed=0):
+    """n architectures with values that repeat (ties), and their ranks by the definition: 1 + the number of
+    architectures with a strictly higher value."""
+    rng = random.Random(seed)
+    archs = rng.sample(ALL, n)
+    values = [float(rng.randrange(40)) / 2 for _ in archs]
+    path = write_table(tmp_path / f"table{suffix}", [(str(a), v) for a, v in zip(archs, values)])
+    ranks = [1 + sum(w > v for w in values) for v in values]
+    return path, archs, values, ranks
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_lookup_gives_value_rank_best_and_mean_by_their_definitions(tmp_path, suffix):
+    path, archs, values, ranks = known_table(tmp_path, suffix)
+    table = load_table(path)
+    assert len(table) == len(archs) and table.best == max(values)
+    assert math.isclose(table.mean, statistics.fmean(values))
+    scipy_ranks = stats.rankdata([-v for v in values], method="min")
+    for arch, value, rank, expected in zip(archs, values, ranks, scipy_ranks):
+        entry = table.lookup(arch)
+        assert (entry.value, entry.rank, entry.size) == (value, rank, len(archs)) and rank == expected
+    assert table.get(next(a for a in ALL if a not in set(archs))) is None
+
+
+def test_any_numeric_column_serves_and_the_cli_prints_the_entry(tmp_path, capsys):
+    rows = [(str(ALL[i]), 90.0 + i, 70.0 - i) for i in range(5)]
+    path = write_table(tmp_path / "t.csv", rows, ("arch", "cifar10", "cifar100"))
+    assert load_table(path, metric="cifar100").lookup(ALL[0]).rank == 1
+    assert load_table(path, metric="cifar10").lookup(ALL[0]).rank == 5
+    assert main(["lookup", str(ALL[3]), "--benchmark", str(path), "--metric", "cifar10", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"metric": "cifar10", "arch": str(ALL[3]), "value": 93.0,
+                                                   "rank": 2, "of": 5, "best": 94.0, "mean": 92.0}
+    renamed = write_table(tmp_path / "r.jsonl", rows, ("architecture", "acc", "x"))
+    assert main(["lookup", str(ALL[1]), "--benchmark", str(renamed), "--arch-column", "architecture",
+                 "--metric", "acc"]) == 0
+    assert "rank 4 of 5" in capsys.readouterr().out
+
+
+BAD_TABLES = {
+    "no arch column": ("arch,acc\n" + f"{ALL[0]},1\n", "no column 'test_acc'"),
+    "no metric column": ("name,test_acc\n" + f"{ALL[0]},1\n", "no column 'arch'"),
+    "duplicate": (f"arch,test_acc\n{ALL[0]},1\n{ALL[1]},2\n{ALL[0]},3\n", "line 4 repeats"),
+    "malformed": ("arch,test_acc\n|nor_conv_3x3~0|+|none~1|,1\n", "line 2"),
+    "not an arch": ("arch,test_acc\nresnet,1\n", "no architecture string"),
+    "non-numeric": (f"arch,test_acc\n{ALL[0]},high\n", "not a finite number"),
+    "nan": (f"arch,test_acc\n{ALL[0]},nan\n", "not a finite number"),
+    "empty": ("arch,test_acc\n", "no rows"),
+    "extra field": (f"arch,test_acc\n{ALL[0]},1,2\n", "more fields"),
+    "bad json line": ('{"arch": "x", "test_acc": 1}\n{oops\n', "line 2 is not JSON"),
+    "json not an object": ('{"arch": "x", "test_acc": 1}\n[1, 2]\n', "line 2 is not a JSON object"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TABLES))
+def test_bad_tables_get_one_line_and_exit_code_2(case, tmp_path, capsys):
+    text, expected = BAD_TABLES[case]
+    path = tmp_path / ("t.jsonl" if text.startswith("{") else "t.csv")
+    path.write_text(text)
+    with pytest.raises(UserError, match=expected.replace("|", r"\|")):
+        load_table(path)
+    assert main(["lookup", str(ALL[0]), "--benchmark", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ista-nas: error:") and err.count("\n") == 1
+
+
+def test_an_architecture_the_table_lacks_and_a_missing_file_are_user_errors(tmp_path, capsys):
+    path = write_table(tmp_path / "t.csv", [(str(ALL[0]), 1.0)])
+    assert main(["lookup", str(ALL[1]), "--benchmark", str(path)]) == 2
+    assert "is not in the benchmark table" in capsys.readouterr().err
+    assert main(["lookup", str(ALL[1]), "--benchmark", str(tmp_path / "none.csv")]) == 2
+    assert "cannot read benchmark table" in capsys.readouterr().err
+
+
+cell_text = st.one_of(st.text(max_size=30), st.sampled_from([str(a) for a in ALL[:50]]),
+                      st.builds(lambda ops: "+".join(ops), st.lists(st.sampled_from(["|skip_connect~0|", "|x~1|",
+                                                                                     "||", "|none~0|none~1|"]),
+                                                                    max_size=4)))
+value_text = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.text(max_size=6),
+                       st.integers().map(str))
+
+
+@given(st.lists(st.tuples(cell_text, value_text), max_size=6), st.sampled_from([".csv", ".jsonl"]))
+def test_any_table_is_read_or_refused_in_one_line(tmp_path_factory, rows, suffix):
+    path = write_table(tmp_path_factory.mktemp("p") / f"t{suffix}", rows)
+    try:
+        table = load_table(path)
+    except UserError as exc:
+        assert "\n" not in str(exc)
+        return
+    # Read: every row's value is what was written, and the ranks follow the definition.
+    values = {str(Nb201Arch.parse(a.strip())): float(v) for a, v in rows}
+    assert table.values == values
+    for arch, value in values.items():
+        assert table.lookup(Nb201Arch.parse(arch)).rank == 1 + sum(w > value for w in values.values())
+
+
+# --- tau and rho ---
+
+def test_correlation_is_scipys_and_known_extremes_hold():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=25).round(1).tolist()  # rounded: ties
+    y = (np.array(x) + rng.normal(size=25)).round(1).tolist()
+    result = correlation(x, y)
+    assert math.isclose(result["kendall_tau"], stats.kendalltau(x, y).statistic)
+    assert math.isclose(result["spearman_rho"], stats.spearmanr(x, y).statistic)
+    assert math.isclose(result["kendall_p"], stats.kendalltau(x, y).pvalue)
+    # Concordant / discordant pairs counted by hand (no ties here): tau = (C - D) / (n choose 2).
+    a, b = [1, 2, 3, 4, 5], [2, 1, 4, 3, 5]
+    pairs = list(itertools.combinations(range(5), 2))
+    c = sum((a[i] - a[j]) * (b[i] - b[j]) > 0 for i, j in pairs)
+    assert math.isclose(correlation(a, b)["kendall_tau"], (c - (len(pairs) - c)) / len(pairs))
+    assert correlation(x, [math.exp(v) for v in x])["kendall_tau"] == pytest.approx(1.0)
+    assert correlation(x, [-v for v in x])["spearman_rho"] == pytest.approx(-1.0)
+    assert correlation([1, 2, 3], [5, 5, 5])["kendall_tau"] is None
+    assert correlation([1], [2])["undefined"] == "fewer than 2 points"
+
+
+# --- run directories made by hand: the trajectory protocol and training runs as the truth ---
+
+def fake_search(path, archs, scores, method="two-stage"):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"method": method, "space": "nb201", "seed": 0}))
+    (path / "metrics.jsonl").write_text("".join(
+        json.dumps({"epoch": e + 1, "valid_acc": s, "genotype": a.to_dict()}) + "\n"
+        for e, (a, s) in enumerate(zip(archs, scores))))
+    return path
+
+
+def fake_train(path, arch, top1s):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"space": "nb201", "genotype": "x", "arch": str(arch)}))
+    (path / "genotype.json").write_text(json.dumps(arch.to_dict()))
+    (path / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e + 1, "test_top1": t}) + "\n"
+                                                for e, t in enumerate(top1s)))
+    return path
+
+
+def test_trajectory_pairs_each_epoch_with_the_true_accuracy_of_the_architecture_held(tmp_path, capsys):
+    archs = [ALL[5], ALL[5], ALL[77], ALL[900], ALL[900]]
+    scores = [10.0, 20.0, 30.0, 40.0, 50.0]
+    true = {ALL[5]: 60.0, ALL[77]: 50.0, ALL[900]: 70.0}
+    table = write_table(tmp_path / "t.csv", [(str(a), v) for a, v in true.items()])
+    run = fake_search(tmp_path / "run", archs, scores)
+    result = correlate(run, tmp_path / "c", truth=truth_from_table(load_table(table)))
+    expected = [true[a] for a in archs]
+    assert [p["true"] for p in result["points"]] == expected and [p["search"] for p in result["points"]] == scores
+    assert math.isclose(result["kendall_tau"], stats.kendalltau(scores, expected).statistic)
+    assert result["distinct_architectures"] == 3 and (tmp_path / "c" / "scatter.png").stat().st_size > 0
+    # The same truth from training runs: two runs of one architecture are averaged.
+    runs = [fake_train(tmp_path / "t5a", ALL[5], [1.0, 59.0]), fake_train(tmp_path / "t5b", ALL[5], [61.0]),
+            fake_train(tmp_path / "t77", ALL[77], [50.0]), fake_train(tmp_path / "t900", ALL[900], [3.0, 70.0])]
+    assert truth_from_runs(runs).values == {architecture_key(a): v for a, v in true.items()}
+    assert main(["correlate", str(run), "--truth", *map(str, runs), "--out", str(tmp_path / "c2"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kendall_tau"] == pytest.approx(result["kendall_tau"])
+    # A truth that lacks an architecture names a file to train; a search that held one architecture: undefined.
+    assert main(["correlate", str(run), "--truth", str(runs[0]), "--out", str(tmp_path / "c3")]) == 2
+    assert "lacks 2 of the 3 architectures" in capsys.readouterr().err
+    still = correlate(fake_search(tmp_path / "still", [ALL[5]] * 3, [1.0, 2.0, 3.0]), tmp_path / "c4",
+                      truth=truth_from_table(load_table(table)))
+    assert still["kendall_tau"] is None and "same true accuracy" in still["undefined"]
+    assert main(["correlate", str(runs[0])]) == 2  # a training run is no search
+    assert main(["correlate", str(run), "--benchmark", str(table), "--truth", str(runs[0])]) == 2
+
+
+# --- the ranking protocol: architectures on the supernet's shared weights ---
+
+def test_the_nb201_supernet_running_a_fixed_architecture_is_that_architectures_network():
+    torch.manual_seed(0)
+    for dense in (False, True):
+        supernet = Nb201SearchNetwork(channels=4, cells=1, num_classes=3, dense=dense).eval()
+        for arch in random.Random(1).sample(ALL, 5):
+            net = Nb201Network(arch, channels=4, cells=1, num_classes=3).eval()
+            state = supernet.state_dict()
+            mapped = {}
+            for name in net.state_dict():  # the cell's edge k op o <- the supernet's edges[k][index of o]
+                parts = name.split(".")
+                if parts[0] == "blocks" and parts[2] == "edges":
+                    parts.insert(4, str(NB201_OPS.index(arch.ops[int(parts[3])])))
+                key = ".".join(parts)
+                mapped[name] = state[key] if key in state else net.state_dict()[name]  # affine BN: 1 and 0 at init
+            net.load_state_dict(mapped)
+            x = torch.randn(2, 3, 8, 8)
+            assert torch.allclose(supernet.forward_fixed(x, arch), net(x), atol=1e-6), (dense, arch)
+
+
+def test_darts_space_supernets_run_exactly_the_genotypes_candidates():
+    space = SPACES["darts"]
+    genotype = space.sample(random.Random(3))
+    from ista_nas.networks.dense import DenseSearchNetwork
+    from ista_nas.networks.search_cnn import SearchNetwork
+
+    for cls in (SearchNetwork, DenseSearchNetwork):
+        net = cls(channels=4, layers=3, num_classes=3).eval()
+        called = []
+        for c, cell in enumerate(net.cells):
+            for i, ops in enumerate(cell.nodes):
+                for k, op in enumerate(ops):
+                    op.register_forward_hook(lambda *_, key=(c, i, k): called.append(key))
+        net.forward_fixed(torch.randn(1, 3, 8, 8), genotype)
+        expected = []
+        for c, cell in enumerate(net.cells):
+            pairs = genotype.reduce if cell.reduction else genotype.normal
+            expected += [(c, i, pred * 7 + space_ops_index(op)) for i in range(4) for op, pred in pairs[2 * i: 2 * i + 2]]
+        assert sorted(called) == sorted(expected)
+
+
+def space_ops_index(op):
+    from ista_nas.ops import PRIMITIVES
+
+    return PRIMITIVES.index(op)
+
+
+def test_sampling_is_seeded_distinct_and_from_the_sparse_search_candidates():
+    first = sample_architectures("nb201", 20, seed=4)
+    assert first == sample_architectures("nb201", 20, seed=4) != sample_architectures("nb201", 20, seed=5)
+    assert len(set(first)) == 20 and all("none" not in a.ops for a in first)
+    darts = sample_architectures("darts", 5, seed=0)
+    assert len({architecture_key(g) for g in darts}) == 5
+    for g in darts:
+        for i in range(4):
+            (op_a, p_a), (op_b, p_b) = g.normal[2 * i: 2 * i + 2]
+            assert (op_a, p_a) != (op_b, p_b) and max(p_a, p_b) < i + 2 and "none" not in (op_a, op_b)
+
+
+def test_recalibration_sets_bn_statistics_to_the_calibration_batches_average():
+    net = Nb201SearchNetwork(channels=4, cells=1, num_classes=3)
+    batches = [torch.randn(6, 3, 8, 8) + i for i in range(3)]
+    _recalibrate(net, ALL[100], batches)
+    bn = net.stem[1]
+    with torch.no_grad():
+        means = [net.stem[0](x).mean(dim=(0, 2, 3)) for x in batches]
+    assert not net.training and torch.allclose(bn.running_mean, torch.stack(means).mean(0), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def nb201_search(tiny_folder, tmp_path_factory):
+    """A tiny NAS-Bench-201 search with a benchmark table of the whole space (value: convolutions on the cell's
+    edges, plus a small distinct fraction so that no two architectures tie)."""
+    root = tmp_path_factory.mktemp("nb201-search")
+    values = {a: 10.0 * sum(op.startswith("nor_conv") for op in a.ops) + i / len(ALL) for i, a in enumerate(ALL)}
+    table = write_table(root / "table.csv", [(str(a), v) for a, v in values.items()])
+    cfg = make_config("quick", space="nb201", dataset=f"folder:{tiny_folder}", subset=0, epochs=2, batch_size=12,
+                      channels=4, device="cpu", seed=0, benchmark=str(table))
+    return search(cfg, root / "run"), table, values
+
+
+def test_search_records_the_benchmark_value_of_the_architecture_it_holds_each_epoch(nb201_search):
+    result, table, values = nb201_search
+    for record in result.metrics:
+        arch = Nb201Arch.from_dict(record["genotype"])
+        assert record["benchmark"] == values[arch]
+        assert record["benchmark_rank"] == 1 + sum(v > values[arch] for v in values.values())
+    final = json.loads((result.run_dir / "benchmark.json").read_text())
+    assert final["value"] == values[result.genotype] and final["of"] == len(ALL)
+    assert f"benchmark test_acc</th><td>{final['value']:.2f}, rank {final['rank']}" in \
+        (result.run_dir / "report.html").read_text()
+
+
+def test_ranking_scores_each_sampled_architecture_on_the_held_out_half(nb201_search, tmp_path):
+    result, table, values = nb201_search
+    truth = truth_from_table(load_table(table))
+    out = correlate(result.run_dir, tmp_path / "c", "ranking", truth, k=6, seed=2, calibration_batches=2,
+                    device="cpu")
+    sample = sample_architectures("nb201", 6, 2)
+    assert [p["arch"] for p in out["points"]] == [str(a) for a in sample]
+    assert [p["true"] for p in out["points"]] == [values[a] for a in sample]
+    scores = supernet_scores(result.run_dir, sample, 2, "cpu")
+    assert [p["search"] for p in out["points"]] == scores  # deterministic
+    # top-1 over the whole held-out half: the tiny folder's 120 training images split in half, so j/60 right
+    assert all(abs(s * 60 / 100 - round(s * 60 / 100)) < 1e-6 for s in scores)
+    assert math.isclose(out["kendall_tau"], stats.kendalltau(scores, [values[a] for a in sample]).statistic)
+    for i, arch in enumerate(sample):
+        assert json.loads((tmp_path / "c" / "architectures" / f"arch-{i:02d}.json").read_text()) == arch.to_dict()
+
+
+def test_benchmark_tables_are_refused_where_they_cannot_serve(tmp_path, tiny_folder):
+    table = write_table(tmp_path / "t.csv", [(str(ALL[0]), 1.0)])
+    with pytest.raises(UserError, match="have a written form; --space darts has none"):
+        make_config("quick", dataset=f"folder:{tiny_folder}", benchmark=str(table))
+    with pytest.raises(UserError, match="no column 'top1'"):
+        make_config("quick", space="nb201", benchmark=str(table), metric="top1")
+
+
+def test_an_architecture_the_table_lacks_is_recorded_as_null_during_a_search(tmp_path, tiny_folder, caplog):
+    held = Nb201Arch(("avg_pool_3x3",) * 6)  # not what the seed-0 search holds
+    table = write_table(tmp_path / "t.csv", [(str(held), 1.0)])
+    cfg = make_config("quick", space="nb201", dataset=f"folder:{tiny_folder}", subset=0, epochs=1, batch_size=12,
+                      channels=4, device="cpu", seed=0, benchmark=str(table))
+    result = search(cfg, tmp_path / "run")
+    assert result.genotype != held and result.metrics[0]["benchmark"] is None
+    assert "is not in the benchmark table" in caplog.text
+    assert json.loads((tmp_path / "run" / "benchmark.json").read_text())["value"] is None

@@ -332,3 +332,49 @@ def test_an_architecture_the_table_lacks_is_recorded_as_null_during_a_search(tmp
     assert result.genotype != held and result.metrics[0]["benchmark"] is None
     assert "is not in the benchmark table" in caplog.text
     assert json.loads((tmp_path / "run" / "benchmark.json").read_text())["value"] is None
+
+
+# --- seeds ---
+
+def test_search_over_seeds_runs_each_seed_continues_the_stopped_ones_and_compare_summarises_them(
+        tiny_folder, tmp_path, monkeypatch, capsys):
+    from dataclasses import replace
+
+    from conftest import interrupted_copy
+
+    from ista_nas.methods import search_seeds
+    from ista_nas.report import read_run, summarize_groups
+
+    cfg = make_config("quick", space="nb201", dataset=f"folder:{tiny_folder}", subset=0, epochs=2, batch_size=12,
+                      channels=4, device="cpu")
+    search_seeds(cfg, [0], tmp_path / "seeds")
+    interrupted_copy(monkeypatch, 1, tmp_path / "seeds" / "seed-1", tmp_path / "stopped" / "seed-1")
+    results = search_seeds(cfg, [0, 1], tmp_path / "seeds")  # seed 0 is read back, seed 1 runs (and is copied)
+    monkeypatch.undo()
+    drop = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]  # noqa: E731
+    single = search(replace(cfg, seed=1), tmp_path / "single")  # each seed is the plain search with that seed
+    assert results[1].genotype == single.genotype and drop(results[1].metrics) == drop(single.metrics)
+    # The same command again: the stopped seed continues to the end, the finished one is read back untouched.
+    again = search_seeds(cfg, [1], tmp_path / "stopped")
+    assert drop(again[0].metrics) == drop(single.metrics)
+    assert search_seeds(cfg, [0], tmp_path / "seeds")[0].genotype == results[0].genotype
+    assert [r["epoch"] for r in results[0].metrics] == [1, 2]  # not run twice
+    with pytest.raises(UserError, match="other settings \\(lr\\)"):
+        search_seeds(replace(cfg, lr=0.01), [0], tmp_path / "seeds")
+    # compare: one group of the two seeds, mean and sample std of their best accuracy and of their table values.
+    values = {a: float(i % 97) for i, a in enumerate(ALL)}
+    table = write_table(tmp_path / "t.csv", [(str(a), v) for a, v in values.items()])
+    infos = [read_run(tmp_path / "seeds" / f"seed-{s}") for s in (0, 1)] + [read_run(tmp_path / "single")]
+    groups = summarize_groups(infos, load_table(table))
+    assert [g["seeds"] for g in groups] == [[0, 1, 1]]  # single is seed 1 again: the same settings
+    best = [max(r["valid_acc"] for r in res.metrics) for res in (results[0], results[1], single)]
+    found = [values[res.genotype] for res in (results[0], results[1], single)]
+    assert groups[0]["best_accuracy"]["mean"] == pytest.approx(statistics.fmean(best))
+    assert groups[0]["best_accuracy"]["std"] == pytest.approx(statistics.stdev(best))
+    assert groups[0]["benchmark"]["values"] == found
+    assert main(["compare", str(tmp_path / "seeds"), "--benchmark", str(table), "--plot", str(tmp_path / "c.png"),
+                 "--json"]) == 0
+    (group,) = json.loads(capsys.readouterr().out)
+    assert group["seeds"] == [0, 1] and group["benchmark"]["mean"] == pytest.approx(statistics.fmean(found[:2]))
+    assert (tmp_path / "c.png").stat().st_size > 0
+    assert main(["search", "--seeds", "0", "--seed", "1", "--out", str(tmp_path / "x")]) == 2

@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run_command(commands, "search", SearchConfig, "Search a cell architecture (two-stage ISTA-NAS)")
+    commands.choices["search"].add_argument(
+        "--seeds", type=int, nargs="+", default=None, metavar="S",
+        help="run the search once per seed, each in its own run directory OUT/seed-S; the same command again "
+             "resumes the unfinished ones (ista-nas compare OUT summarises them)")
     _add_run_command(commands, "train", TrainConfig, "Train a genotype's network from scratch and test it")
     ev = commands.add_parser("evaluate", help="Test accuracy of a trained checkpoint",
                              description="Test loss, top-1 and top-5 accuracy of a checkpoint written by train.")
@@ -147,10 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     cor.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     cor.add_argument("--out", default=None, help="output folder [RUN/correlate-PROTOCOL]")
     cor.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    cmp_ = commands.add_parser("compare", help="Runs side by side, and accuracy against parameters",
-                               description="Method, genotype, parameters, best accuracy and time of several runs.")
-    cmp_.add_argument("runs", nargs="+", help="run directories")
-    cmp_.add_argument("--plot", default="compare.png", help="plot of accuracy against parameters [compare.png]")
+    cmp_ = commands.add_parser("compare", help="Runs side by side, and mean +- std over seeds",
+                               description="Method, genotype, parameters, best accuracy and time of several runs; "
+                                           "runs of the same settings but their seed grouped: mean +- std of best "
+                                           "accuracy, benchmark value and time.")
+    cmp_.add_argument("runs", nargs="+", help="run directories, or folders of them (the --out of search --seeds)")
+    cmp_.add_argument("--plot", default="compare.png",
+                      help="accuracy against parameters, and the spread over seeds [compare.png]")
+    _add_table_flags(cmp_, required=False)
+    cmp_.add_argument("--json", action="store_true", help="print the groups of seeds as JSON")
     return parser
 
 
@@ -161,10 +170,18 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from .report import compare, format_comparison
+    from .benchmark import load_table
+    from .report import compare, format_comparison, format_groups, summarize_groups
 
-    infos, plot = compare(args.runs, args.plot)
+    table = load_table(args.benchmark, args.arch_column, args.metric) if args.benchmark else None
+    infos, plot = compare(args.runs, args.plot, table)
+    groups = summarize_groups(infos, table)
+    if args.json:
+        print(json.dumps(groups))
+        return
     print(format_comparison(infos))
+    print("\nover seeds (mean +- sample std):")
+    print(format_groups(groups))
     print(f"plot: {plot}")
 
 
@@ -222,7 +239,13 @@ def _run_command(args: argparse.Namespace, module: Any, make: Any, start: Any) -
 def _search(args: argparse.Namespace) -> None:
     from . import methods
 
-    _run_command(args, methods, methods.make_config, methods.search)
+    seeds = vars(args).pop("seeds")
+    if seeds is None:
+        _run_command(args, methods, methods.make_config, methods.search)
+        return
+    if args.resume is not None or "seed" in vars(args):
+        raise UserError("--seeds excludes --seed and --resume; give the same --seeds and --out again to continue")
+    _run_command(args, methods, methods.make_config, lambda cfg, out: methods.search_seeds(cfg, seeds, out))
 
 
 def _train(args: argparse.Namespace) -> None:

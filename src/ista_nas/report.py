@@ -12,6 +12,7 @@ import html
 import io
 import json
 import logging
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,13 +276,76 @@ def write_run_report(run: RunDir) -> None:
                     type(exc).__name__, exc, run.path)
 
 
-def compare(run_dirs: list[str | Path], plot: str | Path | None = None) -> tuple[list[RunInfo], Path | None]:
-    """Read several runs; with ``plot``, draw their best accuracy against their parameters there."""
-    infos = [read_run(p) for p in run_dirs]
+# Settings that differ between seeds of one search, or do not change what it computes.
+SEED_ONLY = ("seed", "device", "tensorboard", "benchmark", "arch_column", "metric")
+
+
+def expand_runs(paths: list[str | Path]) -> list[Path]:
+    """Run directories: each path that is one, and the run directories directly inside each that is not (the
+    OUT of ``search --seeds``)."""
+    found = []
+    for path in map(Path, paths):
+        inner = [] if (path / "config.json").is_file() else sorted(p for p in path.glob("*/") if
+                                                                     (p / "config.json").is_file())
+        found += inner or [path]
+    return found
+
+
+def group_runs(infos: list[RunInfo]) -> list[tuple[str, list[RunInfo]]]:
+    """Runs of the same command and settings but their seed, in order of appearance, each group labelled by its
+    kind and the settings in which the groups differ."""
+    groups: dict[str, list[RunInfo]] = {}
+    for info in infos:
+        key = json.dumps({k: v for k, v in info.config.items() if k not in SEED_ONLY}, sort_keys=True, default=str)
+        groups.setdefault(key, []).append(info)
+    configs = [json.loads(k) for k in groups]
+    varying = sorted({k for c in configs for k in c if any(c.get(k) != d.get(k) for d in configs)} -
+                     {"method", "genotype", "arch"})
+    labels = []
+    for config, members in zip(configs, groups.values()):
+        settings = ", ".join(f"{k}={config.get(k)}" for k in varying)
+        labels.append(members[0].name + (f" [{settings}]" if settings else ""))
+    return list(zip(labels, groups.values()))
+
+
+def _spread(values: list[float]) -> dict[str, Any]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
+            "values": values} if values else {"mean": None, "std": None, "values": []}
+
+
+def benchmark_value(info: RunInfo, table: Any | None) -> float | None:
+    """The benchmark value of the run's architecture: looked up in ``table``, else the run's benchmark.json."""
+    if table is not None:
+        entry = table.get(info.genotype) if info.genotype is not None else None
+        return entry.value if entry else None
+    stored = _read_json(info.path / "benchmark.json")
+    return stored.get("value") if isinstance(stored, dict) else None
+
+
+def summarize_groups(infos: list[RunInfo], table: Any | None = None) -> list[dict[str, Any]]:
+    """Per group of seeds: mean and sample standard deviation of best accuracy, benchmark value and run time."""
+    rows = []
+    for label, members in group_runs(infos):
+        best = [info.best_accuracy() for info in members]
+        bench = [benchmark_value(info, table) for info in members]
+        rows.append({"group": label, "runs": [str(i.path) for i in members],
+                     "seeds": [i.config.get("seed") for i in members],
+                     "accuracy_key": best[0][0], "best_accuracy": _spread([b for _, b in best if b is not None]),
+                     "benchmark": _spread([b for b in bench if b is not None]),
+                     "seconds": _spread([i.seconds() for i in members])})
+    return rows
+
+
+def compare(run_dirs: list[str | Path], plot: str | Path | None = None, table: Any | None = None
+            ) -> tuple[list[RunInfo], Path | None]:
+    """Read several runs (a folder of seed runs stands for its runs); with ``plot``, draw their best accuracy
+    against their parameters and, per group of seeds, the spread of the benchmark value (with ``table`` or the
+    runs' benchmark.json) or else of the best accuracy."""
+    infos = [read_run(p) for p in expand_runs(run_dirs)]
     if plot is None:
         return infos, None
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (ax, spread_ax) = plt.subplots(1, 2, figsize=(12, 4.2))
     for info in infos:
         key, best = info.best_accuracy()
         if best is not None and info.size:
@@ -290,9 +354,36 @@ def compare(run_dirs: list[str | Path], plot: str | Path | None = None) -> tuple
                         textcoords="offset points")
     ax.set(xlabel="parameters (M)", ylabel="best accuracy (%)", title="accuracy against parameters")
     ax.grid(alpha=0.3)
+    groups = summarize_groups(infos, table)
+    use_bench = any(g["benchmark"]["values"] for g in groups)
+    for i, g in enumerate(groups):
+        spread = g["benchmark" if use_bench else "best_accuracy"]
+        if spread["values"]:
+            spread_ax.scatter([i] * len(spread["values"]), spread["values"], s=18, alpha=0.7)
+            spread_ax.errorbar(i + 0.15, spread["mean"], yerr=spread["std"] or 0, fmt="o", color="black", capsize=4)
+    spread_ax.set_xticks(range(len(groups)), [g["group"] for g in groups], rotation=20, ha="right", fontsize=7)
+    spread_ax.set(ylabel="benchmark value of the found architecture" if use_bench else "best accuracy (%)",
+                  title="over seeds: each run, and mean +- std")
+    spread_ax.grid(alpha=0.3)
     fig.savefig(plot, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return infos, Path(plot)
+
+
+def format_groups(rows: list[dict[str, Any]]) -> str:
+    def cell(spread: dict[str, Any], unit: str = "", scale: float = 1.0) -> str:
+        if spread["mean"] is None:
+            return "-"
+        std = f" +- {spread['std'] / scale:.2f}" if spread["std"] is not None else ""
+        return f"{spread['mean'] / scale:.2f}{std}{unit}"
+
+    table = [("group", "seeds", "best accuracy", "benchmark", "time (min)")]
+    for r in rows:
+        table.append((r["group"], ",".join(map(str, r["seeds"])),
+                      f"{cell(r['best_accuracy'])} ({r['accuracy_key']})" if r["best_accuracy"]["mean"] is not None
+                      else "-", cell(r["benchmark"]), cell(r["seconds"], scale=60.0)))
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
 
 
 def _duration(seconds: float) -> str:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +71,26 @@ def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
     cfg, open_run, checkpoint = RunDir.prepare_resume(run_dir, SearchConfig, overrides, validate=validate,
                                                       kind=lambda c: METHODS[c.method].kind)
     return drive(METHODS[cfg.method](cfg), open_run, checkpoint)
+
+
+def search_seeds(cfg: SearchConfig, seeds: list[int], out: str | Path) -> list[SearchResult]:
+    """The search ``cfg`` once per seed, each into its own run directory ``out``/seed-S. Started again with the
+    same settings, it resumes every unfinished seed where its checkpoint stopped and leaves finished ones as
+    they are (their results are read back)."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds needs distinct seeds, got {' '.join(map(str, seeds)) or 'none'}")
+    results = []
+    for seed in seeds:
+        seeded = validate(dataclasses.replace(cfg, seed=seed))
+        path = Path(out) / f"seed-{seed}"
+        if not (path / "config.json").is_file():
+            results.append(search(seeded, path))
+            continue
+        stored = RunDir.open(path)[1]
+        mine = seeded.to_dict()
+        differs = sorted(k for k in set(stored) | set(mine) if k != "device" and stored.get(k) != mine.get(k))
+        if differs:
+            raise UserError(f"{path} holds a search with other settings ({', '.join(differs)}); give the same "
+                            "settings to continue it, or another --out")
+        results.append(resume(path))
+    return results

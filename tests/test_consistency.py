@@ -111,6 +111,8 @@ def test_an_architecture_the_table_lacks_and_a_missing_file_are_user_errors(tmp_
     assert "is not in the benchmark table" in capsys.readouterr().err
     assert main(["lookup", str(ALL[1]), "--benchmark", str(tmp_path / "none.csv")]) == 2
     assert "cannot read benchmark table" in capsys.readouterr().err
+    assert main(["lookup", "ista_twostage", "--benchmark", str(path)]) == 2  # a DARTS-space cell
+    assert "another space's" in capsys.readouterr().err
 
 
 cell_text = st.one_of(st.text(max_size=30), st.sampled_from([str(a) for a in ALL[:50]]),

@@ -62,6 +62,9 @@ class Table:
         return len(self.values)
 
     def key(self, genotype: Any) -> str:
+        if not isinstance(genotype, self.space.genotype_type):
+            raise UserError(f"the benchmark table {self.path} lists architectures of --space {self.space.name}; "
+                            f"{type(genotype).__name__} is another space's: give one of that space")
         return self.space.short(genotype)
 
     def get(self, genotype: Any) -> Entry | None:

@@ -184,7 +184,11 @@ def supernet_scores(run_dir: Path, genotypes: list[Any], calibration_batches: in
     batches = [x for (x, _), _ in zip(train_loader.epoch(0), range(calibration_batches))]
     scores = []
     for i, genotype in enumerate(genotypes):
-        _recalibrate(net, genotype, batches)
+        try:
+            _recalibrate(net, genotype, batches)
+        except ValueError as exc:  # e.g. a DARTS-space run searched with another number of nodes
+            raise UserError(f"the sampled architectures do not fit the supernet of {run_dir} ({exc}); the ranking "
+                            "protocol samples the space's standard cell") from None
         scores.append(evaluate(_Fixed(net, genotype), held_out, desc=f"architecture {i + 1}/{len(genotypes)}")["top1"])
     return scores
 

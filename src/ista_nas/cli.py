@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .benchmark import DEFAULT_ARCH_COLUMN, DEFAULT_METRIC
 from .config import SearchConfig, TrainConfig, make_train_config
 from .errors import IstaNasError, UserError
 from .spaces import SPACES, get_genotype, published, space_of, write_diagrams
@@ -62,8 +63,10 @@ def _add_run_command(commands, name: str, config_cls: type, help: str) -> None:
 def _add_table_flags(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--benchmark", required=required, default=None, metavar="FILE",
                         help="benchmark table: CSV with a header, or JSON lines, one architecture a row")
-    parser.add_argument("--arch-column", default="arch", help="the table's column of architecture strings [arch]")
-    parser.add_argument("--metric", default="test_acc", help="the table's numeric column to read [test_acc]")
+    parser.add_argument("--arch-column", default=DEFAULT_ARCH_COLUMN,
+                        help=f"the table's column of architecture strings [{DEFAULT_ARCH_COLUMN}]")
+    parser.add_argument("--metric", default=DEFAULT_METRIC,
+                        help=f"the table's numeric column to read [{DEFAULT_METRIC}]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,11 +174,10 @@ def _report(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     from .benchmark import load_table
-    from .report import compare, format_comparison, format_groups, summarize_groups
+    from .report import compare, format_comparison, format_groups
 
     table = load_table(args.benchmark, args.arch_column, args.metric) if args.benchmark else None
-    infos, plot = compare(args.runs, args.plot, table)
-    groups = summarize_groups(infos, table)
+    infos, groups, plot = compare(args.runs, args.plot, table)
     if args.json:
         print(json.dumps(groups))
         return

@@ -337,13 +337,14 @@ def summarize_groups(infos: list[RunInfo], table: Any | None = None) -> list[dic
 
 
 def compare(run_dirs: list[str | Path], plot: str | Path | None = None, table: Any | None = None
-            ) -> tuple[list[RunInfo], Path | None]:
-    """Read several runs (a folder of seed runs stands for its runs); with ``plot``, draw their best accuracy
-    against their parameters and, per group of seeds, the spread of the benchmark value (with ``table`` or the
-    runs' benchmark.json) or else of the best accuracy."""
+            ) -> tuple[list[RunInfo], list[dict[str, Any]], Path | None]:
+    """Read several runs (a folder of seed runs stands for its runs) and summarise their groups of seeds
+    (``summarize_groups``); with ``plot``, draw their best accuracy against their parameters and, per group, the
+    spread of the benchmark value (with ``table`` or the runs' benchmark.json) or else of the best accuracy."""
     infos = [read_run(p) for p in expand_runs(run_dirs)]
+    groups = summarize_groups(infos, table)
     if plot is None:
-        return infos, None
+        return infos, groups, None
     plt = pyplot()
     fig, (ax, spread_ax) = plt.subplots(1, 2, figsize=(12, 4.2))
     for info in infos:
@@ -354,7 +355,6 @@ def compare(run_dirs: list[str | Path], plot: str | Path | None = None, table: A
                         textcoords="offset points")
     ax.set(xlabel="parameters (M)", ylabel="best accuracy (%)", title="accuracy against parameters")
     ax.grid(alpha=0.3)
-    groups = summarize_groups(infos, table)
     use_bench = any(g["benchmark"]["values"] for g in groups)
     for i, g in enumerate(groups):
         spread = g["benchmark" if use_bench else "best_accuracy"]
@@ -367,7 +367,7 @@ def compare(run_dirs: list[str | Path], plot: str | Path | None = None, table: A
     spread_ax.grid(alpha=0.3)
     fig.savefig(plot, dpi=120, bbox_inches="tight")
     plt.close(fig)
-    return infos, Path(plot)
+    return infos, groups, Path(plot)
 
 
 def format_groups(rows: list[dict[str, Any]]) -> str:

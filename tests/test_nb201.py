@@ -118,12 +118,16 @@ def test_the_supernet_runs_only_its_support_ops():
 @pytest.mark.parametrize("method", ["two-stage", "darts"])
 def test_tiny_search_returns_a_valid_architecture_string_that_trains(method, tiny_config, tmp_path):
     cfg = tiny_config(space="nb201", method=method, channels=4, layers=1)
-    assert (cfg.sparsity, cfg.proj_dims) == (1, 3)
+    assert (cfg.sparsity, cfg.proj_dims, cfg.weight_scale) == (2, 3, "softmax")
     result = methods.search(cfg, tmp_path / "search")
     text = json.loads((tmp_path / "search" / "genotype.json").read_text())["arch"]
     assert Nb201Arch.parse(text) == result.genotype
     if method == "two-stage":
         assert "none" not in result.genotype.ops
+        # two ops per edge compete: the genotype takes the one with the larger |z|, which is in the support
+        ranking = json.loads((tmp_path / "search" / "ranking.json").read_text())["cell"]
+        assert tuple(edge[0]["op"] for edge in ranking) == result.genotype.ops
+        assert all(edge[0]["abs_z"] >= edge[1]["abs_z"] > 0 for edge in ranking)
     assert (tmp_path / "search" / "cell.png").is_file()  # the drawing, also embedded in the report
     assert (tmp_path / "search" / "report.html").read_text().count("data:image/png;base64,") == 3
     metrics = result.metrics
@@ -203,24 +207,26 @@ def _fit(net, x, y, steps=80):
 def test_the_nb201_supernet_trains_its_support_as_the_plain_network_does():
     """The collapse found on CIFAR-10: with the official b ~ 1e-3 x randn every edge's output is scaled by ~1e-3
     (the NAS-Bench-201 cell does not re-normalise), the cell's convs barely train and the parameter-free ops win.
-    With the nb201 preset's initial scale the supernet at its initial support trains like the discrete network
-    of that support (same seed, same batches); the official scale lags it."""
+    With the nb201 preset (two ops per edge mixed by softmax(|alpha|), official b) the supernet at its initial
+    supports trains at least as the discrete network of its genotype does (same seed, same batches); the
+    official raw weights lag it."""
     from ista_nas.methods import make_config
 
-    init = make_config("quick", space="nb201").arch_init
+    cfg = make_config("quick", space="nb201")
     x, y = _teacher_task()
 
-    def ratio(arch_init):  # supernet loss / plain network loss, over 4 seeds
+    def ratio(**settings):  # supernet loss / plain network loss, over 4 seeds
         out = []
         for seed in range(4):
             torch.manual_seed(seed)
-            sup = Nb201SearchNetwork(channels=4, cells=1, num_classes=4, seed=seed, arch_init=arch_init)
+            sup = Nb201SearchNetwork(channels=4, cells=1, num_classes=4, seed=seed, proj_dims=3, **settings)
             torch.manual_seed(seed)
             plain = Nb201Network(sup.genotype(), channels=4, cells=1, num_classes=4)
             out.append(_fit(sup, x, y) / _fit(plain, x, y))
         return sum(out) / len(out)
 
-    preset, official = ratio(init), ratio(1e-3)
+    preset = ratio(arch_init=cfg.arch_init, sparsity=cfg.sparsity, weight_scale=cfg.weight_scale)
+    official = ratio(arch_init=1e-3, sparsity=1, weight_scale="raw")
     assert preset <= 1.0, preset
     assert official > preset + 0.08, (official, preset)
 
@@ -312,3 +318,129 @@ def test_nb201_train_presets_stand_alone_and_its_search_presets_layer_over_the_s
     for preset, table in space.search_presets.items():
         want = SearchConfig(**{**SearchConfig.PRESETS[preset], **table}, preset=preset).to_dict()
         assert make_config(preset, space="nb201").to_dict() == want
+
+
+def test_explored_supports_add_distinct_challengers_weighted_by_the_restricted_ista_step():
+    net = Nb201SearchNetwork(channels=4, cells=1, num_classes=3, seed=1, arch_init=1.0, weight_scale="edge")
+    code = net.arch
+    recovered = code.support.tolist()
+    g = torch.Generator().manual_seed(0)
+    drawn = set()
+    for _ in range(30):
+        code.explore_support(g, 2)
+        for top, step in zip(recovered[0], code.support_list[0]):
+            assert step[:1] == top and len(set(step)) == 3 and all(0 <= c < 4 for c in step)
+            drawn.update(step[1:])
+        # alpha_S' = z_S' + A_S'^T (b - A z_S'), written out for every edge
+        alpha = code.relaxed_weights()[0]
+        for e, step in enumerate(code.support_list[0]):
+            A, z, b = code.A[0, e], code.z[0, e], code.b[0, e]
+            z_s = torch.zeros_like(z)
+            z_s[step] = z[step]
+            torch.testing.assert_close(alpha[e], z[step] + A[:, step].T @ (b - A @ z_s))
+    assert drawn == {0, 1, 2, 3}
+    # b's gradient reaches it through the challengers' columns too: dL/db = A_S' dL/dalpha_S'
+    code.explore_support(g, 1)
+    step = code.support_list[0]
+    upstream = torch.randn(6, 2)
+    (grad,) = torch.autograd.grad((code.relaxed_weights()[0] * upstream).sum(), code.b)
+    for e in range(6):
+        torch.testing.assert_close(grad[0, e], code.A[0, e][:, step[e]] @ upstream[e])
+    # "edge": every edge a convex mixture |alpha| / sum |alpha|; "softmax": softmax(|alpha|)
+    seen = []
+    net.run = lambda x, args: seen.append(args[0]) or torch.zeros(len(x), 3)
+    net(torch.randn(2, 3, 8, 8))
+    raw = code.relaxed_weights()[0]
+    torch.testing.assert_close(seen[-1], raw.abs() / raw.abs().sum(-1, keepdim=True))
+    net.weight_scale = "softmax"
+    net(torch.randn(2, 3, 8, 8))
+    torch.testing.assert_close(seen[-1], torch.exp(raw.abs()) / torch.exp(raw.abs()).sum(-1, keepdim=True))
+    code.cache_support()  # back to the recovered support
+    assert code.support_list == recovered and code.relaxed_weights().shape == (1, 6, 1)
+
+
+def test_explore_draws_follow_seed_epoch_and_step(tiny_config):
+    cfg = tiny_config(space="nb201", channels=4, layers=1, epochs=2, explore=1, arch_lr=0.05)
+    data, train_loader, valid_loader = search_split(cfg, Dist())
+    searchers = [two_stage.TwoStageSearch(two_stage.build_supernet(cfg, data), cfg) for _ in range(2)]
+    for searcher in searchers:
+        searcher.begin_epoch(1)
+    first = searchers[0]
+    calls = []
+    real = first.net.arch.explore_support
+    first.net.arch.explore_support = lambda *a: (real(*a), calls.append(first.net.arch.support_list))[0]
+    b0 = first.b.detach().clone()
+    tr, va = next(zip(train_loader.epoch(0), valid_loader.epoch(0)))
+    first.step(*tr, *va)
+    first.step(*tr, *va)
+    # each step runs the recovered support plus one challenger per edge; b moved; the recovered support is back
+    # between steps
+    s = cfg.sparsity
+    assert len(calls) == 2 and all(len(edge) == s + 1 for edge in calls[0][0])
+    assert not torch.equal(first.b.detach(), b0)
+    assert first.net.arch.support_list == first.net.arch.support.tolist()
+    # a resume inside the epoch skips the same draws: the second step's draw is the uninterrupted one
+    second = searchers[1]
+    second.skip_steps(1)
+    second.net.arch.explore_support(second.explorer, 1)
+    assert second.net.arch.support_list == calls[1]
+
+
+class _SliceSupernet(torch.nn.Module):
+    """A toy sparse supernet with the contract the two-stage step uses: one decision group of 4 candidates,
+    candidate k a linear classifier of the k-th slice of the input, mixed over the step's support as the nb201
+    supernet mixes an edge (``Nb201SearchNetwork.edge_weights``)."""
+
+    def __init__(self, cfg, start: list[int], seed: int):
+        super().__init__()
+        from ista_nas.sparse_coding import SparseCode
+
+        torch.manual_seed(seed)
+        self.candidates = torch.nn.ModuleList(torch.nn.Linear(8, 3) for _ in range(4))
+        self.arch = SparseCode([4], types=1, m=cfg.proj_dims, s=cfg.sparsity, seed=seed, init_scale=cfg.arch_init)
+        with torch.no_grad():  # the start: z ~ the indicator of ``start`` (plus small entries), the support
+            self.arch.b.copy_(cfg.arch_init * (self.arch.A[..., start].sum(-1) + 0.05 * torch.randn(1, 1, 3)))
+        self.arch.recover()
+        self.weight_scale = cfg.weight_scale
+
+    def forward_with_aux(self, x):
+        weights = Nb201SearchNetwork.edge_weights(self.arch.relaxed_weights()[0], self.weight_scale)[0]
+        support = self.arch.support_list[0][0]
+        return sum(w * self.candidates[k](x[:, k]) for w, k in zip(weights, support)), None
+
+    def forward(self, x):
+        return self.forward_with_aux(x)[0]
+
+    def arch_parameters(self):
+        return [self.arch.b]
+
+    def weight_parameters(self):
+        return list(self.candidates.parameters())
+
+    def active_weight_parameters(self):
+        return [p for k in self.arch.support_list[0][0] for p in self.candidates[k].parameters()]
+
+
+@pytest.mark.parametrize("settings", [{}, {"explore": 1}], ids=["preset", "explore"])
+def test_the_search_moves_its_support_to_the_candidate_the_task_needs(tiny_config, settings):
+    """The labels depend only on slice 2 of the input and the search starts from a support without candidate 2.
+    With the nb201 preset's settings (and with --explore) it must end with candidate 2 as the genotype's choice,
+    in every one of 4 seeds."""
+    for seed in range(4):
+        cfg = tiny_config(space="nb201", lr=0.1, epochs=30, seed=seed, **settings)
+        g = torch.Generator().manual_seed(seed)
+        teacher = torch.randn(8, 3, generator=g)
+
+        def batch(n):
+            x = torch.randn(n, 4, 8, generator=g)
+            return x, (x[:, 2] @ teacher).argmax(1)
+
+        net = _SliceSupernet(cfg, start=[0, 1, 3][: cfg.sparsity], seed=seed)
+        assert 2 not in net.arch.support_list[0][0]
+        searcher = two_stage.TwoStageSearch(net, cfg)
+        for epoch in range(cfg.epochs):
+            searcher.begin_epoch(epoch)
+            for _ in range(20):
+                searcher.step(*batch(32), *batch(32))
+            net.arch.recover()
+        assert int(net.arch.ranking()[0, 0, 0]) == 2, (seed, net.arch.z)

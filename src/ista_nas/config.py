@@ -224,9 +224,13 @@ class SearchConfig(RunConfig):
     # Architecture: Adam on b
     arch_init: float = _f(1e-3, "ISTA-NAS: standard deviation of b's random initial values, which sets the scale of "
                                 "the first recovered z and of the relaxed weights (official: 1e-3)", POSITIVE)
-    weight_scale: str = _f("raw", "ISTA-NAS: raw (the relaxed weights as they are, official) or mean (divided by "
-                                  "their mean magnitude over the cell, not differentiated; the spaces that offer it)",
-                           one_of(("raw", "mean")))
+    weight_scale: str = _f("raw", "ISTA-NAS: raw (the relaxed weights as they are, official), mean (divided by their "
+                                  "mean magnitude over the cell, not differentiated), edge (|alpha| / sum |alpha| per "
+                                  "edge) or softmax (softmax of |alpha| per edge): each edge a convex mixture of its "
+                                  "support (the spaces that offer it)", one_of(("raw", "mean", "edge", "softmax")))
+    explore: int = _f(0, "ISTA-NAS two-stage: candidates drawn at random each step to run beside every group's "
+                         "support, so that b's gradient compares them with it (0 = the official support only)",
+                      NONNEGATIVE)
     arch_lr: float = _f(6e-4, "Adam learning rate of b (paper two-stage: 6e-4)", POSITIVE)
     arch_weight_decay: float = _f(1e-3, "Adam weight decay of b (official code: 1e-3)", NONNEGATIVE)
     # One-stage search

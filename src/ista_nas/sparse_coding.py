@@ -71,6 +71,7 @@ class SparseCode(nn.Module):
         self.register_buffer("alpha_fixed", torch.zeros(types, len(group_sizes), s))
         self._support_list: list[list[list[int]]] = []
         self._sampled = False  # a random support of unit weights stands in for the recovered one (warm-up)
+        self._step_support: Tensor | None = None  # the support plus this step's challengers (explore_support)
         self.register_load_state_dict_post_hook(lambda module, _keys: module.cache_support())
         self.recover()
 
@@ -83,6 +84,7 @@ class SparseCode(nn.Module):
         """Refresh the host-side copy of the support (after the buffer changed, e.g. by a broadcast); ends a
         ``sample_support``."""
         self._sampled = False
+        self._step_support = None
         self._support_list = self.support.tolist()
 
     def sample_support(self, generator: torch.Generator) -> None:
@@ -92,6 +94,23 @@ class SparseCode(nn.Module):
         self._sampled = True
         self._support_list = [[sorted(torch.randperm(n, generator=generator)[: self.s].tolist())
                                for n in self.group_sizes] for _ in range(self.A.shape[0])]
+
+    def explore_support(self, generator: torch.Generator, k: int) -> None:
+        """Until ``cache_support``, run every group's support plus ``k`` challengers drawn uniformly from its
+        other candidates. Their relaxed weights follow the same formula, alpha_j = z_j + a_j^T (b - A z_S'), so
+        b's gradient now also has the challengers' columns of A: one step of a randomly chosen block of the
+        full ISTA step's coordinates. Without it, b only ever moves along the support's own columns and a
+        candidate outside it is never compared."""
+        rows = []
+        for groups in self.support.tolist():
+            row = []
+            for n, support in zip(self.group_sizes, groups):
+                others = [c for c in range(n) if c not in support]
+                row.append(support + [others[i] for i in torch.randperm(len(others), generator=generator)[:k].tolist()])
+            rows.append(row)
+        self._sampled = False
+        self._support_list = rows
+        self._step_support = torch.tensor(rows, dtype=torch.long, device=self.z.device)
 
     @torch.no_grad()
     def recover(self, warm_start: bool = True) -> tuple[LassoResult, Tensor]:
@@ -109,20 +128,19 @@ class SparseCode(nn.Module):
         self.cache_support()
         return result, changed
 
-    def truncated_z(self) -> Tensor:
-        """z with everything outside the support set to zero."""
-        mask = torch.zeros_like(self.z, dtype=torch.bool).scatter_(-1, self.support, True)
-        return torch.where(mask, self.z, torch.zeros_like(self.z))
-
     def relaxed_weights(self) -> Tensor:
         """(T, G, s) weights of the support candidates: alpha_S = z_S + A_S^T (b - A z_S); differentiable in b.
         Frozen groups return their fixed weights; a sampled support (``sample_support``) weights 1."""
         if self._sampled:
             return torch.ones(*self.support.shape, dtype=self.b.dtype, device=self.b.device)
-        z = self.truncated_z()
+        support = self.support if self._step_support is None else self._step_support
+        mask = torch.zeros_like(self.z, dtype=torch.bool).scatter_(-1, support, True)
+        z = torch.where(mask, self.z, torch.zeros_like(self.z))
         residual = self.b - (self.A @ z.unsqueeze(-1)).squeeze(-1)  # (T, G, m)
-        A_s = self.A.gather(-1, self.support.unsqueeze(-2).expand(*self.A.shape[:-1], self.s))  # (T, G, m, s)
-        alpha = self.z.gather(-1, self.support) + (A_s.transpose(-1, -2) @ residual.unsqueeze(-1)).squeeze(-1)
+        A_s = self.A.gather(-1, support.unsqueeze(-2).expand(*self.A.shape[:-1], support.shape[-1]))  # (T, G, m, s)
+        alpha = self.z.gather(-1, support) + (A_s.transpose(-1, -2) @ residual.unsqueeze(-1)).squeeze(-1)
+        if self._step_support is not None:
+            return alpha  # exploring (two-stage only): no group is frozen
         return torch.where(self.frozen.unsqueeze(-1), self.alpha_fixed, alpha)
 
     @torch.no_grad()

@@ -32,7 +32,9 @@ class Darts(TwoStage):
     def checks(cfg: "SearchConfig", space: SearchSpace) -> Checks:
         return [(not cfg.max_params, "--max-params applies to ISTA-NAS, not to --method darts"),
                 (not cfg.clip_with_b, "--clip-with-b applies to ISTA-NAS's b, not to --method darts (DARTS clips by "
-                                      "the weights' norm)")]
+                                      "the weights' norm)"),
+                (not cfg.explore, "--explore applies to ISTA-NAS's sparse supernet, not to --method darts (every op "
+                                  "runs there)")]
 
     def recover(self) -> dict[str, Any]:
         return {}  # alpha is the architecture: nothing to recover

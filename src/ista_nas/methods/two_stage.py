@@ -74,6 +74,10 @@ class TwoStageSearch:
         self.train_net: torch.nn.Module | None = None  # forward_with_aux, gradients averaged over the ranks
         # Warm-up (--weight-warmup-epochs): b stays; the sparse supernet trains a random support every step.
         self.sampler: torch.Generator | None = None
+        self.explorer: torch.Generator | None = None  # --explore: the challengers drawn beside the support
+        if cfg.explore and ctx.world > 1:
+            raise UserError("--explore is not offered under torchrun yet (every rank would need the same challengers "
+                            "in its DDP wrapper); run the search in one process or drop the flag")
         if cfg.weight_warmup_epochs and ctx.world > 1:
             raise UserError("--weight-warmup-epochs is not offered under torchrun yet (every rank would need the same "
                             "random supports in its DDP wrapper); run the warm-up in one process or drop the flag")
@@ -87,6 +91,10 @@ class TwoStageSearch:
             for _ in range(steps):
                 self.net.arch.sample_support(self.sampler)
             self.net.arch.cache_support()
+        if self.explorer is not None:
+            for _ in range(steps):
+                self.net.arch.explore_support(self.explorer, self.cfg.explore)
+            self.net.arch.cache_support()
 
     def begin_epoch(self, epoch: int) -> None:
         for group in self.w_opt.param_groups:
@@ -98,6 +106,8 @@ class TwoStageSearch:
         self.net.train()
         self.sampler = (torch.Generator().manual_seed(epoch_seed(self.cfg.seed, epoch, 7))
                         if self.warming_up(epoch) and self.random_supports else None)
+        self.explorer = (torch.Generator().manual_seed(epoch_seed(self.cfg.seed, epoch, 11))
+                         if self.cfg.explore and not self.warming_up(epoch) else None)
 
     def warmup_step(self, x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor) -> dict[str, Tensor]:
         """A weight step without the architecture step; the sparse supernet runs a freshly drawn support with
@@ -118,6 +128,14 @@ class TwoStageSearch:
         return self._stats(loss, logits, y, loss_val, logits_val, y_val)
 
     def step(self, x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor) -> dict[str, Tensor]:
+        train_net = self.train_net
+        if self.explorer is not None:  # this step's support: the recovered one plus drawn challengers
+            for p in self.active:
+                if p.grad is not None:
+                    p.grad.zero_()  # last step's challengers keep exactly zero, as ops that left the support do
+            self.net.arch.explore_support(self.explorer, self.cfg.explore)
+            self.active = self.net.active_weight_parameters()
+            train_net = self.net.forward_with_aux  # one process: no DDP wrapper needed
         # Architecture step: gradient of the validation loss with respect to b only (no weight gradients).
         logits_val = self.net(x_val)
         loss_val = F.cross_entropy(logits_val, y_val)
@@ -126,7 +144,9 @@ class TwoStageSearch:
         self.ctx.average_grad_([self.b])
         self.a_opt.step()
         # Weight step on the training batch, with the updated relaxed weights.
-        loss, logits = self._weight_step(self.train_net, x, y)
+        loss, logits = self._weight_step(train_net, x, y)
+        if self.explorer is not None:
+            self.net.arch.cache_support()  # the recovered support again between steps (checkpoints, genotype)
         return self._stats(loss, logits, y, loss_val, logits_val, y_val)
 
     def _weight_step(self, forward, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

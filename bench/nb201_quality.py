@@ -1,0 +1,138 @@
+"""NAS-Bench-201 search quality against the benchmark's table: what do the searches find?
+
+Runs every ``--variant`` (a name and the search settings that differ from ``--preset``, as JSON; ``method`` picks
+two-stage or darts) on every ``--seeds`` seed into OUT/NAME/seed-S, looks each found cell up in the table
+(CIFAR-10, CIFAR-100 and ImageNet16-120 200-epoch test accuracy), and writes OUT/results.json and OUT/results.md:
+one row per run (cell, the three accuracies, rank of the table's 15,625, supports changed, convolutions, search
+time) and mean +- sample std per variant, beside the exact distribution of a uniform random draw of the same op
+set, computed from the table. A finished run is read back when the script is started again, so a study can be
+extended seed by seed. The table is only read after a search ends: no search ever sees it.
+
+    python bench/nb201_quality.py --data folder:/tmp/data/cifar10-jpeg --table ../shared/data/nb201-accuracy.csv \
+        --out /tmp/nb201q --seeds 0 1 2 3 4 --variant default='{}' --variant darts='{"method": "darts"}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+from ista_nas.methods import make_config, search
+from ista_nas.networks.nb201 import NB201_OPS
+
+METRICS = ("cifar10", "cifar100", "imagenet16-120")
+CONVS = ("nor_conv_1x1", "nor_conv_3x3")
+
+
+def read_table(path: Path) -> dict[str, dict[str, float]]:
+    with path.open(newline="") as f:
+        return {row["arch"]: {m: float(row[m]) for m in METRICS} for row in csv.DictReader(f)}
+
+
+def ops_of(arch: str) -> list[str]:
+    return [entry.split("~")[0] for node in arch.split("+") for entry in node.strip("|").split("|")]
+
+
+def random_draw(table: dict[str, dict[str, float]], ops: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """The exact distribution of each metric over the cells made of ``ops`` only (a uniform random draw)."""
+    cells = [v for arch, v in table.items() if set(ops_of(arch)) <= set(ops)]
+    out = {}
+    for m in METRICS:
+        values = sorted(v[m] for v in cells)
+        q = statistics.quantiles(values, n=20)
+        out[m] = {"cells": len(values), "mean": statistics.fmean(values), "std": statistics.stdev(values),
+                  "median": statistics.median(values), "top10": q[17], "top5": q[18], "best": values[-1]}
+    return out
+
+
+def rank_of(table: dict[str, dict[str, float]], value: float, metric: str) -> int:
+    return 1 + sum(v[metric] > value for v in table.values())
+
+
+def run_one(name: str, overrides: dict, seed: int, args: argparse.Namespace) -> dict:
+    out = Path(args.out) / name / f"seed-{seed}"
+    cfg = make_config(args.preset, space="nb201", dataset=args.data, seed=seed, **overrides)
+    done = (out / "genotype.json").is_file() and (out / "metrics.jsonl").is_file() and \
+        len((out / "metrics.jsonl").read_text().splitlines()) >= cfg.epochs
+    if not done:
+        if out.exists():
+            raise SystemExit(f"{out} holds an unfinished run: resume it with `ista-nas resume {out}` or move it away")
+        start = time.time()
+        search(cfg, out)
+        logging.info("%s seed %d: %.0f s", name, seed, time.time() - start)
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {"variant": name, "seed": seed, "arch": json.loads((out / "genotype.json").read_text())["arch"],
+            "supports_changed": sum(len(m.get("supports_changed", [])) for m in metrics),
+            "search_s": sum(m["seconds"] for m in metrics), "train_acc": metrics[-1]["train_acc"],
+            "valid_acc": metrics[-1]["valid_acc"]}
+
+
+def mean_std(values: list[float]) -> str:
+    return f"{statistics.fmean(values):.2f} +- {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
+
+
+def markdown(rows: list[dict], variants: dict[str, dict], draw: dict, args: argparse.Namespace) -> str:
+    lines = [f"Budget: `--preset {args.preset}` of the nb201 space, data `{args.data}`; table `{args.table}`.", "",
+             "| variant | seed | cell found | CIFAR-10 | CIFAR-100 | ImageNet16-120 | rank (of 15,625) | convs | "
+             "supports changed | search s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cell = r["arch"].replace("|", "\\|")
+        lines.append(f"| {r['variant']} | {r['seed']} | `{cell}` | {r['cifar10']:.2f} | {r['cifar100']:.2f} | "
+                     f"{r['imagenet16-120']:.2f} | {r['rank']} | {r['convs']} | {r['supports_changed']} | "
+                     f"{r['search_s']:.0f} |")
+    lines += ["", "| variant | settings | seeds | CIFAR-10 | CIFAR-100 | ImageNet16-120 | convs | search s |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name, overrides in variants.items():
+        group = [r for r in rows if r["variant"] == name]
+        if group:
+            lines.append(f"| {name} | `{json.dumps(overrides)}` | {','.join(str(r['seed']) for r in group)} | "
+                         + " | ".join(mean_std([r[m] for r in group]) for m in METRICS)
+                         + f" | {statistics.fmean(r['convs'] for r in group):.1f} | "
+                           f"{statistics.fmean(r['search_s'] for r in group):.0f} |")
+    for label, d in draw.items():
+        lines.append(f"| random draw, {label} ({d['cifar10']['cells']} cells, exact) | - | - | "
+                     + " | ".join(f"{d[m]['mean']:.2f} +- {d[m]['std']:.2f} (median {d[m]['median']:.2f}, "
+                                  f"top 5% >= {d[m]['top5']:.2f})" for m in METRICS) + " | - | - |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="the search's --dataset, e.g. folder:/tmp/data/cifar10-jpeg")
+    parser.add_argument("--table", required=True, type=Path, help="the NAS-Bench-201 table (arch + the 3 metrics)")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--preset", default="quick", help="the nb201 search preset the variants start from")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                        help="a variant: its name and its settings as JSON (repeatable; default: the preset)")
+    parser.add_argument("--report-only", action="store_true", help="run nothing; tabulate the finished runs")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    variants = dict((v.split("=", 1)[0], json.loads(v.split("=", 1)[1])) for v in args.variant) or {"preset": {}}
+    table = read_table(args.table)
+    rows = []
+    for (name, overrides), seed in itertools.product(variants.items(), args.seeds):
+        if args.report_only and not (args.out / name / f"seed-{seed}" / "genotype.json").is_file():
+            continue
+        row = run_one(name, overrides, seed, args)
+        row.update(table[row["arch"]])
+        row["rank"] = rank_of(table, row["cifar10"], "cifar10")
+        row["convs"] = sum(op in CONVS for op in ops_of(row["arch"]))
+        rows.append(row)
+    draw = {"4 ops (no none)": random_draw(table, tuple(op for op in NB201_OPS if op != "none")),
+            "all 5 ops": random_draw(table, NB201_OPS)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps({"rows": rows, "random_draw": draw}, indent=1) + "\n")
+    text = markdown(rows, variants, draw, args)
+    (args.out / "results.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

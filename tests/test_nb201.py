@@ -427,7 +427,7 @@ def test_the_search_moves_its_support_to_the_candidate_the_task_needs(tiny_confi
     With the nb201 preset's settings (and with --explore) it must end with candidate 2 as the genotype's choice,
     in every one of 4 seeds."""
     for seed in range(4):
-        cfg = tiny_config(space="nb201", lr=0.1, epochs=30, seed=seed, **settings)
+        cfg = tiny_config(space="nb201", lr=0.1, epochs=120, seed=seed, **settings)
         g = torch.Generator().manual_seed(seed)
         teacher = torch.randn(8, 3, generator=g)
 

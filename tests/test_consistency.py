@@ -87,7 +87,12 @@ BAD_TABLES = {
     "non-numeric": (f"arch,test_acc\n{ALL[0]},high\n", "not a finite number"),
     "nan": (f"arch,test_acc\n{ALL[0]},nan\n", "not a finite number"),
     "empty": ("arch,test_acc\n", "no rows"),
-    "extra field": (f"arch,test_acc\n{ALL[0]},1,2\n", "more fields"),
+    "extra field": (f"arch,test_acc\n{ALL[0]},1,2\n", "line 2 has 3 fields, the header 2"),
+    "row cut short": (f"arch,test_acc,x\n{ALL[0]},1.5,2\n{ALL[1]},86.\n", "line 3 has 2 fields, the header 3"),
+    "number cut short": (f"arch,test_acc\n{ALL[0]},86.\n", "not a finite number written whole"),
+    "last line cut": (f"arch,test_acc\n{ALL[0]},86.57\n{ALL[1]},86.5", "line 3 has no line end"),
+    "blank": ("\n\n", "is empty"),
+    "no header": (f"\n{ALL[0]},1\n", "line 1 is no header"),
     "bad json line": ('{"arch": "x", "test_acc": 1}\n{oops\n', "line 2 is not JSON"),
     "json not an object": ('{"arch": "x", "test_acc": 1}\n[1, 2]\n', "line 2 is not a JSON object"),
 }
@@ -110,7 +115,7 @@ def test_an_architecture_the_table_lacks_and_a_missing_file_are_user_errors(tmp_
     assert main(["lookup", str(ALL[1]), "--benchmark", str(path)]) == 2
     assert "is not in the benchmark table" in capsys.readouterr().err
     assert main(["lookup", str(ALL[1]), "--benchmark", str(tmp_path / "none.csv")]) == 2
-    assert "cannot read benchmark table" in capsys.readouterr().err
+    assert "no benchmark table at" in capsys.readouterr().err
     assert main(["lookup", "ista_twostage", "--benchmark", str(path)]) == 2  # a DARTS-space cell
     assert "another space's" in capsys.readouterr().err
 
@@ -136,6 +141,22 @@ def test_any_table_is_read_or_refused_in_one_line(tmp_path_factory, rows, suffix
     assert table.values == values
     for arch, value in values.items():
         assert table.lookup(Nb201Arch.parse(arch)).rank == 1 + sum(w > value for w in values.values())
+
+
+def test_a_table_cut_at_any_byte_is_refused_or_read_exactly(tmp_path):
+    rows = [(str(ALL[i]), f"{80 + i * 1.2345:.4f}", f"{60 + i:.4f}") for i in range(4)]
+    full = write_table(tmp_path / "full.csv", rows, ("arch", "test_acc", "other")).read_bytes()
+    written = {str(Nb201Arch.parse(a)): float(v) for a, v, _ in rows}
+    for cut in range(full.index(b"\n") + 1, len(full) + 1):
+        path = tmp_path / "cut.csv"
+        path.write_bytes(full[:cut])
+        try:
+            table = load_table(path)
+        except UserError as exc:
+            assert "\n" not in str(exc)
+            continue
+        assert full[cut - 1:cut] in (b"\n", b"\r")  # only whole rows are read ...
+        assert all(table.values[a] == written[a] for a in table.values)  # ... with the values written
 
 
 # --- tau and rho ---
@@ -367,10 +388,12 @@ def test_search_over_seeds_runs_each_seed_continues_the_stopped_ones_and_compare
     values = {a: float(i % 97) for i, a in enumerate(ALL)}
     table = write_table(tmp_path / "t.csv", [(str(a), v) for a, v in values.items()])
     infos = [read_run(tmp_path / "seeds" / f"seed-{s}") for s in (0, 1)] + [read_run(tmp_path / "single")]
-    groups = summarize_groups(infos, load_table(table))
-    assert [g["seeds"] for g in groups] == [[0, 1, 1]]  # single is seed 1 again: the same settings
-    best = [max(r["valid_acc"] for r in res.metrics) for res in (results[0], results[1], single)]
-    found = [values[res.genotype] for res in (results[0], results[1], single)]
+    with pytest.raises(UserError, match="the same seed 1"):  # single is seed 1 again: one sample, not two
+        summarize_groups(infos, load_table(table))
+    groups = summarize_groups([infos[0], infos[2]], load_table(table))
+    assert [g["seeds"] for g in groups] == [[0, 1]]  # a run of the same settings from another folder joins them
+    best = [max(r["valid_acc"] for r in res.metrics) for res in (results[0], single)]
+    found = [values[res.genotype] for res in (results[0], single)]
     assert groups[0]["best_accuracy"]["mean"] == pytest.approx(statistics.fmean(best))
     assert groups[0]["best_accuracy"]["std"] == pytest.approx(statistics.stdev(best))
     assert groups[0]["benchmark"]["values"] == found

@@ -132,7 +132,7 @@ def test_damaged_checkpoints_are_refused_by_name_and_the_previous_one_is_used(tm
     good = path.read_bytes()
 
     path.write_bytes(good[: len(good) // 2])  # truncated
-    with pytest.raises(UserError, match=f"checkpoint {path} is corrupt"):
+    with pytest.raises(UserError, match=f"checkpoint {path} cannot be read"):
         load_checkpoint(path)
 
     wrapped = torch.load(io.BytesIO(good), weights_only=False)

@@ -47,7 +47,7 @@ def test_invalid_genotypes_are_rejected(mutate, message):
 
 
 def test_bad_files_are_rejected(tmp_path):
-    with pytest.raises(UserError, match="cannot read genotype file"):
+    with pytest.raises(UserError, match="no genotype file at"):
         load_genotype(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

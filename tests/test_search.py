@@ -120,7 +120,7 @@ def test_bad_runs_and_checkpoints_give_one_line_and_exit_2(tiny_folder, tmp_path
     ckpt.write_bytes((tmp_path / "other" / "checkpoint.pt").read_bytes())
     _assert_user_error(cli("search", "--resume", str(tmp_path / "run"), "--epochs", "2"), "other settings", "lr")
     ckpt.write_bytes(good[:1000])
-    _assert_user_error(cli("search", "--resume", str(tmp_path / "run"), "--epochs", "2"), "corrupt", str(ckpt))
+    _assert_user_error(cli("search", "--resume", str(tmp_path / "run"), "--epochs", "2"), "cannot be read", str(ckpt))
     _assert_user_error(cli("search", "--resume", str(tmp_path / "nothing")), "not a run directory")
 
 

@@ -13,12 +13,14 @@ import csv
 import io
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .files import LIMITS, read_text
 from .spaces import SPACES
 
 DEFAULT_ARCH_COLUMN = "arch"
@@ -101,19 +103,36 @@ def _rows(path: Path, text: str) -> tuple[list[str], list[tuple[int, dict[str, A
             columns.update(dict.fromkeys(row))
             rows.append((number, row))
         return list(columns), rows
-    reader = csv.DictReader(io.StringIO(text))
-    columns = list(reader.fieldnames or [])
+    if not text.endswith(("\n", "\r")):
+        last = text.count("\n") + 1
+        raise UserError(f"{path} line {last} has no line end: the file may be cut short inside a value; if the "
+                        "table is whole, end it with a newline")
+    reader = csv.reader(io.StringIO(text))
+    columns = next(reader, [])
+    if not any(c.strip() for c in columns):
+        raise UserError(f"{path} line 1 is no header; a CSV table starts with its column names, e.g. "
+                        f"{DEFAULT_ARCH_COLUMN},{DEFAULT_METRIC}")
     rows = []
-    for row in reader:
-        if None in row:
-            raise UserError(f"{path} line {reader.line_num} has more fields than the header's {len(columns)}; "
-                            "quote values that hold commas")
-        rows.append((reader.line_num, row))
+    for fields in reader:
+        if not fields:
+            continue  # a blank line
+        if len(fields) != len(columns):
+            more = len(fields) > len(columns)
+            raise UserError(f"{path} line {reader.line_num} has {len(fields)} fields, the header {len(columns)}; "
+                            + ("quote values that hold commas" if more else
+                               "the row is cut short (a truncated file?): restore the table or give the whole file"))
+        rows.append((reader.line_num, dict(zip(columns, fields))))
     return columns, rows
+
+
+# A number written whole: digits on both sides of a point (no "86." left by a cut), an optional exponent.
+NUMBER = re.compile(r"\s*[+-]?(\d+(\.\d+)?|\.\d+)([eE][+-]?\d+)?\s*")
 
 
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and not NUMBER.fullmatch(value):
         return None
     try:
         number = float(value)
@@ -136,12 +155,9 @@ def _parse_arch(text: Any) -> tuple[Any, Any] | None:
 def load_table(path: str | Path, arch_column: str = DEFAULT_ARCH_COLUMN, metric: str = DEFAULT_METRIC) -> Table:
     """Read and check a benchmark table; every problem is a UserError naming the row and the fix."""
     path = Path(path).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot read benchmark table {path}: {exc.strerror}; check --benchmark") from None
-    except UnicodeDecodeError:
-        raise UserError(f"benchmark table {path} is not UTF-8 text; give a CSV or JSON-lines file") from None
+    text = read_text(path, "benchmark table", LIMITS["table"], "give a CSV or JSON-lines file to --benchmark")
+    if not text.strip():
+        raise UserError(f"benchmark table {path} is empty; give a CSV file with a header line, or JSON lines")
     columns, rows = _rows(path, text)
     for name, flag in ((arch_column, "--arch-column"), (metric, "--metric")):
         if name not in columns:
@@ -170,8 +186,8 @@ def load_table(path: str | Path, arch_column: str = DEFAULT_ARCH_COLUMN, metric:
                             f"it of --space {space.name}; give one space's table")
         value = _number(row.get(metric))
         if value is None:
-            raise UserError(f"{path} line {number}: {metric} = {row.get(metric)!r} is not a finite number; every row "
-                            f"needs a numeric --metric column")
+            raise UserError(f"{path} line {number}: {metric} = {row.get(metric)!r} is not a finite number written "
+                            f"whole (such as 93.12); every row needs a numeric --metric column")
         key = space.short(genotype)
         if key in values:
             raise UserError(f"{path} line {number} repeats architecture {key} of line {first_line[key]}; keep one "

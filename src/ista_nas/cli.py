@@ -15,6 +15,7 @@ from . import __version__
 from .benchmark import DEFAULT_ARCH_COLUMN, DEFAULT_METRIC
 from .config import SearchConfig, TrainConfig, make_train_config
 from .errors import IstaNasError, UserError
+from .files import claim_folder
 from .spaces import SPACES, get_genotype, published, space_of, write_diagrams
 
 log = logging.getLogger("ista_nas")
@@ -303,11 +304,7 @@ def _show(args: argparse.Namespace) -> None:
         raise UserError("--channels must be at least 2 and --layers at least 1")
     space.check_size(channels, layers, args.dataset)
     info = summarize(genotype, channels, layers, args.dataset)
-    out = Path(args.out or Path("diagrams") / Path(args.genotype).stem)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create --out {out}: {exc.strerror}; choose another folder") from None
+    out = claim_folder(args.out or Path("diagrams") / Path(args.genotype).stem, "--out")
     info["diagrams"] = [str(p) for p in write_diagrams(genotype, out)]
     if args.json:
         print(json.dumps({"genotype": genotype.to_dict(), **info}))

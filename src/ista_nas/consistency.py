@@ -33,14 +33,15 @@ from torch import nn
 
 from .benchmark import Table
 from .config import SearchConfig
-from .diagram import pyplot
-from .engine.checkpoint import load_checkpoint
+from .diagram import pyplot, savefig
+from .engine.checkpoint import atomic_write_json, load_checkpoint
 from .engine.data import DeviceLoader, ImageData
 from .engine.distributed import Dist
 from .engine.rundir import RunDir
 from .engine.splits import search_split
 from .engine.trainer import evaluate
 from .errors import UserError
+from .files import claim_folder, claim_output, claim_plot
 from .methods import METHODS
 from .methods.two_stage import build_supernet
 from .spaces import SPACES, load_genotype
@@ -48,6 +49,7 @@ from .spaces import SPACES, load_genotype
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("trajectory", "ranking")
+MAX_K = 10_000  # the ranking protocol scores each architecture on its own: more would run for days
 
 
 @dataclass
@@ -203,7 +205,7 @@ def _scatter(points: list[dict[str, Any]], result: dict[str, Any], path: Path, x
     stats_text = "undefined" if tau is None else f"Kendall tau {tau:.3f}, Spearman rho {result['spearman_rho']:.3f}"
     ax.set(xlabel=xlabel, ylabel="true accuracy (%)", title=f"{result['protocol']}: {stats_text} (n={result['n']})")
     ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    savefig(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -218,6 +220,11 @@ def correlate(run_dir: str | Path, out: str | Path, protocol: str = "trajectory"
         raise UserError("--k must be at least 2 and --calibration-batches at least 1")
     _, config = RunDir.open(run_dir)
     space = SPACES[config.get("space", "darts")]
+    most = min(space.sample_size(), MAX_K)
+    if protocol == "ranking" and k > most:
+        raise UserError(f"--k {k}: the ranking protocol scores at most {most} architectures of --space {space.name} "
+                        f"({space.sample_size()} candidates, at most {MAX_K} scored); lower --k")
+    out, files = _claim_outputs(out, protocol)
     if protocol == "trajectory":
         points = [{"epoch": p["epoch"], "genotype": p["genotype"], "search": p["score"]} for p in trajectory(run_dir)]
         xlabel = "supernet accuracy on held-out batches, that epoch (%)"
@@ -227,36 +234,55 @@ def correlate(run_dir: str | Path, out: str | Path, protocol: str = "trajectory"
         points = [{"genotype": g, "search": s} for g, s in zip(genotypes, scores)]
         xlabel = "supernet top-1 on the held-out half, shared weights (%)"
     distinct = {architecture_key(p["genotype"]): p["genotype"] for p in points}
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "architectures").mkdir(exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create --out {out}: {exc.strerror}; choose another folder") from None
-    files = {}
-    for i, (key, genotype) in enumerate(distinct.items()):
-        files[key] = out / "architectures" / f"arch-{i:02d}.json"
-        files[key].write_text(json.dumps(genotype.to_dict()) + "\n")
-    result: dict[str, Any] = {"run": str(run_dir.resolve()), "protocol": protocol, "method": config.get("method"),
-                              "space": space.name, "seed": config.get("seed")}
+    names = {key: out / "architectures" / f"arch-{i:02d}.json" for i, key in enumerate(distinct)}
+    result: dict[str, Any] = {"written_by": "ista-nas correlate", "run": str(run_dir.resolve()),
+                              "protocol": protocol, "method": config.get("method"), "space": space.name,
+                              "seed": config.get("seed")}
     if protocol == "ranking":
         result.update(k=k, sample_seed=seed, calibration_batches=calibration_batches)
     rows = [{**({"epoch": p["epoch"]} if "epoch" in p else {}), "arch": space.short(p["genotype"]),
-             "file": str(files[architecture_key(p["genotype"])]), "search": p["search"]} for p in points]
+             "file": str(names[architecture_key(p["genotype"])]), "search": p["search"]} for p in points]
+
+    def write() -> None:  # the result first: it marks the folder as correlate's (the architectures' owner)
+        (out / "architectures").mkdir(exist_ok=True)
+        atomic_write_json(files["correlation.json"], result)
+        for key, genotype in distinct.items():
+            names[key].write_text(json.dumps(genotype.to_dict()) + "\n")
+
     if truth is None:
         result.update(points=rows, truth=None)
-        (out / "correlation.json").write_text(json.dumps(result, indent=1) + "\n")
+        write()
         return result
     missing = {r["file"] for r, p in zip(rows, points) if truth.get(p["genotype"]) is None}
     if missing:
+        result.update(points=rows, truth=None)
+        write()  # the architectures to train
         raise UserError(f"the truth ({truth.source}) lacks {len(missing)} of the {len(distinct)} architectures, "
                         f"e.g. {min(missing)}; {truth.fix}")
     for r, p in zip(rows, points):
         r["true"] = truth.get(p["genotype"])
     result.update(correlation([r["search"] for r in rows], [r["true"] for r in rows]))
     result.update(truth=truth.source, distinct_architectures=len(distinct), points=rows)
-    (out / "correlation.json").write_text(json.dumps(result, indent=1) + "\n")
-    _scatter(rows, result, out / "scatter.png", xlabel)
+    write()
+    _scatter(rows, result, files["scatter.png"], xlabel)
     return result
+
+
+def _claim_outputs(out: Path, protocol: str) -> tuple[Path, dict[str, Path]]:
+    """The --out folder and the paths correlate writes there, refused before any work when one of them holds a
+    file ista-nas did not write: correlation.json and scatter.png carry their marks; the architectures' genotype
+    files (which cannot) are correlate's when the folder's correlation.json is."""
+    out = claim_folder(out, "--out")
+    files = {"correlation.json": claim_output(out / "correlation.json", "json", "--out"),
+             "scatter.png": claim_plot(out / "scatter.png", "--out")}
+    if (out / "architectures").exists():
+        if not (out / "architectures").is_dir():
+            raise UserError(f"--out {out}: architectures is not a folder; choose another --out")
+        genotypes = sorted((out / "architectures").glob("arch-*.json"))
+        if genotypes and not files["correlation.json"].is_file():
+            raise UserError(f"--out {out}: architectures/ holds files ({genotypes[0].name}, ...) that ista-nas "
+                            "correlate did not write there (no correlation.json beside them); choose another --out")
+    return out, files
 
 
 def format_result(result: dict[str, Any]) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .files import PLOT_METADATA
+
 OP_COLOURS = {
     "max_pool_3x3": "#8c564b", "avg_pool_3x3": "#bcbd22", "skip_connect": "#7f7f7f",
     "sep_conv_3x3": "#1f77b4", "sep_conv_5x5": "#17becf", "dil_conv_3x3": "#d62728", "dil_conv_5x5": "#ff7f0e",
@@ -19,6 +21,11 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def savefig(fig, path: str | Path, **kwargs) -> None:
+    """``fig.savefig`` with the mark of an ista-nas plot in the file's metadata (a later run may replace it)."""
+    fig.savefig(path, metadata=PLOT_METADATA, **kwargs)
 
 
 def arrow(ax, pos, a, b, colour: str, rad: float, label: str | None = None, dashed: bool = False) -> None:
@@ -51,6 +58,6 @@ def save(fig, stem: str | Path) -> list[Path]:
     stem = Path(stem)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     for path in paths:
-        fig.savefig(path, dpi=150)
+        savefig(fig, path, dpi=150)
     plt.close(fig)
     return paths

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .engine.checkpoint import atomic_write_bytes
 from .errors import UserError
+from .files import claim_output
 from .networks.cnn import count_parameters
 from .retrain import load_model
 
@@ -58,10 +59,9 @@ def export(checkpoint_path: str | Path, fmt: str, out: str | Path | None = None)
     """Write the deployable file; returns its path (default: next to the checkpoint, model.pt / model.onnx)."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    out = claim_output(out or Path(checkpoint_path).with_name("model.pt" if fmt == "torchscript" else "model.onnx"),
+                       fmt, "--out")  # replaces only an earlier export of this format, never a checkpoint
     model, meta = deployable(checkpoint_path)
-    out = Path(out) if out else Path(checkpoint_path).with_name("model.pt" if fmt == "torchscript" else "model.onnx")
-    if not out.parent.is_dir():
-        raise UserError(f"--out {out}: folder {out.parent} does not exist; create it or choose another path")
     example = torch.rand(1, *meta["input"]["shape"])
     if fmt == "torchscript":
         # TorchScript is deprecated upstream in favour of torch.export, but it is still what C++ (libtorch) and

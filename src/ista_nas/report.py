@@ -17,13 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .diagram import pyplot
+from .diagram import pyplot, savefig
 from .engine.checkpoint import atomic_write_bytes
 from .engine.rundir import RunDir
 from .errors import UserError
+from .files import LIMITS, MARKS, claim_output, claim_plot, read_text
 from .spaces import genotype_from_dict, load_genotype, space_of
 
 log = logging.getLogger(__name__)
+GENERATOR = MARKS["report"].decode()  # the mark that lets a later report replace this one (files.claim_output)
 
 
 @dataclass
@@ -61,17 +63,20 @@ class RunInfo:
 def read_run(path: str | Path, with_size: bool = True) -> RunInfo:
     run, config = RunDir.open(path)
     genotype = load_genotype(run.path / "genotype.json") if (run.path / "genotype.json").is_file() else None
-    info = RunInfo(run.path, config, run.read_metrics(), genotype, _read_json(run.path / "ranking.json"))
+    info = RunInfo(run.path, config, run.read_metrics(warn=True), genotype, _read_json(run.path / "ranking.json"))
     if with_size and genotype is not None:
         info.size = _size(genotype, config, info.kind)
     return info
 
 
 def _read_json(path: Path) -> Any:
+    """A run's optional JSON file, or None (with a warning when it is there but unreadable or damaged)."""
+    if not path.exists():
+        return None
     try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, ValueError):
-        log.warning("ignoring unreadable %s", path)
+        return json.loads(read_text(path, "run file", LIMITS["json"], "the run directory is damaged"))
+    except (UserError, ValueError) as exc:
+        log.warning("ignoring %s: %s", path, exc)
         return None
 
 
@@ -253,14 +258,16 @@ def render(info: RunInfo) -> str:
         body.append("<h2>Cells</h2>")
         body += [_img(base64.b64encode(p.read_bytes()).decode(), p.stem + " cell") for p in diagrams]
     body.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(config, indent=1)) + "</pre>")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>ista-nas report: {html.escape(info.path.name)}"
-            f"</title><style>{STYLE}</style></head><body>{''.join(body)}<script>{CHECK}</script></body></html>\n")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'>{GENERATOR}"
+            f"<title>ista-nas report: {html.escape(info.path.name)}</title><style>{STYLE}</style></head>"
+            f"<body>{''.join(body)}<script>{CHECK}</script></body></html>\n")
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the run's report (default RUN_DIR/report.html); returns its path."""
+    path = claim_output(out, "report", "--out") if out else None  # before the run is read
     info = read_run(run_dir)
-    path = Path(out) if out else info.path / "report.html"
+    path = path or claim_output(info.path / "report.html", "report", "--out")
     atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(render(info)))
     return path
 
@@ -282,13 +289,15 @@ SEED_ONLY = ("seed", "device", "tensorboard", "benchmark", "arch_column", "metri
 
 def expand_runs(paths: list[str | Path]) -> list[Path]:
     """Run directories: each path that is one, and the run directories directly inside each that is not (the
-    OUT of ``search --seeds``)."""
-    found = []
+    OUT of ``search --seeds``). A run reached twice (the same folder, a link to it, or a folder of seeds and one
+    of its seeds) counts once."""
+    found: dict[Path, Path] = {}
     for path in map(Path, paths):
         inner = [] if (path / "config.json").is_file() else sorted(p for p in path.glob("*/") if
                                                                      (p / "config.json").is_file())
-        found += inner or [path]
-    return found
+        for run in inner or [path]:
+            found.setdefault(run.resolve(), run)
+    return list(found.values())
 
 
 def group_runs(infos: list[RunInfo]) -> list[tuple[str, list[RunInfo]]]:
@@ -297,6 +306,10 @@ def group_runs(infos: list[RunInfo]) -> list[tuple[str, list[RunInfo]]]:
     groups: dict[str, list[RunInfo]] = {}
     for info in infos:
         key = json.dumps({k: v for k, v in info.config.items() if k not in SEED_ONLY}, sort_keys=True, default=str)
+        twin = next((o for o in groups.get(key, []) if o.config.get("seed") == info.config.get("seed")), None)
+        if twin is not None:
+            raise UserError(f"runs {twin.path} and {info.path} have the same settings and the same seed "
+                            f"{info.config.get('seed')}: one sample, not two; compare one of them")
         groups.setdefault(key, []).append(info)
     configs = [json.loads(k) for k in groups]
     varying = sorted({k for c in configs for k in c if any(c.get(k) != d.get(k) for d in configs)} -
@@ -341,6 +354,8 @@ def compare(run_dirs: list[str | Path], plot: str | Path | None = None, table: A
     """Read several runs (a folder of seed runs stands for its runs) and summarise their groups of seeds
     (``summarize_groups``); with ``plot``, draw their best accuracy against their parameters and, per group, the
     spread of the benchmark value (with ``table`` or the runs' benchmark.json) or else of the best accuracy."""
+    if plot is not None:
+        plot = claim_plot(plot, "--plot")
     infos = [read_run(p) for p in expand_runs(run_dirs)]
     groups = summarize_groups(infos, table)
     if plot is None:
@@ -365,7 +380,7 @@ def compare(run_dirs: list[str | Path], plot: str | Path | None = None, table: A
     spread_ax.set(ylabel="benchmark value of the found architecture" if use_bench else "best accuracy (%)",
                   title="over seeds: each run, and mean +- std")
     spread_ax.grid(alpha=0.3)
-    fig.savefig(plot, dpi=120, bbox_inches="tight")
+    savefig(fig, plot, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return infos, groups, Path(plot)
 

@@ -138,7 +138,15 @@ class Train(Job):
 
 def load_model(checkpoint_path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The trained network of a training checkpoint (eval mode, on the CPU) and the checkpoint itself."""
-    checkpoint = load_checkpoint(checkpoint_path, required=("model_spec", "trainer"))
+    checkpoint = load_checkpoint(checkpoint_path)
+    if not all(k in checkpoint for k in ("model_spec", "trainer")):
+        config = checkpoint.get("config")
+        if isinstance(config, dict) and "method" in config:
+            run = Path(checkpoint_path).parent
+            raise UserError(f"{checkpoint_path} is the checkpoint of a {config['method']} search, which trains no "
+                            f"network to evaluate or export; train its cell first: ista-nas train --genotype {run}")
+        raise UserError(f"{checkpoint_path} holds no trained network (no model_spec or trainer); give the "
+                        "checkpoint.pt of an ista-nas train run")
     model = build_model(checkpoint["model_spec"])
     model.load_state_dict(checkpoint["trainer"]["model"])
     return model.eval(), checkpoint

@@ -68,23 +68,28 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[st
     try:
         wrapped = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # truncated zip, pickle error, wrong file type...
-        raise UserError(f"checkpoint {path} is corrupt or not a checkpoint ({type(exc).__name__}); "
-                        "delete it and start the run again") from None
+        raise UserError(f"checkpoint {path} cannot be read ({type(exc).__name__}): it is damaged or not a "
+                        "checkpoint; give the checkpoint.pt of an ista-nas run") from None
     if isinstance(wrapped, dict) and wrapped.get("format") == 1:  # written before checksums: read as it is
         wrapped = {"format": FORMAT, "payload": None, "state": wrapped}
     elif not isinstance(wrapped, dict) or wrapped.get("format") != FORMAT or not isinstance(wrapped.get("payload"),
                                                                                             bytes):
-        raise UserError(f"{path} is not an ista-nas checkpoint (format {FORMAT}); delete it and start again")
+        raise UserError(f"{path} is not an ista-nas checkpoint (format {FORMAT}); give the checkpoint.pt of an "
+                        "ista-nas run")
     if "state" in wrapped:
         state = wrapped["state"]
     elif hashlib.sha256(wrapped["payload"]).hexdigest() != wrapped.get("sha256"):
         raise UserError(f"checkpoint {path} does not match its checksum (the file was altered or damaged); "
-                        "delete it and start the run again")
+                        "its run can only start again, in a new --out")
     else:
         state = torch.load(io.BytesIO(wrapped["payload"]), map_location="cpu", weights_only=False)
     missing = [k for k in required if not isinstance(state, dict) or k not in state]
     if missing:
-        raise UserError(f"checkpoint {path} lacks {', '.join(missing)}; delete it and start the run again")
+        config = state.get("config") if isinstance(state, dict) else None
+        what = (f"of a {config.get('method', 'two-stage')} search" if isinstance(config, dict) and "method" in config
+                else "of another command")
+        raise UserError(f"checkpoint {path} is the checkpoint {what}: it holds no {', '.join(missing)}; give it to "
+                        "the command that wrote it")
     return state
 
 

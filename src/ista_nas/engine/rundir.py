@@ -11,6 +11,7 @@ whose write methods do nothing, so the methods call them unconditionally.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import UserError
+from ..files import LIMITS, read_bytes, read_text
 from .checkpoint import atomic_write_bytes, atomic_write_json, load_latest_good, previous_path, save_checkpoint
 from .distributed import init, is_main, on_main
 
@@ -71,12 +73,16 @@ class RunDir:
     def open(cls, path: str | Path) -> tuple["RunDir", dict[str, Any]]:
         """An existing run directory and its stored config (for --resume)."""
         run = cls(path)
+        if not run.path.is_dir():
+            raise UserError(f"{run.path} is not a run directory (not a folder); give the --out folder of an "
+                            "ista-nas search or train run")
         if not run.config_path.is_file():
-            raise UserError(f"{run.path} is not a run directory (no config.json); pass the --out of an earlier run "
-                            "to --resume")
+            raise UserError(f"{run.path} is not a run directory (no config.json); give the --out folder of an "
+                            "ista-nas search or train run")
+        text = read_text(run.config_path, "run config", LIMITS["json"], "the run directory is damaged")
         try:
-            config = json.loads(run.config_path.read_text())
-        except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+            config = json.loads(text)
+        except ValueError as exc:  # not JSON
             raise UserError(f"cannot read {run.config_path} ({exc}); the run directory is damaged") from None
         if not isinstance(config, dict):
             raise UserError(f"{run.config_path} does not hold a config object; the run directory is damaged")
@@ -146,18 +152,26 @@ class RunDir:
                 writer.add_text("genotype", json.dumps(record["genotype"]), record["epoch"])
             writer.flush()
 
-    def read_metrics(self) -> list[dict[str, Any]]:
-        """The metric records; a line cut short by a crash is skipped."""
-        if not self.metrics_path.is_file():
+    def read_metrics(self, warn: bool = False) -> list[dict[str, Any]]:
+        """The metric records that are whole; a damaged line (one cut short by a crash) is skipped, and with
+        ``warn`` (readers of a finished run: report, compare) named in a warning."""
+        if not self.metrics_path.exists():
             return []
-        records = []
-        for line in self.metrics_path.read_text(errors="replace").splitlines():
+        data = read_bytes(self.metrics_path, "metrics file", LIMITS["metrics"], "the run directory is damaged")
+        records, damaged = [], []
+        for number, line in enumerate(data.decode("utf-8", errors="replace").split("\n"), start=1):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
-                continue
+                record = None
             if isinstance(record, dict):
                 records.append(record)
+            elif line.strip():
+                damaged.append(number)
+        if warn and damaged:
+            log.warning("%s: line%s %s damaged (cut short?) and skipped; showing the %d whole records",
+                        self.metrics_path, "s" if len(damaged) > 1 else "", ", ".join(map(str, damaged[:5])),
+                        len(records))
         return records
 
     def keep_metrics_before(self, epoch: int) -> None:
@@ -178,6 +192,13 @@ class RunDir:
         the resumed config (default: its own ``validate``).
         """
         run, stored = cls.open(path)
+        names = {f.name for f in dataclasses.fields(config_cls)}
+        foreign = sorted(set(stored) - names)
+        if foreign:
+            raise UserError(f"{run.path} is not a run of this command: its config.json has settings this command "
+                            f"does not take ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
+                            "continue it with the command that started it (ista-nas search --resume or ista-nas "
+                            "train --resume)")
         cfg = config_cls.from_dict(stored)
         for key, value in overrides.items():
             if key in RESUMABLE:

@@ -79,9 +79,15 @@ def search_seeds(cfg: SearchConfig, seeds: list[int], out: str | Path) -> list[S
     they are (their results are read back)."""
     if not seeds or len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds needs distinct seeds, got {' '.join(map(str, seeds)) or 'none'}")
+    seeded_configs = [validate(dataclasses.replace(cfg, seed=seed)) for seed in seeds]  # every seed before any run
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--out {out} exists and is not a folder; give a new folder (or the --out of the same "
+                        "--seeds search to continue it)")
+    for seed, seeded in zip(seeds, seeded_configs):  # and every new run directory
+        if not (Path(out) / f"seed-{seed}" / "config.json").is_file():
+            RunDir.check_new(Path(out) / f"seed-{seed}", seeded.to_dict())
     results = []
-    for seed in seeds:
-        seeded = validate(dataclasses.replace(cfg, seed=seed))
+    for seed, seeded in zip(seeds, seeded_configs):
         path = Path(out) / f"seed-{seed}"
         if not (path / "config.json").is_file():
             results.append(search(seeded, path))

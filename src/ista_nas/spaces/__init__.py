@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from ..errors import UserError
+from ..files import LIMITS, claim_output, read_text
 from .base import SearchSpace
 from .darts import DartsSpace
 from .nb201 import Nb201Space
@@ -36,15 +39,12 @@ def genotype_from_dict(data: Any, source: str = "genotype") -> Any:
 
 def load_genotype(path: str | Path) -> Any:
     path = Path(path)
+    text = read_text(path, "genotype file", LIMITS["json"], "give a genotype.json (a JSON object)")
     try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise UserError(f"cannot read genotype file {path}: {exc.strerror}; check the path") from None
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); "
                         "write a genotype as a JSON object") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not a text file (not UTF-8); write a genotype as a JSON object") from None
     return genotype_from_dict(data, source=str(path))
 
 
@@ -65,7 +65,10 @@ def get_genotype(spec: str | Path) -> Any:
         if parsed is not None:
             return parsed
     path = Path(spec).expanduser()
-    if path.is_dir() and (path / "genotype.json").is_file():
+    if path.is_dir():
+        if not (path / "genotype.json").is_file():
+            raise UserError(f"{spec} is a folder without genotype.json; give a search run that has finished an "
+                            "epoch (it writes genotype.json), a training run, or a genotype.json")
         path = path / "genotype.json"  # a search run directory
     if not path.exists():
         raise UserError(f"--genotype {spec!r} is neither a built-in name ({', '.join(names)}) nor a file; "
@@ -73,9 +76,17 @@ def get_genotype(spec: str | Path) -> Any:
     return load_genotype(path)
 
 
-def write_diagrams(genotype: Any, directory: str | Path) -> list[Path]:
-    """The genotype's cell diagrams (PNG and SVG, drawn by its space) in ``directory``."""
-    return space_of(genotype).draw(genotype, Path(directory))
+def write_diagrams(genotype: Any, directory: str | Path, flag: str = "--out") -> list[Path]:
+    """The genotype's cell diagrams (PNG and SVG, drawn by its space) in ``directory``. They are drawn aside first
+    and moved in only when every name is free or holds an earlier ista-nas drawing (files.claim_output), so a
+    refusal leaves the folder as it was."""
+    directory = Path(directory)
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".diagrams-") as scratch:
+        drawn = space_of(genotype).draw(genotype, Path(scratch))
+        targets = [claim_output(directory / p.relative_to(scratch), "plot", flag) for p in drawn]
+        for source, target in zip(drawn, targets):
+            os.replace(source, target)
+    return targets
 
 
 def build_model(spec: dict[str, Any]) -> nn.Module:

@@ -100,6 +100,10 @@ class SearchSpace:
         """An architecture drawn uniformly from the candidates the sparse (ISTA-NAS) search chooses among."""
         raise NotImplementedError
 
+    def sample_size(self) -> int:
+        """How many distinct architectures ``sample`` can draw."""
+        raise NotImplementedError
+
     def draw(self, genotype: Any, directory: Path) -> list[Path]:
         """The cell diagrams (PNG and SVG) into ``directory``; returns their paths."""
         raise NotImplementedError

@@ -4,6 +4,7 @@ decision group per node, choosing 2 of its (i + 2) x 7 (predecessor, op) candida
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,9 @@ class DartsSpace(SearchSpace):
 
         concat = tuple(range(2, steps + 2))
         return Genotype(cell(), concat, cell(), concat)
+
+    def sample_size(self, steps: int = 4) -> int:
+        return math.prod(math.comb((i + 2) * len(PRIMITIVES), 2) for i in range(steps)) ** 2
 
     def draw(self, genotype: Genotype, directory: Path) -> list[Path]:
         return [p for cell in ("normal", "reduce") for p in draw_cell(genotype, cell, directory / cell)]

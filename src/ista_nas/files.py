@@ -1,0 +1,129 @@
+"""What the tool promises about the user's files (docs/reliability.md), in two functions every command uses.
+
+``read_text``: a file a user names (a table, a genotype, a run's config or metrics) is read only when it is a
+regular file, up to a size bound; a device, FIFO or folder, or a file past the bound, is a UserError before a
+byte is read. A UTF-8 byte-order mark (as spreadsheets write it) is dropped.
+
+``claim_output``: an output path may hold nothing, or a file this tool wrote of the same kind, which it then
+replaces. Each kind of output carries a mark inside its bytes (``MARKS``); a file without the mark (a user's
+file, a run's checkpoint, config or metrics, another kind of output) is never replaced.
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from .errors import UserError
+
+MiB = 1 << 20
+LIMITS = {"table": 512 * MiB, "json": 64 * MiB, "metrics": 512 * MiB}
+
+# The mark each kind of output carries in its bytes. Plots: matplotlib's Creator metadata (PNG text chunk, SVG
+# and PDF metadata); reports: a generator meta tag; TorchScript exports: the name of their metadata file inside
+# the zip; ONNX exports: their metadata_props key as protobuf writes it; JSON outputs: a "written_by" entry.
+MARKS = {
+    "plot": b"ista-nas plot",
+    "report": b'<meta name="generator" content="ista-nas report">',
+    "torchscript": b"/extra/ista_nas.json",
+    "onnx": b"\x0a\x08ista_nas\x12",
+    "json": b'"written_by": "ista-nas',
+}
+PLOT_FORMATS = ("png", "svg", "pdf")
+PLOT_METADATA = {"Creator": MARKS["plot"].decode()}
+
+
+def _regular(path: Path, what: str, fix: str) -> int:
+    """The size of the regular file ``path``; a UserError for anything else."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise UserError(f"no {what} at {path}; {fix}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror}; {fix}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UserError(f"{what} {path} is a folder, not a file; {fix}")
+    if not stat.S_ISREG(info.st_mode):
+        raise UserError(f"{what} {path} is not a regular file (a device, FIFO or socket); {fix}")
+    return info.st_size
+
+
+def read_bytes(path: str | Path, what: str, limit: int, fix: str) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them (a UserError past it)."""
+    path = Path(path).expanduser()
+    size = _regular(path, what, fix)
+    bound = f"{limit // MiB} MiB" if limit >= MiB else f"{limit} bytes"
+    too_big = UserError(f"{what} {path} is larger than the {bound} a {what} may have; {fix}")
+    if size > limit:
+        raise too_big
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(limit + 1)  # a file that grew since stat still stops at the bound
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror}; {fix}") from None
+    if len(data) > limit:
+        raise too_big
+    return data
+
+
+def read_text(path: str | Path, what: str, limit: int, fix: str) -> str:
+    """``read_bytes`` decoded as UTF-8 (a byte-order mark dropped); a UserError for other encodings."""
+    data = read_bytes(path, what, limit, fix)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {Path(path)} is not UTF-8 text; {fix}") from None
+
+
+def holds_mark(path: Path, mark: bytes, chunk: int = 4 * MiB) -> bool:
+    """Whether the regular file ``path`` contains ``mark`` (read in chunks, whatever its size)."""
+    tail = b""
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            if mark in tail + block:
+                return True
+            tail = block[-len(mark):]
+    return False
+
+
+def claim_output(path: str | Path, kind: str, flag: str) -> Path:
+    """``path`` if this command may write its output of ``kind`` there: nothing is there yet, or a file of the
+    same kind this tool wrote (which the write replaces). Its folder must exist. A UserError otherwise."""
+    path = Path(path).expanduser()
+    if not path.parent.is_dir():
+        raise UserError(f"{flag} {path}: folder {path.parent} does not exist; create it or choose another path")
+    if not (path.exists() or path.is_symlink()):
+        return path
+    try:
+        info = path.lstat()
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: {exc.strerror}; choose another path") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UserError(f"{flag} {path} is a folder; give a file path")
+    ours = stat.S_ISREG(info.st_mode) and holds_mark(path, MARKS[kind])
+    if not ours:
+        raise UserError(f"{flag} {path} exists and was not written by ista-nas as a {kind} file; ista-nas never "
+                        "overwrites a file it did not write: choose another path")
+    return path
+
+
+def claim_plot(path: str | Path, flag: str) -> Path:
+    """``claim_output`` for a plot, whose format the suffix names (one of PLOT_FORMATS)."""
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in PLOT_FORMATS:
+        raise UserError(f"{flag} {path}: unknown plot format {suffix or '(no suffix)'!r}; end the name with "
+                        f"{', '.join('.' + f for f in PLOT_FORMATS)}")
+    return claim_output(path, "plot", flag)
+
+
+def claim_folder(path: str | Path, flag: str) -> Path:
+    """A folder for outputs: ``path`` if it is one or can be made (the files in it are claimed one by one)."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} exists and is not a folder; choose another folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {flag} {path}: {exc.strerror}; choose another folder") from None
+    return path

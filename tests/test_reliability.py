@@ -1,0 +1,233 @@
+"""What the tool promises about user files (docs/reliability.md), command by command: an output flag never replaces
+a file ista-nas did not write, damaged or hostile inputs get one line and exit code 2 before any work, a run is
+counted once however it is reached, and a damaged metrics line is named, not hidden."""
+
+import hashlib
+import json
+import os
+import shutil
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ista_nas import methods, retrain
+from ista_nas.benchmark import load_table
+from ista_nas.cli import build_parser, main
+from ista_nas.config import TrainConfig
+from ista_nas.engine.rundir import RunDir
+from ista_nas.errors import UserError
+from ista_nas.files import LIMITS, MiB, claim_output, read_text
+from ista_nas.networks.nb201 import NB201_EXAMPLE
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_folder, tmp_path_factory):
+    """A finished NAS-Bench-201 search (two seeds) and a finished training run, shared by every test here."""
+    root = tmp_path_factory.mktemp("runs")
+    cfg = methods.make_config("quick", space="nb201", dataset=f"folder:{tiny_folder}", subset=0, epochs=2,
+                              batch_size=12, channels=4, layers=1, device="cpu")
+    methods.search_seeds(cfg, [0, 1], root / "seeds")
+    train = TrainConfig.make("quick", space="nb201", dataset=f"folder:{tiny_folder}", subset=0, epochs=1,
+                             batch_size=12, channels=4, layers=1, device="cpu", genotype=NB201_EXAMPLE)
+    retrain.train(train, root / "train")
+    return {"search": root / "seeds" / "seed-0", "seeds": root / "seeds", "train": root / "train"}
+
+
+def snapshot(*roots):
+    """Every file under ``roots`` with the SHA-256 of its bytes."""
+    found = {}
+    for root in roots:
+        paths = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+        found.update({str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths})
+    return found
+
+
+def refused(argv, capsys, *untouched, expect=None):
+    """``argv`` exits 2 with one line (containing ``expect``) and leaves every file under ``untouched`` as it was."""
+    before = snapshot(*untouched)
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ista-nas: error:") and err.count("\n") == 1, err
+    assert "Traceback" not in err and "delete" not in err
+    if expect:
+        assert expect in err, err
+    assert snapshot(*untouched) == before
+    return err
+
+
+FOREIGN = b"a user's file: not written by the tool\n"
+
+
+def output_cases(runs, tmp_path):
+    """(flag, argv) for every output flag of every command, each pointing at a foreign file (or a folder holding
+    one where the flag names a folder)."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name in ("cell.png", "correlation.json"):
+        (folder / name).write_bytes(FOREIGN)
+    file = tmp_path / "foreign.png"
+    file.write_bytes(FOREIGN)
+    search, train = runs["search"], runs["train"]
+    return [
+        ("search --out", ["search", "--space", "nb201", "--out", file, "--epochs", "1"]),
+        ("search --out (seeds)", ["search", "--space", "nb201", "--seeds", "0", "1", "--out", file]),
+        ("train --out", ["train", "--space", "nb201", "--genotype", NB201_EXAMPLE, "--out", file]),
+        ("export --out", ["export", train, "--out", file]),
+        ("export --out (onnx)", ["export", train, "--format", "onnx", "--out", file]),
+        ("show --out", ["show", NB201_EXAMPLE, "--out", folder]),
+        ("report --out", ["report", search, "--out", file]),
+        ("correlate --out", ["correlate", search, "--out", folder]),
+        ("compare --plot", ["compare", search, "--plot", file]),
+    ], [file, folder]
+
+
+def test_every_output_flag_refuses_a_file_it_did_not_write(runs, tmp_path, capsys):
+    cases, foreign = output_cases(runs, tmp_path)
+    # Every output flag the parser has is walked here: a new one must join the cases.
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    flags = {f"{name} {option}" for name, sub in commands.items() for action in sub._actions
+             for option in action.option_strings if option in ("--out", "--plot")}
+    assert flags == {flag.split(" (")[0] for flag, _ in cases}
+    for flag, argv in cases:
+        err = refused(argv, capsys, *foreign, runs["search"], runs["train"])
+        assert flag.split()[1] in err and (str(foreign[0]) in err or str(foreign[1]) in err), (flag, err)
+
+
+def test_a_runs_own_files_are_never_an_output(runs, tmp_path, capsys):
+    run = tmp_path / "copy"
+    shutil.copytree(runs["train"], run)
+    for name in ("checkpoint.pt", "config.json", "metrics.jsonl"):
+        refused(["export", run, "--out", run / name], capsys, run, expect="was not written by ista-nas")
+        refused(["report", run, "--out", run / name], capsys, run)
+    assert main(["evaluate", str(run)]) == 0  # the checkpoint still loads
+    capsys.readouterr()
+
+
+def test_outputs_the_tool_wrote_are_replaced(runs, tmp_path, capsys):
+    search = tmp_path / "search"
+    shutil.copytree(runs["search"], search)
+    for argv in (["report", search, "--out", tmp_path / "r.html"], ["show", NB201_EXAMPLE, "--out", tmp_path / "d"],
+                 ["compare", search, "--plot", tmp_path / "c.svg"], ["correlate", search, "--out", tmp_path / "c"],
+                 ["export", runs["train"], "--out", tmp_path / "m.pt"]):
+        assert main([str(a) for a in argv]) == 0, argv
+        first = snapshot(tmp_path)
+        assert main([str(a) for a in argv]) == 0, argv  # the second run replaces its own files
+        assert set(snapshot(tmp_path)) == set(first)
+    capsys.readouterr()
+    # A file of another kind, even one ista-nas wrote, is not replaced: a report is no plot.
+    with pytest.raises(UserError, match="not written by ista-nas as a plot"):
+        claim_output(tmp_path / "r.html", "plot", "--plot")
+
+
+def test_a_search_checkpoint_gets_advice_that_keeps_it(runs, capsys):
+    for command in ("evaluate", "export"):
+        err = refused([command, runs["search"]], capsys, runs["search"], expect="ista-nas train --genotype")
+        assert "two-stage search" in err
+
+
+def test_a_run_counts_once_however_it_is_reached(runs, tmp_path, capsys):
+    search, seeds = runs["search"], runs["seeds"]
+    link = tmp_path / "link"
+    link.symlink_to(search)
+    # Distinct runs behind each list: seed-0 alone; the two seeds (seed-0 reached twice); seed-0 and a link to it.
+    for argv, distinct in (([search, search], 1), ([seeds, search], 2), ([search, link], 1)):
+        assert main(["compare", *map(str, argv), "--plot", str(tmp_path / "c.png"), "--json"]) == 0
+        groups = json.loads(capsys.readouterr().out)
+        assert sorted(s for g in groups for s in g["seeds"]) == list(range(distinct))
+    twin = tmp_path / "twin"
+    shutil.copytree(search, twin)
+    refused(["compare", search, twin, "--plot", tmp_path / "t.png"], capsys, expect="the same seed 0")
+    assert not (tmp_path / "t.png").exists()
+
+
+def test_a_damaged_metrics_line_is_named_and_the_rest_shown(runs, tmp_path, capsys, caplog):
+    run = tmp_path / "cut"
+    shutil.copytree(runs["search"], run)
+    lines = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
+    whole = [json.loads(line) for line in lines[:-1]]
+    (run / "metrics.jsonl").write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+    with caplog.at_level("WARNING"):
+        assert main(["compare", str(run), "--plot", str(tmp_path / "c.png"), "--json"]) == 0
+    assert f"line {len(lines)} damaged" in caplog.text
+    [group] = json.loads(capsys.readouterr().out)
+    accuracies = [r["valid_acc"] for r in whole if "valid_acc" in r]
+    assert group["best_accuracy"]["values"] == [max(accuracies)]
+    assert group["seconds"]["values"][0] == pytest.approx(sum(r.get("seconds", 0.0) for r in whole))
+
+
+def test_readers_refuse_devices_fifos_folders_and_oversized_files(tmp_path, capsys, monkeypatch):
+    refused(["lookup", NB201_EXAMPLE, "--benchmark", "/dev/zero", "--metric", "cifar10"], capsys,
+            expect="not a regular file")
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)  # opening it would block for ever: it is refused before
+    refused(["lookup", NB201_EXAMPLE, "--benchmark", fifo], capsys, expect="not a regular file")
+    refused(["show", str(tmp_path)], capsys, expect="folder without genotype.json")
+    big = tmp_path / "big.csv"
+    big.write_text("arch,test_acc\n" + f"{NB201_EXAMPLE},1.0\n" * 100)
+    monkeypatch.setitem(LIMITS, "table", 1024)
+    refused(["lookup", NB201_EXAMPLE, "--benchmark", big], capsys, expect="larger than the 1024 bytes")
+    with pytest.raises(UserError, match="larger than"):
+        read_text(big, "table", 1024, "fix")
+    assert read_text(big, "table", MiB, "fix").startswith("arch")
+
+
+def test_a_byte_order_mark_is_dropped(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text(f"\ufeffarch,test_acc\n{NB201_EXAMPLE},93.5\n", encoding="utf-8")
+    assert load_table(path).values == {NB201_EXAMPLE: 93.5}
+
+
+def test_arguments_are_checked_before_any_work(runs, tmp_path, capsys, tiny_folder):
+    out = tmp_path / "seeds"
+    refused(["search", "--space", "nb201", "--dataset", f"folder:{tiny_folder}", "--seeds", "0",
+             "9223372036854775808", "--out", out], capsys, expect="2^63-1")
+    assert not out.exists()
+    (out / "seed-1").mkdir(parents=True)
+    (out / "seed-1" / "notes.txt").write_bytes(FOREIGN)
+    refused(["search", "--space", "nb201", "--dataset", f"folder:{tiny_folder}", "--seeds", "0", "1", "--out", out],
+            capsys, out, expect="seed-1 exists")
+    assert not (out / "seed-0").exists()
+    refused(["correlate", runs["search"], "--protocol", "ranking", "--k", "1000000", "--out", tmp_path / "c"],
+            capsys, expect="at most 4096")
+    assert not (tmp_path / "c").exists()
+    refused(["compare", runs["search"], "--plot", "/nonexistent/dir/x.png"], capsys, expect="does not exist")
+    refused(["compare", runs["search"], "--plot", tmp_path / "cmp.txt"], capsys, expect="unknown plot format")
+
+
+def test_messages_point_the_right_way(runs, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for argv in (["correlate", empty], ["compare", empty], ["report", empty]):
+        err = refused(argv, capsys, expect="not a run directory")
+        assert "--resume" not in err
+    err = refused(["search", "--resume", runs["train"]], capsys, runs["train"], expect="not a run of this command")
+    assert len(err) < 400
+    refused(["train", "--resume", runs["search"]], capsys, runs["search"], expect="not a run of this command")
+    table = tmp_path / "t.csv"
+    table.write_text("")
+    refused(["lookup", NB201_EXAMPLE, "--benchmark", table], capsys, expect="is empty")
+    table.write_text(f"arch,test_acc\n{NB201_EXAMPLE},93.5\n")
+    refused(["lookup", str(empty), "--benchmark", table], capsys, expect="folder without genotype.json")
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(st.dictionaries(st.sampled_from(["epoch", "valid_acc", "seconds"]),
+                                          st.integers(0, 99), min_size=1).map(lambda r: ("record", r)),
+                          st.binary(max_size=20).map(lambda b: ("damaged", b"#" + b.replace(b"\n", b" ")))),
+                max_size=8))
+def test_metrics_keep_every_whole_record_and_name_every_damaged_line(tmp_path_factory, caplog, lines):
+    run = RunDir(tmp_path_factory.mktemp("m"))
+    run.metrics_path.write_bytes(b"".join((json.dumps(v).encode() if kind == "record" else v) + b"\n"
+                                          for kind, v in lines))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        records = run.read_metrics(warn=True)
+    assert records == [v for kind, v in lines if kind == "record"]
+    damaged = [number for number, (kind, _) in enumerate(lines, start=1) if kind == "damaged"]
+    assert ("damaged" in caplog.text) == bool(damaged)
+    if damaged:
+        assert f"{', '.join(map(str, damaged[:5]))} damaged" in caplog.text

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
-from ista_nas.benchmark import load_table
+from ista_nas.benchmark import builtin_table, load_table
 from ista_nas.cli import main
 from ista_nas.consistency import (_recalibrate, architecture_key, correlate, correlation, sample_architectures,
                                   supernet_scores, truth_from_runs, truth_from_table)
@@ -403,3 +403,43 @@ def test_search_over_seeds_runs_each_seed_continues_the_stopped_ones_and_compare
     assert group["seeds"] == [0, 1] and group["benchmark"]["mean"] == pytest.approx(statistics.fmean(found[:2]))
     assert (tmp_path / "c.png").stat().st_size > 0
     assert main(["search", "--seeds", "0", "--seed", "1", "--out", str(tmp_path / "x")]) == 2
+
+
+# --- the built-in NAS-Bench-201 table ---
+
+def test_the_builtin_table_is_whole_and_holds_the_known_optimum():
+    """15,625 distinct valid architectures (the whole 5^6 space), finite values in every metric, and the
+    benchmark's known CIFAR-10 optimum at rank 1 (94.37, NATS-Bench)."""
+    space = SPACES["nb201"]
+    names, metrics = space.builtin_table
+    for metric in metrics:
+        table = builtin_table(space, metric)  # load_table refuses a missing or non-finite value
+        assert len(table) == len(NB201_OPS) ** 6 == 15625
+        assert set(table.values) == {space.short(Nb201Arch(ops)) for ops in itertools.product(NB201_OPS, repeat=6)}
+    best = Nb201Arch.parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|"
+                           "nor_conv_1x1~2|")
+    entry = builtin_table(space).lookup(best)
+    assert entry.rank == 1 and round(entry.value, 2) == 94.37
+
+
+def test_lookup_reads_the_builtin_table_without_a_file(capsys):
+    arch = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
+    assert main(["lookup", arch, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["metric"], result["rank"], result["of"], round(result["value"], 2)) == ("cifar10", 1, 15625, 94.37)
+    assert main(["lookup", arch, "--metric", "cifar100", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["value"] == builtin_table(SPACES["nb201"], "cifar100").values[arch]
+    for argv, expected in ((["--metric", "test_acc"], "cifar10 | cifar100 | imagenet16-120"),
+                           (["--benchmark", "none"], "leave out --benchmark")):
+        assert main(["lookup", arch, *argv]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1
+    assert main(["lookup", "ista_twostage"]) == 2  # a DARTS-space cell: no table ships for that space
+    assert "give one with --benchmark FILE" in capsys.readouterr().err
+
+
+def test_comment_lines_at_the_top_of_a_table_keep_line_numbers(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text(f"# source\n# licence\narch,test_acc\n{ALL[0]},1\n{ALL[1]},x\n")
+    with pytest.raises(UserError, match="line 5: test_acc = 'x'"):
+        load_table(path)

@@ -107,7 +107,15 @@ def _rows(path: Path, text: str) -> tuple[list[str], list[tuple[int, dict[str, A
         last = text.count("\n") + 1
         raise UserError(f"{path} line {last} has no line end: the file may be cut short inside a value; if the "
                         "table is whole, end it with a newline")
-    reader = csv.reader(io.StringIO(text))
+    # Leading lines that start with # are comments (a table's source and licence); they keep their line numbers.
+    comments = 0
+    for line in text.split("\n"):
+        if not line.startswith("#"):
+            break
+        comments += 1
+    reader = csv.reader(io.StringIO("\n" * comments + text.split("\n", comments)[-1] if comments else text))
+    for _ in range(comments):
+        next(reader)
     columns = next(reader, [])
     if not any(c.strip() for c in columns):
         raise UserError(f"{path} line 1 is no header; a CSV table starts with its column names, e.g. "
@@ -150,6 +158,21 @@ def _parse_arch(text: Any) -> tuple[Any, Any] | None:
         if genotype is not None:
             return space, genotype
     return None
+
+
+BUILTIN = Path(__file__).parent / "data"  # the tables that ship with the package (a space's builtin_table)
+
+
+def builtin_table(space: Any, metric: str | None = None) -> Table:
+    """The table that ships with ``space`` (its ``builtin_table``), read for ``metric`` (default: its first)."""
+    if space.builtin_table is None:
+        raise UserError(f"no benchmark table ships for --space {space.name}; give one with --benchmark FILE")
+    name, metrics = space.builtin_table
+    metric = metric or metrics[0]
+    if metric not in metrics:
+        raise UserError(f"the built-in {space.name} table has no metric {metric!r}; choose --metric "
+                        f"{' | '.join(metrics)}, or give your own table with --benchmark FILE")
+    return load_table(BUILTIN / name, DEFAULT_ARCH_COLUMN, metric)
 
 
 def load_table(path: str | Path, arch_column: str = DEFAULT_ARCH_COLUMN, metric: str = DEFAULT_METRIC) -> Table:

@@ -61,13 +61,16 @@ def _add_run_command(commands, name: str, config_cls: type, help: str) -> None:
     _add_config_flags(sub, config_cls)
 
 
-def _add_table_flags(parser: argparse.ArgumentParser, required: bool) -> None:
+def _add_table_flags(parser: argparse.ArgumentParser, required: bool, builtin: str = "") -> None:
+    """--benchmark, --arch-column, --metric; ``builtin`` names the built-in tables a missing --benchmark reads."""
     parser.add_argument("--benchmark", required=required, default=None, metavar="FILE",
-                        help="benchmark table: CSV with a header, or JSON lines, one architecture a row")
+                        help="benchmark table: CSV with a header, or JSON lines, one architecture a row"
+                             + (f" [the built-in table of the architecture's space: {builtin}]" if builtin else ""))
     parser.add_argument("--arch-column", default=DEFAULT_ARCH_COLUMN,
                         help=f"the table's column of architecture strings [{DEFAULT_ARCH_COLUMN}]")
-    parser.add_argument("--metric", default=DEFAULT_METRIC,
-                        help=f"the table's numeric column to read [{DEFAULT_METRIC}]")
+    parser.add_argument("--metric", default=None if builtin else DEFAULT_METRIC,
+                        help=f"the table's numeric column to read [{DEFAULT_METRIC}"
+                             + ("; a built-in table: its first]" if builtin else "]"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                                description="The benchmark metric of a run's (or a written) architecture, its rank "
                                            "among all the table's architectures, and the table's best and mean.")
     look.add_argument("arch", help="a search or training run directory, a genotype.json or a written architecture")
-    _add_table_flags(look, required=True)
+    _add_table_flags(look, required=False, builtin="; ".join(
+        f"{name}, metrics {' | '.join(space.builtin_table[1])}" for name, space in SPACES.items()
+        if space.builtin_table))
     look.add_argument("--json", action="store_true", help="print one JSON object")
     cor = commands.add_parser("correlate", help="Kendall tau and Spearman rho between a search and evaluation",
                               description="How well a search run ranks architectures as their true accuracy does "
@@ -189,10 +194,15 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _lookup(args: argparse.Namespace) -> None:
-    from .benchmark import load_table
+    from .benchmark import builtin_table, load_table
 
-    table = load_table(args.benchmark, args.arch_column, args.metric)
-    entry = table.lookup(get_genotype(args.arch))
+    if args.benchmark == "none":
+        raise UserError("lookup needs a table: leave out --benchmark for the built-in table of the architecture's "
+                        "space, or give --benchmark FILE")
+    genotype = get_genotype(args.arch)
+    table = (load_table(args.benchmark, args.arch_column, args.metric or DEFAULT_METRIC) if args.benchmark else
+             builtin_table(space_of(genotype), args.metric))
+    entry = table.lookup(genotype)
     if args.json:
         print(json.dumps({"metric": table.metric, **entry.to_dict()}))
     else:

@@ -11,7 +11,10 @@ file, a run's checkpoint, config or metrics, another kind of output) is never re
 
 from __future__ import annotations
 
+import gzip
+import io
 import stat
+import zlib
 from pathlib import Path
 
 from .errors import UserError
@@ -67,8 +70,17 @@ def read_bytes(path: str | Path, what: str, limit: int, fix: str) -> bytes:
 
 
 def read_text(path: str | Path, what: str, limit: int, fix: str) -> str:
-    """``read_bytes`` decoded as UTF-8 (a byte-order mark dropped); a UserError for other encodings."""
+    """``read_bytes`` decoded as UTF-8 (a byte-order mark dropped; a ``.gz`` file decompressed, within the same
+    bound); a UserError for other encodings."""
     data = read_bytes(path, what, limit, fix)
+    if Path(path).suffix == ".gz":
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
+                data = fh.read(limit + 1)
+        except (OSError, EOFError, zlib.error):
+            raise UserError(f"{what} {Path(path)} is not a whole gzip file; {fix}") from None
+        if len(data) > limit:
+            raise UserError(f"{what} {Path(path)} decompresses to more than {limit // MiB} MiB; {fix}")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:

@@ -100,6 +100,10 @@ class SearchSpace:
         """An architecture drawn uniformly from the candidates the sparse (ISTA-NAS) search chooses among."""
         raise NotImplementedError
 
+    # The benchmark table that ships with the package for this space: (file name in ista_nas/data, its metric
+    # columns, the first the default), or None.
+    builtin_table: tuple[str, tuple[str, ...]] | None = None
+
     def sample_size(self) -> int:
         """How many distinct architectures ``sample`` can draw."""
         raise NotImplementedError

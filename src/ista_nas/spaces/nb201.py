@@ -67,6 +67,8 @@ class Nb201Space(SearchSpace):
         "quick": dict(space="nb201", dataset="fashion-mnist", subset=5000, channels=8, layers=1, epochs=3,
                       batch_size=64, lr=0.05, lr_min=0.0, nesterov=True, weight_decay=5e-4, cutout=0,
                       auxiliary_weight=0.0, drop_path=0.0, grad_clip=0.0)}
+    # NATS-Bench's table of the 200-epoch test accuracies (docs/consistency.md; credit in the file's header).
+    builtin_table = ("nb201-accuracy.csv.gz", ("cifar10", "cifar100", "imagenet16-120"))
     own_fields = ("weight_warmup_epochs", "weight_scale", "explore")
     own_fields_note = "studied there: docs/search-quality.md"
 

@@ -15,7 +15,6 @@ extended seed by seed. The table is only read after a search ends: no search eve
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 import logging
@@ -23,36 +22,23 @@ import statistics
 import time
 from pathlib import Path
 
+from ista_nas.benchmark import Table, load_table
 from ista_nas.methods import make_config, search
-from ista_nas.networks.nb201 import NB201_OPS
+from ista_nas.networks.nb201 import NB201_OPS, Nb201Arch
 
 METRICS = ("cifar10", "cifar100", "imagenet16-120")
 CONVS = ("nor_conv_1x1", "nor_conv_3x3")
 
 
-def read_table(path: Path) -> dict[str, dict[str, float]]:
-    with path.open(newline="") as f:
-        return {row["arch"]: {m: float(row[m]) for m in METRICS} for row in csv.DictReader(f)}
-
-
-def ops_of(arch: str) -> list[str]:
-    return [entry.split("~")[0] for node in arch.split("+") for entry in node.strip("|").split("|")]
-
-
-def random_draw(table: dict[str, dict[str, float]], ops: tuple[str, ...]) -> dict[str, dict[str, float]]:
+def random_draw(tables: dict[str, Table], ops: tuple[str, ...]) -> dict[str, dict[str, float]]:
     """The exact distribution of each metric over the cells made of ``ops`` only (a uniform random draw)."""
-    cells = [v for arch, v in table.items() if set(ops_of(arch)) <= set(ops)]
     out = {}
-    for m in METRICS:
-        values = sorted(v[m] for v in cells)
+    for m, table in tables.items():
+        values = sorted(v for arch, v in table.values.items() if set(Nb201Arch.parse(arch).ops) <= set(ops))
         q = statistics.quantiles(values, n=20)
         out[m] = {"cells": len(values), "mean": statistics.fmean(values), "std": statistics.stdev(values),
                   "median": statistics.median(values), "top10": q[17], "top5": q[18], "best": values[-1]}
     return out
-
-
-def rank_of(table: dict[str, dict[str, float]], value: float, metric: str) -> int:
-    return 1 + sum(v[metric] > value for v in table.values())
 
 
 def run_one(name: str, overrides: dict, seed: int, args: argparse.Namespace) -> dict:
@@ -62,7 +48,8 @@ def run_one(name: str, overrides: dict, seed: int, args: argparse.Namespace) -> 
         len((out / "metrics.jsonl").read_text().splitlines()) >= cfg.epochs
     if not done:
         if out.exists():
-            raise SystemExit(f"{out} holds an unfinished run: resume it with `ista-nas resume {out}` or move it away")
+            raise SystemExit(f"{out} holds an unfinished run: continue it with `ista-nas search --resume {out}` or "
+                             "move it away")
         start = time.time()
         search(cfg, out)
         logging.info("%s seed %d: %.0f s", name, seed, time.time() - start)
@@ -115,18 +102,19 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     variants = dict((v.split("=", 1)[0], json.loads(v.split("=", 1)[1])) for v in args.variant) or {"preset": {}}
-    table = read_table(args.table)
+    tables = {m: load_table(args.table, metric=m) for m in METRICS}
     rows = []
     for (name, overrides), seed in itertools.product(variants.items(), args.seeds):
         if args.report_only and not (args.out / name / f"seed-{seed}" / "genotype.json").is_file():
             continue
         row = run_one(name, overrides, seed, args)
-        row.update(table[row["arch"]])
-        row["rank"] = rank_of(table, row["cifar10"], "cifar10")
-        row["convs"] = sum(op in CONVS for op in ops_of(row["arch"]))
+        arch = Nb201Arch.parse(row["arch"])
+        row.update({m: table.lookup(arch).value for m, table in tables.items()})
+        row["rank"] = tables["cifar10"].lookup(arch).rank
+        row["convs"] = sum(op in CONVS for op in arch.ops)
         rows.append(row)
-    draw = {"4 ops (no none)": random_draw(table, tuple(op for op in NB201_OPS if op != "none")),
-            "all 5 ops": random_draw(table, NB201_OPS)}
+    draw = {"4 ops (no none)": random_draw(tables, tuple(op for op in NB201_OPS if op != "none")),
+            "all 5 ops": random_draw(tables, NB201_OPS)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({"rows": rows, "random_draw": draw}, indent=1) + "\n")
     text = markdown(rows, variants, draw, args)

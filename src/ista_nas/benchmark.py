@@ -107,13 +107,11 @@ def _rows(path: Path, text: str) -> tuple[list[str], list[tuple[int, dict[str, A
         last = text.count("\n") + 1
         raise UserError(f"{path} line {last} has no line end: the file may be cut short inside a value; if the "
                         "table is whole, end it with a newline")
-    # Leading lines that start with # are comments (a table's source and licence); they keep their line numbers.
-    comments = 0
-    for line in text.split("\n"):
-        if not line.startswith("#"):
-            break
-        comments += 1
-    reader = csv.reader(io.StringIO("\n" * comments + text.split("\n", comments)[-1] if comments else text))
+    # Leading lines that start with # are comments (a table's source and licence): read as blank lines, so every
+    # line keeps its number, and skipped.
+    lines = text.split("\n")
+    comments = next(i for i, line in enumerate(lines) if not line.startswith("#"))  # the last line is "" (a line end)
+    reader = csv.reader(io.StringIO("\n" * comments + "\n".join(lines[comments:])))
     for _ in range(comments):
         next(reader)
     columns = next(reader, [])

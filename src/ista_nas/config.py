@@ -87,9 +87,14 @@ class _Config:
         return [f.name for f in dataclasses.fields(self) if f.name in names and getattr(self, f.name) != f.default]
 
     @classmethod
+    def unknown_keys(cls, data: dict[str, Any]) -> list[str]:
+        """The keys of ``data`` that are no field of this config, sorted."""
+        return sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]):
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = cls.unknown_keys(data)
         if unknown:
             raise UserError(f"unknown config key(s) {', '.join(map(repr, unknown))}; valid keys are "
                             f"{', '.join(sorted(names))}")

@@ -224,7 +224,7 @@ def correlate(run_dir: str | Path, out: str | Path, protocol: str = "trajectory"
     if protocol == "ranking" and k > most:
         raise UserError(f"--k {k}: the ranking protocol scores at most {most} architectures of --space {space.name} "
                         f"({space.sample_size()} candidates, at most {MAX_K} scored); lower --k")
-    out, files = _claim_outputs(out, protocol)
+    out, files = _claim_outputs(out)
     if protocol == "trajectory":
         points = [{"epoch": p["epoch"], "genotype": p["genotype"], "search": p["score"]} for p in trajectory(run_dir)]
         xlabel = "supernet accuracy on held-out batches, that epoch (%)"
@@ -268,7 +268,7 @@ def correlate(run_dir: str | Path, out: str | Path, protocol: str = "trajectory"
     return result
 
 
-def _claim_outputs(out: Path, protocol: str) -> tuple[Path, dict[str, Path]]:
+def _claim_outputs(out: Path) -> tuple[Path, dict[str, Path]]:
     """The --out folder and the paths correlate writes there, refused before any work when one of them holds a
     file ista-nas did not write: correlation.json and scatter.png carry their marks; the architectures' genotype
     files (which cannot) are correlate's when the folder's correlation.json is."""

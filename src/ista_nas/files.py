@@ -36,6 +36,10 @@ PLOT_FORMATS = ("png", "svg", "pdf")
 PLOT_METADATA = {"Creator": MARKS["plot"].decode()}
 
 
+def _bound(limit: int) -> str:
+    return f"{limit // MiB} MiB" if limit >= MiB else f"{limit} bytes"
+
+
 def _regular(path: Path, what: str, fix: str) -> int:
     """The size of the regular file ``path``; a UserError for anything else."""
     try:
@@ -55,8 +59,7 @@ def read_bytes(path: str | Path, what: str, limit: int, fix: str) -> bytes:
     """The bytes of the regular file ``path``, at most ``limit`` of them (a UserError past it)."""
     path = Path(path).expanduser()
     size = _regular(path, what, fix)
-    bound = f"{limit // MiB} MiB" if limit >= MiB else f"{limit} bytes"
-    too_big = UserError(f"{what} {path} is larger than the {bound} a {what} may have; {fix}")
+    too_big = UserError(f"{what} {path} is larger than the {_bound(limit)} a {what} may have; {fix}")
     if size > limit:
         raise too_big
     try:
@@ -80,7 +83,7 @@ def read_text(path: str | Path, what: str, limit: int, fix: str) -> str:
         except (OSError, EOFError, zlib.error):
             raise UserError(f"{what} {Path(path)} is not a whole gzip file; {fix}") from None
         if len(data) > limit:
-            raise UserError(f"{what} {Path(path)} decompresses to more than {limit // MiB} MiB; {fix}")
+            raise UserError(f"{what} {Path(path)} decompresses to more than {_bound(limit)}; {fix}")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:

@@ -11,7 +11,6 @@ whose write methods do nothing, so the methods call them unconditionally.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -192,8 +191,7 @@ class RunDir:
         the resumed config (default: its own ``validate``).
         """
         run, stored = cls.open(path)
-        names = {f.name for f in dataclasses.fields(config_cls)}
-        foreign = sorted(set(stored) - names)
+        foreign = config_cls.unknown_keys(stored)
         if foreign:
             raise UserError(f"{run.path} is not a run of this command: its config.json has settings this command "
                             f"does not take ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "

@@ -83,12 +83,12 @@ def search_seeds(cfg: SearchConfig, seeds: list[int], out: str | Path) -> list[S
     if Path(out).exists() and not Path(out).is_dir():
         raise UserError(f"--out {out} exists and is not a folder; give a new folder (or the --out of the same "
                         "--seeds search to continue it)")
-    for seed, seeded in zip(seeds, seeded_configs):  # and every new run directory
-        if not (Path(out) / f"seed-{seed}" / "config.json").is_file():
-            RunDir.check_new(Path(out) / f"seed-{seed}", seeded.to_dict())
+    paths = [Path(out) / f"seed-{seed}" for seed in seeds]
+    for path, seeded in zip(paths, seeded_configs):  # and every new run directory
+        if not (path / "config.json").is_file():
+            RunDir.check_new(path, seeded.to_dict())
     results = []
-    for seed, seeded in zip(seeds, seeded_configs):
-        path = Path(out) / f"seed-{seed}"
+    for path, seeded in zip(paths, seeded_configs):
         if not (path / "config.json").is_file():
             results.append(search(seeded, path))
             continue

@@ -9,7 +9,7 @@ The result is the genotype of the final supports; stage two (retraining it) is `
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
@@ -114,11 +114,7 @@ class TwoStageSearch:
         unit weights (the discrete network of a random architecture), so every candidate op is trained before
         b starts to compare them. The held-out batch is only scored."""
         if self.sampler is not None:
-            for p in self.active:
-                if p.grad is not None:
-                    p.grad.zero_()  # last step's support keeps exactly zero, as ops that left the support do
-            self.net.arch.sample_support(self.sampler)
-            self.active = self.net.active_weight_parameters()
+            self._step_support(lambda: self.net.arch.sample_support(self.sampler))
         with torch.no_grad():
             logits_val = self.net(x_val)
             loss_val = F.cross_entropy(logits_val, y_val)
@@ -130,11 +126,7 @@ class TwoStageSearch:
     def step(self, x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor) -> dict[str, Tensor]:
         train_net = self.train_net
         if self.explorer is not None:  # this step's support: the recovered one plus drawn challengers
-            for p in self.active:
-                if p.grad is not None:
-                    p.grad.zero_()  # last step's challengers keep exactly zero, as ops that left the support do
-            self.net.arch.explore_support(self.explorer, self.cfg.explore)
-            self.active = self.net.active_weight_parameters()
+            self._step_support(lambda: self.net.arch.explore_support(self.explorer, self.cfg.explore))
             train_net = self.net.forward_with_aux  # one process: no DDP wrapper needed
         # Architecture step: gradient of the validation loss with respect to b only (no weight gradients).
         logits_val = self.net(x_val)
@@ -148,6 +140,15 @@ class TwoStageSearch:
         if self.explorer is not None:
             self.net.arch.cache_support()  # the recovered support again between steps (checkpoints, genotype)
         return self._stats(loss, logits, y, loss_val, logits_val, y_val)
+
+    def _step_support(self, draw: Callable[[], None]) -> None:
+        """Run this step on the support ``draw`` sets (until ``cache_support``): last step's ops keep exactly zero
+        gradients, as ops that left the support do, and the active weights follow the new support."""
+        for p in self.active:
+            if p.grad is not None:
+                p.grad.zero_()
+        draw()
+        self.active = self.net.active_weight_parameters()
 
     def _weight_step(self, forward, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """One clipped SGD step on the active weights from ``forward(x)`` (logits, aux); returns loss and logits."""

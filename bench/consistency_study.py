@@ -1,20 +1,23 @@
-"""Reduced-scale consistency study (docs/consistency.md): Kendall tau between search and evaluation for the
-two-stage ISTA-NAS search and the DARTS baseline on NAS-Bench-201, at CPU scale, several seeds, both protocols
-of ``ista-nas correlate``, with true accuracy from short retrains run here (no benchmark table is available).
+"""Consistency against NAS-Bench-201's table (docs/consistency.md): does a search rank architectures the way
+the benchmark's 200-epoch training does, and better than counting their parameters?
 
-Into OUT (each run its own directory; finished runs are reused when the script is started again):
+Reads finished NAS-Bench-201 search runs, OUT_OF_STUDY/VARIANT/seed-S as bench/nb201_quality.py writes them,
+one ``--runs NAME=FOLDER`` per method, and for every seed runs ``ista-nas correlate`` under both protocols
+against the built-in table's CIFAR-10 accuracy:
 
-1. ``search --space nb201 --preset quick`` of each method and seed;
-2. the ``--k`` architectures the ranking protocol samples (``--sample-seed``), each trained once per
-   ``--retrain-seeds``, and every architecture a search held at some epoch, trained with the first retrain seed;
-   the truth is the final test top-1 of the first retrain seed's run, the same for every architecture (the
-   ranking protocol is also reported against the sampled architectures' mean over all retrain seeds);
-3. ``correlate`` of every search under both protocols, and the tau between two retrain seeds of the sampled
-   architectures (how far the truth itself agrees with itself: a ceiling for any search's tau).
+- ``ranking``: ``--k`` architectures (the same ``--sample-seed`` sample for every run) scored on the run's
+  trained supernet, Kendall tau and Spearman rho against the table, beside the parameter count's and FLOPs'
+  tau and rho on the same architectures, and the spread of the supernet's scores (chance: 10%);
+- ``trajectory``: the supernet's held-out accuracy each epoch against the table value of the cell it held.
 
-Writes OUT/study.json and prints Markdown tables. Usage (CIFAR-10 JPEG tree unpacked in /tmp/data):
+Also the parameter count's tau over the whole space (every cell of the table, and the 4,096 cells without
+``none`` that ISTA-NAS chooses among). Writes OUT/study.json and OUT/results.md; a finished correlation is read
+back when the script is started again. No search reads the table: only this script does, after the searches.
 
-    python bench/consistency_study.py --data folder:/tmp/data/cifar10-jpeg --out /tmp/consistency
+    python bench/nb201_quality.py --data folder:/tmp/data/cifar10-jpeg --out /tmp/final --seeds 15 16 17 18 19 \\
+        --variant ista-nas='{}' --variant darts='{"method": "darts"}'
+    python bench/consistency_study.py --runs ista-nas=/tmp/final/ista-nas darts=/tmp/final/darts \\
+        --seeds 15 16 17 18 19 --out /tmp/consistency
 """
 
 from __future__ import annotations
@@ -25,121 +28,115 @@ import logging
 import statistics
 from pathlib import Path
 
-from ista_nas import retrain
-from ista_nas.config import make_train_config
-from ista_nas.consistency import (architecture_key, correlate, correlation, sample_architectures, trajectory,
-                                  truth_from_runs)
-from ista_nas.methods import make_config, resume, search
+from tqdm import tqdm
+
+from ista_nas.benchmark import builtin_table
+from ista_nas.consistency import correlate, correlation, truth_from_table
+from ista_nas.networks.cnn import count_parameters
+from ista_nas.networks.nb201 import Nb201Arch
 from ista_nas.spaces import SPACES
 
 SPACE = SPACES["nb201"]
+PROTOCOLS = ("ranking", "trajectory")
 
 
-def finished(run: Path, epochs: int) -> bool:
-    path = run / "metrics.jsonl"
-    return path.is_file() and len(path.read_text().splitlines()) >= epochs and (run / "checkpoint.pt").is_file()
+def correlated(run: Path, out: Path, protocol: str, args: argparse.Namespace) -> dict:
+    done = out / "correlation.json"
+    if done.is_file():
+        result = json.loads(done.read_text())
+        if result.get("kendall_tau", "absent") != "absent" and (protocol == "trajectory" or result["k"] == args.k):
+            return result
+    table = builtin_table(SPACE, "cifar10")
+    return correlate(run, out, protocol, truth_from_table(table), k=args.k, seed=args.sample_seed, device="cpu")
 
 
-def run_search(method: str, seed: int, args: argparse.Namespace) -> Path:
-    out = Path(args.out) / f"search-{method}-s{seed}"
-    cfg = make_config("quick", space="nb201", method=method, dataset=args.data, seed=seed, device="cpu")
-    if not finished(out, cfg.epochs):
-        resume(out) if (out / "config.json").is_file() else search(cfg, out)
-    return out
+def whole_space() -> dict:
+    """Kendall tau and Spearman rho of the parameter count (C=16, N=5, 10 classes) over the table's cells."""
+    table = builtin_table(SPACE, "cifar10")
+    params, values, no_none = [], [], []
+    for arch, value in tqdm(sorted(table.values.items()), desc="counting parameters", unit="cell"):
+        genotype = Nb201Arch.parse(arch)
+        net, _, _ = SPACE.sized_network(genotype, 16, 5, 10, 3, 32, None)
+        params.append(float(count_parameters(net)))
+        values.append(value)
+        no_none.append("none" not in genotype.ops)
+    pick = [i for i, keep in enumerate(no_none) if keep]
+    return {"all": correlation(params, values),
+            "no_none": correlation([params[i] for i in pick], [values[i] for i in pick])}
 
 
-def run_retrain(genotype, seed: int, args: argparse.Namespace) -> Path:
-    name = str(genotype).replace("|", "").replace("~", "").replace("+", "_")
-    out = Path(args.out) / "retrain" / f"{name}-s{seed}"
-    if not finished(out, args.retrain_epochs):
-        if (out / "config.json").is_file():
-            retrain.resume(out)
-        else:
-            retrain.train(make_train_config("quick", space="nb201", arch=str(genotype), dataset=args.data,
-                                            subset=args.retrain_subset, epochs=args.retrain_epochs, seed=seed,
-                                            device="cpu"), out)
-    return out
+def mean_std(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "undefined"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.3f} +- {std:.3f}"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="dataset, e.g. folder:/tmp/data/cifar10-jpeg")
-    p.add_argument("--out", required=True)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=["two-stage", "darts"])
-    p.add_argument("--k", type=int, default=16, help="architectures the ranking protocol samples")
+    p.add_argument("--runs", nargs="+", required=True, metavar="NAME=FOLDER",
+                   help="a method's name and its folder of seed-S runs")
+    p.add_argument("--seeds", type=int, nargs="+", required=True)
+    p.add_argument("--k", type=int, default=64, help="architectures the ranking protocol samples [64]")
     p.add_argument("--sample-seed", type=int, default=0)
-    p.add_argument("--retrain-seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--retrain-subset", type=int, default=8000)
-    p.add_argument("--retrain-epochs", type=int, default=5)
-    p.add_argument("--stage", choices=("sample", "all"), default="all",
-                   help="sample: only retrain the sampled architectures (needs no search)")
+    p.add_argument("--out", required=True)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    methods = dict(item.split("=", 1) for item in args.runs)
 
-    sample = sample_architectures("nb201", args.k, args.sample_seed)
-    retrains = {architecture_key(g): [run_retrain(g, s, args) for s in args.retrain_seeds] for g in sample}
-    if args.stage == "sample":
-        return
-    searches = {(m, s): run_search(m, s, args) for m in args.methods for s in args.seeds}
-    for run in searches.values():  # the trajectories' architectures: the first retrain seed only
-        for point in trajectory(run):
-            key = architecture_key(point["genotype"])
-            if key not in retrains:
-                retrains[key] = [run_retrain(point["genotype"], args.retrain_seeds[0], args)]
-    truth = truth_from_runs([runs[0] for runs in retrains.values()])  # one retrain seed, the same for every arch
-    averaged = truth_from_runs([r for g in sample for r in retrains[architecture_key(g)]])  # sampled: all seeds
-
-    # The truth against itself: retrain seed 0 against retrain seed 1 of the sampled architectures.
-    def top1(run: Path) -> float:
-        return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["test_top1"]
-
-    per_seed = [[top1(retrains[architecture_key(g)][i]) for g in sample] for i in range(len(args.retrain_seeds))]
-    noise = correlation(per_seed[0], per_seed[1]) if len(per_seed) > 1 else None
     rows = []
-    for (method, seed), run in searches.items():
-        row = {"method": method, "seed": seed}
-        for protocol in ("trajectory", "ranking"):
-            result = correlate(run, out / "correlate" / f"{method}-s{seed}-{protocol}", protocol, truth, k=args.k,
-                               seed=args.sample_seed, device="cpu")
-            row[protocol] = {key: result.get(key) for key in ("kendall_tau", "spearman_rho", "n", "undefined",
-                                                                "distinct_architectures")}
-            if protocol == "ranking" and len(args.retrain_seeds) > 1:  # the same scores, the seed-averaged truth
-                row["ranking_averaged_truth"] = correlation([p["search"] for p in result["points"]],
-                                                            [averaged.get(g) for g in sample])
-            if protocol == "trajectory":
-                row["found"] = result["points"][-1]["arch"]
-                row["found_true"] = result["points"][-1]["true"]
-                row["final_valid_acc"] = result["points"][-1]["search"]
-        rows.append(row)
-    study = {"settings": vars(args), "noise": noise, "retrain_seeds_top1": per_seed,
-             "sample": [str(g) for g in sample], "truth": truth.values, "searches": rows}
-    (out / "study.json").write_text(json.dumps(study, indent=1))
+    for name, folder in methods.items():
+        for seed in args.seeds:
+            run = Path(folder) / f"seed-{seed}"
+            row = {"method": name, "seed": seed, "run": str(run)}
+            for protocol in PROTOCOLS:
+                result = correlated(run, out / name / f"seed-{seed}" / protocol, protocol, args)
+                row[protocol] = {key: result.get(key) for key in ("kendall_tau", "spearman_rho", "n",
+                                                                    "distinct_architectures", "undefined")}
+                row[protocol]["params"] = result["baselines"]["params"]
+                row[protocol]["flops"] = result["baselines"]["flops"]
+                row[protocol]["score_spread"] = result["score_spread"]
+                if protocol == "trajectory":
+                    row["found"], row["found_true"] = result["points"][-1]["arch"], result["points"][-1]["true"]
+            rows.append(row)
+    space = whole_space()
+    (out / "study.json").write_text(json.dumps({"settings": vars(args), "whole_space_params": space,
+                                                "runs": rows}, indent=1))
 
-    def fmt(v):
+    def f(v: float | None) -> str:
         return "undefined" if v is None else f"{v:.3f}"
 
-    print("| search | seed | trajectory tau (n, distinct) | ranking tau | ranking rho | ranking tau, seed-averaged "
-          "truth | found | its retrain top-1 | supernet valid acc, last epoch |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    lines = [f"Ranking: K={args.k} cells (sample seed {args.sample_seed}, the same for every run) scored on each "
+             "run's supernet; truth: CIFAR-10 200-epoch test accuracy of the built-in NAS-Bench-201 table.", "",
+             "| method | seed | found cell (CIFAR-10) | ranking tau | ranking rho | params tau (same K) | "
+             "supernet scores mean / std / range (%) | trajectory tau (n, distinct) | trajectory params tau |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        t, k, a = r["trajectory"], r["ranking"], r.get("ranking_averaged_truth", {})
-        print(f"| {r['method']} | {r['seed']} | {fmt(t['kendall_tau'])} ({t['n']}, {t['distinct_architectures']}) | "
-              f"{fmt(k['kendall_tau'])} | {fmt(k['spearman_rho'])} | {fmt(a.get('kendall_tau'))} | `{r['found']}` | "
-              f"{r['found_true']:.2f} | {r['final_valid_acc']:.2f} |")
-    for method in args.methods:
-        taus = [r["ranking"]["kendall_tau"] for r in rows if r["method"] == method]
-        found = [r["found_true"] for r in rows if r["method"] == method]
-        print(f"{method}: ranking tau {statistics.mean(taus):.3f} +- {statistics.stdev(taus) if len(taus) > 1 else 0:.3f}"
-              f", found retrain top-1 {statistics.mean(found):.2f} +- "
-              f"{statistics.stdev(found) if len(found) > 1 else 0:.2f} (n={len(rows) // len(args.methods)})")
-    if noise:
-        print(f"retrain seed 0 vs 1 over the {args.k} sampled architectures: tau {fmt(noise['kendall_tau'])}, "
-              f"rho {fmt(noise['spearman_rho'])}")
-    sampled = [statistics.mean(v) for v in zip(*per_seed)]
-    print(f"sampled architectures' retrain top-1: mean {statistics.mean(sampled):.2f}, best {max(sampled):.2f}")
+        k, t, sp = r["ranking"], r["trajectory"], r["ranking"]["score_spread"]
+        lines.append(f"| {r['method']} | {r['seed']} | {r['found_true']:.2f} | {f(k['kendall_tau'])} | "
+                     f"{f(k['spearman_rho'])} | {f(k['params']['kendall_tau'])} | {sp['mean']:.1f} / "
+                     f"{sp['std']:.1f} / {sp['min']:.1f}-{sp['max']:.1f} | {f(t['kendall_tau'])} ({t['n']}, "
+                     f"{t['distinct_architectures']}) | {f(t['params']['kendall_tau'])} |")
+    lines += ["", "| method | seeds | ranking tau | ranking rho | params tau | params rho | FLOPs tau | "
+              "trajectory tau | trajectory params tau |", "|---|---|---|---|---|---|---|---|---|"]
+    for name in methods:
+        mine = [r for r in rows if r["method"] == name]
+        k, t = [r["ranking"] for r in mine], [r["trajectory"] for r in mine]
+        lines.append(f"| {name} | {len(mine)} | {mean_std([x['kendall_tau'] for x in k])} | "
+                     f"{mean_std([x['spearman_rho'] for x in k])} | "
+                     f"{mean_std([x['params']['kendall_tau'] for x in k])} | "
+                     f"{mean_std([x['params']['spearman_rho'] for x in k])} | "
+                     f"{mean_std([x['flops']['kendall_tau'] for x in k])} | {mean_std([x['kendall_tau'] for x in t])} | "
+                     f"{mean_std([x['params']['kendall_tau'] for x in t])} |")
+    lines += ["", f"Parameter count over the whole table (C=16, N=5): Kendall tau "
+              f"{f(space['all']['kendall_tau'])}, Spearman rho {f(space['all']['spearman_rho'])} over "
+              f"{space['all']['n']} cells; over the {space['no_none']['n']} cells without none: tau "
+              f"{f(space['no_none']['kendall_tau'])}, rho {f(space['no_none']['spearman_rho'])}."]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from ista_nas.benchmark import builtin_table, load_table
 from ista_nas.cli import main
 from ista_nas.consistency import (_recalibrate, architecture_key, correlate, correlation, sample_architectures,
                                   supernet_scores, truth_from_runs, truth_from_table)
+from ista_nas.engine.checkpoint import load_checkpoint
 from ista_nas.errors import UserError
 from ista_nas.methods import make_config, search
 from ista_nas.networks.nb201 import NB201_EDGES, NB201_OPS, Nb201Arch, Nb201Network, Nb201SearchNetwork
@@ -329,9 +330,10 @@ def test_ranking_scores_each_sampled_architecture_on_the_held_out_half(nb201_sea
     sample = sample_architectures("nb201", 6, 2)
     assert [p["arch"] for p in out["points"]] == [str(a) for a in sample]
     assert [p["true"] for p in out["points"]] == [values[a] for a in sample]
-    scores = supernet_scores(result.run_dir, sample, 2, "cpu")
+    scores, held_out = supernet_scores(result.run_dir, sample, 2, "cpu")
     assert [p["search"] for p in out["points"]] == scores  # deterministic
     # top-1 over the whole held-out half: the tiny folder's 120 training images split in half, so j/60 right
+    assert held_out == 60
     assert all(abs(s * 60 / 100 - round(s * 60 / 100)) < 1e-6 for s in scores)
     assert math.isclose(out["kendall_tau"], stats.kendalltau(scores, [values[a] for a in sample]).statistic)
     for i, arch in enumerate(sample):
@@ -443,3 +445,87 @@ def test_comment_lines_at_the_top_of_a_table_keep_line_numbers(tmp_path):
     path.write_text(f"# source\n# licence\narch,test_acc\n{ALL[0]},1\n{ALL[1]},x\n")
     with pytest.raises(UserError, match="line 5: test_acc = 'x'"):
         load_table(path)
+
+
+# --- the built-in table recorded by default, read for nothing ---
+
+def test_a_search_records_the_built_in_table_and_decides_nothing_by_it(tiny_folder, tmp_path):
+    runs = {}
+    for name, benchmark in (("built-in", ""), ("none", "none")):
+        cfg = make_config("quick", space="nb201", dataset=f"folder:{tiny_folder}", subset=0, epochs=2, batch_size=12,
+                          channels=4, device="cpu", seed=3, benchmark=benchmark)
+        runs[name] = search(cfg, tmp_path / name)
+    recorded = ("benchmark", "benchmark_rank")
+
+    def without(metrics):
+        return [{k: v for k, v in m.items() if k not in recorded + ("seconds",)} for m in metrics]
+
+    assert runs["built-in"].genotype == runs["none"].genotype
+    assert without(runs["built-in"].metrics) == without(runs["none"].metrics)
+    assert all(k not in m for m in runs["none"].metrics for k in recorded)
+    a, b = (load_checkpoint(tmp_path / name / "checkpoint.pt")["search"]["model"] for name in runs)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # The recorded values are the packaged CSV's, read here independently of load_table.
+    import gzip
+
+    from ista_nas.benchmark import BUILTIN
+
+    text = gzip.decompress((BUILTIN / "nb201-accuracy.csv.gz").read_bytes()).decode()
+    rows = list(csv.DictReader(line for line in text.splitlines() if not line.startswith("#")))
+    cifar10 = {r["arch"]: float(r["cifar10"]) for r in rows}
+    for m in runs["built-in"].metrics:
+        value = cifar10[m["genotype"]["arch"]]
+        assert m["benchmark"] == value and m["benchmark_rank"] == 1 + sum(v > value for v in cifar10.values())
+    found = json.loads((tmp_path / "built-in" / "benchmark.json").read_text())
+    assert found["builtin"] and found["dense"] is False and found["value"] == cifar10[str(runs["built-in"].genotype)]
+    assert not (tmp_path / "none" / "benchmark.json").exists()
+    # The report shows where the found cell stands among the 4^6 cells without none (the sparse search's ops).
+    without_none = [v for arch, v in cifar10.items() if "none" not in arch]
+    page = (tmp_path / "built-in" / "report.html").read_text()
+    assert "table accuracy of the architecture held, and where the found cell stands" in page
+    better = sum(v > found["value"] for v in without_none)
+    assert (f"mean {statistics.fmean(without_none):.2f} +- {statistics.stdev(without_none):.2f} over 4096 cells; "
+            f"{100 * better / 4096:.1f}% of them better") in page
+    assert "Against the benchmark table" not in (tmp_path / "none" / "report.html").read_text()
+    # compare: the group's random draw is the same op set's distribution, drawn beside the found cells.
+    from ista_nas.report import compare
+
+    _, groups, plot = compare([tmp_path / "built-in"], tmp_path / "seeds.png")
+    assert groups[0]["random_draw"]["cells"] == 4096 and plot.stat().st_size > 0
+    assert math.isclose(groups[0]["random_draw"]["mean"], statistics.fmean(without_none))
+
+
+def test_correlate_sets_the_parameter_count_and_flops_beside_the_search_and_shows_the_scores_spread(tmp_path):
+    archs = random.Random(7).sample([a for a in ALL if "none" not in a.ops], 12)
+    scores = [float(s) for s in range(12)]
+    truth_values = [float(v) for v in random.Random(8).sample(range(100), 12)]
+    table = write_table(tmp_path / "t.csv", [(str(a), v) for a, v in zip(archs, truth_values)])
+    result = correlate(fake_search(tmp_path / "run", archs, scores), tmp_path / "c",
+                       truth=truth_from_table(load_table(table)))
+    # Independent sizes: the discrete NAS-Bench-201 network at C=16, N=5, counted by hand, and torch's FLOPs.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    params, flops = [], []
+    for arch in archs:
+        net = Nb201Network(arch, channels=16, cells=5, num_classes=10).eval()
+        params.append(sum(p.numel() for p in net.parameters()))
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            net(torch.zeros(1, 3, 32, 32))
+        flops.append(counter.get_total_flops())
+    assert [p["params"] for p in result["points"]] == params and [p["flops"] for p in result["points"]] == flops
+    for name, sizes in (("params", params), ("flops", flops)):
+        assert math.isclose(result["baselines"][name]["kendall_tau"], stats.kendalltau(sizes, truth_values).statistic)
+        assert math.isclose(result["baselines"][name]["spearman_rho"], stats.spearmanr(sizes, truth_values).statistic)
+    spread = result["score_spread"]
+    assert (spread["mean"], spread["std"], spread["min"], spread["max"], spread["chance"]) == \
+        (statistics.fmean(scores), statistics.stdev(scores), 0.0, 11.0, 10.0)
+    assert "binomial_se" not in spread  # a trajectory's scores are per-epoch batches, not one held-out set
+
+
+def test_ranking_scores_spread_carries_the_binomial_noise_of_one_score(nb201_search, tmp_path):
+    result, table, values = nb201_search
+    out = correlate(result.run_dir, tmp_path / "c", "ranking", truth_from_table(load_table(table)), k=4, seed=1,
+                    calibration_batches=1, device="cpu")
+    spread = out["score_spread"]
+    p = statistics.fmean(pt["search"] for pt in out["points"]) / 100
+    assert spread["held_out"] == 60 and math.isclose(spread["binomial_se"], 100 * math.sqrt(p * (1 - p) / 60))

@@ -129,7 +129,8 @@ def test_tiny_search_returns_a_valid_architecture_string_that_trains(method, tin
         assert tuple(edge[0]["op"] for edge in ranking) == result.genotype.ops
         assert all(edge[0]["abs_z"] >= edge[1]["abs_z"] > 0 for edge in ranking)
     assert (tmp_path / "search" / "cell.png").is_file()  # the drawing, also embedded in the report
-    assert (tmp_path / "search" / "report.html").read_text().count("data:image/png;base64,") == 3
+    # curves, the built-in table's picture (held architecture, where the found cell stands), supports, the cell
+    assert (tmp_path / "search" / "report.html").read_text().count("data:image/png;base64,") == 4
     metrics = result.metrics
     assert len(metrics) == 2 and metrics[-1]["genotype"] == {"arch": text}
     if method == "two-stage":

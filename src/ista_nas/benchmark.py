@@ -53,6 +53,7 @@ class Table:
 
     def __init__(self, path: Path, space: Any, metric: str, values: dict[str, float]):
         self.path, self.space, self.metric, self.values = path, space, metric, values
+        self.builtin = False  # the table that ships with the package for its space (builtin_table)
         ordered = sorted(values.values(), reverse=True)
         self._better = {}  # value -> how many architectures are strictly better
         for i, v in enumerate(ordered):
@@ -170,7 +171,28 @@ def builtin_table(space: Any, metric: str | None = None) -> Table:
     if metric not in metrics:
         raise UserError(f"the built-in {space.name} table has no metric {metric!r}; choose --metric "
                         f"{' | '.join(metrics)}, or give your own table with --benchmark FILE")
-    return load_table(BUILTIN / name, DEFAULT_ARCH_COLUMN, metric)
+    table = load_table(BUILTIN / name, DEFAULT_ARCH_COLUMN, metric)
+    table.builtin = True
+    return table
+
+
+NO_TABLE = "none"  # --benchmark none: no table, not even a space's built-in one
+
+
+def table_for(space: Any, benchmark: str | None, arch_column: str = DEFAULT_ARCH_COLUMN,
+              metric: str | None = None) -> Table | None:
+    """The table a command of ``space`` reads: ``benchmark`` FILE; else (None or "") the space's built-in table
+    if one ships, else None; ``none``: None. ``metric`` None or "": the table's default column (a file's
+    ``test_acc``, a built-in table's first metric)."""
+    if benchmark == NO_TABLE:
+        return None
+    if benchmark:
+        return load_table(benchmark, arch_column, metric or DEFAULT_METRIC)
+    if space.builtin_table is None:
+        return None
+    if metric == DEFAULT_METRIC and metric not in space.builtin_table[1]:
+        metric = None  # a run configured before tables were built in: its default metric meant a file's column
+    return builtin_table(space, metric)
 
 
 def load_table(path: str | Path, arch_column: str = DEFAULT_ARCH_COLUMN, metric: str = DEFAULT_METRIC) -> Table:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .benchmark import DEFAULT_ARCH_COLUMN, DEFAULT_METRIC
+from .benchmark import DEFAULT_ARCH_COLUMN, DEFAULT_METRIC, NO_TABLE
 from .config import SearchConfig, TrainConfig, make_train_config
 from .errors import IstaNasError, UserError
 from .files import claim_folder
@@ -71,6 +71,11 @@ def _add_table_flags(parser: argparse.ArgumentParser, required: bool, builtin: s
     parser.add_argument("--metric", default=None if builtin else DEFAULT_METRIC,
                         help=f"the table's numeric column to read [{DEFAULT_METRIC}"
                              + ("; a built-in table: its first]" if builtin else "]"))
+
+
+def _builtin_tables() -> str:
+    return "; ".join(f"{name}, metrics {' | '.join(space.builtin_table[1])}" for name, space in SPACES.items()
+                     if space.builtin_table)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,9 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                                description="The benchmark metric of a run's (or a written) architecture, its rank "
                                            "among all the table's architectures, and the table's best and mean.")
     look.add_argument("arch", help="a search or training run directory, a genotype.json or a written architecture")
-    _add_table_flags(look, required=False, builtin="; ".join(
-        f"{name}, metrics {' | '.join(space.builtin_table[1])}" for name, space in SPACES.items()
-        if space.builtin_table))
+    _add_table_flags(look, required=False, builtin=_builtin_tables())
     look.add_argument("--json", action="store_true", help="print one JSON object")
     cor = commands.add_parser("correlate", help="Kendall tau and Spearman rho between a search and evaluation",
                               description="How well a search run ranks architectures as their true accuracy does "
@@ -149,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     cor.add_argument("--protocol", choices=("trajectory", "ranking"), default="trajectory",
                      help="trajectory: its supernet accuracy each epoch against the true accuracy of the architecture "
                           "it held; ranking: K sampled architectures scored with its supernet [trajectory]")
-    _add_table_flags(cor, required=False)
+    _add_table_flags(cor, required=False, builtin=_builtin_tables() + "; none: no table")
     cor.add_argument("--truth", nargs="+", metavar="RUN", default=None,
                      help="ista-nas train run directories whose final test top-1 is the true accuracy (instead of "
                           "--benchmark)")
@@ -211,13 +214,13 @@ def _lookup(args: argparse.Namespace) -> None:
 
 
 def _correlate(args: argparse.Namespace) -> None:
-    from .benchmark import load_table
-    from .consistency import correlate, format_result, truth_from_runs, truth_from_table
+    from .benchmark import table_for
+    from .consistency import correlate, format_result, run_space, truth_from_runs, truth_from_table
 
     if args.benchmark and args.truth:
         raise UserError("--benchmark and --truth exclude each other; give one source of true accuracy")
-    truth = (truth_from_table(load_table(args.benchmark, args.arch_column, args.metric)) if args.benchmark else
-             truth_from_runs(args.truth) if args.truth else None)
+    table = None if args.truth else table_for(run_space(args.run), args.benchmark, args.arch_column, args.metric)
+    truth = truth_from_runs(args.truth) if args.truth else truth_from_table(table) if table else None
     out = args.out or str(Path(args.run) / f"correlate-{args.protocol}")
     result = correlate(args.run, out, args.protocol, truth, args.k, args.sample_seed, args.calibration_batches,
                        args.device)
@@ -240,7 +243,7 @@ def _run_command(args: argparse.Namespace, module: Any, make: Any, start: Any) -
     # Paths are stored absolute, so a resume works from any directory.
     if given.get("dataset", "").startswith("folder:"):
         given["dataset"] = "folder:" + _absolute(given["dataset"][len("folder:"):])
-    if given.get("benchmark"):
+    if given.get("benchmark") and given["benchmark"] != NO_TABLE:
         given["benchmark"] = _absolute(given["benchmark"])
     if given.get("data_dir"):
         given["data_dir"] = _absolute(given["data_dir"])

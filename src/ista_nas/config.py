@@ -250,9 +250,11 @@ class SearchConfig(RunConfig):
     budget_layers: int = _f(20, "two-stage: L of the network the parameter budget is counted for", at_least(1))
     # The true quality of the search trajectory (a tabular benchmark: every architecture trained)
     benchmark: str = _f("", "a benchmark table (CSV with a header, or JSON lines) of architectures and their trained "
-                            "accuracy: every epoch records the --metric of the architecture the search holds")
+                            "accuracy: every epoch records the --metric of the architecture the search holds; "
+                            "empty: the space's built-in table where one ships, none: no table")
     arch_column: str = _f("arch", "the benchmark table's column of architecture strings")
-    metric: str = _f("test_acc", "the benchmark table's column to record (any numeric column)")
+    metric: str = _f("", "the benchmark table's column to record (any numeric column); empty: test_acc of a file, "
+                         "the first metric of a built-in table (cifar10)")
 
     def _checks(self) -> list[tuple[bool, str]]:
         space = SPACES[self.space]

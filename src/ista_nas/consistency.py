@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from .benchmark import Table
 from .config import SearchConfig
@@ -45,6 +46,7 @@ from .files import claim_folder, claim_output, claim_plot
 from .methods import METHODS
 from .methods.two_stage import build_supernet
 from .spaces import SPACES, load_genotype
+from .summary import DATASET_SHAPES, dataset_shape, summarize_shaped
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,12 @@ def sample_architectures(space_name: str, k: int, seed: int) -> list[Any]:
     raise UserError(f"--k {k}: could not draw {k} distinct architectures of --space {space_name}; lower --k")
 
 
+def run_space(run_dir: str | Path) -> Any:
+    """The search space of a run directory."""
+    _, config = RunDir.open(run_dir)
+    return SPACES[config.get("space", "darts")]
+
+
 def trajectory(run_dir: Path) -> list[dict[str, Any]]:
     """(epoch, genotype, supernet accuracy) of every epoch record of a search run that names a genotype."""
     run, config = RunDir.open(run_dir)
@@ -166,8 +174,10 @@ def _recalibrate(net: nn.Module, genotype: Any, batches: list[torch.Tensor]) -> 
     net.eval()
 
 
-def supernet_scores(run_dir: Path, genotypes: list[Any], calibration_batches: int, device: str) -> list[float]:
-    """Held-out top-1 (%) of each genotype with the run's trained supernet (module doc: ``ranking``)."""
+def supernet_scores(run_dir: Path, genotypes: list[Any], calibration_batches: int,
+                    device: str) -> tuple[list[float], int]:
+    """Held-out top-1 (%) of each genotype with the run's trained supernet (module doc: ``ranking``), and how
+    many held-out images each score counts."""
     run, config = RunDir.open(run_dir)
     cfg = SearchConfig.from_dict({**config, "device": device})
     method = METHODS[cfg.method]
@@ -185,14 +195,56 @@ def supernet_scores(run_dir: Path, genotypes: list[Any], calibration_batches: in
                             channels_last=cfg.channels_last)
     batches = [x for (x, _), _ in zip(train_loader.epoch(0), range(calibration_batches))]
     scores = []
-    for i, genotype in enumerate(genotypes):
+    for i, genotype in enumerate(tqdm(genotypes, desc="scoring architectures", unit="arch", disable=None)):
         try:
             _recalibrate(net, genotype, batches)
         except ValueError as exc:  # e.g. a DARTS-space run searched with another number of nodes
             raise UserError(f"the sampled architectures do not fit the supernet of {run_dir} ({exc}); the ranking "
                             "protocol samples the space's standard cell") from None
         scores.append(evaluate(_Fixed(net, genotype), held_out, desc=f"architecture {i + 1}/{len(genotypes)}")["top1"])
-    return scores
+    return scores, len(valid_loader.indices)
+
+
+def spread(scores: list[float], chance: float | None, held_out: int | None = None) -> dict[str, Any]:
+    """How far apart the search's scores are, beside what noise alone gives: the accuracy of guessing
+    (``chance``) and, for top-1 over ``held_out`` images, one score's binomial standard error at their mean."""
+    mean = statistics.fmean(scores)
+    out = {"mean": mean, "std": statistics.stdev(scores) if len(scores) > 1 else 0.0, "min": min(scores),
+           "max": max(scores), "chance": chance}
+    if held_out:
+        p = min(max(mean / 100, 0.0), 1.0)
+        out.update(held_out=held_out, binomial_se=100 * (p * (1 - p) / held_out) ** 0.5)
+    return out
+
+
+def _shape(config: dict[str, Any]) -> tuple[int, int, int] | None:
+    """(classes, channels, side) of the run's dataset; None, with a warning, when it cannot be read any more."""
+    try:
+        return dataset_shape(config.get("dataset", "cifar10"))
+    except UserError as exc:
+        log.warning("the run's dataset cannot be read (%s): chance level unknown, sizes counted at CIFAR-10's shape",
+                    exc)
+        return None
+
+
+def baselines(genotypes: list[Any], true: list[float], config: dict[str, Any]) -> dict[str, Any]:
+    """Kendall tau and Spearman rho of each architecture's parameter count and FLOPs against ``true``: what a
+    search must beat to rank better than its networks' size. Counted for the network the space evaluates a
+    search's genotype at (its evaluation_size), for the run's dataset; also returned per architecture."""
+    space = SPACES[config.get("space", "darts")]
+    channels, layers = space.evaluation_size(config, True)
+    dataset = config.get("dataset", "cifar10")
+    shape = _shape(config) or DATASET_SHAPES["cifar10"]
+    sizes: dict[str, dict[str, Any]] = {}
+    for genotype in genotypes:
+        key = architecture_key(genotype)
+        if key not in sizes:
+            sizes[key] = summarize_shaped(genotype, channels, layers, dataset, shape)
+    per = [sizes[architecture_key(g)] for g in genotypes]
+    return {"network": {"channels": channels, "layers": layers, "dataset": dataset},
+            "params": correlation([float(i["params"]) for i in per], true),
+            "flops": correlation([float(i["flops"]) for i in per], true),
+            "per_architecture": [{"params": i["params"], "flops": i["flops"]} for i in per]}
 
 
 def _scatter(points: list[dict[str, Any]], result: dict[str, Any], path: Path, xlabel: str) -> None:
@@ -203,7 +255,13 @@ def _scatter(points: list[dict[str, Any]], result: dict[str, Any], path: Path, x
                cmap="viridis" if "epoch" in points[0] else None)
     tau = result["kendall_tau"]
     stats_text = "undefined" if tau is None else f"Kendall tau {tau:.3f}, Spearman rho {result['spearman_rho']:.3f}"
-    ax.set(xlabel=xlabel, ylabel="true accuracy (%)", title=f"{result['protocol']}: {stats_text} (n={result['n']})")
+    base = result.get("baselines", {}).get("params", {}).get("kendall_tau")
+    sp = result["score_spread"]
+    notes = ([f"parameter count alone: Kendall tau {base:.3f}"] if base is not None else []) + \
+        [f"search scores std {sp['std']:.2f}" + (f", one score's s.e. {sp['binomial_se']:.2f}" if "binomial_se" in sp
+                                                else "")]
+    ax.set(xlabel=xlabel, ylabel="true accuracy (%)",
+           title=f"{result['protocol']}: {stats_text} (n={result['n']})\n" + "; ".join(notes))
     ax.grid(alpha=0.3)
     savefig(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -225,12 +283,13 @@ def correlate(run_dir: str | Path, out: str | Path, protocol: str = "trajectory"
         raise UserError(f"--k {k}: the ranking protocol scores at most {most} architectures of --space {space.name} "
                         f"({space.sample_size()} candidates, at most {MAX_K} scored); lower --k")
     out, files = _claim_outputs(out)
+    held_out = None
     if protocol == "trajectory":
         points = [{"epoch": p["epoch"], "genotype": p["genotype"], "search": p["score"]} for p in trajectory(run_dir)]
         xlabel = "supernet accuracy on held-out batches, that epoch (%)"
     else:
         genotypes = sample_architectures(space.name, k, seed)
-        scores = supernet_scores(run_dir, genotypes, calibration_batches, device)
+        scores, held_out = supernet_scores(run_dir, genotypes, calibration_batches, device)
         points = [{"genotype": g, "search": s} for g, s in zip(genotypes, scores)]
         xlabel = "supernet top-1 on the held-out half, shared weights (%)"
     distinct = {architecture_key(p["genotype"]): p["genotype"] for p in points}
@@ -238,6 +297,8 @@ def correlate(run_dir: str | Path, out: str | Path, protocol: str = "trajectory"
     result: dict[str, Any] = {"written_by": "ista-nas correlate", "run": str(run_dir.resolve()),
                               "protocol": protocol, "method": config.get("method"), "space": space.name,
                               "seed": config.get("seed")}
+    shape = _shape(config)
+    result["score_spread"] = spread([p["search"] for p in points], shape and 100 / shape[0], held_out)
     if protocol == "ranking":
         result.update(k=k, sample_seed=seed, calibration_batches=calibration_batches)
     rows = [{**({"epoch": p["epoch"]} if "epoch" in p else {}), "arch": space.short(p["genotype"]),
@@ -262,7 +323,10 @@ def correlate(run_dir: str | Path, out: str | Path, protocol: str = "trajectory"
     for r, p in zip(rows, points):
         r["true"] = truth.get(p["genotype"])
     result.update(correlation([r["search"] for r in rows], [r["true"] for r in rows]))
-    result.update(truth=truth.source, distinct_architectures=len(distinct), points=rows)
+    size = baselines([p["genotype"] for p in points], [r["true"] for r in rows], config)
+    for r, counted in zip(rows, size.pop("per_architecture")):
+        r.update(counted)
+    result.update(truth=truth.source, distinct_architectures=len(distinct), baselines=size, points=rows)
     write()
     _scatter(rows, result, files["scatter.png"], xlabel)
     return result
@@ -296,5 +360,20 @@ def format_result(result: dict[str, Any]) -> str:
     else:
         lines.append(f"Kendall tau {result['kendall_tau']:.3f} (p={result['kendall_p']:.3g})  Spearman rho "
                      f"{result['spearman_rho']:.3f} (p={result['spearman_p']:.3g}); truth: {result['truth']}")
+    for name, what in (("params", "parameter count"), ("flops", "FLOPs")):
+        base = result.get("baselines", {}).get(name)
+        if base is not None:
+            lines.append(f"baseline, {what} alone: " + ("undefined" if base["kendall_tau"] is None else
+                         f"Kendall tau {base['kendall_tau']:.3f}  Spearman rho {base['spearman_rho']:.3f}"))
+    lines.append(format_spread(result["score_spread"]))
     return "\n".join(lines)
+
+
+def format_spread(sp: dict[str, Any]) -> str:
+    """One line: the scores' spread beside chance and, where known, one score's noise."""
+    noise = f"; one score's binomial s.e. {sp['binomial_se']:.2f} on {sp['held_out']} images" \
+        if "binomial_se" in sp else ""
+    chance = "unknown" if sp["chance"] is None else f"{sp['chance']:.2f}"
+    return (f"search scores: mean {sp['mean']:.2f}, std {sp['std']:.2f}, range {sp['min']:.2f}-{sp['max']:.2f} "
+            f"(chance {chance}{noise})")
 

@@ -8,6 +8,7 @@ confidences, the cell diagrams, parameters, FLOPs and time per epoch.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import json
@@ -22,7 +23,7 @@ from .engine.checkpoint import atomic_write_bytes
 from .engine.rundir import RunDir
 from .errors import UserError
 from .files import LIMITS, MARKS, claim_output, claim_plot, read_text
-from .spaces import genotype_from_dict, load_genotype, space_of
+from .spaces import SPACES, genotype_from_dict, load_genotype, space_of
 
 log = logging.getLogger(__name__)
 GENERATOR = MARKS["report"].decode()  # the mark that lets a later report replace this one (files.claim_output)
@@ -116,13 +117,65 @@ def _curves(metrics: list[dict[str, Any]]) -> str | None:
             points = [(m["epoch"], m[key + suffix]) for m in metrics if isinstance(m.get(key + suffix), (int, float))]
             if points:
                 ax.plot(*zip(*points), marker="o", ms=3, label=label)
-    points = [(m["epoch"], m["benchmark"]) for m in metrics if isinstance(m.get("benchmark"), (int, float))]
-    if points:  # the benchmark table's value of the architecture held: the trajectory's true quality
-        acc_ax.plot(*zip(*points), marker="s", ms=3, label="benchmark (table, architecture held)")
     loss_ax.set(title="loss", xlabel="epoch")
     acc_ax.set(title="accuracy (%)", xlabel="epoch")
     for ax in (loss_ax, acc_ax):
         ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+@functools.lru_cache(maxsize=8)
+def _searched_values(space_name: str, builtin: bool, table: str, arch_column: str, metric: str,
+                     dense: bool) -> tuple[float, ...]:
+    from .benchmark import builtin_table, load_table
+
+    space = SPACES[space_name]
+    read = builtin_table(space, metric) if builtin else load_table(table, arch_column, metric)
+    return tuple(v for arch, v in read.values.items() if space.searched_by(space.parse(arch), dense))
+
+
+def searched_values(bench: dict[str, Any] | None, config: dict[str, Any]) -> tuple[float, ...] | None:
+    """The table values of every cell the run's search could have found (its space's cells made of the
+    candidates it chose among; the method's ``dense`` recorded in benchmark.json): the exact distribution of a
+    uniform random draw of the same op set. None without a benchmark.json, or when its table cannot be read."""
+    if not isinstance(bench, dict) or "metric" not in bench:
+        return None
+    try:
+        values = _searched_values(config.get("space", "darts"), bool(bench.get("builtin")), str(bench.get("table")),
+                                  config.get("arch_column", "arch"), bench["metric"], bool(bench.get("dense", True)))
+    except UserError as exc:
+        log.warning("cannot read the benchmark table again (%s); the report shows the run's own records only", exc)
+        return None
+    return values or None
+
+
+def _benchmark_plots(metrics: list[dict[str, Any]], bench: dict[str, Any], values: tuple[float, ...] | None
+                     ) -> str:
+    """The table's value of the architecture held, epoch by epoch; and where the found cell stands among every
+    cell of the searched op set (a histogram, with the found cell and the random-draw mean)."""
+    plt = pyplot()
+    fig, (held_ax, hist_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    points = [(m["epoch"], m["benchmark"]) for m in metrics if isinstance(m.get("benchmark"), (int, float))]
+    metric = bench["metric"]
+    if points:
+        held_ax.plot(*zip(*points), marker="s", ms=3, label="architecture held")
+    if values:
+        held_ax.axhline(statistics.fmean(values), ls="--", color="gray", label="random draw, mean")
+    held_ax.axhline(bench["best"], ls=":", color="green", label=f"table best ({bench['best']:.2f})")
+    held_ax.set(title=f"table {metric} of the architecture held", xlabel="epoch", ylabel=f"{metric} (table)")
+    held_ax.xaxis.get_major_locator().set_params(integer=True)
+    if values:
+        hist_ax.hist(values, bins=60, color="#9ab8d8")
+        hist_ax.axvline(statistics.fmean(values), ls="--", color="gray",
+                        label=f"random draw, mean {statistics.fmean(values):.2f}")
+        hist_ax.set(title=f"{len(values)} cells of the searched op set", xlabel=f"{metric} (table)",
+                    ylabel="cells")
+    if bench.get("value") is not None:
+        hist_ax.axvline(bench["value"], color="crimson", lw=2,
+                        label=f"found {bench['value']:.2f} (rank {bench['rank']} of {bench['of']})")
+    for ax in (held_ax, hist_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return _png(fig)
@@ -240,12 +293,22 @@ def render(info: RunInfo) -> str:
     if bench and bench.get("value") is not None:
         overview.append((f"benchmark {bench['metric']}", f"{bench['value']:.2f}, rank {bench['rank']} of {bench['of']} "
                                                         f"(table best {bench['best']:.2f}, mean {bench['mean']:.2f})"))
+    values = searched_values(bench, config) if bench and bench.get("value") is not None else None
+    if values:
+        better = sum(v > bench["value"] for v in values)
+        overview.append(("random draw of the searched op set", f"mean {statistics.fmean(values):.2f} +- "
+                         f"{statistics.stdev(values):.2f} over {len(values)} cells; {100 * better / len(values):.1f}% "
+                         "of them better than the found cell"))
     if info.size:
         overview += [("parameters", f"{info.size['params'] / 1e6:.3f}M (C={info.size['channels']}, "
                                     f"L/N={info.size['layers']}, auxiliary head excluded)"),
                      ("FLOPs", f"{info.size['flops'] / 1e6:.1f}M (multiply-add = 2)")]
     body = [f"<h1>ista-nas {html.escape(info.kind)} run</h1>", _table(overview),
             "<h2>Loss and accuracy</h2>", _img(_curves(metrics), "loss and accuracy curves")]
+    if bench and bench.get("value") is not None:
+        body += ["<h2>Against the benchmark table</h2>",
+                 _img(_benchmark_plots(metrics, bench, values), "table accuracy of the architecture held, and where "
+                      "the found cell stands")]
     history = support_history(metrics)
     if history:
         settled = [(name, f"epoch {settled_after(rows)}") for name, rows in history.items()]
@@ -341,10 +404,13 @@ def summarize_groups(infos: list[RunInfo], table: Any | None = None) -> list[dic
     for label, members in group_runs(infos):
         best = [info.best_accuracy() for info in members]
         bench = [benchmark_value(info, table) for info in members]
+        draw = searched_values(_read_json(members[0].path / "benchmark.json"), members[0].config)
         rows.append({"group": label, "runs": [str(i.path) for i in members],
                      "seeds": [i.config.get("seed") for i in members],
                      "accuracy_key": best[0][0], "best_accuracy": _spread([b for _, b in best if b is not None]),
                      "benchmark": _spread([b for b in bench if b is not None]),
+                     "random_draw": {"mean": statistics.fmean(draw), "std": statistics.stdev(draw),
+                                     "cells": len(draw)} if draw and len(draw) > 1 else None,
                      "seconds": _spread([i.seconds() for i in members])})
     return rows
 
@@ -371,12 +437,23 @@ def compare(run_dirs: list[str | Path], plot: str | Path | None = None, table: A
     ax.set(xlabel="parameters (M)", ylabel="best accuracy (%)", title="accuracy against parameters")
     ax.grid(alpha=0.3)
     use_bench = any(g["benchmark"]["values"] for g in groups)
+    ticks = [g["group"] for g in groups]
+    if use_bench:  # each distinct searched op set's table distribution (a random draw), left of the groups
+        draws: dict[tuple[float, ...], str] = {}
+        for g, members in zip(groups, group_runs(infos)):
+            values = searched_values(_read_json(members[1][0].path / "benchmark.json"), members[1][0].config)
+            if values and values not in draws:
+                draws[values] = f"random draw ({len(values)} cells)"
+        for j, (values, label) in enumerate(draws.items()):
+            spread_ax.violinplot([values], positions=[-1 - j], showmeans=True, widths=0.8)
+        ticks = [label for label in reversed(list(draws.values()))] + ticks
+    first = -len(ticks) + len(groups)
     for i, g in enumerate(groups):
         spread = g["benchmark" if use_bench else "best_accuracy"]
         if spread["values"]:
             spread_ax.scatter([i] * len(spread["values"]), spread["values"], s=18, alpha=0.7)
             spread_ax.errorbar(i + 0.15, spread["mean"], yerr=spread["std"] or 0, fmt="o", color="black", capsize=4)
-    spread_ax.set_xticks(range(len(groups)), [g["group"] for g in groups], rotation=20, ha="right", fontsize=7)
+    spread_ax.set_xticks(range(first, len(groups)), ticks, rotation=20, ha="right", fontsize=7)
     spread_ax.set(ylabel="benchmark value of the found architecture" if use_bench else "best accuracy (%)",
                   title="over seeds: each run, and mean +- std")
     spread_ax.grid(alpha=0.3)
@@ -392,11 +469,12 @@ def format_groups(rows: list[dict[str, Any]]) -> str:
         std = f" +- {spread['std'] / scale:.2f}" if spread["std"] is not None else ""
         return f"{spread['mean'] / scale:.2f}{std}{unit}"
 
-    table = [("group", "seeds", "best accuracy", "benchmark", "time (min)")]
+    table = [("group", "seeds", "best accuracy", "benchmark", "random draw", "time (min)")]
     for r in rows:
         table.append((r["group"], ",".join(map(str, r["seeds"])),
                       f"{cell(r['best_accuracy'])} ({r['accuracy_key']})" if r["best_accuracy"]["mean"] is not None
-                      else "-", cell(r["benchmark"]), cell(r["seconds"], scale=60.0)))
+                      else "-", cell(r["benchmark"]), cell(r["random_draw"]) if r.get("random_draw") else "-",
+                      cell(r["seconds"], scale=60.0)))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
 

@@ -35,7 +35,13 @@ def summarize(genotype: Any, channels: int = 36, layers: int = 20, dataset: str 
     "FLOPs" for ImageNet mobile networks (e.g. DARTS's 574M). ``channels`` and ``layers`` mean what the
     genotype's space reads them as (a space of stages of N cells: ``layers`` is N).
     """
-    classes, in_channels, side = dataset_shape(dataset)
+    return summarize_shaped(genotype, channels, layers, dataset, dataset_shape(dataset), stem)
+
+
+def summarize_shaped(genotype: Any, channels: int, layers: int, dataset: str, shape: tuple[int, int, int],
+                     stem: str | None = None) -> dict[str, Any]:
+    """``summarize`` for a dataset of known ``shape`` (classes, channels, side): many genotypes, one read."""
+    classes, in_channels, side = shape
     net, stem, flavour = space_of(genotype).sized_network(genotype, channels, layers, classes, in_channels, side,
                                                            stem)
     net.eval()

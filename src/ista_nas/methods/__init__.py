@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from ..benchmark import NO_TABLE
 from ..config import SearchConfig, resolve
 from ..engine.driver import drive
 from ..engine.rundir import RunDir
@@ -41,7 +42,7 @@ def validate(cfg: SearchConfig) -> SearchConfig:
     for ok, message in method.checks(cfg, space) + space.check_search(cfg) + checks:
         if not ok:
             raise UserError(message)
-    if cfg.benchmark and not space.example:
+    if cfg.benchmark not in ("", NO_TABLE) and not space.example:
         raise UserError(f"--benchmark needs a space whose architectures have a written form; --space {space.name} "
                         "has none (use ista-nas correlate with training runs as the truth)")
     method.validate_parts(cfg)

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..benchmark import Table, load_table
+from ..benchmark import Table, table_for
 from ..engine.driver import Job
 from ..engine.rundir import RunDir
 from ..errors import UserError
 from ..report import write_run_report
-from ..spaces import write_diagrams
+from ..spaces import SPACES, write_diagrams
 from ..spaces.base import Checks, SearchSpace
 
 if TYPE_CHECKING:
@@ -75,7 +75,8 @@ class SearchMethod(Job):
         log.info("genotype: %s", genotype.to_dict())
         if self.table is not None and run.writes:
             entry = self.table.get(genotype)
-            run.write_json("benchmark.json", {"table": str(self.table.path), "metric": self.table.metric,
+            run.write_json("benchmark.json", {"table": str(self.table.path), "builtin": self.table.builtin,
+                                              "metric": self.table.metric, "dense": self.dense,
                                               **(entry.to_dict() if entry else {"arch": self.table.key(genotype),
                                                                                 "value": None})})
             if entry:
@@ -86,10 +87,11 @@ class SearchMethod(Job):
 
 
 def table_of(cfg: "SearchConfig") -> Table | None:
-    """The benchmark table ``--benchmark`` names (checked: of the run's space), or None."""
-    if not cfg.benchmark:
+    """The benchmark table the search records (``--benchmark`` FILE, checked: of the run's space; by default the
+    space's built-in table where one ships), or None (``--benchmark none``, or no table for the space)."""
+    table = table_for(SPACES[cfg.space], cfg.benchmark, cfg.arch_column, cfg.metric)
+    if table is None:
         return None
-    table = load_table(cfg.benchmark, cfg.arch_column, cfg.metric)
     if table.space.name != cfg.space:
         raise UserError(f"--benchmark {cfg.benchmark} lists architectures of --space {table.space.name}, the search "
                         f"is of --space {cfg.space}; give a table of its space")

@@ -12,7 +12,8 @@ A subclass provides, for its space:
 - the discrete network: ``network(spec)`` from a checkpoint's model spec, ``sized_network`` for counting.
 - its genotype: ``genotype_type`` (``to_dict``/``from_dict``), ``owns`` (is this JSON one of ours), ``parse``
   (a written form, e.g. a benchmark string), ``groups`` (the candidates each decision group holds),
-  ``short`` and ``describe`` (text), ``draw`` (the cell diagrams), ``sample`` (a uniform random draw).
+  ``short`` and ``describe`` (text), ``draw`` (the cell diagrams), ``sample`` (a uniform random draw),
+  ``searched_by`` (made of the candidates a search chooses among).
 - defaults and settings: ``default_size`` (the evaluation network's C and L), ``evaluation_size`` (which
   network a run's genotype is sized at), ``search_presets`` / ``train_presets`` (settings layered over the
   command's presets), ``own_fields`` (settings only this space offers), ``check_search`` / ``check_train``.
@@ -103,6 +104,11 @@ class SearchSpace:
     # The benchmark table that ships with the package for this space: (file name in ista_nas/data, its metric
     # columns, the first the default), or None.
     builtin_table: tuple[str, tuple[str, ...]] | None = None
+
+    def searched_by(self, genotype: Any, dense: bool) -> bool:
+        """Is ``genotype`` made only of the candidates a search chooses among (the sparse ISTA-NAS search, or
+        with ``dense`` the DARTS baseline's dense supernet)? The cells a search of this kind could find."""
+        return True
 
     def sample_size(self) -> int:
         """How many distinct architectures ``sample`` can draw."""

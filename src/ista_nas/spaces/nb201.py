@@ -120,6 +120,9 @@ class Nb201Space(SearchSpace):
     def sample(self, rng: random.Random) -> Nb201Arch:
         return Nb201Arch(tuple(rng.choice(NB201_OPS[1:]) for _ in NB201_EDGES))  # "none" is no ISTA-NAS candidate
 
+    def searched_by(self, genotype: Nb201Arch, dense: bool) -> bool:
+        return dense or "none" not in genotype.ops
+
     def sample_size(self) -> int:
         return (len(NB201_OPS) - 1) ** len(NB201_EDGES)
 

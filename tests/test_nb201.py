@@ -390,7 +390,7 @@ def test_explore_draws_follow_seed_epoch_and_step(tiny_config):
 class _SliceSupernet(torch.nn.Module):
     """A toy sparse supernet with the contract the two-stage step uses: one decision group of 4 candidates,
     candidate k a linear classifier of the k-th slice of the input, mixed over the step's support as the nb201
-    supernet mixes an edge (``Nb201SearchNetwork.edge_weights``)."""
+    supernet mixes an edge (``sparse_coding.scale_weights``)."""
 
     def __init__(self, cfg, start: list[int], seed: int):
         super().__init__()
@@ -405,7 +405,9 @@ class _SliceSupernet(torch.nn.Module):
         self.weight_scale = cfg.weight_scale
 
     def forward_with_aux(self, x):
-        weights = Nb201SearchNetwork.edge_weights(self.arch.relaxed_weights()[0], self.weight_scale)[0]
+        from ista_nas.sparse_coding import scale_weights
+
+        weights = scale_weights(self.arch.relaxed_weights()[0], self.weight_scale)[0]
         support = self.arch.support_list[0][0]
         return sum(w * self.candidates[k](x[:, k]) for w, k in zip(weights, support)), None
 

@@ -264,8 +264,9 @@ class SearchConfig(RunConfig):
                                                       f"({self.epochs - 1}), got {self.weight_warmup_epochs}"),
         ]
         for other in SPACES.values():  # the settings only another space offers stay at their defaults
-            changed = self.changed(set(other.own_fields) - set(space.own_fields))
-            flags = " and ".join(f"--{name.replace('_', '-')}" for name in other.own_fields)
+            theirs = [name for name in other.own_fields if name not in space.own_fields]
+            changed = self.changed(set(theirs))
+            flags = " and ".join(f"--{name.replace('_', '-')}" for name in theirs)
             note = f" ({other.own_fields_note})" if other.own_fields_note else ""
             checks.append((not changed, f"{flags} are offered for --space {other.name} only{note}; drop them or "
                                         f"add --space {other.name}"))

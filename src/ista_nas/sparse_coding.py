@@ -158,3 +158,23 @@ class SparseCode(nn.Module):
     def ranking(self) -> Tensor:
         """(T, G, n) candidate indices ordered by decreasing |z| (padding last); the support is its first s."""
         return self._rank(self.z)
+
+
+WEIGHT_SCALES = ("raw", "mean", "edge", "softmax")
+
+
+def scale_weights(alpha: Tensor, scale: str) -> Tensor:
+    """The multipliers of a cell's supported candidates from their relaxed weights ``alpha`` (groups, s):
+    raw (as they are, official); mean (divided by the cell's mean magnitude, not differentiated: about 1 on
+    average whatever |b| is, b's gradient intact); edge (|alpha| / sum |alpha| per group) or softmax (softmax of
+    |alpha| per group), differentiated: every group a convex mixture of its support, so its output scale is 1
+    whatever |b| is, and b's gradient says which supported candidate should weigh more (none at s=1). softmax
+    keeps the mixture near uniform while |b| is small."""
+    if scale == "mean":
+        return alpha / alpha.detach().abs().mean().clamp_min(1e-12)
+    if scale == "edge":
+        return alpha.abs() / alpha.abs().sum(-1, keepdim=True).clamp_min(1e-12)
+    if scale == "softmax":
+        return alpha.abs().softmax(-1)
+    return alpha
+

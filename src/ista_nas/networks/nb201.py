@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..ops import Chain, weighted
-from ..sparse_coding import SparseCode
+from ..sparse_coding import SparseCode, scale_weights
 from .dense import DenseCode
 
 NB201_OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -246,23 +246,8 @@ class Nb201SearchNetwork(_Nb201Body):
     def forward_with_aux(self, x: Tensor) -> tuple[Tensor, None]:
         weights = self.arch.relaxed_weights().to(x.dtype)[0]
         if not self.dense:
-            weights = self.edge_weights(weights, self.weight_scale)
+            weights = scale_weights(weights, self.weight_scale)  # each edge's supported ops' multipliers
         return self.run(x, (weights, self._support_ops())), None
-
-    @staticmethod
-    def edge_weights(alpha: Tensor, scale: str) -> Tensor:
-        """The multipliers of each edge's supported ops from their relaxed weights ``alpha`` (edges, s):
-        raw (as they are, official); mean (divided by the cell's mean magnitude, not differentiated); edge
-        (|alpha| / sum |alpha| per edge) or softmax (softmax of |alpha| per edge), differentiated: every edge a
-        convex mixture of its support, so its output scale is 1 whatever |b| is, and b's gradient says which
-        supported op should weigh more. softmax keeps the mixture near uniform while |b| is small."""
-        if scale == "mean":
-            return alpha / alpha.detach().abs().mean().clamp_min(1e-12)
-        if scale == "edge":
-            return alpha.abs() / alpha.abs().sum(-1, keepdim=True).clamp_min(1e-12)
-        if scale == "softmax":
-            return alpha.abs().softmax(-1)
-        return alpha
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with_aux(x)[0]

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..genotype import Genotype
 from ..ops import OPS, PRIMITIVES, Chain, concat_channels, weighted
 from .cnn import Network, build_op, build_stem, preprocessing, stack_cells
-from ..sparse_coding import SparseCode
+from ..sparse_coding import SparseCode, scale_weights
 
 NORMAL, REDUCE = 0, 1
 
@@ -80,9 +80,10 @@ class SearchNetwork(nn.Module):
     def __init__(self, channels: int = 16, layers: int = 8, num_classes: int = 10, in_channels: int = 3,
                  steps: int = 4, stem_multiplier: int = 3, proj_dims: int = 7, sparsity: int = 2,
                  lam: float = 1e-5, matrix: str = "uniform", seed: int = 0, one_stage: bool = False,
-                 auxiliary: bool = False, stem: str = "cifar", arch_init: float = 1e-3):
+                 auxiliary: bool = False, stem: str = "cifar", arch_init: float = 1e-3, weight_scale: str = "raw"):
         super().__init__()
         self.steps, self.one_stage, self.arch_init = steps, one_stage, arch_init
+        self.weight_scale = weight_scale
         self.shape = dict(channels=channels, layers=layers, num_classes=num_classes, in_channels=in_channels,
                           stem=stem)
         self.stem, self.stem1, c_stem = build_stem(stem, in_channels, channels, stem_multiplier)
@@ -101,8 +102,14 @@ class SearchNetwork(nn.Module):
         return SparseCode([(i + 2) * len(PRIMITIVES) for i in range(steps)], types=2, m=proj_dims, s=sparsity,
                           lam=lam, matrix=matrix, seed=seed, init_scale=self.arch_init)
 
+    def multipliers(self) -> Tensor:
+        """(types, steps, s): each supported candidate's output multiplier, its relaxed weight scaled per cell
+        type by ``weight_scale`` (sparse_coding.scale_weights; raw: as the official code)."""
+        alpha = self.arch.relaxed_weights()
+        return torch.stack([scale_weights(a, self.weight_scale) for a in alpha.unbind(0)])
+
     def forward_with_aux(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        return self._run(x, self.arch.relaxed_weights().to(x.dtype), self.arch.support_list)
+        return self._run(x, self.multipliers().to(x.dtype), self.arch.support_list)
 
     def forward_fixed(self, x: Tensor, genotype: Genotype) -> Tensor:
         """The logits of ``genotype``'s network with the supernet's shared weights: its candidates with unit
@@ -172,7 +179,7 @@ class SearchNetwork(nn.Module):
         net.to(device=self.arch.b.device, dtype=self.arch.b.dtype)
         pairs: list[tuple[nn.Module, nn.Module]] = [(self.stem, net.stem), (self.classifier, net.classifier)]
         pairs += [(a, b) for a, b in ((self.stem1, net.stem1), (self.aux_head, net.aux_head)) if a is not None]
-        alpha = self.arch.relaxed_weights()
+        alpha = self.multipliers()
         for cell, target in zip(self.cells, net.cells):
             t = REDUCE if cell.reduction else NORMAL
             pairs += [(cell.pre0, target.pre0), (cell.pre1, target.pre1)]

@@ -64,6 +64,7 @@ class DartsSpace(SearchSpace):
     default_size = (36, 20)
     has_target_supernet = True
     published = PUBLISHED
+    own_fields = ("weight_scale",)  # the relaxed weights' scale (docs/one-stage.md); nb201 offers it too
 
     @staticmethod
     def _build(cls: type, cfg: Any, data: Any, **extra: Any) -> nn.Module:
@@ -72,14 +73,15 @@ class DartsSpace(SearchSpace):
                    seed=cfg.seed, stem=cfg.stem, arch_init=cfg.arch_init, **extra)
 
     def supernet(self, cfg: Any, data: Any) -> nn.Module:
-        return self._build(SearchNetwork, cfg, data)
+        return self._build(SearchNetwork, cfg, data, weight_scale=cfg.weight_scale)
 
     def dense_supernet(self, cfg: Any, data: Any) -> nn.Module:
         return self._build(DenseSearchNetwork, cfg, data)
 
     def target_supernet(self, cfg: Any, data: Any) -> nn.Module:
         """One-stage: the target network's size, one-stage ops, an auxiliary head when it is weighted."""
-        return self._build(SearchNetwork, cfg, data, one_stage=True, auxiliary=cfg.auxiliary_weight > 0)
+        return self._build(SearchNetwork, cfg, data, one_stage=True, auxiliary=cfg.auxiliary_weight > 0,
+                           weight_scale=cfg.weight_scale)
 
     def smallest_group(self, dense: bool) -> int:
         return 2 * len(PRIMITIVES)  # node 0: two inputs x the ops

@@ -447,3 +447,48 @@ def test_the_search_moves_its_support_to_the_candidate_the_task_needs(tiny_confi
                 searcher.step(*batch(32), *batch(32))
             net.arch.recover()
         assert int(net.arch.ranking()[0, 0, 0]) == 2, (seed, net.arch.z)
+
+
+def test_one_stage_flavour_adds_an_affine_bn_after_each_parameter_free_op():
+    arch = Nb201Arch.parse("|skip_connect~0|+|avg_pool_3x3~0|nor_conv_3x3~1|+|none~0|skip_connect~1|nor_conv_1x1~2|")
+    standard = Nb201Network(arch, channels=4, cells=2, num_classes=3)
+    one_stage = Nb201Network(arch, channels=4, cells=2, num_classes=3, flavour="one-stage")
+    free = sum(op in ("skip_connect", "avg_pool_3x3") for op in arch.ops)  # 3 edges, each one BN of 2c
+    expected = sum(2 * c * free * 2 for c in (4, 8, 16))  # 2 cells per stage at C, 2C, 4C
+    count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert count(one_stage) - count(standard) == expected
+
+
+def test_fixed_edge_weights_fold_into_the_one_stage_networks_bns():
+    torch.manual_seed(0)
+    arch = Nb201Arch.parse("|skip_connect~0|+|avg_pool_3x3~0|nor_conv_3x3~1|+|none~0|skip_connect~1|nor_conv_1x1~2|")
+    fixed = Nb201Network(arch, channels=4, cells=2, num_classes=3, flavour="one-stage").double().hold_op_weights()
+    with torch.no_grad():
+        for m in fixed.modules():  # trained-looking BNs and fixed weights of both signs
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+        for block in fixed.blocks:
+            if getattr(block, "alpha", None) is not None:
+                block.alpha.copy_(torch.randn(6, dtype=torch.float64))
+    plain = fixed.absorbed()
+    assert not any(k.endswith("alpha") for k in plain.state_dict())
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(plain.eval()(x), fixed.eval()(x), rtol=1e-12, atol=1e-12)
+        # Written out for one cell: node sums of edge outputs times their weights.
+        cell = next(b for b in fixed.blocks if getattr(b, "alpha", None) is not None)
+        h = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+        e = [cell.edges[k] for k in range(6)]
+        a = cell.alpha
+        n1 = a[0] * e[0](h)
+        n2 = a[1] * e[1](h) + a[2] * e[2](n1)
+        n3 = a[4] * e[4](n1) + a[5] * e[5](n2)  # edge 3 (3<-0) is none
+        torch.testing.assert_close(cell(h), n3, rtol=1e-12, atol=1e-12)
+    # A network holding the fixed weights again loads the fixed network's state exactly.
+    again = Nb201Network(arch, channels=4, cells=2, num_classes=3, flavour="one-stage").double().hold_op_weights()
+    again.load_state_dict(fixed.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(x), fixed(x), rtol=1e-12, atol=1e-12)

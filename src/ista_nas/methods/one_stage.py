@@ -142,13 +142,21 @@ class OneStageSearch:
         return {"loss": loss.detach() * len(y), "correct": (logits.argmax(1) == y).sum(), "n": torch.tensor(len(y))}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.net.state_dict(), "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict()}
+        return {"model": self.net.state_dict(), "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
+                "weights_used": [p.grad is not None for p in self.w_opt.param_groups[0]["params"]]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["model"])
         self.w_opt.load_state_dict(state["w_opt"])
         self.a_opt.load_state_dict(state["a_opt"])
         self.unfreeze_bn(self.net.arch.frozen)
+        # A weight that was ever active keeps a zero gradient, so weight decay and momentum go on moving it after
+        # its op left the support, resumed or not (keep_zero_grads). Checkpoints written before this was saved:
+        # the weights SGD holds momentum for are those.
+        params = self.w_opt.param_groups[0]["params"]
+        used = state.get("weights_used") or ["momentum_buffer" in self.w_opt.state.get(p, {}) for p in params]
+        for p, was in zip(params, used, strict=True):
+            p.grad = torch.zeros_like(p) if was else None
 
 
 def build_supernet(cfg: SearchConfig, data: DataInfo) -> SearchNetwork:

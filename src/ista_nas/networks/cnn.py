@@ -9,7 +9,7 @@ networks that ISTA-NAS's one-stage search trains and returns do.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -185,14 +185,24 @@ class Network(nn.Module):
         outputs (exactly in eval mode; in training mode too, as the batch statistics are the same)."""
         net = copy.deepcopy(self)
         for cell in net.cells:
-            if cell.alpha is None:
-                continue
-            for op, a in zip(cell.ops, cell.alpha):
-                bn = last_bn(op)
-                bn.weight.mul_(a)
-                bn.bias.mul_(a)
-            cell.alpha = None
+            fold_alpha(cell, cell.ops)
         return net
+
+
+@torch.no_grad()
+def fold_alpha(cell: nn.Module, ops: Sequence[nn.Module | None]) -> None:
+    """Fold a cell's fixed op weights (its ``alpha`` buffer, one per op; nothing if None) into the BN that ends
+    each op (None: an op that never runs), and drop the buffer: alpha * BN(x) is the BN with weight
+    alpha * gamma and bias alpha * beta."""
+    if cell.alpha is None:
+        return
+    for op, a in zip(ops, cell.alpha):
+        if op is None:
+            continue
+        bn = last_bn(op)
+        bn.weight.mul_(a)
+        bn.bias.mul_(a)
+    cell.alpha = None
 
 
 def last_bn(op: nn.Module) -> nn.BatchNorm2d:

@@ -14,6 +14,7 @@ blocks, BN-ReLU, global pooling and a linear classifier. An architecture is the 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 from ..errors import UserError
 from ..ops import Chain, weighted
 from ..sparse_coding import SparseCode, scale_weights
+from .cnn import fold_alpha
 from .dense import DenseCode
 
 NB201_OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -101,8 +103,17 @@ class ReLUConvBN(Chain):
                          nn.BatchNorm2d(c_out, affine=affine))
 
 
-def build_op(name: str, c: int, affine: bool) -> nn.Module:
-    """An edge op at stride 1 (the benchmark's cells never change resolution); ``none`` is never called."""
+def build_op(name: str, c: int, affine: bool, flavour: str = "standard") -> nn.Module:
+    """An edge op at stride 1 (the benchmark's cells never change resolution); ``none`` is never called. The
+    one-stage flavour ends the parameter-free ops (skip, pooling) in an affine BN too, so that every op's fixed
+    weight can be absorbed into a BN (as the paper's one-stage networks do)."""
+    op = _benchmark_op(name, c, affine)
+    if flavour == "one-stage" and name in ("skip_connect", "avg_pool_3x3"):
+        return Chain(op, nn.BatchNorm2d(c, affine=affine))
+    return op
+
+
+def _benchmark_op(name: str, c: int, affine: bool) -> nn.Module:
     if name == "nor_conv_1x1":
         return ReLUConvBN(c, c, 1, 1, affine)
     if name == "nor_conv_3x3":
@@ -157,16 +168,23 @@ class _Nb201Body(nn.Module):
 
 
 class Nb201Cell(nn.Module):
-    def __init__(self, arch: Nb201Arch, c: int):
+    def __init__(self, arch: Nb201Arch, c: int, flavour: str = "standard"):
         super().__init__()
         # Every op of the string is built (the benchmark counts them all), but dead ones never run.
         self.live = live_edges([op != "none" for op in arch.ops])
-        self.edges = nn.ModuleList(build_op(name, c, affine=True) for name in arch.ops)
+        self.edges = nn.ModuleList(build_op(name, c, affine=True, flavour=flavour) for name in arch.ops)
+        # One-stage training: each edge's output times its fixed relaxed weight (not trained); None (and absent
+        # from the state dict) otherwise. ``Nb201Network.absorbed`` folds it into the op's last BN.
+        self.register_buffer("alpha", None)
+
+    def _edge(self, k: int, x: Tensor) -> Tensor:
+        out = self.edges[k](x)
+        return out if self.alpha is None else out * self.alpha[k]
 
     def forward(self, x: Tensor) -> Tensor:
         nodes = [x]
         for j in range(1, NB201_NODES):
-            terms = [self.edges[k](nodes[i]) for k, (to, i) in enumerate(NB201_EDGES) if to == j and self.live[k]]
+            terms = [self._edge(k, nodes[i]) for k, (to, i) in enumerate(NB201_EDGES) if to == j and self.live[k]]
             nodes.append(torch.stack(terms).sum(0) if len(terms) > 1 else terms[0] if terms else x.mul(0))
         return nodes[-1]
 
@@ -175,15 +193,34 @@ class Nb201Network(_Nb201Body):
     """The benchmark's network for one architecture (C=16, N=5 by default)."""
 
     def __init__(self, arch: Nb201Arch, channels: int = 16, cells: int = 5, num_classes: int = 10,
-                 in_channels: int = 3):
-        super().__init__(lambda c: Nb201Cell(arch, c), channels, cells, num_classes, in_channels)
-        self.genotype = arch
+                 in_channels: int = 3, flavour: str = "standard"):
+        super().__init__(lambda c: Nb201Cell(arch, c, flavour), channels, cells, num_classes, in_channels)
+        self.genotype, self.flavour = arch, flavour
 
     def forward_with_aux(self, x: Tensor) -> tuple[Tensor, None]:
         return self.run(x, ()), None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.run(x, ())
+
+    def _cells(self) -> list[Nb201Cell]:
+        return [block for block in self.blocks if isinstance(block, Nb201Cell)]
+
+    def hold_op_weights(self) -> "Nb201Network":
+        """Give every cell an ``alpha`` buffer, one fixed weight per edge (ones until a state dict with the
+        fixed op weights is loaded): the one-stage training phase's network."""
+        for cell in self._cells():
+            cell.alpha = torch.ones(len(cell.edges)).to(self.classifier.weight)
+        return self
+
+    @torch.no_grad()
+    def absorbed(self) -> "Nb201Network":
+        """A copy with every edge's fixed weight folded into the BN that ends its op (the one-stage flavour: every
+        op other than none ends in one): the plain network computing the same outputs (exactly in eval mode)."""
+        net = copy.deepcopy(self)
+        for cell in net._cells():  # a none edge never runs: its weight has nothing to scale
+            fold_alpha(cell, [None if name == "none" else op for name, op in zip(self.genotype.ops, cell.edges)])
+        return net
 
     def used_parameters(self) -> list[nn.Parameter]:
         """The parameters a training step gives gradients: all but those of dead edges."""

@@ -64,7 +64,7 @@ class DartsSpace(SearchSpace):
     default_size = (36, 20)
     has_target_supernet = True
     published = PUBLISHED
-    own_fields = ("weight_scale",)  # the relaxed weights' scale (docs/one-stage.md); nb201 offers it too
+    own_fields = ("weight_scale",)  # the relaxed weights' scale (docs/one-stage.md); another space offers it too
 
     @staticmethod
     def _build(cls: type, cfg: Any, data: Any, **extra: Any) -> nn.Module:

@@ -90,7 +90,8 @@ class Nb201Space(SearchSpace):
 
     def network(self, spec: dict[str, Any]) -> nn.Module:
         return Nb201Network(Nb201Arch.from_dict(spec["genotype"]), channels=spec["channels"], cells=spec["layers"],
-                            num_classes=spec["num_classes"], in_channels=spec["in_channels"])
+                            num_classes=spec["num_classes"], in_channels=spec["in_channels"],
+                            flavour=spec.get("flavour", "standard"))
 
     def sized_network(self, genotype: Nb201Arch, channels: int, layers: int, classes: int, in_channels: int,
                       side: int, stem: str | None, auxiliary: bool = True) -> tuple[nn.Module, str, str]:

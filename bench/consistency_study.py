@@ -23,6 +23,7 @@ back when the script is started again. No search reads the table: only this scri
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import statistics
@@ -37,6 +38,7 @@ from ista_nas.networks.nb201 import Nb201Arch
 from ista_nas.spaces import SPACES
 
 SPACE = SPACES["nb201"]
+TABLE = functools.cache(lambda: builtin_table(SPACE, "cifar10"))  # the truth, read once
 PROTOCOLS = ("ranking", "trajectory")
 
 
@@ -46,15 +48,13 @@ def correlated(run: Path, out: Path, protocol: str, args: argparse.Namespace) ->
         result = json.loads(done.read_text())
         if result.get("kendall_tau", "absent") != "absent" and (protocol == "trajectory" or result["k"] == args.k):
             return result
-    table = builtin_table(SPACE, "cifar10")
-    return correlate(run, out, protocol, truth_from_table(table), k=args.k, seed=args.sample_seed, device="cpu")
+    return correlate(run, out, protocol, truth_from_table(TABLE()), k=args.k, seed=args.sample_seed, device="cpu")
 
 
 def whole_space() -> dict:
     """Kendall tau and Spearman rho of the parameter count (C=16, N=5, 10 classes) over the table's cells."""
-    table = builtin_table(SPACE, "cifar10")
     params, values, no_none = [], [], []
-    for arch, value in tqdm(sorted(table.values.items()), desc="counting parameters", unit="cell"):
+    for arch, value in tqdm(sorted(TABLE().values.items()), desc="counting parameters", unit="cell"):
         genotype = Nb201Arch.parse(arch)
         net, _, _ = SPACE.sized_network(genotype, 16, 5, 10, 3, 32, None)
         params.append(float(count_parameters(net)))

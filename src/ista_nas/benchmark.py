@@ -190,8 +190,6 @@ def table_for(space: Any, benchmark: str | None, arch_column: str = DEFAULT_ARCH
         return load_table(benchmark, arch_column, metric or DEFAULT_METRIC)
     if space.builtin_table is None:
         return None
-    if metric == DEFAULT_METRIC and metric not in space.builtin_table[1]:
-        metric = None  # a run configured before tables were built in: its default metric meant a file's column
     return builtin_table(space, metric)
 
 

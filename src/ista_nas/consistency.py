@@ -227,14 +227,16 @@ def _shape(config: dict[str, Any]) -> tuple[int, int, int] | None:
         return None
 
 
-def baselines(genotypes: list[Any], true: list[float], config: dict[str, Any]) -> dict[str, Any]:
+def baselines(genotypes: list[Any], true: list[float], config: dict[str, Any],
+              shape: tuple[int, int, int] | None) -> dict[str, Any]:
     """Kendall tau and Spearman rho of each architecture's parameter count and FLOPs against ``true``: what a
     search must beat to rank better than its networks' size. Counted for the network the space evaluates a
-    search's genotype at (its evaluation_size), for the run's dataset; also returned per architecture."""
+    search's genotype at (its evaluation_size), for the run's dataset of ``shape`` (None: CIFAR-10's); also
+    returned per architecture."""
     space = SPACES[config.get("space", "darts")]
     channels, layers = space.evaluation_size(config, True)
     dataset = config.get("dataset", "cifar10")
-    shape = _shape(config) or DATASET_SHAPES["cifar10"]
+    shape = shape or DATASET_SHAPES["cifar10"]
     sizes: dict[str, dict[str, Any]] = {}
     for genotype in genotypes:
         key = architecture_key(genotype)
@@ -323,7 +325,7 @@ def correlate(run_dir: str | Path, out: str | Path, protocol: str = "trajectory"
     for r, p in zip(rows, points):
         r["true"] = truth.get(p["genotype"])
     result.update(correlation([r["search"] for r in rows], [r["true"] for r in rows]))
-    size = baselines([p["genotype"] for p in points], [r["true"] for r in rows], config)
+    size = baselines([p["genotype"] for p in points], [r["true"] for r in rows], config, shape)
     for r, counted in zip(rows, size.pop("per_architecture")):
         r.update(counted)
     result.update(truth=truth.source, distinct_architectures=len(distinct), baselines=size, points=rows)

@@ -399,19 +399,25 @@ def benchmark_value(info: RunInfo, table: Any | None) -> float | None:
 
 
 def summarize_groups(infos: list[RunInfo], table: Any | None = None) -> list[dict[str, Any]]:
-    """Per group of seeds: mean and sample standard deviation of best accuracy, benchmark value and run time."""
+    """Per group of seeds: mean and sample standard deviation of best accuracy, benchmark value, the random draw
+    of the searched op set and run time."""
+    return [row for row, _ in _groups_and_draws(infos, table)]
+
+
+def _groups_and_draws(infos: list[RunInfo], table: Any | None) -> list[tuple[dict[str, Any], tuple[float, ...] | None]]:
+    """``summarize_groups``'s rows, each with the table values of its searched op set (``searched_values``)."""
     rows = []
     for label, members in group_runs(infos):
         best = [info.best_accuracy() for info in members]
         bench = [benchmark_value(info, table) for info in members]
         draw = searched_values(_read_json(members[0].path / "benchmark.json"), members[0].config)
-        rows.append({"group": label, "runs": [str(i.path) for i in members],
+        rows.append(({"group": label, "runs": [str(i.path) for i in members],
                      "seeds": [i.config.get("seed") for i in members],
                      "accuracy_key": best[0][0], "best_accuracy": _spread([b for _, b in best if b is not None]),
                      "benchmark": _spread([b for b in bench if b is not None]),
                      "random_draw": {"mean": statistics.fmean(draw), "std": statistics.stdev(draw),
                                      "cells": len(draw)} if draw and len(draw) > 1 else None,
-                     "seconds": _spread([i.seconds() for i in members])})
+                     "seconds": _spread([i.seconds() for i in members])}, draw))
     return rows
 
 
@@ -423,7 +429,8 @@ def compare(run_dirs: list[str | Path], plot: str | Path | None = None, table: A
     if plot is not None:
         plot = claim_plot(plot, "--plot")
     infos = [read_run(p) for p in expand_runs(run_dirs)]
-    groups = summarize_groups(infos, table)
+    summarized = _groups_and_draws(infos, table)
+    groups = [row for row, _ in summarized]
     if plot is None:
         return infos, groups, None
     plt = pyplot()
@@ -440,8 +447,7 @@ def compare(run_dirs: list[str | Path], plot: str | Path | None = None, table: A
     ticks = [g["group"] for g in groups]
     if use_bench:  # each distinct searched op set's table distribution (a random draw), left of the groups
         draws: dict[tuple[float, ...], str] = {}
-        for g, members in zip(groups, group_runs(infos)):
-            values = searched_values(_read_json(members[1][0].path / "benchmark.json"), members[1][0].config)
+        for _, values in summarized:
             if values and values not in draws:
                 draws[values] = f"random draw ({len(values)} cells)"
         for j, (values, label) in enumerate(draws.items()):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..benchmark import Table, table_for
+from ..benchmark import DEFAULT_METRIC, Table, table_for
 from ..engine.driver import Job
 from ..engine.rundir import RunDir
 from ..errors import UserError
@@ -89,7 +89,9 @@ class SearchMethod(Job):
 def table_of(cfg: "SearchConfig") -> Table | None:
     """The benchmark table the search records (``--benchmark`` FILE, checked: of the run's space; by default the
     space's built-in table where one ships), or None (``--benchmark none``, or no table for the space)."""
-    table = table_for(SPACES[cfg.space], cfg.benchmark, cfg.arch_column, cfg.metric)
+    # A run configured before tables were built in holds the old default metric, a file's column name.
+    old_default = not cfg.benchmark and cfg.metric == DEFAULT_METRIC
+    table = table_for(SPACES[cfg.space], cfg.benchmark, cfg.arch_column, None if old_default else cfg.metric)
     if table is None:
         return None
     if table.space.name != cfg.space:

@@ -39,7 +39,7 @@ from ..spaces import SPACES, build_model, model_spec
 from ..spaces.base import Checks, SearchSpace
 from .base import SearchMethod, SearchResult
 from .budget import recover_within_budget
-from .two_stage import clip_weight_grads, keep_zero_grads
+from .two_stage import clip_weight_grads, keep_zero_grads, restore_used, weights_used
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class OneStageSearch:
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.net.state_dict(), "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
-                "weights_used": [p.grad is not None for p in self.w_opt.param_groups[0]["params"]]}
+                "weights_used": weights_used(self.w_opt.param_groups[0]["params"])}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["model"])
@@ -154,9 +154,8 @@ class OneStageSearch:
         # its op left the support, resumed or not (keep_zero_grads). Checkpoints written before this was saved:
         # the weights SGD holds momentum for are those.
         params = self.w_opt.param_groups[0]["params"]
-        used = state.get("weights_used") or ["momentum_buffer" in self.w_opt.state.get(p, {}) for p in params]
-        for p, was in zip(params, used, strict=True):
-            p.grad = torch.zeros_like(p) if was else None
+        restore_used(params, state.get("weights_used") or
+                     ["momentum_buffer" in self.w_opt.state.get(p, {}) for p in params])
 
 
 def build_supernet(cfg: SearchConfig, data: DataInfo) -> SearchNetwork:

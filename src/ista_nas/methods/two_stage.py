@@ -46,6 +46,17 @@ def keep_zero_grads(weights: list[torch.nn.Parameter], active: list[torch.nn.Par
             p.grad = torch.zeros_like(p)
 
 
+def weights_used(weights: list[torch.nn.Parameter]) -> list[bool]:
+    """Which weights hold a gradient (ever active, so keep_zero_grads keeps them moving): for a checkpoint."""
+    return [p.grad is not None for p in weights]
+
+
+def restore_used(weights: list[torch.nn.Parameter], used: list[bool]) -> None:
+    """After a resume: a zero gradient for every weight ``weights_used`` recorded, none for the others."""
+    for p, was in zip(weights, used, strict=True):
+        p.grad = torch.zeros_like(p) if was else None
+
+
 def clip_weight_grads(weights: list[torch.nn.Parameter], max_norm: float, also: Tensor | None = None) -> None:
     """``clip_grad_norm_`` of the weights' gradients, with the norm also counting ``also`` (b's gradient, which
     is not clipped) when given."""
@@ -179,16 +190,14 @@ class TwoStageSearch:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        used = [p.grad is not None for p in self.w_opt.param_groups[0]["params"]]
         return {"model": self.net.state_dict(), "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
-                "weights_used": used}
+                "weights_used": weights_used(self.w_opt.param_groups[0]["params"])}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["model"])
         self.w_opt.load_state_dict(state["w_opt"])
         self.a_opt.load_state_dict(state["a_opt"])
-        for p, used in zip(self.w_opt.param_groups[0]["params"], state["weights_used"], strict=True):
-            p.grad = torch.zeros_like(p) if used else None
+        restore_used(self.w_opt.param_groups[0]["params"], state["weights_used"])
 
 
 def summarize(sums: dict[str, float]) -> dict[str, float]:

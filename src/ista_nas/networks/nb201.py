@@ -224,8 +224,8 @@ class Nb201Network(_Nb201Body):
 
     def used_parameters(self) -> list[nn.Parameter]:
         """The parameters a training step gives gradients: all but those of dead edges."""
-        dead = {id(p) for block in self.blocks if isinstance(block, Nb201Cell)
-                for live, edge in zip(block.live, block.edges) if not live for p in edge.parameters()}
+        dead = {id(p) for cell in self._cells() for live, edge in zip(cell.live, cell.edges) if not live
+                for p in edge.parameters()}
         return [p for p in self.parameters() if id(p) not in dead]
 
 

@@ -1,11 +1,13 @@
 """NAS-Bench-201 search quality against the benchmark's table: what do the searches find?
 
 Runs every ``--variant`` (a name and the search settings that differ from ``--preset``, as JSON; ``method`` picks
-two-stage or darts) on every ``--seeds`` seed into OUT/NAME/seed-S, looks each found cell up in the table
+two-stage, one-stage or darts) on every ``--seeds`` seed into OUT/NAME/seed-S, looks each found cell up in the table
 (CIFAR-10, CIFAR-100 and ImageNet16-120 200-epoch test accuracy), and writes OUT/results.json and OUT/results.md:
-one row per run (cell, the three accuracies, rank of the table's 15,625, supports changed, convolutions, search
-time) and mean +- sample std per variant, beside the exact distribution of a uniform random draw of the same op
-set, computed from the table. A finished run is read back when the script is started again, so a study can be
+one row per run (cell, the three accuracies, rank of the table's 15,625, supports changed (one-stage: changes of
+the held cell), convolutions, the last epoch's held-out accuracy (two-stage and DARTS: the supernet's validation
+accuracy; one-stage: its trained target network's test accuracy), the trajectory Kendall tau, search time) and
+mean +- sample std per variant, beside the exact distribution of a uniform random draw of the same op set, computed
+from the table. A finished run is read back when the script is started again, so a study can be
 extended seed by seed. The table is only read after a search ends: no search ever sees it.
 
     python bench/nb201_quality.py --data folder:/tmp/data/cifar10-jpeg --table ../shared/data/nb201-accuracy.csv \
@@ -21,6 +23,8 @@ import logging
 import statistics
 import time
 from pathlib import Path
+
+from scipy.stats import kendalltau
 
 from ista_nas.benchmark import Table, load_table
 from ista_nas.methods import make_config, search
@@ -54,10 +58,18 @@ def run_one(name: str, overrides: dict, seed: int, args: argparse.Namespace) -> 
         search(cfg, out)
         logging.info("%s seed %d: %.0f s", name, seed, time.time() - start)
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    held = [m for m in metrics if "genotype" in m]  # the epochs that hold a cell (one-stage: its search phase)
+    # The trajectory tau: the network's held-out accuracy each epoch (the two-stage supernet's validation
+    # accuracy, the one-stage target network's test accuracy) against the table value of the cell it held.
+    score = [m.get("valid_acc", m.get("test_top1")) for m in held]
+    truth = [args.tables["cifar10"].lookup(Nb201Arch.parse(m["genotype"]["arch"])).value for m in held]
+    tau = kendalltau(score, truth).statistic if len(held) > 2 else None
     return {"variant": name, "seed": seed, "arch": json.loads((out / "genotype.json").read_text())["arch"],
-            "supports_changed": sum(len(m.get("supports_changed", [])) for m in metrics),
+            "supports_changed": sum(len(m.get("supports_changed", [])) for m in metrics) if cfg.method != "one-stage"
+            else sum(a["genotype"] != b["genotype"] for a, b in zip(held, held[1:])),
             "search_s": sum(m["seconds"] for m in metrics), "train_acc": metrics[-1]["train_acc"],
-            "valid_acc": metrics[-1]["valid_acc"]}
+            "valid_acc": metrics[-1].get("valid_acc", metrics[-1].get("test_top1")),
+            "trajectory_tau": None if tau is None or tau != tau else float(tau)}
 
 
 def mean_std(values: list[float]) -> str:
@@ -67,25 +79,29 @@ def mean_std(values: list[float]) -> str:
 def markdown(rows: list[dict], variants: dict[str, dict], draw: dict, args: argparse.Namespace) -> str:
     lines = [f"Budget: `--preset {args.preset}` of the nb201 space, data `{args.data}`; table `{args.table}`.", "",
              "| variant | seed | cell found | CIFAR-10 | CIFAR-100 | ImageNet16-120 | rank (of 15,625) | convs | "
-             "supports changed | search s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "supports changed | last held-out acc | trajectory tau | search s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    tau = lambda r: "-" if r.get("trajectory_tau") is None else f"{r['trajectory_tau']:.3f}"  # noqa: E731
     for r in rows:
         cell = r["arch"].replace("|", "\\|")
         lines.append(f"| {r['variant']} | {r['seed']} | `{cell}` | {r['cifar10']:.2f} | {r['cifar100']:.2f} | "
                      f"{r['imagenet16-120']:.2f} | {r['rank']} | {r['convs']} | {r['supports_changed']} | "
-                     f"{r['search_s']:.0f} |")
-    lines += ["", "| variant | settings | seeds | CIFAR-10 | CIFAR-100 | ImageNet16-120 | convs | search s |",
-              "|---|---|---|---|---|---|---|---|"]
+                     f"{r['valid_acc']:.2f} | {tau(r)} | {r['search_s']:.0f} |")
+    lines += ["", "| variant | settings | seeds | CIFAR-10 | CIFAR-100 | ImageNet16-120 | convs | last held-out acc | "
+              "trajectory tau | search s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, overrides in variants.items():
         group = [r for r in rows if r["variant"] == name]
         if group:
+            taus = [r["trajectory_tau"] for r in group if r.get("trajectory_tau") is not None]
             lines.append(f"| {name} | `{json.dumps(overrides)}` | {','.join(str(r['seed']) for r in group)} | "
                          + " | ".join(mean_std([r[m] for r in group]) for m in METRICS)
                          + f" | {statistics.fmean(r['convs'] for r in group):.1f} | "
+                           f"{mean_std([r['valid_acc'] for r in group])} | {mean_std(taus) if taus else '-'} | "
                            f"{statistics.fmean(r['search_s'] for r in group):.0f} |")
     for label, d in draw.items():
         lines.append(f"| random draw, {label} ({d['cifar10']['cells']} cells, exact) | - | - | "
                      + " | ".join(f"{d[m]['mean']:.2f} +- {d[m]['std']:.2f} (median {d[m]['median']:.2f}, "
-                                  f"top 5% >= {d[m]['top5']:.2f})" for m in METRICS) + " | - | - |")
+                                  f"top 5% >= {d[m]['top5']:.2f})" for m in METRICS) + " | - | - | - | - |")
     return "\n".join(lines) + "\n"
 
 
@@ -102,7 +118,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     variants = dict((v.split("=", 1)[0], json.loads(v.split("=", 1)[1])) for v in args.variant) or {"preset": {}}
-    tables = {m: load_table(args.table, metric=m) for m in METRICS}
+    tables = args.tables = {m: load_table(args.table, metric=m) for m in METRICS}
     rows = []
     for (name, overrides), seed in itertools.product(variants.items(), args.seeds):
         if args.report_only and not (args.out / name / f"seed-{seed}" / "genotype.json").is_file():

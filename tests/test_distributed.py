@@ -178,11 +178,12 @@ def test_batch_that_does_not_split_over_the_processes_is_refused(tiny_folder, tm
 
 @pytest.mark.slow  # launches processes or runs several short searches
 @needs_torchrun
-@pytest.mark.parametrize("method", ["one-stage"])  # (the DARTS baseline shares the two-stage path tested above)
-def test_the_other_search_methods_run_under_torchrun(method, tiny_folder, tmp_path):
-    args = ["search", "--method", method, "--preset", "quick", "--dataset", f"folder:{tiny_folder}", "--subset", "0",
-            "--batch-size", "12", "--channels", "4", "--layers", "3", "--device", "cpu", "--epochs", "2",
-            "--out", str(tmp_path / "run")]
+@pytest.mark.parametrize("method,space", [("one-stage", "darts"), ("one-stage", "nb201")])  # (the DARTS baseline
+# shares the two-stage path tested above)
+def test_the_other_search_methods_run_under_torchrun(method, space, tiny_folder, tmp_path):
+    args = ["search", "--method", method, "--space", space, "--preset", "quick", "--dataset", f"folder:{tiny_folder}",
+            "--subset", "0", "--batch-size", "12", "--channels", "4", "--device", "cpu", "--epochs", "2",
+            "--out", str(tmp_path / "run")] + (["--layers", "3"] if space == "darts" else [])
     if method == "one-stage":
         args[args.index("--epochs") + 1] = "1"
         args += ["--max-search-epochs", "1"]  # epoch 1 searches, epoch 2 trains the fixed network

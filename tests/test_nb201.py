@@ -492,3 +492,74 @@ def test_fixed_edge_weights_fold_into_the_one_stage_networks_bns():
     again.load_state_dict(fixed.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(again.eval()(x), fixed(x), rtol=1e-12, atol=1e-12)
+
+
+def _target_supernet(sparsity, weight_scale, seed=0):
+    """A float64 one-stage target supernet (C=4, N=1) with trained-looking BNs."""
+    torch.manual_seed(seed)
+    net = Nb201SearchNetwork(channels=4, cells=1, num_classes=3, proj_dims=3, sparsity=sparsity,
+                             weight_scale=weight_scale, seed=seed, arch_init=0.1, one_stage=True).double()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+    return net
+
+
+@pytest.mark.parametrize("sparsity,weight_scale", [(2, "softmax"), (2, "mean"), (1, "mean"), (1, "raw")])
+def test_a_frozen_target_supernet_is_the_one_stage_network_of_its_genotype(sparsity, weight_scale):
+    """Once every edge froze, each edge runs only its op of largest |z|: the supernet, its fixed-weight discrete
+    network and the absorbed copy compute what the plain one-stage network of the genotype computes with the
+    supernet's weights and each edge's output times its multiplier (written out: 1 for a softmax mixture of
+    one op; alpha over the mean |alpha| of the kept ops; alpha itself)."""
+    net = _target_supernet(sparsity, weight_scale)
+    z = net.arch.z[0].abs()
+    net.freeze(torch.ones(1, 6, dtype=torch.bool))
+    arch = net.genotype()
+    assert [net.candidates[int(z[k].argmax())] for k in range(6)] == list(arch.ops)
+    alpha = torch.stack([net.arch.relaxed_weights()[0, k, net.arch.support_list[0][k].index(net.candidates.index(op))]
+                         for k, op in enumerate(arch.ops)]).detach()
+    expected = {"softmax": torch.ones(6, dtype=torch.float64), "mean": alpha / alpha.abs().mean(), "raw": alpha}
+    fixed, sources = net.discrete()
+    torch.testing.assert_close(fixed._cells()[0].alpha, expected[weight_scale], rtol=1e-12, atol=1e-12)
+    plain = Nb201Network(arch, channels=4, cells=1, num_classes=3, flavour="one-stage").double().hold_op_weights()
+    plain.load_state_dict(fixed.state_dict())
+    assert set(sources) == {name for name, _ in fixed.named_parameters()}
+    assert all(torch.equal(p, sources[name]) for name, p in fixed.named_parameters())
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        ref = plain.eval()(x)
+        for other in (net.eval(), fixed.eval(), fixed.absorbed().eval()):
+            torch.testing.assert_close(other(x), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_a_frozen_target_edge_at_s2_drops_its_weaker_op_and_the_others_still_mix_two():
+    net = _target_supernet(2, "softmax").float()
+    frozen = torch.tensor([[True, False, False, True, False, False]])
+    z = net.arch.z[0].abs()
+    net.freeze(frozen)
+    for k in range(6):
+        held = net.held_candidates(0, k)
+        assert held == ([int(z[k].argmax())] if frozen[0, k] else net.arch.support_list[0][k])
+    calls = {}
+    for cell in net._search_cells():
+        for k, edge in enumerate(cell.edges):
+            for op, module in enumerate(edge):
+                module.register_forward_hook(lambda m, i, o, key=(k, op): calls.__setitem__(key, calls.get(key, 0) + 1))
+    loss = net.train()(torch.randn(4, 3, 16, 16)).square().mean()
+    ran = {(k, net.candidates.index(NB201_OPS[op])) for k, op in calls}
+    assert ran == {(k, c) for k in range(6) for c in net.held_candidates(0, k)}
+    active = {id(p) for p in net.active_weight_parameters()}
+    used = {id(p) for p, g in zip(net.parameters(), torch.autograd.grad(
+        loss, list(net.parameters()), allow_unused=True)) if g is not None}
+    assert used - {id(net.arch.b)} == active
+    # The frozen edges' weights are fixed: b gets no gradient there, and the others' mixtures still move it.
+    (grad,) = torch.autograd.grad(net(torch.randn(4, 3, 16, 16)).square().mean(), [net.arch.b])
+    assert bool((grad[frozen] == 0).all()) and bool((grad[~frozen].abs().sum(-1) > 0).all())
+    # After a state round trip the same ops run (the host-side record of the kept ops is rebuilt).
+    again = _target_supernet(2, "softmax", seed=1).float()
+    again.load_state_dict(net.state_dict())
+    assert [again.held_candidates(0, k) for k in range(6)] == [net.held_candidates(0, k) for k in range(6)]

@@ -239,10 +239,10 @@ class SearchConfig(RunConfig):
     arch_lr: float = _f(6e-4, "Adam learning rate of b (paper two-stage: 6e-4)", POSITIVE)
     arch_weight_decay: float = _f(1e-3, "Adam weight decay of b (official code: 1e-3)", NONNEGATIVE)
     # One-stage search
-    freeze_tol: float = _f(1e-3, "one-stage: a node freezes when its z moved at most this much (L2) in an epoch",
-                           NONNEGATIVE)
-    max_search_epochs: int = _f(0, "one-stage: freeze every node still searching after this many search epochs, "
-                                   "0 = search until every node froze", NONNEGATIVE)
+    freeze_tol: float = _f(1e-3, "one-stage: a decision group (a node of the DARTS cell, an edge of others) "
+                                 "freezes when its z moved at most this much (L2) in an epoch", NONNEGATIVE)
+    max_search_epochs: int = _f(0, "one-stage: freeze every group still searching after this many search epochs, "
+                                   "0 = search until every group froze", NONNEGATIVE)
     # Parameter budget
     max_params: float = _f(0.0, "reject recovered architectures over this many million parameters, 0 = no budget "
                                 "(two-stage: counted for the budget_channels x budget_layers network)", NONNEGATIVE)

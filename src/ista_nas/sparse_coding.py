@@ -163,18 +163,24 @@ class SparseCode(nn.Module):
 WEIGHT_SCALES = ("raw", "mean", "edge", "softmax")
 
 
-def scale_weights(alpha: Tensor, scale: str) -> Tensor:
+def scale_weights(alpha: Tensor, scale: str, keep: Tensor | None = None) -> Tensor:
     """The multipliers of a cell's supported candidates from their relaxed weights ``alpha`` (groups, s):
     raw (as they are, official); mean (divided by the cell's mean magnitude, not differentiated: about 1 on
     average whatever |b| is, b's gradient intact); edge (|alpha| / sum |alpha| per group) or softmax (softmax of
     |alpha| per group), differentiated: every group a convex mixture of its support, so its output scale is 1
     whatever |b| is, and b's gradient says which supported candidate should weigh more (none at s=1). softmax
-    keeps the mixture near uniform while |b| is small."""
+    keeps the mixture near uniform while |b| is small. ``keep`` (groups, s) bool: only those candidates run; the
+    others get 0 and the scale is taken over the kept ones (a group keeping one candidate under edge or
+    softmax weighs it 1)."""
+    if keep is not None:
+        alpha = alpha * keep
     if scale == "mean":
-        return alpha / alpha.detach().abs().mean().clamp_min(1e-12)
+        kept = alpha.numel() if keep is None else keep.sum()
+        return alpha / (alpha.detach().abs().sum() / kept).clamp_min(1e-12)
     if scale == "edge":
         return alpha.abs() / alpha.abs().sum(-1, keepdim=True).clamp_min(1e-12)
     if scale == "softmax":
-        return alpha.abs().softmax(-1)
+        scores = alpha.abs() if keep is None else alpha.abs().masked_fill(~keep, float("-inf"))
+        return scores.softmax(-1)
     return alpha
 

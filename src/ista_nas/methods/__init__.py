@@ -58,6 +58,8 @@ def make_config(preset: str = "paper", **overrides: Any) -> SearchConfig:
     tables = [("", SearchConfig.PRESETS)]
     tables += [(f"--space {space.name}", space.search_presets)] if space else []
     tables += [(f"--method {name}", method.presets)] if method else []
+    tables += [(f"--space {space.name} --method {name}", space.target_presets)] if method and space and \
+        method.target else []
     return validate(SearchConfig(**resolve(preset, tables, overrides)))
 
 

@@ -35,6 +35,7 @@ class SearchMethod(Job):
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {}  # its settings per preset, over the search's and the space's
     dense: ClassVar[bool] = False  # searches a dense supernet (every candidate runs)
+    target: ClassVar[bool] = False  # searches the space's target supernet (its target_presets apply)
     streams: ClassVar[bool] = False  # can read its data from disk every epoch (--stream)
     # (settings only this method reads, what they do): other methods refuse them away from their defaults
     exclusive: ClassVar[tuple[tuple[str, ...], str]] = ((), "")

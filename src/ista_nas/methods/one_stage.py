@@ -34,7 +34,6 @@ from ..engine.driver import EpochPlan
 from ..engine.rundir import RunDir
 from ..engine.splits import DataInfo, train_test
 from ..engine.trainer import Trainer, evaluate, summarize_training
-from ..networks import SearchNetwork
 from ..spaces import SPACES, build_model, model_spec
 from ..spaces.base import Checks, SearchSpace
 from .base import SearchMethod, SearchResult
@@ -84,27 +83,17 @@ def training_phase(cfg: SearchConfig) -> TrainConfig:
                        **{name: getattr(cfg, name) for name in TRAINING_PHASE_FROM_SEARCH})
 
 
-def op_bn_parameters(net: SearchNetwork, t: int, node: int, candidates: list[int]) -> list[nn.Parameter]:
-    """The affine parameters of the BNs inside the given candidate ops of one node, in every cell of type t."""
-    params = []
-    for cell in net.cells:
-        if int(cell.reduction) == t:
-            for k in candidates:
-                params += [p for m in cell.nodes[node][k].modules() if isinstance(m, nn.BatchNorm2d)
-                           for p in m.parameters()]
-    return params
-
-
 class OneStageSearch:
     """Single-level search on the target network: one loss, one SGD step on weights and one Adam step on b
     (gradients of both averaged over the ranks by a DDP wrapper rebuilt every epoch)."""
 
-    def __init__(self, net: SearchNetwork, cfg: SearchConfig, ctx: Dist = Dist()):
+    def __init__(self, net: nn.Module, cfg: SearchConfig, ctx: Dist = Dist()):
         self.net, self.cfg, self.ctx = net, cfg, ctx
-        # Every candidate op's BN starts fixed at (1, 0); a node's ops' BNs train once the node freezes.
-        for t in range(2):
-            for node in range(net.steps):
-                for p in op_bn_parameters(net, t, node, list(range(len(net.cells[0].nodes[node])))):
+        # Every candidate op's BN starts fixed at (1, 0); a group's held ops' BNs train once the group freezes.
+        types, groups = net.arch.frozen.shape
+        for t in range(types):
+            for g in range(groups):
+                for p in net.op_bn_parameters(t, g):
                     p.requires_grad_(False)
         self.w_opt = torch.optim.SGD(net.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                      weight_decay=cfg.weight_decay)
@@ -114,8 +103,8 @@ class OneStageSearch:
         self.train_net: nn.Module | None = None
 
     def unfreeze_bn(self, groups: Tensor) -> None:
-        for t, node in groups.nonzero().tolist():
-            for p in op_bn_parameters(self.net, t, node, self.net.arch.support_list[t][node]):
+        for t, g in groups.nonzero().tolist():
+            for p in self.net.op_bn_parameters(t, g, self.net.held_candidates(t, g)):
                 p.requires_grad_(True)
 
     def begin_epoch(self) -> None:
@@ -158,12 +147,12 @@ class OneStageSearch:
                      ["momentum_buffer" in self.w_opt.state.get(p, {}) for p in params])
 
 
-def build_supernet(cfg: SearchConfig, data: DataInfo) -> SearchNetwork:
+def build_supernet(cfg: SearchConfig, data: DataInfo) -> nn.Module:
     torch.manual_seed(cfg.seed)
     return SPACES[cfg.space].target_supernet(cfg, data)
 
 
-def start_training(net: SearchNetwork, searcher: OneStageSearch, tcfg: TrainConfig, ctx: Dist) -> Trainer:
+def start_training(net: nn.Module, searcher: OneStageSearch, tcfg: TrainConfig, ctx: Dist) -> Trainer:
     """The training phase's trainer: the discrete network with alpha as fixed multipliers, placed like the
     supernet, and the search's SGD momentum for every weight it keeps (the official code goes on with the
     same optimiser)."""
@@ -198,6 +187,7 @@ class OneStage(SearchMethod):
 
     kind = "phase"
     presets = ONE_STAGE_PRESETS
+    target = True
     exclusive = (TRAINING_PHASE_ONLY, "set the one-stage training phase")
     streams = True
 
@@ -206,10 +196,9 @@ class OneStage(SearchMethod):
         return [
             (space.has_target_supernet, f"--space {cfg.space} has no one-stage supernet; search it with --method "
                                         "two-stage or darts"),
-            (cfg.sparsity == 2, f"--method one-stage trains the DARTS-cell network, two inputs per node: use "
-                                f"--sparsity 2, not {cfg.sparsity}"),
             (not cfg.weight_warmup_epochs, "--weight-warmup-epochs applies to --method two-stage and darts"),
-        ]
+            (not cfg.explore, "--explore applies to --method two-stage"),
+        ] + (space.check_target(cfg) if space.has_target_supernet else [])
 
     @staticmethod
     def validate_parts(cfg: SearchConfig) -> None:
@@ -274,22 +263,23 @@ class OneStage(SearchMethod):
             freeze = ~net.arch.frozen
         for t, g in freeze.nonzero().tolist():
             self.froze_at[net.group_name(t, g)] = epoch + 1
-        net.arch.freeze(freeze)
+        net.freeze(freeze)
         self.searcher.unfreeze_bn(freeze)
         if bool(net.arch.frozen.all()):
             self.searched = epoch + 1
             self.trainer = start_training(net, self.searcher, self.tcfg, self.ctx)
             log.info("architecture fixed after %d search epochs: %s", self.searched,
                      self.trainer.model.genotype.to_dict())
+        genotype = net.genotype()
         return {"phase": "search", "phase_epoch": epoch + 1, **stats, "frozen": sorted(self.froze_at),
-                "genotype": net.genotype().to_dict()}
+                "genotype": genotype.to_dict(), **self.benchmark_record(genotype)}
 
     def _end_training(self, epoch: int, stats: dict[str, float]) -> dict[str, Any]:
         trainer, e = self.trainer, epoch - self.searched
         self.test = evaluate(trainer.model, self.test_loader, trainer.autocast, desc=f"test (train {e + 1})",
                              ctx=self.ctx)
         return {"phase": "train", "phase_epoch": e + 1, **stats, "lr": trainer.optimizer.param_groups[0]["lr"],
-                "drop_path": trainer.model.drop_path_prob}
+                "drop_path": trainer.model.drop_path_prob, **self.benchmark_record(trainer.model.genotype)}
 
     def state(self, finished: int, stopped: bool = False) -> OneStageState:
         """Search phase: the searcher. Training phase: the absorbed plain network (what evaluate and export
@@ -301,13 +291,14 @@ class OneStage(SearchMethod):
         plain = self.trainer.model.absorbed()  # alpha folded into the BNs
         return OneStageState(froze_at=self.froze_at, test=self.test, phase="train", fixed_at=self.searched,
                              min_epochs=finished - self.searched + stopped, train_on=self.trainer.state_dict(),
-                             model_spec=model_spec(self.tcfg, plain.genotype, self.data, *self.train_loader.mean_std),
+                             model_spec=model_spec(self.tcfg, plain.genotype, self.data, *self.train_loader.mean_std,
+                                                  **SPACES[self.cfg.space].target_spec),
                              trainer={"model": plain.state_dict()})
 
     def log_epoch(self, record: dict[str, Any]) -> None:
         log.info("epoch %d (%s %d)  train loss %.4f acc %.2f%%  test top-1 %.2f%%  frozen %d/%d  %.1fs",
                  record["epoch"], record["phase"], record["phase_epoch"], record["train_loss"], record["train_acc"],
-                 record["test_top1"], len(self.froze_at), 2 * self.cfg.steps, record["seconds"])
+                 record["test_top1"], len(self.froze_at), self.net.arch.frozen.numel(), record["seconds"])
 
     def result(self, run: RunDir) -> SearchResult:
         genotype = self.trainer.model.genotype

@@ -229,16 +229,23 @@ class Nb201Network(_Nb201Body):
         return [p for p in self.parameters() if id(p) not in dead]
 
 
+def _runs(op: int | None) -> bool:
+    return op is not None and NB201_OPS[op] != "none"
+
+
 class Nb201SearchCell(nn.Module):
-    """Every candidate op of every edge; ``forward`` runs only the supported ones, weighted ("none" adds 0)."""
+    """Every candidate op of every edge; ``forward`` runs only the supported ones, weighted ("none" and the
+    ops a frozen one-stage edge dropped, given as None, add 0). Two-stage and DARTS: BNs without affine
+    parameters; one-stage (``flavour``): the target network's ops, an affine BN ending each."""
 
-    def __init__(self, c: int):
+    def __init__(self, c: int, flavour: str = "standard"):
         super().__init__()
+        affine = flavour == "one-stage"
         self.edges = nn.ModuleList(
-            nn.ModuleList(build_op(name, c, affine=False) for name in NB201_OPS) for _ in NB201_EDGES)
+            nn.ModuleList(build_op(name, c, affine, flavour) for name in NB201_OPS) for _ in NB201_EDGES)
 
-    def forward(self, x: Tensor, weights: Tensor, support: Sequence[Sequence[int]]) -> Tensor:
-        live = live_edges([any(NB201_OPS[op] != "none" for op in ops) for ops in support])
+    def forward(self, x: Tensor, weights: Tensor, support: Sequence[Sequence[int | None]]) -> Tensor:
+        live = live_edges([any(_runs(op) for op in ops) for ops in support])
         nodes = [x]
         for j in range(1, NB201_NODES):
             out = None
@@ -246,7 +253,7 @@ class Nb201SearchCell(nn.Module):
                 if to != j or not live[k]:
                     continue
                 for w, op in zip(weights[k].unbind(0), support[k]):
-                    if NB201_OPS[op] == "none":
+                    if not _runs(op):
                         continue
                     term = weighted(self.edges[k][op], nodes[i], w)
                     out = term if out is None else out + term
@@ -261,12 +268,18 @@ class Nb201SearchNetwork(_Nb201Body):
     from the DARTS space: a ``none`` in the support would give b no gradient for its edge, so the edge could
     never leave it. The DARTS baseline (``dense``) weighs all 5 ops, ``none`` included, as the benchmark's
     DARTS baseline does.
+
+    ``one_stage``: the target network of the one-stage search, its ops those of the one-stage flavour network.
+    An edge searches with its whole support (s ops mixed as ``weight_scale`` says); once frozen it keeps only
+    the op of largest |z| (the genotype's), weighed as the scale weighs a support of one, so that when every
+    edge froze the supernet is the discrete network of its genotype (``discrete``).
     """
 
     def __init__(self, channels: int = 16, cells: int = 5, num_classes: int = 10, in_channels: int = 3,
                  proj_dims: int = 3, sparsity: int = 1, lam: float = 1e-5, matrix: str = "uniform", seed: int = 0,
-                 dense: bool = False, arch_init: float = 1e-3, weight_scale: str = "raw"):
-        super().__init__(Nb201SearchCell, channels, cells, num_classes, in_channels)
+                 dense: bool = False, arch_init: float = 1e-3, weight_scale: str = "raw", one_stage: bool = False):
+        flavour = "one-stage" if one_stage else "standard"
+        super().__init__(lambda c: Nb201SearchCell(c, flavour), channels, cells, num_classes, in_channels)
         self.shape = dict(channels=channels, cells=cells, num_classes=num_classes, in_channels=in_channels)
         self.candidates = NB201_OPS if dense else tuple(op for op in NB201_OPS if op != "none")
         self.op_ids = [NB201_OPS.index(op) for op in self.candidates]  # candidate index -> the cell's op index
@@ -274,17 +287,46 @@ class Nb201SearchNetwork(_Nb201Body):
         self.arch = (DenseCode(groups, block=len(self.candidates), types=1, seed=seed) if dense else
                      SparseCode(groups, types=1, m=proj_dims, s=sparsity, lam=lam, matrix=matrix, seed=seed,
                                 init_scale=arch_init))
-        self.dense = dense
+        self.dense, self.one_stage = dense, one_stage
         self.weight_scale = weight_scale
+        self._kept: list[list[bool]] | None = None  # host-side cache of keep(); None: to be read from the buffers
+        self.register_load_state_dict_post_hook(lambda module, _keys: module.forget_kept())
 
-    def _support_ops(self) -> list[list[int]]:
-        return [[self.op_ids[c] for c in group] for group in self.arch.support_list[0]]
+    def forget_kept(self) -> None:
+        """Drop the host-side cache of which ops the frozen edges keep (after the architecture state changed)."""
+        self._kept = None
+
+    def freeze(self, groups: Tensor) -> None:
+        """One-stage: freeze the (1, edges) ``groups`` (``SparseCode.freeze``); each keeps its op of largest |z|."""
+        self.arch.freeze(groups)
+        self.forget_kept()
+
+    def keep(self) -> list[list[bool]]:
+        """Per edge and support position, whether that op runs: all of the support, but on a frozen edge of the
+        one-stage supernet only the op of largest |z|. Host-side (read from the buffers once per freeze)."""
+        if not self.one_stage:
+            return [[True] * len(ops) for ops in self.arch.support_list[0]]
+        if self._kept is None:
+            frozen, top = self.arch.frozen[0].tolist(), self.arch.ranking()[0, :, 0].tolist()
+            self._kept = [[not frozen[k] or c == top[k] for c in ops]
+                          for k, ops in enumerate(self.arch.support_list[0])]
+        return self._kept
+
+    def _support_ops(self) -> list[list[int | None]]:
+        """Each edge's supported ops (the cell's op indices), None where a frozen edge dropped one."""
+        return [[self.op_ids[c] if kept else None for c, kept in zip(group, keep)]
+                for group, keep in zip(self.arch.support_list[0], self.keep())]
+
+    def multipliers(self) -> Tensor:
+        """(edges, s): each supported op's output multiplier (0 for ops that do not run)."""
+        weights = self.arch.relaxed_weights()[0]
+        if self.dense:
+            return weights
+        keep = torch.tensor(self.keep(), device=weights.device) if self.one_stage else None
+        return scale_weights(weights, self.weight_scale, keep)
 
     def forward_with_aux(self, x: Tensor) -> tuple[Tensor, None]:
-        weights = self.arch.relaxed_weights().to(x.dtype)[0]
-        if not self.dense:
-            weights = scale_weights(weights, self.weight_scale)  # each edge's supported ops' multipliers
-        return self.run(x, (weights, self._support_ops())), None
+        return self.run(x, (self.multipliers().to(x.dtype), self._support_ops())), None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with_aux(x)[0]
@@ -303,14 +345,53 @@ class Nb201SearchNetwork(_Nb201Body):
 
     def active_weight_parameters(self) -> list[nn.Parameter]:
         support = self._support_ops()
-        live = live_edges([any(NB201_OPS[op] != "none" for op in ops) for ops in support])
+        live = live_edges([any(_runs(op) for op in ops) for ops in support])
         modules: list[nn.Module] = [self.stem, self.head, self.classifier]
         for block in self.blocks:
             if isinstance(block, ResidualReduction):
                 modules.append(block)
             else:
-                modules += [block.edges[k][op] for k, ops in enumerate(support) if live[k] for op in ops]
+                modules += [block.edges[k][op] for k, ops in enumerate(support) if live[k] for op in ops if _runs(op)]
         return [p for m in modules for p in m.parameters()]
+
+    def op_bn_parameters(self, t: int, g: int, candidates: Sequence[int] | None = None) -> list[nn.Parameter]:
+        """The affine parameters of the BNs inside edge g's ``candidates`` (all by default), in every cell."""
+        ops = [self.op_ids[c] for c in (range(len(self.candidates)) if candidates is None else candidates)]
+        return [p for cell in self._search_cells() for op in ops for m in cell.edges[g][op].modules()
+                if isinstance(m, nn.BatchNorm2d) for p in m.parameters()]
+
+    def held_candidates(self, t: int, g: int) -> list[int]:
+        """The candidates edge g runs (once frozen: the one it keeps)."""
+        return [c for c, kept in zip(self.arch.support_list[t][g], self.keep()[g]) if kept]
+
+    def _search_cells(self) -> list[Nb201SearchCell]:
+        return [block for block in self.blocks if isinstance(block, Nb201SearchCell)]
+
+    @torch.no_grad()
+    def discrete(self) -> tuple[Nb201Network, dict[str, nn.Parameter]]:
+        """The one-stage flavour network of the genotype, each edge's output times its multiplier (fixed, the
+        cells' ``alpha`` buffers), and for each of its parameter names the supernet parameter it was copied
+        from. Once every edge froze (or at s=1) it computes what this supernet computes."""
+        if not self.one_stage:
+            raise ValueError("only a one-stage supernet (affine BN ending every op) becomes the one-stage network")
+        genotype = self.genotype()
+        net = Nb201Network(genotype, flavour="one-stage", **self.shape).hold_op_weights()
+        net.to(device=self.arch.b.device, dtype=self.arch.b.dtype)
+        pairs: list[tuple[nn.Module, nn.Module]] = [(self.stem, net.stem), (self.head, net.head),
+                                                    (self.classifier, net.classifier)]
+        multipliers, support = self.multipliers(), self.arch.support_list[0]
+        alpha = torch.stack([multipliers[k, support[k].index(self.candidates.index(op))]
+                             for k, op in enumerate(genotype.ops)]).detach().clone()
+        for block, target in zip(self.blocks, net.blocks):
+            if isinstance(block, ResidualReduction):
+                pairs.append((block, target))
+                continue
+            pairs += [(block.edges[k][NB201_OPS.index(op)], target.edges[k]) for k, op in enumerate(genotype.ops)]
+            target.alpha = alpha.clone()
+        for source, dest in pairs:
+            dest.load_state_dict(source.state_dict())
+        names = {id(q): name for name, q in net.named_parameters()}
+        return net, {names[id(q)]: p for source, dest in pairs for p, q in zip(source.parameters(), dest.parameters())}
 
     def group_name(self, t: int, g: int) -> str:
         to, i = NB201_EDGES[g]

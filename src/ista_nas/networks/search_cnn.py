@@ -151,6 +151,25 @@ class SearchNetwork(nn.Module):
             modules += cell.support_modules(support[REDUCE if cell.reduction else NORMAL])
         return [p for m in modules for p in m.parameters()]
 
+    def freeze(self, groups: Tensor) -> None:
+        """One-stage: freeze the (T, G) ``groups`` (``SparseCode.freeze``): they keep their support."""
+        self.arch.freeze(groups)
+
+    def op_bn_parameters(self, t: int, g: int, candidates: Sequence[int] | None = None) -> list[nn.Parameter]:
+        """The affine parameters of the BNs inside node g's ``candidates`` (all by default), in every cell of
+        type t."""
+        params = []
+        for cell in self.cells:
+            if int(cell.reduction) == t:
+                ops = cell.nodes[g] if candidates is None else [cell.nodes[g][k] for k in candidates]
+                params += [p for op in ops for m in op.modules() if isinstance(m, nn.BatchNorm2d)
+                           for p in m.parameters()]
+        return params
+
+    def held_candidates(self, t: int, g: int) -> list[int]:
+        """The candidates node g of cell type t runs: its support."""
+        return self.arch.support_list[t][g]
+
     def group_name(self, t: int, g: int) -> str:
         """A decision group's name in logs and metrics: the cell type and the node."""
         return f"{('normal', 'reduce')[t]}/node{g}"

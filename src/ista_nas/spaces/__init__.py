@@ -94,8 +94,10 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
     return SPACES[spec.get("space", DEFAULT)].network(spec)
 
 
-def model_spec(cfg: Any, genotype: Any, data: Any, mean: list[float], std: list[float]) -> dict[str, Any]:
-    """Everything needed to rebuild and feed a trained network; stored in every training checkpoint."""
-    return {"space": cfg.space, "genotype": genotype.to_dict(), "channels": cfg.channels, "layers": cfg.layers,
+def model_spec(cfg: Any, genotype: Any, data: Any, mean: list[float], std: list[float], **extra: Any
+               ) -> dict[str, Any]:
+    """Everything needed to rebuild and feed a trained network; stored in every training checkpoint. ``extra``:
+    what the space's network needs beyond these (a target network's ``SearchSpace.target_spec``)."""
+    return {**extra, "space": cfg.space, "genotype": genotype.to_dict(), "channels": cfg.channels, "layers": cfg.layers,
             "num_classes": len(data.classes), "in_channels": data.channels, "auxiliary": cfg.auxiliary_weight > 0,
             "stem": cfg.stem, "classes": data.classes, "image_size": list(data.size), "mean": mean, "std": std}

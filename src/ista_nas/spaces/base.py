@@ -8,7 +8,9 @@ A subclass provides, for its space:
   (``has_target_supernet``), ``target_supernet`` (one-stage ISTA-NAS: the target network itself). Every
   supernet offers ``forward_with_aux``, ``arch_parameters``, ``weight_parameters``,
   ``active_weight_parameters``, ``genotype()``, ``ranking()``, ``group_name(type, group)`` and
-  ``forward_fixed(x, genotype)`` (any architecture of the space on the shared weights).
+  ``forward_fixed(x, genotype)`` (any architecture of the space on the shared weights). A target supernet
+  adds ``freeze(groups)``, ``op_bn_parameters(type, group, candidates)``, ``held_candidates(type, group)`` and
+  ``discrete()`` (the network of its genotype with the op weights fixed, and where each parameter came from).
 - the discrete network: ``network(spec)`` from a checkpoint's model spec, ``sized_network`` for counting.
 - its genotype: ``genotype_type`` (``to_dict``/``from_dict``), ``owns`` (is this JSON one of ours), ``parse``
   (a written form, e.g. a benchmark string), ``groups`` (the candidates each decision group holds),
@@ -16,7 +18,9 @@ A subclass provides, for its space:
   ``searched_by`` (made of the candidates a search chooses among).
 - defaults and settings: ``default_size`` (the evaluation network's C and L), ``evaluation_size`` (which
   network a run's genotype is sized at), ``search_presets`` / ``train_presets`` (settings layered over the
-  command's presets), ``own_fields`` (settings only this space offers), ``check_search`` / ``check_train``.
+  command's presets), ``target_presets`` (layered over those of a method that searches the target supernet),
+  ``target_spec`` (what a target network's model spec adds), ``own_fields`` (settings only this space offers),
+  ``check_search`` / ``check_target`` / ``check_train``.
 - ``published``: the published architectures of the space, by name.
 """
 
@@ -41,6 +45,10 @@ class SearchSpace:
     published: ClassVar[dict[str, Any]] = {}
     search_presets: ClassVar[dict[str, dict[str, Any]]] = {}
     train_presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # A target-supernet search (one-stage) of this space: its settings per preset, over the method's, and what
+    # the model spec of the network it trains adds to model_spec's entries.
+    target_presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    target_spec: ClassVar[dict[str, Any]] = {}
     own_fields: ClassVar[tuple[str, ...]] = ()  # search settings that only this space offers
     own_fields_note: ClassVar[str] = ""
 
@@ -127,6 +135,10 @@ class SearchSpace:
         """Raise a UserError for a network size ``show`` cannot build."""
 
     def check_search(self, cfg: Any) -> Checks:
+        return []
+
+    def check_target(self, cfg: Any) -> Checks:
+        """The space's constraints on a search of its target supernet (one-stage)."""
         return []
 
     def check_train(self, cfg: Any) -> Checks:

@@ -19,7 +19,7 @@ from ..networks.dense import DenseSearchNetwork
 from ..networks.search_cnn import SearchNetwork
 from ..ops import PRIMITIVES
 from ..published import PUBLISHED
-from .base import SearchSpace
+from .base import Checks, SearchSpace
 
 
 def draw_cell(genotype: Genotype, cell: str, stem: str | Path) -> list[Path]:
@@ -143,6 +143,10 @@ class DartsSpace(SearchSpace):
         if search and config.get("method") != "one-stage":
             return config.get("budget_channels", 36), config.get("budget_layers", 20)
         return super().evaluation_size(config, search)
+
+    def check_target(self, cfg: Any) -> Checks:
+        return [(cfg.sparsity == 2, f"the one-stage supernet of --space darts is the DARTS-cell network, two inputs "
+                                    f"per node: use --sparsity 2, not {cfg.sparsity}")]
 
     def check_size(self, channels: int, layers: int, dataset: str) -> None:
         if dataset == "imagenet" and channels % 2:

@@ -67,23 +67,46 @@ class Nb201Space(SearchSpace):
         "quick": dict(space="nb201", dataset="fashion-mnist", subset=5000, channels=8, layers=1, epochs=3,
                       batch_size=64, lr=0.05, lr_min=0.0, nesterov=True, weight_decay=5e-4, cutout=0,
                       auxiliary_weight=0.0, drop_path=0.0, grad_clip=0.0)}
+    # One-stage (the target supernet, layered over the one-stage method's presets): the network it trains is
+    # the benchmark's network of the one-stage flavour (an affine BN after skip and pooling); each edge searches
+    # with s ops mixed by softmax(|alpha|) as the two-stage search does, and keeps the op of largest |z| when it
+    # freezes (docs/one-stage.md). No auxiliary head, cutout, drop-path or parameter budget, as the benchmark.
+    _target = dict(space="nb201", proj_dims=3, sparsity=2, weight_scale="softmax", arch_lr=1.5e-4, max_params=0.0,
+                   cutout=0, auxiliary_weight=0.0, drop_path=0.0, seed=0)
+    target_presets = {
+        # This project's choice (the paper ran no one-stage search here): the benchmark's network (C=16, N=5)
+        # and its training protocol for the training phase (200 epochs, batch 256, SGD Nesterov lr 0.1 cosine
+        # to 0, weight decay 5e-4, no gradient clipping), a search phase of at most 50 epochs at lr 0.1.
+        "paper": dict(_target, dataset="cifar10", subset=0, channels=16, layers=5, epochs=200, max_search_epochs=50,
+                      batch_size=256, lr=0.1, lr_min=0.0, nesterov=True, weight_decay=5e-4),
+        # Minutes on a 2-core CPU, a reduced-scale stand-in at the two-stage quick preset's search budget:
+        # CIFAR-10 (--dataset folder:PATH where torchvision cannot download it), 12,000 images, C=8, N=1,
+        # 10 search epochs (every edge freezes by then), 5 training epochs.
+        "quick": dict(_target, dataset="cifar10", subset=12000, channels=8, layers=1, epochs=5, max_search_epochs=10,
+                      batch_size=64, lr=0.025, lr_min=0.0)}
+    target_spec = {"flavour": "one-stage"}  # the one-stage network: a BN after skip and pooling
+    has_target_supernet = True
     # NATS-Bench's table of the 200-epoch test accuracies (docs/consistency.md; credit in the file's header).
     builtin_table = ("nb201-accuracy.csv.gz", ("cifar10", "cifar100", "imagenet16-120"))
     own_fields = ("weight_warmup_epochs", "weight_scale", "explore")
     own_fields_note = "studied there: docs/search-quality.md"
 
     @staticmethod
-    def _build(cfg: Any, data: Any, dense: bool) -> nn.Module:
+    def _build(cfg: Any, data: Any, dense: bool, one_stage: bool = False) -> nn.Module:
         return Nb201SearchNetwork(channels=cfg.channels, cells=cfg.layers, num_classes=data.num_classes,
                                   in_channels=data.channels, proj_dims=cfg.proj_dims, sparsity=cfg.sparsity,
                                   lam=cfg.lam, matrix=cfg.matrix, seed=cfg.seed, dense=dense,
-                                  arch_init=cfg.arch_init, weight_scale=cfg.weight_scale)
+                                  arch_init=cfg.arch_init, weight_scale=cfg.weight_scale, one_stage=one_stage)
 
     def supernet(self, cfg: Any, data: Any) -> nn.Module:
         return self._build(cfg, data, dense=False)
 
     def dense_supernet(self, cfg: Any, data: Any) -> nn.Module:
         return self._build(cfg, data, dense=True)
+
+    def target_supernet(self, cfg: Any, data: Any) -> nn.Module:
+        """One-stage: the benchmark's network at the run's size with every op of the one-stage flavour."""
+        return self._build(cfg, data, dense=False, one_stage=True)
 
     def smallest_group(self, dense: bool) -> int:
         return len(NB201_OPS) - (not dense)  # ISTA-NAS picks among the ops other than none, DARTS among all
@@ -136,6 +159,9 @@ class Nb201Space(SearchSpace):
     def check_search(self, cfg: Any) -> Checks:
         return [(not cfg.max_params and cfg.stem == "cifar",
                  "--space nb201 searches without --max-params and with the cifar stem")]
+
+    def check_target(self, cfg: Any) -> Checks:
+        return [(cfg.auxiliary_weight == 0, "--space nb201 has no auxiliary head: use --auxiliary-weight 0")]
 
     def check_train(self, cfg: Any) -> Checks:
         return [(cfg.stem == "cifar" and not cfg.stream,

@@ -563,3 +563,43 @@ def test_a_frozen_target_edge_at_s2_drops_its_weaker_op_and_the_others_still_mix
     again = _target_supernet(2, "softmax", seed=1).float()
     again.load_state_dict(net.state_dict())
     assert [again.held_candidates(0, k) for k in range(6)] == [net.held_candidates(0, k) for k in range(6)]
+
+
+def test_one_stage_run_ends_with_a_benchmark_string_its_table_value_and_a_network_evaluate_and_export_read(
+        tiny_folder, tmp_path, monkeypatch, capsys):
+    import csv
+    import gzip
+
+    from ista_nas import retrain
+    from ista_nas.benchmark import BUILTIN
+    from ista_nas.cli import main
+    from ista_nas.export import deployable
+
+    monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert main(["search", "--space", "nb201", "--method", "one-stage", "--preset", "quick", "--dataset",
+                 f"folder:{tiny_folder}", "--subset", "0", "--channels", "4", "--batch-size", "12", "--device", "cpu",
+                 "--max-search-epochs", "1", "--epochs", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    arch = Nb201Arch.from_dict(json.loads((out / "genotype.json").read_text()))
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["phase"] for m in metrics] == ["search", "train"] and metrics[0]["genotype"] == arch.to_dict()
+    # The table value of the found cell, from the packaged CSV read here, in every epoch and in benchmark.json.
+    text = gzip.decompress((BUILTIN / "nb201-accuracy.csv.gz").read_bytes()).decode()
+    cifar10 = {r["arch"]: float(r["cifar10"])
+               for r in csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))}
+    assert json.loads((out / "benchmark.json").read_text())["value"] == cifar10[str(arch)]
+    assert [m["benchmark"] for m in metrics] == [cifar10[str(arch)]] * 2
+    # The checkpoint: the benchmark's network of the one-stage flavour, the op weights absorbed into its BNs.
+    model, checkpoint = retrain.load_model(out / "checkpoint.pt")
+    assert isinstance(model, Nb201Network) and model.flavour == "one-stage" and model.genotype == arch
+    assert checkpoint["model_spec"]["flavour"] == "one-stage"
+    assert not any(k.endswith("alpha") for k in checkpoint["trainer"]["model"])
+    assert main(["evaluate", str(out), "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(metrics[-1]["test_top1"])
+    assert main(["export", str(out), "--format", "torchscript"]) == 0
+    loaded = torch.jit.load(capsys.readouterr().out.strip())
+    deploy, _ = deployable(out / "checkpoint.pt")
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), deploy(x), rtol=1e-4, atol=1e-5)

@@ -27,9 +27,9 @@ import torch
 def tensor_digests(value: Any, where: str = "") -> dict[str, str]:
     """SHA-256 of every tensor in a nested checkpoint, keyed by its path; other leaves as their repr."""
     if isinstance(value, torch.Tensor):
-        t = value.detach().cpu().contiguous()
-        return {where: f"{t.dtype} {tuple(t.shape)} " + hashlib.sha256(t.view(torch.uint8).numpy().tobytes()
-                                                                      if t.numel() else b"").hexdigest()}
+        t = value.detach().cpu().contiguous().reshape(-1)
+        data = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        return {where: f"{t.dtype} {tuple(value.shape)} " + hashlib.sha256(data).hexdigest()}
     if isinstance(value, dict):
         return {k: v for key in value for k, v in tensor_digests(value[key], f"{where}/{key}").items()}
     if isinstance(value, (list, tuple)):

@@ -85,3 +85,25 @@ def test_every_space_and_method_searches_resumes_exactly_and_reports(space, meth
     drop = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]  # noqa: E731
     assert drop(resumed.metrics) == drop(full.metrics)
     _same(load_checkpoint(tmp_path / "full" / "checkpoint.pt"), load_checkpoint(tmp_path / "stopped" / "checkpoint.pt"))
+
+
+@pytest.mark.parametrize("space", list(SPACES))
+def test_every_spaces_supernets_offer_what_their_protocol_promises(space):
+    """networks.protocols is the contract between spaces and methods: each factory's supernet has every method
+    and attribute of its protocol, and a sparse one's architecture state is a SparseCode."""
+    from types import SimpleNamespace
+
+    from ista_nas.networks.protocols import DenseSupernet, SparseSupernet, TargetSupernet
+    from ista_nas.sparse_coding import SparseCode
+
+    impl = SPACES[space]
+    cfg = make_config("quick", space=space, channels=4, layers=3 if space == "darts" else 1, device="cpu")
+    data = SimpleNamespace(num_classes=3, channels=3)
+    built = [(impl.supernet(cfg, data), SparseSupernet), (impl.dense_supernet(cfg, data), DenseSupernet)]
+    if impl.has_target_supernet:
+        target = make_config("quick", space=space, method="one-stage", channels=4, device="cpu",
+                             **({"layers": 3} if space == "darts" else {}))
+        built.append((impl.target_supernet(target, data), TargetSupernet))
+    for net, protocol in built:
+        assert isinstance(net, protocol), (space, protocol.__name__)
+        assert isinstance(net.arch, SparseCode) == (protocol is not DenseSupernet)

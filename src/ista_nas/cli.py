@@ -257,11 +257,11 @@ def _search(args: argparse.Namespace) -> None:
 
     seeds = vars(args).pop("seeds")
     if seeds is None:
-        _run_command(args, methods, methods.make_config, methods.search)
+        _run_command(args, methods, methods.settings, methods.search)  # search validates the settings
         return
     if args.resume is not None or "seed" in vars(args):
         raise UserError("--seeds excludes --seed and --resume; give the same --seeds and --out again to continue")
-    _run_command(args, methods, methods.make_config, lambda cfg, out: methods.search_seeds(cfg, seeds, out))
+    _run_command(args, methods, methods.settings, lambda cfg, out: methods.search_seeds(cfg, seeds, out))
 
 
 def _train(args: argparse.Namespace) -> None:

@@ -44,7 +44,7 @@ from .engine.trainer import evaluate
 from .errors import UserError
 from .files import claim_folder, claim_output, claim_plot
 from .methods import METHODS
-from .methods.two_stage import build_supernet
+from .methods.base import build_supernet
 from .spaces import SPACES, load_genotype
 from .summary import DATASET_SHAPES, dataset_shape, summarize_shaped
 

@@ -51,8 +51,14 @@ def validate(cfg: SearchConfig) -> SearchConfig:
 
 
 def make_config(preset: str = "paper", **overrides: Any) -> SearchConfig:
-    """A validated SearchConfig from a preset, layered: the search's, the space's, the method's (those of
-    ``overrides``: two-stage in the darts space by default), then ``overrides``."""
+    """A validated SearchConfig from a preset (``settings``)."""
+    return validate(settings(preset, **overrides))
+
+
+def settings(preset: str = "paper", **overrides: Any) -> SearchConfig:
+    """The SearchConfig of a preset, layered: the search's, the space's, the method's (those of ``overrides``:
+    two-stage in the darts space by default), the space's for a method of its target supernet, then
+    ``overrides``; not validated yet (``search`` validates it)."""
     name = overrides.get("method", "two-stage")
     method, space = METHODS.get(name), SPACES.get(overrides.get("space", "darts"))
     tables = [("", SearchConfig.PRESETS)]
@@ -60,12 +66,16 @@ def make_config(preset: str = "paper", **overrides: Any) -> SearchConfig:
     tables += [(f"--method {name}", method.presets)] if method else []
     tables += [(f"--space {space.name} --method {name}", space.target_presets)] if method and space and \
         method.target else []
-    return validate(SearchConfig(**resolve(preset, tables, overrides)))
+    return SearchConfig(**resolve(preset, tables, overrides))
 
 
 def search(cfg: SearchConfig, out: str | Path) -> SearchResult:
     """Run the search ``cfg.method`` names from scratch into the new run directory ``out``."""
-    validate(cfg)
+    return _start(validate(cfg), out)
+
+
+def _start(cfg: SearchConfig, out: str | Path) -> SearchResult:
+    """``search`` of a validated ``cfg``."""
     return drive(METHODS[cfg.method](cfg), RunDir.prepare_new(out, cfg.to_dict()), None)  # created once data loaded
 
 
@@ -93,7 +103,7 @@ def search_seeds(cfg: SearchConfig, seeds: list[int], out: str | Path) -> list[S
     results = []
     for path, seeded in zip(paths, seeded_configs):
         if not (path / "config.json").is_file():
-            results.append(search(seeded, path))
+            results.append(_start(seeded, path))
             continue
         stored = RunDir.open(path)[1]
         mine = seeded.to_dict()

@@ -8,10 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
+
 from ..benchmark import DEFAULT_METRIC, Table, table_for
 from ..engine.driver import Job
 from ..engine.rundir import RunDir
 from ..errors import UserError
+from ..networks.protocols import DenseSupernet, SparseSupernet, TargetSupernet
 from ..report import write_run_report
 from ..spaces import SPACES, write_diagrams
 from ..spaces.base import Checks, SearchSpace
@@ -85,6 +88,15 @@ class SearchMethod(Job):
                          self.table.metric, entry.value, entry.rank, entry.size, entry.best, entry.mean)
         write_run_report(run)
         return SearchResult(genotype, run.path, run.read_metrics())
+
+
+def build_supernet(cfg: "SearchConfig", data: Any, dense: bool = False, target: bool = False
+                   ) -> SparseSupernet | DenseSupernet | TargetSupernet:
+    """The supernet of the configured space a method searches, its weights drawn from ``cfg.seed``: sparse
+    (ISTA-NAS two-stage), dense (every candidate runs: the DARTS baseline) or the target network (one-stage)."""
+    torch.manual_seed(cfg.seed)
+    space = SPACES[cfg.space]
+    return (space.target_supernet if target else space.dense_supernet if dense else space.supernet)(cfg, data)
 
 
 def table_of(cfg: "SearchConfig") -> Table | None:

@@ -32,11 +32,12 @@ from ..config import RunConfig, SearchConfig, TrainConfig
 from ..engine.distributed import Dist, place, wrap
 from ..engine.driver import EpochPlan
 from ..engine.rundir import RunDir
-from ..engine.splits import DataInfo, train_test
+from ..engine.splits import train_test
 from ..engine.trainer import Trainer, evaluate, summarize_training
+from ..networks.protocols import TargetSupernet
 from ..spaces import SPACES, build_model, model_spec
 from ..spaces.base import Checks, SearchSpace
-from .base import SearchMethod, SearchResult
+from .base import SearchMethod, SearchResult, build_supernet
 from .budget import recover_within_budget
 from .two_stage import clip_weight_grads, keep_zero_grads, restore_used, weights_used
 
@@ -87,7 +88,7 @@ class OneStageSearch:
     """Single-level search on the target network: one loss, one SGD step on weights and one Adam step on b
     (gradients of both averaged over the ranks by a DDP wrapper rebuilt every epoch)."""
 
-    def __init__(self, net: nn.Module, cfg: SearchConfig, ctx: Dist = Dist()):
+    def __init__(self, net: TargetSupernet, cfg: SearchConfig, ctx: Dist = Dist()):
         self.net, self.cfg, self.ctx = net, cfg, ctx
         # Every candidate op's BN starts fixed at (1, 0); a group's held ops' BNs train once the group freezes.
         types, groups = net.arch.frozen.shape
@@ -147,12 +148,7 @@ class OneStageSearch:
                      ["momentum_buffer" in self.w_opt.state.get(p, {}) for p in params])
 
 
-def build_supernet(cfg: SearchConfig, data: DataInfo) -> nn.Module:
-    torch.manual_seed(cfg.seed)
-    return SPACES[cfg.space].target_supernet(cfg, data)
-
-
-def start_training(net: nn.Module, searcher: OneStageSearch, tcfg: TrainConfig, ctx: Dist) -> Trainer:
+def start_training(net: TargetSupernet, searcher: OneStageSearch, tcfg: TrainConfig, ctx: Dist) -> Trainer:
     """The training phase's trainer: the discrete network with alpha as fixed multipliers, placed like the
     supernet, and the search's SGD momentum for every weight it keeps (the official code goes on with the
     same optimiser)."""
@@ -208,7 +204,7 @@ class OneStage(SearchMethod):
         cfg = self.cfg
         self.ctx, self.tcfg = ctx, training_phase(cfg)
         self.data, self.train_loader, self.test_loader = train_test(self.tcfg, ctx)
-        self.net = place(build_supernet(cfg, self.data), ctx, cfg.channels_last, cfg.sync_bn)
+        self.net = place(build_supernet(cfg, self.data, target=True), ctx, cfg.channels_last, cfg.sync_bn)
         self.searcher = OneStageSearch(self.net, cfg, ctx)
         self.searched, self.trainer, self.froze_at, self.test = 0, None, {}, {}
 

@@ -21,10 +21,9 @@ from ..engine.distributed import Dist, place, wrap
 from ..engine.driver import EpochPlan
 from ..engine.loop import cosine_lr
 from ..engine.rundir import RunDir
-from ..engine.splits import DataInfo, search_split
+from ..engine.splits import search_split
 from ..errors import UserError
-from ..spaces import SPACES
-from .base import SearchMethod, SearchResult
+from .base import SearchMethod, SearchResult, build_supernet
 from .budget import recover_within_budget
 
 if TYPE_CHECKING:
@@ -220,13 +219,6 @@ def _valid_batches(loader: DeviceLoader, epoch: int, count: int) -> Iterator[tup
             count -= 1
             yield batch
         cycle += 1
-
-
-def build_supernet(cfg: "SearchConfig", data: DataInfo, dense: bool = False) -> torch.nn.Module:
-    """The supernet of the configured space: sparse (ISTA-NAS), or dense (every candidate runs)."""
-    torch.manual_seed(cfg.seed)
-    space = SPACES[cfg.space]
-    return (space.dense_supernet if dense else space.supernet)(cfg, data)
 
 
 class SearchState(TypedDict):

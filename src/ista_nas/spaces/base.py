@@ -32,6 +32,8 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from ..networks.protocols import DenseSupernet, SparseSupernet, TargetSupernet
+
 Checks = list[tuple[bool, str]]
 
 
@@ -53,13 +55,13 @@ class SearchSpace:
     own_fields_note: ClassVar[str] = ""
 
     # --- networks ---
-    def supernet(self, cfg: Any, data: Any) -> nn.Module:
+    def supernet(self, cfg: Any, data: Any) -> SparseSupernet:
         raise NotImplementedError
 
-    def dense_supernet(self, cfg: Any, data: Any) -> nn.Module:
+    def dense_supernet(self, cfg: Any, data: Any) -> DenseSupernet:
         raise NotImplementedError
 
-    def target_supernet(self, cfg: Any, data: Any) -> nn.Module:
+    def target_supernet(self, cfg: Any, data: Any) -> TargetSupernet:
         raise NotImplementedError(f"the {self.name} space has no one-stage supernet")
 
     def smallest_group(self, dense: bool) -> int:

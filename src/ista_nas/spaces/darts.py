@@ -16,6 +16,7 @@ from ..errors import UserError
 from ..genotype import Genotype
 from ..networks.cnn import Network
 from ..networks.dense import DenseSearchNetwork
+from ..networks.protocols import DenseSupernet, SparseSupernet, TargetSupernet
 from ..networks.search_cnn import SearchNetwork
 from ..ops import PRIMITIVES
 from ..published import PUBLISHED
@@ -72,13 +73,13 @@ class DartsSpace(SearchSpace):
                    steps=cfg.steps, proj_dims=cfg.proj_dims, sparsity=cfg.sparsity, lam=cfg.lam, matrix=cfg.matrix,
                    seed=cfg.seed, stem=cfg.stem, arch_init=cfg.arch_init, **extra)
 
-    def supernet(self, cfg: Any, data: Any) -> nn.Module:
+    def supernet(self, cfg: Any, data: Any) -> SparseSupernet:
         return self._build(SearchNetwork, cfg, data, weight_scale=cfg.weight_scale)
 
-    def dense_supernet(self, cfg: Any, data: Any) -> nn.Module:
+    def dense_supernet(self, cfg: Any, data: Any) -> DenseSupernet:
         return self._build(DenseSearchNetwork, cfg, data)
 
-    def target_supernet(self, cfg: Any, data: Any) -> nn.Module:
+    def target_supernet(self, cfg: Any, data: Any) -> TargetSupernet:
         """One-stage: the target network's size, one-stage ops, an auxiliary head when it is weighted."""
         return self._build(SearchNetwork, cfg, data, one_stage=True, auxiliary=cfg.auxiliary_weight > 0,
                            weight_scale=cfg.weight_scale)

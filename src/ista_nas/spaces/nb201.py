@@ -15,6 +15,7 @@ from torch import nn
 from ..diagram import OP_COLOURS, arrow, nodes, pyplot, save
 from ..networks.nb201 import NB201_EDGES, NB201_EXAMPLE, NB201_NODES, NB201_OPS, Nb201Arch, Nb201Network, \
     Nb201SearchNetwork
+from ..networks.protocols import DenseSupernet, SparseSupernet, TargetSupernet
 from .base import Checks, SearchSpace
 
 
@@ -98,13 +99,13 @@ class Nb201Space(SearchSpace):
                                   lam=cfg.lam, matrix=cfg.matrix, seed=cfg.seed, dense=dense,
                                   arch_init=cfg.arch_init, weight_scale=cfg.weight_scale, one_stage=one_stage)
 
-    def supernet(self, cfg: Any, data: Any) -> nn.Module:
+    def supernet(self, cfg: Any, data: Any) -> SparseSupernet:
         return self._build(cfg, data, dense=False)
 
-    def dense_supernet(self, cfg: Any, data: Any) -> nn.Module:
+    def dense_supernet(self, cfg: Any, data: Any) -> DenseSupernet:
         return self._build(cfg, data, dense=True)
 
-    def target_supernet(self, cfg: Any, data: Any) -> nn.Module:
+    def target_supernet(self, cfg: Any, data: Any) -> TargetSupernet:
         """One-stage: the benchmark's network at the run's size with every op of the one-stage flavour."""
         return self._build(cfg, data, dense=False, one_stage=True)
 

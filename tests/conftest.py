@@ -96,3 +96,22 @@ def interrupted_copy(monkeypatch, epoch, run_dir, dest):
             shutil.copytree(run_dir, dest)
 
     monkeypatch.setattr(rundir, "save_checkpoint", save)
+
+
+def evaluate_and_export_agree(run_dir, top1, capsys):
+    """A finished run's checkpoint through the CLI: ``evaluate`` gives the run's last test top-1 and the
+    TorchScript ``export`` computes what the deployable model computes."""
+    import json
+
+    from ista_nas.cli import main
+    from ista_nas.export import deployable
+
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir), "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(top1)
+    assert main(["export", str(run_dir), "--format", "torchscript"]) == 0
+    loaded = torch.jit.load(capsys.readouterr().out.strip())
+    deploy, _ = deployable(Path(run_dir) / "checkpoint.pt")
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), deploy(x), rtol=1e-4, atol=1e-5)

@@ -573,7 +573,7 @@ def test_one_stage_run_ends_with_a_benchmark_string_its_table_value_and_a_networ
     from ista_nas import retrain
     from ista_nas.benchmark import BUILTIN
     from ista_nas.cli import main
-    from ista_nas.export import deployable
+    from conftest import evaluate_and_export_agree
 
     monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"
@@ -595,11 +595,4 @@ def test_one_stage_run_ends_with_a_benchmark_string_its_table_value_and_a_networ
     assert isinstance(model, Nb201Network) and model.flavour == "one-stage" and model.genotype == arch
     assert checkpoint["model_spec"]["flavour"] == "one-stage"
     assert not any(k.endswith("alpha") for k in checkpoint["trainer"]["model"])
-    assert main(["evaluate", str(out), "--device", "cpu", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(metrics[-1]["test_top1"])
-    assert main(["export", str(out), "--format", "torchscript"]) == 0
-    loaded = torch.jit.load(capsys.readouterr().out.strip())
-    deploy, _ = deployable(out / "checkpoint.pt")
-    x = torch.rand(2, 3, 16, 16)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), deploy(x), rtol=1e-4, atol=1e-5)
+    evaluate_and_export_agree(out, metrics[-1]["test_top1"], capsys)

@@ -84,7 +84,6 @@ def test_tiny_run_searches_then_trains_exactly_epochs_and_its_checkpoint_evaluat
     import json
 
     from ista_nas import retrain
-    from ista_nas.cli import main
     from ista_nas.config import TrainConfig
     from ista_nas.methods import make_config
     from ista_nas.methods.one_stage import training_phase
@@ -106,17 +105,9 @@ def test_tiny_run_searches_then_trains_exactly_epochs_and_its_checkpoint_evaluat
     assert not any(k.endswith(".alpha") for k in checkpoint["trainer"]["model"])
     assert any(k.endswith(".alpha") for k in checkpoint["train_on"]["model"])
     assert model.genotype.to_dict() == json.loads((cli_run / "genotype.json").read_text())
-    assert main(["evaluate", str(cli_run), "--device", "cpu", "--json"]) == 0
-    again = json.loads(capsys.readouterr().out)
-    assert again["top1"] == pytest.approx(metrics[-1]["test_top1"])
-    assert main(["export", str(cli_run), "--format", "torchscript"]) == 0
-    loaded = torch.jit.load(capsys.readouterr().out.strip())
-    from ista_nas.export import deployable
+    from conftest import evaluate_and_export_agree
 
-    deploy, _ = deployable(cli_run / "checkpoint.pt")
-    x = torch.rand(2, 3, 16, 16)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), deploy(x), rtol=1e-4, atol=1e-5)
+    evaluate_and_export_agree(cli_run, metrics[-1]["test_top1"], capsys)
 
 
 def test_nodes_whose_z_stops_moving_freeze_and_the_training_phase_follows(tiny_folder, tmp_path, monkeypatch):

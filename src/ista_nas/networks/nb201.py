@@ -290,11 +290,12 @@ class Nb201SearchNetwork(_Nb201Body):
         self.dense, self.one_stage = dense, one_stage
         self.weight_scale = weight_scale
         self._kept: list[list[bool]] | None = None  # host-side cache of keep(); None: to be read from the buffers
+        self._kept_mask: Tensor | None = None  # keep() as a tensor on the network's device, for multipliers()
         self.register_load_state_dict_post_hook(lambda module, _keys: module.forget_kept())
 
     def forget_kept(self) -> None:
         """Drop the host-side cache of which ops the frozen edges keep (after the architecture state changed)."""
-        self._kept = None
+        self._kept = self._kept_mask = None
 
     def freeze(self, groups: Tensor) -> None:
         """One-stage: freeze the (1, edges) ``groups`` (``SparseCode.freeze``); each keeps its op of largest |z|."""
@@ -322,8 +323,11 @@ class Nb201SearchNetwork(_Nb201Body):
         weights = self.arch.relaxed_weights()[0]
         if self.dense:
             return weights
-        keep = torch.tensor(self.keep(), device=weights.device) if self.one_stage else None
-        return scale_weights(weights, self.weight_scale, keep)
+        if not self.one_stage:
+            return scale_weights(weights, self.weight_scale)
+        if self._kept_mask is None or self._kept_mask.device != weights.device:
+            self._kept_mask = torch.tensor(self.keep(), device=weights.device)  # once per freeze, not per step
+        return scale_weights(weights, self.weight_scale, self._kept_mask)
 
     def forward_with_aux(self, x: Tensor) -> tuple[Tensor, None]:
         return self.run(x, (self.multipliers().to(x.dtype), self._support_ops())), None

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ista_nas.methods import make_config, search, two_stage
 
 
-class Probe(two_stage.TwoStageSearch):
+class Probe(two_stage.TwoStageStepper):
     rows: list[dict[str, float]] = []
 
     def _weight_step(self, forward, x, y):
@@ -52,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     overrides = {k: v for k, v in (("dataset", args.dataset), ("epochs", args.epochs)) if v is not None}
     cfg = make_config(args.preset, device="cpu", **overrides)
-    two_stage.TwoStage.searcher_class = Probe  # the two-stage job's steps, probed
+    two_stage.TwoStage.stepper_class = Probe  # the two-stage job's steps, probed
     result = search(cfg, Path(args.out) / "run")
     rows = Probe.rows
     ratio = [r["official"] / r["ours"] for r in rows]

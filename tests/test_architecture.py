@@ -78,3 +78,23 @@ def test_only_the_darts_method_module_tests_the_method_name_darts():
     test = re.compile(r"""method\W*\s*(==|!=|\bin\b|\bnot in\b)\s*\(?[^\n]*["']darts["']|["']darts["']\s*(==|!=)""")
     testing = sorted(name for name, text in _sources().items() if test.search(text) and name != "methods/darts.py")
     assert testing == []
+
+
+def test_runs_start_in_the_driver_and_the_process_group_is_joined_in_one_place():
+    """The run directory is files only; the one call that joins the process group is Dist.setup's."""
+    sources = _sources()
+    assert "engine.distributed" not in runtime_imports(SRC / "engine" / "rundir.py", ("engine",))
+    joining = sorted(name for name, text in sources.items() if "init_process_group" in text)
+    assert joining == ["engine/distributed.py"]
+    tree = ast.parse(sources["engine/distributed.py"])
+    callers = {fn.name for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+               for call in ast.walk(fn) if isinstance(call, ast.Call) and ast.unparse(call.func) in
+               ("_join", "dist.init_process_group")}
+    assert callers == {"_join", "setup"}
+
+
+def test_no_space_module_reads_the_runs_method():
+    """A method's business (e.g. the size its genotype is evaluated at) stays with the methods: the spaces never
+    look at which method a run used."""
+    reading = re.compile(r"""\.method\b|["']method["']""")
+    assert sorted(name for name, text in _sources().items() if name.startswith("spaces/") and reading.search(text)) == []

@@ -29,9 +29,9 @@ def test_gradients_weights_and_supports_match_the_cpu(tiny_config):
         net = _net(device)
         loss = F.cross_entropy(net(x.to(device)), y.to(device))
         grads.append(torch.autograd.grad(loss, [net.arch.b])[0].cpu())
-        searcher = two_stage.TwoStageSearch(net, cfg)
-        searcher.begin_epoch(0)
-        searcher.step(x.to(device), y.to(device), x.to(device), y.to(device))
+        stepper = two_stage.TwoStageStepper(net, cfg)
+        stepper.begin_epoch(0)
+        stepper.step(x.to(device), y.to(device), x.to(device), y.to(device))
         weights.append({k: v.detach().cpu() for k, v in net.state_dict().items()})
         net.arch.recover()
         supports.append(net.arch.support_list)
@@ -49,14 +49,14 @@ def test_search_steps_do_not_synchronise_with_the_host(tiny_config):
     loader = DeviceLoader(data, torch.arange(64), 8, device, [0.5] * 3, [0.25] * 3,
                           Augment(crop_padding=2, flip=True, cutout=4), channels_last=True)
     net = _net(device).to(memory_format=torch.channels_last)
-    searcher = two_stage.TwoStageSearch(net, cfg)
-    searcher.begin_epoch(0)
+    stepper = two_stage.TwoStageStepper(net, cfg)
+    stepper.begin_epoch(0)
     batches = list(loader.epoch(0))
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for (x, y), (xv, yv) in zip(batches, batches[1:]):
-            searcher.step(x, y, xv, yv)
+            stepper.step(x, y, xv, yv)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 

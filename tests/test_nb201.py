@@ -260,12 +260,12 @@ def test_warmup_epochs_train_every_candidate_and_leave_b(tiny_config, tmp_path):
     data, train_loader, valid_loader = search_split(cfg, Dist())
     net = two_stage.build_supernet(cfg, data)
     start = {k: v.clone() for k, v in net.state_dict().items()}
-    searcher = two_stage.TwoStageSearch(net, cfg)
-    searcher.begin_epoch(0)
-    assert searcher.warming_up(0) and not searcher.warming_up(1)
+    stepper = two_stage.TwoStageStepper(net, cfg)
+    stepper.begin_epoch(0)
+    assert stepper.warming_up(0) and not stepper.warming_up(1)
     for repeat in range(5):  # 5 x 5 steps: every candidate is drawn on every edge (seeded draws)
         for tr, va in zip(train_loader.epoch(repeat), valid_loader.epoch(repeat)):
-            searcher.warmup_step(*tr, *va)
+            stepper.warmup_step(*tr, *va)
     after = net.state_dict()
     assert torch.equal(after["arch.b"], start["arch.b"])
     assert net.arch.support_list == net.arch.support.tolist()  # the recovered support is back
@@ -295,10 +295,10 @@ def test_warmup_draws_depend_on_seed_epoch_and_step_so_resumes_are_exact(tiny_co
     assert steps >= 2 and len(full_draws) == 2 * steps and full_draws[:steps] != full_draws[steps:]
     # Resuming inside epoch 2 skips that epoch's first draws: the next draw is the uninterrupted run's.
     data, _, _ = search_split(cfg, Dist())
-    searcher = two_stage.TwoStageSearch(two_stage.build_supernet(cfg, data), cfg)
-    searcher.begin_epoch(1)
-    searcher.skip_steps(1)
-    searcher.net.arch.sample_support(searcher.sampler)
+    stepper = two_stage.TwoStageStepper(two_stage.build_supernet(cfg, data), cfg)
+    stepper.begin_epoch(1)
+    stepper.skip_steps(1)
+    stepper.net.arch.sample_support(stepper.sampler)
     assert drawn[-1] == full_draws[steps + 1]
     # Resuming after a finished warm-up epoch ends as the uninterrupted run does.
     resumed = methods.resume(tmp_path / "stopped")
@@ -363,10 +363,10 @@ def test_explored_supports_add_distinct_challengers_weighted_by_the_restricted_i
 def test_explore_draws_follow_seed_epoch_and_step(tiny_config):
     cfg = tiny_config(space="nb201", channels=4, layers=1, epochs=2, explore=1, arch_lr=0.05)
     data, train_loader, valid_loader = search_split(cfg, Dist())
-    searchers = [two_stage.TwoStageSearch(two_stage.build_supernet(cfg, data), cfg) for _ in range(2)]
-    for searcher in searchers:
-        searcher.begin_epoch(1)
-    first = searchers[0]
+    steppers = [two_stage.TwoStageStepper(two_stage.build_supernet(cfg, data), cfg) for _ in range(2)]
+    for stepper in steppers:
+        stepper.begin_epoch(1)
+    first = steppers[0]
     calls = []
     real = first.net.arch.explore_support
     first.net.arch.explore_support = lambda *a: (real(*a), calls.append(first.net.arch.support_list))[0]
@@ -381,7 +381,7 @@ def test_explore_draws_follow_seed_epoch_and_step(tiny_config):
     assert not torch.equal(first.b.detach(), b0)
     assert first.net.arch.support_list == first.net.arch.support.tolist()
     # a resume inside the epoch skips the same draws: the second step's draw is the uninterrupted one
-    second = searchers[1]
+    second = steppers[1]
     second.skip_steps(1)
     second.net.arch.explore_support(second.explorer, 1)
     assert second.net.arch.support_list == calls[1]
@@ -440,11 +440,11 @@ def test_the_search_moves_its_support_to_the_candidate_the_task_needs(tiny_confi
 
         net = _SliceSupernet(cfg, start=[0, 1, 3][: cfg.sparsity], seed=seed)
         assert 2 not in net.arch.support_list[0][0]
-        searcher = two_stage.TwoStageSearch(net, cfg)
+        stepper = two_stage.TwoStageStepper(net, cfg)
         for epoch in range(cfg.epochs):
-            searcher.begin_epoch(epoch)
+            stepper.begin_epoch(epoch)
             for _ in range(20):
-                searcher.step(*batch(32), *batch(32))
+                stepper.step(*batch(32), *batch(32))
             net.arch.recover()
         assert int(net.arch.ranking()[0, 0, 0]) == 2, (seed, net.arch.z)
 

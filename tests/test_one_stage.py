@@ -169,7 +169,7 @@ def test_one_stage_resume_equals_an_uninterrupted_run(tiny_folder, tmp_path, mon
 
 def test_bn_affine_of_a_node_trains_only_once_it_froze(tiny_config):
     from ista_nas.methods import make_config
-    from ista_nas.methods.one_stage import OneStageSearch
+    from ista_nas.methods.one_stage import OneStageStepper
 
     cfg = make_config("quick", method="one-stage", device="cpu")
     net = one_stage_net()
@@ -180,7 +180,7 @@ def test_bn_affine_of_a_node_trains_only_once_it_froze(tiny_config):
                     if isinstance(m, torch.nn.BatchNorm2d):
                         m.weight.fill_(1.0)
                         m.bias.zero_()
-    search = OneStageSearch(net, cfg)
+    search = OneStageStepper(net, cfg)
     frozen = torch.zeros(2, 4, dtype=torch.bool)
     frozen[0, 2] = True
     net.arch.freeze(frozen)
@@ -277,23 +277,23 @@ def test_the_training_phase_places_every_train_setting_once_and_its_flags_belong
 # --- the training phase's network and steps --------------------------------------------------------------------
 
 def _fixed_supernet():
-    """A float64 one-stage supernet whose nodes all froze (BNs in the support ops trainable), and its searcher
+    """A float64 one-stage supernet whose nodes all froze (BNs in the support ops trainable), and its stepper
     after one search step (so SGD holds momentum)."""
     from ista_nas.methods import make_config
-    from ista_nas.methods.one_stage import OneStageSearch
+    from ista_nas.methods.one_stage import OneStageStepper
 
     cfg = make_config("quick", method="one-stage", device="cpu", channels_last=False, drop_path=0.0, grad_clip=0.05)
     net = one_stage_net().double()
-    searcher = OneStageSearch(net, cfg)
+    stepper = OneStageStepper(net, cfg)
     frozen = torch.ones(2, 4, dtype=torch.bool)
     net.arch.freeze(frozen)
-    searcher.unfreeze_bn(frozen)
+    stepper.unfreeze_bn(frozen)
     gen = torch.Generator().manual_seed(3)
     batches = [(torch.randn(6, 3, 16, 16, generator=gen, dtype=torch.float64),
                 torch.randint(0, 10, (6,), generator=gen)) for _ in range(4)]
-    searcher.begin_epoch()
-    searcher.step(*batches[0])
-    return cfg, net, searcher, batches[1:]
+    stepper.begin_epoch()
+    stepper.step(*batches[0])
+    return cfg, net, stepper, batches[1:]
 
 
 @pytest.mark.parametrize("weight_scale", ["raw", "mean"])
@@ -330,14 +330,14 @@ def test_training_phase_steps_equal_a_float64_reference_with_alpha_as_fixed_mult
     from ista_nas.methods.one_stage import start_training
     from ista_nas.engine.trainer import Trainer
 
-    cfg, net, searcher, batches = _fixed_supernet()
+    cfg, net, stepper, batches = _fixed_supernet()
     tcfg = training_phase(cfg)
     ref = copy.deepcopy(net)
     old = copy.deepcopy(net)  # the previous behaviour, for contrast: absorb first, train the plain network
     params = dict(ref.named_parameters())
-    velocity = {n: searcher.w_opt.state[p]["momentum_buffer"].clone() for n, p in net.named_parameters()
-                if "momentum_buffer" in searcher.w_opt.state.get(p, {})}
-    trainer = start_training(net, searcher, tcfg, Dist())
+    velocity = {n: stepper.w_opt.state[p]["momentum_buffer"].clone() for n, p in net.named_parameters()
+                if "momentum_buffer" in stepper.w_opt.state.get(p, {})}
+    trainer = start_training(net, stepper, tcfg, Dist())
     trainer.begin_epoch(0)
     active = {n for n, p in params.items() if any(p is q for q in ref.active_weight_parameters())}
     clipped = []
@@ -378,26 +378,26 @@ def test_training_phase_steps_equal_a_float64_reference_with_alpha_as_fixed_mult
 def test_search_step_clips_by_the_norm_with_bs_gradient_and_decays_weights_that_left_the_support():
     import copy
 
-    cfg, net, searcher, batches = _fixed_supernet()
+    cfg, net, stepper, batches = _fixed_supernet()
     net.arch.frozen.zero_()  # searching again: b trains
     for p in net.parameters():
         p.requires_grad_(True)
-    searcher.a_opt.state.clear()
+    stepper.a_opt.state.clear()
     used_before = {id(p) for p in net.active_weight_parameters()}
     with torch.no_grad():  # move the supports
         net.arch.b.add_(torch.randn(net.arch.b.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
     net.arch.recover()
-    searcher.begin_epoch()
+    stepper.begin_epoch()
     before = copy.deepcopy(net)
     now = [p for p in net.active_weight_parameters() if p.requires_grad]
-    left = [p for p in searcher.w_opt.param_groups[0]["params"] if id(p) in used_before and
+    left = [p for p in stepper.w_opt.param_groups[0]["params"] if id(p) in used_before and
             all(p is not q for q in now)]
     never = [p for p in net.weight_parameters() if id(p) not in used_before and all(p is not q for q in now)]
     assert left and never
     index = {id(p): i for i, p in enumerate(net.parameters())}
     old = list(before.parameters())
-    velocity = {id(p): searcher.w_opt.state[p]["momentum_buffer"].clone() for p in net.parameters()
-                if "momentum_buffer" in searcher.w_opt.state.get(p, {})}
+    velocity = {id(p): stepper.w_opt.state[p]["momentum_buffer"].clone() for p in net.parameters()
+                if "momentum_buffer" in stepper.w_opt.state.get(p, {})}
     x, y = batches[0]
     before.train()
     logits, aux = before.forward_with_aux(x)
@@ -408,7 +408,7 @@ def test_search_step_clips_by_the_norm_with_bs_gradient_and_decays_weights_that_
     weights_only = float(torch.sqrt(sum((g ** 2).sum() for g in grads[:-1])))
     coef = min(1.0, cfg.grad_clip / (norm + 1e-6))
     assert coef < 1  # clipping acts
-    searcher.step(x, y)
+    stepper.step(x, y)
     with torch.no_grad():
         # The weights-only norm (the previous rule) would have stepped measurably differently.
         other = min(1.0, cfg.grad_clip / (weights_only + 1e-6))
@@ -458,7 +458,7 @@ def _search_and_plain_losses(space, steps=20, **settings):
     from types import SimpleNamespace
 
     from ista_nas.methods import make_config
-    from ista_nas.methods.one_stage import OneStageSearch
+    from ista_nas.methods.one_stage import OneStageStepper
     from ista_nas.spaces import SPACES
 
     cfg = make_config("quick", space=space, method="one-stage", device="cpu", channels=4, auxiliary_weight=0.0,
@@ -469,14 +469,14 @@ def _search_and_plain_losses(space, steps=20, **settings):
     for cell in plain.modules():
         if getattr(cell, "alpha", None) is not None:
             cell.alpha = torch.ones_like(cell.alpha)
-    searcher = OneStageSearch(net, cfg)
-    searcher.begin_epoch()
+    stepper = OneStageStepper(net, cfg)
+    stepper.begin_epoch()
     opt = torch.optim.SGD(plain.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen, searched, trained = torch.Generator().manual_seed(1), [], []
     plain.train()
     for _ in range(steps):
         x, y = _quadrant_task(32, gen)
-        searched.append(float(searcher.step(x, y)["loss"]) / len(y))
+        searched.append(float(stepper.step(x, y)["loss"]) / len(y))
         loss = F.cross_entropy(plain(x), y)
         opt.zero_grad()
         loss.backward()

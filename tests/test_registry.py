@@ -107,3 +107,21 @@ def test_every_spaces_supernets_offer_what_their_protocol_promises(space):
     for net, protocol in built:
         assert isinstance(net, protocol), (space, protocol.__name__)
         assert isinstance(net.arch, SparseCode) == (protocol is not DenseSupernet)
+
+
+@pytest.mark.parametrize("space", list(SPACES))
+def test_every_spaces_parameter_count_is_its_networks_without_a_draw(space):
+    """A parameter budget counts through the space, on the meta device: the same count as the network built for
+    real without its auxiliary head, and the global random generator does not move."""
+    import random
+
+    from ista_nas.networks.cnn import count_parameters
+
+    impl = SPACES[space]
+    genotype = impl.sample(random.Random(0))
+    for stem in ("cifar", "imagenet"):
+        before = torch.random.get_rng_state()
+        counted = impl.parameter_count(genotype, 8, 5, 10, 3, stem)
+        assert torch.equal(torch.random.get_rng_state(), before)
+        built, _, _ = impl.sized_network(genotype, 8, 5, 10, 3, 32, stem, auxiliary=False)
+        assert counted == sum(p.numel() for p in built.parameters()) == count_parameters(built)

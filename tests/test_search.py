@@ -57,14 +57,14 @@ def test_resume_equals_an_uninterrupted_run(tiny_config, tmp_path, monkeypatch):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
     methods.search(tiny_config(epochs=1), tmp_path / "run")
     before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
-    real_step = two_stage.TwoStageSearch.step
+    real_step = two_stage.TwoStageStepper.step
 
     def poisoned(self, *batch):
         stats = real_step(self, *batch)
         stats["train_loss"] = stats["train_loss"] * float("nan")
         return stats
 
-    monkeypatch.setattr(two_stage.TwoStageSearch, "step", poisoned)
+    monkeypatch.setattr(two_stage.TwoStageStepper, "step", poisoned)
     with pytest.raises(RunFailed, match="train_loss became non-finite"):
         methods.resume(tmp_path / "run", epochs=2)
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
@@ -160,10 +160,10 @@ def test_unused_weights_keep_decaying_like_the_official_code(tiny_config):
     cfg = make_config("paper", lr=0.1, momentum=0.9, weight_decay=0.01)
     torch.manual_seed(0)
     net = SearchNetwork(channels=4, layers=3, num_classes=3, seed=0)
-    searcher = two_stage.TwoStageSearch(net, cfg)
+    stepper = two_stage.TwoStageStepper(net, cfg)
     x, y = torch.randn(6, 3, 16, 16), torch.randint(0, 3, (6,))
-    searcher.begin_epoch(0)
-    searcher.step(x, y, x, y)
+    stepper.begin_epoch(0)
+    stepper.step(x, y, x, y)
     # Move node 0 of the normal cell to another support; its old ops are now unused.
     old = net.arch.support_list[0][0]
     new = [k for k in range(14) if k not in old][:2]
@@ -178,10 +178,10 @@ def test_unused_weights_keep_decaying_like_the_official_code(tiny_config):
     never_used = list(net.cells[0].nodes[0][new[0]].parameters())
     assert params and all(p.grad is not None for p in params)
     before = [p.detach().clone() for p in params]
-    buffers = [searcher.w_opt.state[p]["momentum_buffer"].clone() for p in params]
-    searcher.begin_epoch(1)
-    lr = searcher.w_opt.param_groups[0]["lr"]
-    searcher.step(x, y, x, y)
+    buffers = [stepper.w_opt.state[p]["momentum_buffer"].clone() for p in params]
+    stepper.begin_epoch(1)
+    lr = stepper.w_opt.param_groups[0]["lr"]
+    stepper.step(x, y, x, y)
     for p, p0, buf in zip(params, before, buffers):
         expected_buf = 0.9 * buf + 0.01 * p0  # zero gradient: decay and momentum only
         torch.testing.assert_close(p.detach(), p0 - lr * expected_buf)
@@ -246,11 +246,11 @@ def test_clip_with_b_clips_the_weight_step_by_the_norm_with_bs_accumulated_gradi
     for rule in (False, True):
         cfg = make_config("paper", lr=0.1, momentum=0.9, weight_decay=0.01, grad_clip=0.05, clip_with_b=rule)
         model = copy.deepcopy(net)
-        searcher = two_stage.TwoStageSearch(model, cfg)
-        searcher.begin_epoch(0)
+        stepper = two_stage.TwoStageStepper(model, cfg)
+        stepper.begin_epoch(0)
         start = copy.deepcopy(model)
-        searcher.step(x, y, x_val, y_val)
-        results[rule] = (start, model, cfg, searcher)
+        stepper.step(x, y, x_val, y_val)
+        results[rule] = (start, model, cfg, stepper)
     start, model, cfg, _ = results[True]
     # Reference: b after its Adam step (the same in both rules), then the training batch's gradients.
     torch.testing.assert_close(model.arch.b, results[False][1].arch.b, rtol=0, atol=0)
@@ -276,3 +276,37 @@ def test_clip_with_b_clips_the_weight_step_by_the_norm_with_bs_accumulated_gradi
             want = p0 if g is None else p0 - lr * (coef * g + cfg.weight_decay * p0)
             torch.testing.assert_close(trained[name], want, rtol=1e-9, atol=1e-12, msg=name)
     assert coefs[1] < 0.99 * coefs[0]  # b's gradient made the step measurably smaller
+
+
+def test_a_setting_other_methods_own_is_refused_in_one_line_before_anything_is_read(tmp_path, monkeypatch):
+    """Every setting whose field names the methods that own it is refused under each other method, by the one
+    ownership check, in one line naming the flag and the fix; the search stops before it reads the (missing)
+    dataset or makes its run directory. The torchrun refusals, too, come before the process group."""
+    import dataclasses
+
+    from ista_nas.config import SearchConfig
+    from ista_nas.errors import UserError
+    from ista_nas.methods import METHODS, settings
+
+    def other(f):  # a value away from the field's default that its own rule accepts
+        rule = f.metadata["rule"]
+        if rule is not None and rule.choices:
+            return next(c for c in rule.choices if c != f.default)
+        return not f.default if isinstance(f.default, bool) else f.default + (1 if isinstance(f.default, int) else 0.1)
+
+    owned = [f for f in dataclasses.fields(SearchConfig) if f.metadata["methods"]]
+    assert len(owned) >= 10
+    for f in owned:
+        for name in set(METHODS) - set(f.metadata["methods"]):
+            cfg = settings("quick", space="nb201", method=name, dataset="folder:/nonexistent", **{f.name: other(f)})
+            with pytest.raises(UserError) as refused:
+                methods.search(cfg, tmp_path / "run")
+            message = str(refused.value)
+            assert f"--{f.name.replace('_', '-')}" in message and len(message.splitlines()) == 1, message
+            assert f"add --method {f.metadata['methods'][0]}" in message, message
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; joining a group would need MASTER_ADDR
+    for flag in ("explore", "weight_warmup_epochs"):
+        cfg = settings("quick", space="nb201", dataset="folder:/nonexistent", **{flag: 1})
+        with pytest.raises(UserError, match="not offered under torchrun"):
+            methods.search(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -15,6 +15,7 @@ import json
 import math
 import re
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,10 +188,30 @@ def table_for(space: Any, benchmark: str | None, arch_column: str = DEFAULT_ARCH
     if benchmark == NO_TABLE:
         return None
     if benchmark:
-        return load_table(benchmark, arch_column, metric or DEFAULT_METRIC)
+        return _read_once(Path(benchmark).expanduser(), (benchmark, arch_column, metric),
+                          lambda: load_table(benchmark, arch_column, metric or DEFAULT_METRIC))
     if space.builtin_table is None:
         return None
-    return builtin_table(space, metric)
+    return _read_once(BUILTIN / space.builtin_table[0], (space.name, metric), lambda: builtin_table(space, metric))
+
+
+_READ: dict[tuple[Any, ...], Table] = {}  # the tables this process read, by file version and reading
+
+
+def _read_once(path: Path, reading: tuple[Any, ...], read: Callable[[], Table]) -> Table:
+    """``read()``, or the table it returned before for the same file unchanged (same inode, size and modification
+    time) read the same way: a search checks its table when its settings are validated and records with it
+    afterwards, from one reading. A file that cannot be stat'ed is read (and refused) every time."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return read()
+    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, *reading)
+    if key not in _READ:
+        if len(_READ) >= 4:
+            _READ.pop(next(iter(_READ)))
+        _READ[key] = read()
+    return _READ[key]
 
 
 def load_table(path: str | Path, arch_column: str = DEFAULT_ARCH_COLUMN, metric: str = DEFAULT_METRIC) -> Table:

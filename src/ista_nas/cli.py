@@ -13,7 +13,7 @@ from typing import Any
 
 from . import __version__
 from .benchmark import DEFAULT_ARCH_COLUMN, DEFAULT_METRIC, NO_TABLE
-from .config import SearchConfig, TrainConfig, make_train_config
+from .config import SearchConfig, TrainConfig, train_settings
 from .errors import IstaNasError, UserError
 from .files import claim_folder
 from .spaces import SPACES, get_genotype, published, space_of, write_diagrams
@@ -267,7 +267,7 @@ def _search(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from . import retrain
 
-    _run_command(args, retrain, make_train_config, retrain.train)
+    _run_command(args, retrain, train_settings, retrain.train)  # train validates the settings
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -332,9 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     main_rank = True
     try:
-        if args.command in ("search", "train"):  # under torchrun: join the process group; rank 0 logs
-            distributed.init()
-            main_rank = distributed.is_main()
+        if args.command in ("search", "train"):  # under torchrun: rank 0 logs
+            main_rank = distributed.launched_as_main()
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO if main_rank else logging.WARNING,
                             format="%(message)s", stream=sys.stderr)
         logging.getLogger("matplotlib").setLevel(logging.WARNING)

@@ -48,9 +48,30 @@ def one_of(choices: Collection[str]) -> Rule:
     return Rule(lambda v: v in choices, "", choices)
 
 
-def _f(default: Any, help: str, rule: Rule | None = None, symbol: str = "") -> Any:
-    """A field: its default, its help (the reason for the default), its rule, the paper's symbol for it."""
-    return field(default=default, metadata={"help": help, "rule": rule, "symbol": symbol})
+def _f(default: Any, help: str, rule: Rule | None = None, symbol: str = "", methods: tuple[str, ...] = (),
+       why: str = "") -> Any:
+    """A field: its default, its help (the reason for the default), its rule, the paper's symbol for it, and for
+    a search the methods that own it, if only some do (the others refuse it away from its default, saying
+    ``why``; default: which methods it applies to)."""
+    return field(default=default, metadata={"help": help, "rule": rule, "symbol": symbol, "methods": methods,
+                                            "why": why})
+
+
+TRAINING_PHASE = dict(methods=("one-stage",), why="set the one-stage training phase")  # a search's training phase
+ISTA_NAS = ("two-stage", "one-stage")  # the methods that recover z from b (not the DARTS baseline)
+# The methods whose genotype is retrained afterwards (ista-nas train), at the budget network's size.
+RETRAINED = dict(methods=("two-stage", "darts"), why="size the network a two-stage search's genotype is retrained "
+                                                     "at; a one-stage search trains its own (--channels, --layers)")
+
+
+def evaluation_fields(config: dict[str, Any], search: bool) -> tuple[str, str]:
+    """The (C, L) fields of the network a run's genotype is evaluated at, as its method says: a search whose
+    method retrains the genotype (the methods owning ``budget_channels``), the budget network's; a training
+    run, or a search that trains its own network, the run's own."""
+    retrains = SearchConfig.__dataclass_fields__["budget_channels"].metadata["methods"]
+    if search and config.get("method", "two-stage") in retrains:
+        return "budget_channels", "budget_layers"
+    return "channels", "layers"
 
 
 def _space_help() -> str:
@@ -145,7 +166,8 @@ class RunConfig(_Config):
     augment: bool = _f(True, "pad-and-crop by 1/8 of the side and horizontal flip, as DARTS does")
     cutout: int = _f(0, "cutout square side in pixels, 0 = off (off in the official search)", NONNEGATIVE)
     stream: bool = _f(False, "read a folder: dataset from disk every epoch with DataLoader workers and ImageNet "
-                             "augmentation, for datasets too large for memory (ImageNet; search: one-stage)")
+                             "augmentation, for datasets too large for memory (ImageNet; search: one-stage)",
+                   methods=("one-stage",), why="needs --method one-stage and --dataset folder:PATH")
     image_size: int = _f(224, "with --stream: training crop and test centre-crop side (ImageNet: 224)", at_least(8))
     workers: int = _f(8, "with --stream: DataLoader worker processes", NONNEGATIVE)
     # Network
@@ -157,7 +179,7 @@ class RunConfig(_Config):
     auxiliary_weight: float = _f(0.0, "one-stage: weight of the auxiliary head's loss, 0 = none (paper: 0.4)",
                                  NONNEGATIVE)
     drop_path: float = _f(0.0, "one-stage: final drop-path of the training phase, rising from 0 (paper: 0.2)",
-                          FRACTION)
+                          FRACTION, **TRAINING_PHASE)
     # Optimisation: SGD, a warm-up then cosine or linear decay (DARTS's protocol)
     epochs: int = _f(50, "search epochs (paper: 50); one-stage: training epochs after the architecture is fixed "
                          "(paper: 600), the search phase comes first", at_least(1))
@@ -168,17 +190,20 @@ class RunConfig(_Config):
                               "search phase holds lr)")
     # A search's warm-up, schedule shape, Nesterov, smoothing and AMP are its training phase's (one-stage only).
     warmup_epochs: int = _f(0, "linear learning-rate warm-up epochs before the decay (ImageNet: 5; search: the "
-                               "one-stage training phase)")
+                               "one-stage training phase)", **TRAINING_PHASE)
     lr_schedule: str = _f("cosine", "decay after the warm-up: cosine (DARTS CIFAR) or linear (ISTA-NAS/PC-DARTS "
-                                    "ImageNet; search: the one-stage training phase)", one_of(("cosine", "linear")))
+                                    "ImageNet; search: the one-stage training phase)", one_of(("cosine", "linear")),
+                         **TRAINING_PHASE)
     momentum: float = _f(0.9, "SGD momentum (DARTS: 0.9)", FRACTION)
-    nesterov: bool = _f(False, "Nesterov momentum (DARTS: off; search: the one-stage training phase)")
+    nesterov: bool = _f(False, "Nesterov momentum (DARTS: off; search: the one-stage training phase)",
+                        **TRAINING_PHASE)
     weight_decay: float = _f(3e-4, "SGD weight decay (DARTS CIFAR: 3e-4, ImageNet: 3e-5)", NONNEGATIVE)
     grad_clip: float = _f(5.0, "clip the weight gradient norm at this value (DARTS: 5)", NONNEGATIVE)
     label_smoothing: float = _f(0.0, "label smoothing of the loss (ImageNet: 0.1; search: the one-stage training "
-                                     "phase)", FRACTION)
+                                     "phase)", FRACTION, **TRAINING_PHASE)
     amp: str = _f("auto", "mixed precision: auto (bf16 on CUDA when supported, else fp16; off on CPU), bf16, fp16, "
-                          "off (search: the one-stage training phase)", one_of(("auto", "bf16", "fp16", "off")))
+                          "off (search: the one-stage training phase)", one_of(("auto", "bf16", "fp16", "off")),
+                   **TRAINING_PHASE)
     # Run
     seed: int = _f(2, "seeds weights, measurement matrices, split and batch order (official default: 2)", SEED)
     device: str = _f("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
@@ -222,10 +247,12 @@ class SearchConfig(RunConfig):
                      one_of(MATRIX_KINDS))
     clip_with_b: bool = _f(False, "ISTA-NAS: b's gradient counts in the norm that clips the weight step, as in the "
                                   "official code (two-stage: the architecture step's plus the training batch's); "
-                                  "one-stage presets: on; two-stage: off (measured: docs/one-stage.md)")
+                                  "one-stage presets: on; two-stage: off (measured: docs/one-stage.md)",
+                          methods=ISTA_NAS, why="applies to ISTA-NAS's b (--method two-stage and one-stage); DARTS "
+                                                "clips by the weights' norm")
     weight_warmup_epochs: int = _f(0, "first epochs that train only the weights (b or alpha fixed); ISTA-NAS trains "
                                       "a random support each step, unit weights (two-stage and darts; the spaces "
-                                      "that offer it)", NONNEGATIVE)
+                                      "that offer it)", NONNEGATIVE, methods=("two-stage", "darts"))
     # Architecture: Adam on b
     arch_init: float = _f(1e-3, "ISTA-NAS: standard deviation of b's random initial values, which sets the scale of "
                                 "the first recovered z and of the relaxed weights (official: 1e-3)", POSITIVE)
@@ -235,7 +262,8 @@ class SearchConfig(RunConfig):
                                   "support (the spaces that offer it)", one_of(("raw", "mean", "edge", "softmax")))
     explore: int = _f(0, "ISTA-NAS two-stage: candidates drawn at random each step to run beside every group's "
                          "support, so that b's gradient compares them with it (0 = the official support only)",
-                      NONNEGATIVE)
+                      NONNEGATIVE, methods=("two-stage",), why="applies to --method two-stage (it explores the sparse "
+                                                               "supernet's candidates)")
     arch_lr: float = _f(6e-4, "Adam learning rate of b (paper two-stage: 6e-4)", POSITIVE)
     arch_weight_decay: float = _f(1e-3, "Adam weight decay of b (official code: 1e-3)", NONNEGATIVE)
     # One-stage search
@@ -245,9 +273,15 @@ class SearchConfig(RunConfig):
                                    "0 = search until every group froze", NONNEGATIVE)
     # Parameter budget
     max_params: float = _f(0.0, "reject recovered architectures over this many million parameters, 0 = no budget "
-                                "(two-stage: counted for the budget_channels x budget_layers network)", NONNEGATIVE)
-    budget_channels: int = _f(36, "two-stage: C of the network the parameter budget is counted for", at_least(2))
-    budget_layers: int = _f(20, "two-stage: L of the network the parameter budget is counted for", at_least(1))
+                                "(two-stage: counted for the budget_channels x budget_layers network)", NONNEGATIVE,
+                          methods=ISTA_NAS, why="applies to ISTA-NAS (--method two-stage and one-stage), not to the "
+                                                "DARTS baseline")
+    # The network a search's genotype is evaluated at: the methods that own these retrain it at this size (the
+    # others train their own network, --channels x --layers): its parameter budget and its reports' sizes.
+    budget_channels: int = _f(36, "two-stage: C of the network the parameter budget is counted for", at_least(2),
+                              **RETRAINED)
+    budget_layers: int = _f(20, "two-stage: L of the network the parameter budget is counted for", at_least(1),
+                            **RETRAINED)
     # The true quality of the search trajectory (a tabular benchmark: every architecture trained)
     benchmark: str = _f("", "a benchmark table (CSV with a header, or JSON lines) of architectures and their trained "
                             "accuracy: every epoch records the --metric of the architecture the search holds; "
@@ -256,20 +290,38 @@ class SearchConfig(RunConfig):
     metric: str = _f("", "the benchmark table's column to record (any numeric column); empty: test_acc of a file, "
                          "the first metric of a built-in table (cifar10)")
 
-    def _checks(self) -> list[tuple[bool, str]]:
+    def owned(self) -> list[tuple[bool, str]]:
+        """The one check of who owns a setting: a setting owned by other methods (its field's ``methods``) or
+        offered by other spaces (their ``own_fields``) than the chosen ones stays at its default. One refusal per
+        group of settings with the same owners, naming the fix. ``methods.validate`` calls it once the method
+        is known."""
+        groups: dict[tuple[str, str], list[str]] = {}
+        for f in dataclasses.fields(self):
+            owners = f.metadata.get("methods", ())
+            if owners and self.method not in owners:
+                why = f.metadata["why"] or "{apply} to --method " + " and ".join(owners)
+                groups.setdefault((why, f"--method {owners[0]}"), []).append(f.name)
         space = SPACES[self.space]
+        for other in SPACES.values():  # (a space offering a setting another space offers too owns it as well)
+            theirs = [name for name in other.own_fields if name not in space.own_fields]
+            note = f" ({other.own_fields_note})" if other.own_fields_note else ""
+            groups[(f"{{are}} offered for --space {other.name} only{note}", f"--space {other.name}")] = theirs
+        checks = []
+        for (why, fix), names in groups.items():
+            flags = [f"--{name.replace('_', '-')}" for name in names]
+            many = len(flags) > 1
+            checks.append((not self.changed(set(names)),
+                           f"{(', ' if len(flags) > 2 else ' and ').join(flags)} "
+                           f"{why.format(apply='apply' if many else 'applies', are='are' if many else 'is')}; "
+                           f"drop {'them' if many else 'it'} or add {fix}"))
+        return checks
+
+    def _checks(self) -> list[tuple[bool, str]]:
         checks = super()._checks() + [
             (self.grad_clip > 0, f"--grad-clip must be positive, got {self.grad_clip}"),
             (self.weight_warmup_epochs < self.epochs, f"--weight-warmup-epochs must be in 0..epochs-1 "
                                                       f"({self.epochs - 1}), got {self.weight_warmup_epochs}"),
         ]
-        for other in SPACES.values():  # the settings only another space offers stay at their defaults
-            theirs = [name for name in other.own_fields if name not in space.own_fields]
-            changed = self.changed(set(theirs))
-            flags = " and ".join(f"--{name.replace('_', '-')}" for name in theirs)
-            note = f" ({other.own_fields_note})" if other.own_fields_note else ""
-            checks.append((not changed, f"{flags} are offered for --space {other.name} only{note}; drop them or "
-                                        f"add --space {other.name}"))
         return checks
 
 
@@ -324,8 +376,13 @@ TrainConfig.PRESETS = {
 
 
 def make_train_config(preset: str = "paper", **overrides: Any) -> TrainConfig:
-    """A validated TrainConfig from a preset: the command's, then the space's (``overrides``' space, darts by
-    default)."""
+    """A validated TrainConfig from a preset (``train_settings``)."""
+    return train_settings(preset, **overrides).validate()
+
+
+def train_settings(preset: str = "paper", **overrides: Any) -> TrainConfig:
+    """The TrainConfig of a preset: the command's, then the space's (``overrides``' space, darts by default);
+    not validated yet (``retrain.train`` validates it)."""
     space = SPACES.get(overrides.get("space", "darts"))
     tables = [("", TrainConfig.PRESETS)] + ([(f"--space {space.name}", space.train_presets)] if space else [])
-    return TrainConfig(**resolve(preset, tables, overrides)).validate()
+    return TrainConfig(**resolve(preset, tables, overrides))

@@ -33,7 +33,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .benchmark import Table
-from .config import SearchConfig
+from .config import SearchConfig, evaluation_fields
 from .diagram import pyplot, savefig
 from .engine.checkpoint import atomic_write_json, load_checkpoint
 from .engine.data import DeviceLoader, ImageData
@@ -234,7 +234,7 @@ def baselines(genotypes: list[Any], true: list[float], config: dict[str, Any],
     search's genotype at (its evaluation_size), for the run's dataset of ``shape`` (None: CIFAR-10's); also
     returned per architecture."""
     space = SPACES[config.get("space", "darts")]
-    channels, layers = space.evaluation_size(config, True)
+    channels, layers = space.evaluation_size(config, True, evaluation_fields(config, True))
     dataset = config.get("dataset", "cifar10")
     shape = shape or DATASET_SHAPES["cifar10"]
     sizes: dict[str, dict[str, Any]] = {}

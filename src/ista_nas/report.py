@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import evaluation_fields
 from .diagram import pyplot, savefig
 from .engine.checkpoint import atomic_write_bytes
 from .engine.rundir import RunDir
@@ -86,7 +87,8 @@ def _size(genotype: Any, config: dict[str, Any], kind: str) -> dict[str, Any]:
     two-stage DARTS-space search's budget_channels x budget_layers evaluation network)."""
     from .summary import summarize
 
-    channels, layers = space_of(genotype).evaluation_size(config, kind == "search")
+    search = kind == "search"
+    channels, layers = space_of(genotype).evaluation_size(config, search, evaluation_fields(config, search))
     try:
         info = summarize(genotype, channels, layers, config.get("dataset", "cifar10"))
     except (UserError, ValueError, RuntimeError) as exc:

@@ -19,7 +19,8 @@ from .config import TrainConfig
 from .engine.checkpoint import load_checkpoint
 from .engine.data import DeviceLoader, load_dataset
 from .engine.distributed import Dist, on_main, place
-from .engine.driver import EpochPlan, Job, drive
+from .engine import driver
+from .engine.driver import EpochPlan, Job
 from .engine.loop import resolve_device
 from .engine.rundir import RunDir
 from .engine.splits import train_test
@@ -58,13 +59,12 @@ def train(cfg: TrainConfig, out: str | Path) -> TrainResult:
     """Train ``cfg.genotype`` from scratch into the new run directory ``out``."""
     cfg.validate()
     # A bad --genotype or --out fails before anything else (checked where the run directory will be: rank 0).
-    return drive(Train(cfg), RunDir.prepare_new(out, cfg.to_dict(), check=lambda: resolve_genotype(cfg)), None)
+    return driver.start(Train(cfg), out, check=lambda: resolve_genotype(cfg))
 
 
 def resume(run_dir: str | Path, **overrides: Any) -> TrainResult:
     """Continue the training run in ``run_dir`` from its last checkpoint (epochs and device may change)."""
-    cfg, open_run, checkpoint = RunDir.prepare_resume(run_dir, TrainConfig, overrides, kind=lambda _: Train.kind)
-    return drive(Train(cfg), open_run, checkpoint)
+    return driver.resume(run_dir, Train, TrainConfig, overrides, kind=lambda _: Train.kind)
 
 
 class TrainState(TypedDict, total=False):

@@ -13,10 +13,11 @@ from ista_nas.config import TrainConfig
 from ista_nas.methods import make_config
 from ista_nas.engine.distributed import Dist, place, shutdown
 from ista_nas.methods.budget import recover_within_budget
-from ista_nas.methods.two_stage import TwoStageSearch
+from ista_nas.methods.two_stage import TwoStageStepper
 from ista_nas.networks import SearchNetwork
 from ista_nas.networks.cnn import Network
 from ista_nas.published import PUBLISHED
+from ista_nas.spaces import SPACES
 from ista_nas.engine.trainer import Trainer
 
 BATCH, CLASSES = 12, 3
@@ -36,12 +37,12 @@ def main(kind, out, device="cpu"):
     torch.manual_seed(0)
     if kind == "search":
         net = place(SearchNetwork(channels=4, layers=3, num_classes=CLASSES, seed=0).double(), ctx, True, True)
-        searcher = TwoStageSearch(net, make_config("paper", batch_size=BATCH, arch_lr=3e-2), ctx)
+        stepper = TwoStageStepper(net, make_config("paper", batch_size=BATCH, arch_lr=3e-2), ctx)
         for epoch in range(2):
-            searcher.begin_epoch(epoch)
+            stepper.begin_epoch(epoch)
             for (x, y), (xv, yv) in zip(batches(3, 2 * epoch, ctx.device), batches(3, 2 * epoch + 1, ctx.device)):
-                searcher.step(part(x), part(y), part(xv), part(yv))
-            recover_within_budget(net, 0.0, 4, 3, ctx)
+                stepper.step(part(x), part(y), part(xv), part(yv))
+            recover_within_budget(net, SPACES["darts"], 0.0, 4, 3, ctx)
         state = {k: v.cpu() for k, v in net.state_dict().items()}
     else:
         model = place(Network(PUBLISHED["ista_twostage"], 4, 3, CLASSES, auxiliary=True).double(), ctx, True, True)

@@ -7,6 +7,7 @@ group is created), so the methods have one code path.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -29,8 +30,15 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init() -> None:
-    """Join the process group torchrun describes (idempotent; nothing happens in a single process).
+def launched_as_main() -> bool:
+    """Whether this process is rank 0 of the launch (or alone), read from the launcher's environment before
+    the process group exists (the command line sets its log level by it)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _join() -> None:
+    """Join the process group torchrun describes (idempotent; nothing happens in a single process): only
+    ``Dist.setup`` calls it.
 
     One group serves both devices (gloo for CPU tensors, nccl for CUDA ones), so it can be created before
     the run's device is known, e.g. before a resumed run's stored config is read.
@@ -93,12 +101,19 @@ class Dist:
         return str(self.device) if self.world == 1 else f"{self.world} processes ({self.device.type})"
 
     @classmethod
-    def setup(cls, device_name: str) -> "Dist":
-        """Join the process group if launched by torchrun and pick this rank's device: ``cuda:LOCAL_RANK``
-        for auto/cuda, the CPU for cpu. A single process resolves ``device_name`` as usual."""
-        init()
-        if not dist.is_initialized():
-            return cls(0, 1, resolve_device(device_name))
+    def setup(cls, device_name: str | None = None) -> "Dist":
+        """Join the process group if launched by torchrun (the one place that does) and, with
+        ``device_name``, pick this rank's device (``on``); without it the CPU stands in until ``on`` picks
+        one (a resumed run learns its device from its stored config, which rank 0 reads in the group)."""
+        _join()
+        ctx = cls(dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else cls()
+        return ctx if device_name is None else ctx.on(device_name)
+
+    def on(self, device_name: str) -> "Dist":
+        """This place on ``device_name``: ``cuda:LOCAL_RANK`` for auto/cuda under torchrun, the CPU for cpu;
+        a single process resolves ``device_name`` as usual."""
+        if self.world == 1:
+            return dataclasses.replace(self, device=resolve_device(device_name))
         device = resolve_device(device_name)
         if device.type == "cuda":
             if device.index is not None:
@@ -110,7 +125,7 @@ class Dist:
                                 "lower torchrun's --nproc_per_node")
             device = torch.device("cuda", local)
             torch.cuda.set_device(device)
-        return cls(dist.get_rank(), dist.get_world_size(), device)
+        return dataclasses.replace(self, device=device)
 
     def check_batch(self, batch_size: int) -> None:
         """The global batch must split evenly over the processes (each rank takes its slice)."""
@@ -250,5 +265,5 @@ def wrap(model: nn.Module, params: Sequence[nn.Parameter], ctx: Dist) -> nn.Modu
     return ddp
 
 
-__all__ = ["Dist", "GlobalBatchNorm2d", "WithAux", "init", "is_main", "launched", "on_main", "place",
+__all__ = ["Dist", "GlobalBatchNorm2d", "WithAux", "is_main", "launched", "launched_as_main", "on_main", "place",
            "shutdown", "sync_batchnorm", "wrap"]

@@ -1,9 +1,11 @@
 """The run driver: one loop that every search method and the train command run under.
 
 A ``Job`` (a search method, or training) says what an epoch is; the driver owns everything around it, once:
-the process group and device, the run directory, restoring a checkpoint (exact resume, also inside an
-epoch), the epoch loop with its progress bar, Ctrl-C (the first one checkpoints the very step it stopped
-after), metrics and checkpoints in a crash-safe order, and the result. Read ``drive`` top to bottom.
+starting a run (``start``: join the process group, refuse an ``--out`` that cannot hold it) or resuming one
+(``resume``: read its config and checkpoint on rank 0), the device, the run directory, restoring a checkpoint
+(exact resume, also inside an epoch), the epoch loop with its progress bar, Ctrl-C (the first one checkpoints
+the very step it stopped after), metrics and checkpoints in a crash-safe order, and the result. Read
+``start``, ``resume`` and ``drive`` top to bottom.
 
     job.setup(ctx)                  data, network, optimisers (before the run directory opens)
     job.opened(run)                 files written once the run directory exists
@@ -21,11 +23,12 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, TypedDict
 
 from torch import Tensor
 
-from .distributed import Dist
+from .distributed import Dist, on_main
 from .loop import EpochInterrupted, graceful_stop, resume_point, run_epoch
 from .rundir import RunDir
 
@@ -105,12 +108,35 @@ class Job:
         raise NotImplementedError
 
 
-def drive(job: Job, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None) -> Any:
-    """Run ``job`` to the end in the run directory ``open_run()`` opens; ``checkpoint`` continues a run."""
+def start(job: Job, out: str | Path, check: Callable[[], Any] | None = None) -> Any:
+    """Run ``job`` (its config validated) from scratch into the new run directory ``out``. Before any data
+    loads, rank 0 runs ``check`` and refuses an ``out`` that cannot hold this run; the directory is created
+    once the data has loaded (and checked again then: the load takes minutes)."""
+    ctx = Dist.setup(job.cfg.device)
+    config = job.cfg.to_dict()
+    on_main(lambda: (check() if check else None, RunDir.check_new(out, config)))
+    return drive(job, ctx, lambda: RunDir.create(out, config), None)
+
+
+def resume(path: str | Path, make_job: Callable[[Any], Job], config_cls: type, overrides: dict[str, Any],
+           kind: Callable[[Any], str], validate: Callable[[Any], Any] | None = None) -> Any:
+    """Continue the run in ``path`` from its last checkpoint: rank 0 reads its config (``overrides`` applied,
+    checked by ``validate``) and checkpoint (``RunDir.resume``), every rank gets them and runs
+    ``make_job(config)`` on the stored device (or the one ``overrides`` names)."""
+    ctx = Dist.setup()
+    run, cfg, checkpoint = on_main(lambda: RunDir.resume(path, config_cls, overrides, kind, validate))
+    return drive(make_job(cfg), ctx.on(cfg.device), lambda: run.rewrite_config(cfg.to_dict()), checkpoint)
+
+
+def drive(job: Job, ctx: Dist, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None) -> Any:
+    """Run ``job`` to the end on ``ctx`` in the run directory ``open_run()`` opens (on rank 0; the other ranks
+    get a read-only view); ``checkpoint`` continues a run."""
     cfg = job.cfg
-    ctx = Dist.setup(cfg.device)
     job.setup(ctx)
-    run = RunDir.open_on_main(open_run, cfg.tensorboard)
+    run = on_main(open_run)
+    run = run if ctx.main else RunDir(run.path, writes=False)
+    if cfg.tensorboard:
+        run.enable_tensorboard()
     job.opened(run)
     done = run.restore(checkpoint, job.load, cfg.epochs)
     log.info("%s, run directory %s", job.describe(), run.path)

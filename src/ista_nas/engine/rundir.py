@@ -5,8 +5,9 @@
     RUN/checkpoint.pt      the last finished epoch, written atomically
     RUN/<results>          written by the method (genotype.json, ...)
 
-With several processes only rank 0 writes: the other ranks hold a read-only ``RunDir`` (``writes`` False)
-whose write methods do nothing, so the methods call them unconditionally.
+Files only: the driver decides which process touches them. With several processes only rank 0 writes: the
+other ranks hold a read-only ``RunDir`` (``writes`` False) whose write methods do nothing, so the methods
+call them unconditionally.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import Any
 from ..errors import UserError
 from ..files import LIMITS, read_bytes, read_text
 from .checkpoint import atomic_write_bytes, atomic_write_json, load_latest_good, previous_path, save_checkpoint
-from .distributed import init, is_main, on_main
 
 log = logging.getLogger(__name__)
 RESUMABLE = ("epochs", "device", "tensorboard")  # what --resume may change; everything else continues as stored
@@ -86,35 +86,6 @@ class RunDir:
         if not isinstance(config, dict):
             raise UserError(f"{run.config_path} does not hold a config object; the run directory is damaged")
         return run, config
-
-    @classmethod
-    def prepare_new(cls, out: str | Path, config: dict[str, Any], check: Callable[[], Any] | None = None
-                    ) -> Callable[[], "RunDir"]:
-        """For a new run: join the process group, and on rank 0 run ``check`` and refuse an ``out`` that cannot
-        hold this run, before any data is loaded. Returns the opener that creates the directory."""
-        init()
-        on_main(lambda: (check() if check else None, cls.check_new(out, config)))
-        return lambda: cls.create(out, config)
-
-    @classmethod
-    def prepare_resume(cls, path: str | Path, config_cls: type, overrides: dict[str, Any],
-                       kind: Callable[[Any], str], validate: Callable[[Any], Any] | None = None
-                       ) -> tuple[Any, Callable[[], "RunDir"], dict]:
-        """For --resume: join the process group; rank 0 reads the run (``resume``) and every rank gets
-        (config, the opener that stores the resumed config, the checkpoint)."""
-        init()
-        run, cfg, checkpoint = on_main(lambda: cls.resume(path, config_cls, overrides, kind, validate))
-        return cfg, lambda: run.rewrite_config(cfg.to_dict()), checkpoint
-
-    @staticmethod
-    def open_on_main(open_run: Callable[[], "RunDir"], tensorboard: bool = False) -> "RunDir":
-        """``open_run()`` on rank 0 (its user errors reach every rank); the other ranks get a read-only view.
-        With ``tensorboard`` the metrics also go to TensorBoard."""
-        run = on_main(open_run)
-        run = run if is_main() else RunDir(run.path, writes=False)
-        if tensorboard:
-            run.enable_tensorboard()
-        return run
 
     def write_json(self, name: str, obj: Any) -> Path:
         path = self.path / name

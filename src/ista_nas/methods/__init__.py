@@ -9,7 +9,7 @@ from typing import Any
 
 from ..benchmark import NO_TABLE
 from ..config import SearchConfig, resolve
-from ..engine.driver import drive
+from ..engine import driver
 from ..engine.rundir import RunDir
 from ..errors import UserError
 from ..spaces import SPACES
@@ -22,7 +22,9 @@ METHODS: dict[str, type[SearchMethod]] = {"two-stage": TwoStage, "one-stage": On
 
 
 def validate(cfg: SearchConfig) -> SearchConfig:
-    """``cfg.validate()`` and what its method and its space require of it together; returns ``cfg``."""
+    """``cfg.validate()``, who owns each setting (``cfg.owned``), what its method and its space require of it
+    together, and its benchmark table (read here, once: the method records with the same reading); returns
+    ``cfg``. Everything here runs before any data loads."""
     cfg.validate()
     if cfg.method not in METHODS:
         raise UserError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
@@ -31,15 +33,8 @@ def validate(cfg: SearchConfig) -> SearchConfig:
     checks = [(cfg.sparsity < smallest, f"--sparsity (s) must be in 1..{smallest - 1}: the smallest decision group "
                                         f"has only {smallest} candidates, got {cfg.sparsity}"),
               (cfg.sparsity <= cfg.proj_dims, f"--sparsity (s) must be at most --proj-dims (m): a LASSO solution has "
-                                              f"at most m nonzeros, got s={cfg.sparsity} > m={cfg.proj_dims}"),
-              (not cfg.stream or method.streams, "--stream needs --method " + " or ".join(
-                  name for name, m in METHODS.items() if m.streams) + " and --dataset folder:PATH")]
-    for name, other in METHODS.items():  # the settings only another method reads stay at their defaults
-        fields, what = other.exclusive
-        if cfg.changed(set(fields) - set(method.exclusive[0])):  # (a subclass may share its parent's)
-            checks.append((False, f"--{', --'.join(f.replace('_', '-') for f in fields)} {what}; drop them or add "
-                                  f"--method {name}"))
-    for ok, message in method.checks(cfg, space) + space.check_search(cfg) + checks:
+                                              f"at most m nonzeros, got s={cfg.sparsity} > m={cfg.proj_dims}")]
+    for ok, message in cfg.owned() + method.checks(cfg, space) + space.check_search(cfg) + checks:
         if not ok:
             raise UserError(message)
     if cfg.benchmark not in ("", NO_TABLE) and not space.example:
@@ -76,14 +71,13 @@ def search(cfg: SearchConfig, out: str | Path) -> SearchResult:
 
 def _start(cfg: SearchConfig, out: str | Path) -> SearchResult:
     """``search`` of a validated ``cfg``."""
-    return drive(METHODS[cfg.method](cfg), RunDir.prepare_new(out, cfg.to_dict()), None)  # created once data loaded
+    return driver.start(METHODS[cfg.method](cfg), out)
 
 
 def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
     """Continue the search in ``run_dir`` from its last checkpoint. ``overrides`` may change epochs and device."""
-    cfg, open_run, checkpoint = RunDir.prepare_resume(run_dir, SearchConfig, overrides, validate=validate,
-                                                      kind=lambda c: METHODS[c.method].kind)
-    return drive(METHODS[cfg.method](cfg), open_run, checkpoint)
+    return driver.resume(run_dir, lambda cfg: METHODS[cfg.method](cfg), SearchConfig, overrides,
+                         kind=lambda cfg: METHODS[cfg.method].kind, validate=validate)
 
 
 def search_seeds(cfg: SearchConfig, seeds: list[int], out: str | Path) -> list[SearchResult]:

@@ -34,14 +34,12 @@ class SearchResult:
 
 class SearchMethod(Job):
     """A search method: a ``Job`` whose result is a genotype. What the method requires of a config is declared
-    here, beside its code; ``methods.validate`` applies it."""
+    here, beside its code (``checks``, ``validate_parts``), and which settings it alone reads beside their
+    fields (``config``: a field's ``methods``); ``methods.validate`` applies both."""
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {}  # its settings per preset, over the search's and the space's
     dense: ClassVar[bool] = False  # searches a dense supernet (every candidate runs)
     target: ClassVar[bool] = False  # searches the space's target supernet (its target_presets apply)
-    streams: ClassVar[bool] = False  # can read its data from disk every epoch (--stream)
-    # (settings only this method reads, what they do): other methods refuse them away from their defaults
-    exclusive: ClassVar[tuple[tuple[str, ...], str]] = ((), "")
 
     @staticmethod
     def checks(cfg: "SearchConfig", space: SearchSpace) -> Checks:
@@ -52,9 +50,9 @@ class SearchMethod(Job):
     def validate_parts(cfg: "SearchConfig") -> None:
         """Once every check passed: validate what the method derives from ``cfg`` (raise a UserError)."""
 
-    def opened(self, run: RunDir) -> None:
-        super().opened(run)
-        self.table: Table | None = table_of(self.cfg)
+    def __init__(self, cfg: "SearchConfig"):
+        super().__init__(cfg)
+        self.table: Table | None = table_of(cfg)  # read once, when validate checked it (before the data loads)
         self.missing: set[str] = set()
 
     def benchmark_record(self, genotype: Any) -> dict[str, Any]:

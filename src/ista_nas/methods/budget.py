@@ -8,24 +8,24 @@ import torch
 from torch import Tensor
 
 from ..engine.distributed import Dist
-from ..networks.cnn import count_parameters
 from ..solver import LassoResult
-from ..spaces import space_of
+from ..spaces.base import SearchSpace
 
 log = logging.getLogger(__name__)
 
 
-def recover_within_budget(net: torch.nn.Module, max_params: float, channels: int, layers: int, ctx: Dist = Dist()
-                          ) -> tuple[LassoResult, Tensor, Tensor, float | None]:
-    """Recover z; if the genotype's network (``channels`` x ``layers``) has more than ``max_params`` million
-    parameters, reject it and keep the previous z and supports. With several processes every rank ends with
+def recover_within_budget(net: torch.nn.Module, space: SearchSpace, max_params: float, channels: int, layers: int,
+                          ctx: Dist = Dist()) -> tuple[LassoResult, Tensor, Tensor, float | None]:
+    """Recover z; if the genotype's network (``channels`` x ``layers``, counted by its ``space``) has more than
+    ``max_params`` million parameters, reject it and keep the previous z and supports. With several processes every rank ends with
     rank 0's outcome (architecture buffers and the recovered z are broadcast), so the supports agree.
 
     Returns (the solver's result, the recovered z before any rejection, the (T, G) mask of supports that
     changed, the rejected size in millions or None).
     """
     previous_z, previous_support = net.arch.z.clone(), net.arch.support.clone()
-    result, recovered, changed, rejected = _recover(net, max_params, channels, layers, previous_z, previous_support)
+    result, recovered, changed, rejected = _recover(net, space, max_params, channels, layers, previous_z,
+                                                    previous_support)
     if ctx.world > 1:
         ctx.broadcast_buffers_(net.arch)
         ctx.broadcast_(recovered)
@@ -34,8 +34,8 @@ def recover_within_budget(net: torch.nn.Module, max_params: float, channels: int
     return result, recovered, changed, rejected
 
 
-def _recover(net: torch.nn.Module, max_params: float, channels: int, layers: int, previous_z: Tensor,
-             previous_support: Tensor) -> tuple[LassoResult, Tensor, Tensor, float | None]:
+def _recover(net: torch.nn.Module, space: SearchSpace, max_params: float, channels: int, layers: int,
+             previous_z: Tensor, previous_support: Tensor) -> tuple[LassoResult, Tensor, Tensor, float | None]:
     result, changed = net.arch.recover()
     if not result.converged:
         log.warning("recovery did not certify optimality (KKT violation %.2e); supports may be approximate",
@@ -43,13 +43,9 @@ def _recover(net: torch.nn.Module, max_params: float, channels: int, layers: int
     recovered = net.arch.z.clone()
     if not max_params:
         return result, recovered, changed, None
-    genotype = net.genotype()
-    # Built as the discrete network without its auxiliary head: its random initial weights are drawn from the
-    # global generator, as they always were here (a resumed run draws the same).
     shape = net.shape
-    model, _, _ = space_of(genotype).sized_network(genotype, channels, layers, shape["num_classes"],
-                                                   shape["in_channels"], 32, shape.get("stem"), auxiliary=False)
-    size = count_parameters(model) / 1e6
+    size = space.parameter_count(net.genotype(), channels, layers, shape["num_classes"], shape["in_channels"],
+                                 shape.get("stem")) / 1e6
     if size <= max_params:
         return result, recovered, changed, None
     with torch.no_grad():

@@ -39,7 +39,7 @@ from ..spaces import SPACES, build_model, model_spec
 from ..spaces.base import Checks, SearchSpace
 from .base import SearchMethod, SearchResult, build_supernet
 from .budget import recover_within_budget
-from .two_stage import clip_weight_grads, keep_zero_grads, restore_used, weights_used
+from .two_stage import Stepper, clip_weight_grads, keep_zero_grads
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,6 @@ ONE_STAGE_PRESETS = {
                   batch_size=64, epochs=2, max_search_epochs=3, lr=0.05, lr_min=0.0, arch_lr=3e-3, auxiliary_weight=0.4,
                   drop_path=0.1, weight_scale="mean"),
 }
-# The one-stage settings that only its training phase uses.
-TRAINING_PHASE_ONLY = ("drop_path", "warmup_epochs", "lr_schedule", "nesterov", "label_smoothing", "amp")
 # The one-stage run's training phase, field by field: every setting a search and a training run share (the
 # RunConfig fields: the same data, network, optimiser, space and run settings, same meaning in both) comes from
 # the run's config; the training command's own settings are fixed by what it trains (the searched network).
@@ -84,8 +82,9 @@ def training_phase(cfg: SearchConfig) -> TrainConfig:
                        **{name: getattr(cfg, name) for name in TRAINING_PHASE_FROM_SEARCH})
 
 
-class OneStageSearch:
-    """Single-level search on the target network: one loss, one SGD step on weights and one Adam step on b
+class OneStageStepper(Stepper):
+    """The step of the search phase (the job, ``OneStage``, runs it): single-level search on the target
+    network: one loss, one SGD step on weights and one Adam step on b
     (gradients of both averaged over the ranks by a DDP wrapper rebuilt every epoch)."""
 
     def __init__(self, net: TargetSupernet, cfg: SearchConfig, ctx: Dist = Dist()):
@@ -131,24 +130,17 @@ class OneStageSearch:
         self.a_opt.step()
         return {"loss": loss.detach() * len(y), "correct": (logits.argmax(1) == y).sum(), "n": torch.tensor(len(y))}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.net.state_dict(), "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
-                "weights_used": weights_used(self.w_opt.param_groups[0]["params"])}
-
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["model"])
-        self.w_opt.load_state_dict(state["w_opt"])
-        self.a_opt.load_state_dict(state["a_opt"])
+        super().load_state_dict(state)
         self.unfreeze_bn(self.net.arch.frozen)
-        # A weight that was ever active keeps a zero gradient, so weight decay and momentum go on moving it after
-        # its op left the support, resumed or not (keep_zero_grads). Checkpoints written before this was saved:
-        # the weights SGD holds momentum for are those.
+
+    def used(self, state: dict[str, Any]) -> list[bool]:
+        """Checkpoints written before the record was saved: the weights SGD holds momentum for."""
         params = self.w_opt.param_groups[0]["params"]
-        restore_used(params, state.get("weights_used") or
-                     ["momentum_buffer" in self.w_opt.state.get(p, {}) for p in params])
+        return state.get("weights_used") or ["momentum_buffer" in self.w_opt.state.get(p, {}) for p in params]
 
 
-def start_training(net: TargetSupernet, searcher: OneStageSearch, tcfg: TrainConfig, ctx: Dist) -> Trainer:
+def start_training(net: TargetSupernet, stepper: OneStageStepper, tcfg: TrainConfig, ctx: Dist) -> Trainer:
     """The training phase's trainer: the discrete network with alpha as fixed multipliers, placed like the
     supernet, and the search's SGD momentum for every weight it keeps (the official code goes on with the
     same optimiser)."""
@@ -156,7 +148,7 @@ def start_training(net: TargetSupernet, searcher: OneStageSearch, tcfg: TrainCon
     model = place(model, ctx, tcfg.channels_last, tcfg.sync_bn)
     trainer = Trainer(model, tcfg, ctx)
     for name, p in model.named_parameters():
-        buffer = searcher.w_opt.state.get(sources[name], {}).get("momentum_buffer")
+        buffer = stepper.w_opt.state.get(sources[name], {}).get("momentum_buffer")
         if buffer is not None:
             trainer.optimizer.state[p]["momentum_buffer"] = buffer.clone()
     return trainer
@@ -169,7 +161,7 @@ class OneStageState(TypedDict, total=False):
     froze_at: dict[str, int]  # decision group -> the search epoch it froze after
     test: dict[str, float]  # the last finished epoch's test loss, top-1, top-5
     min_epochs: int  # training epochs begun: the least --epochs that continues the run
-    search: dict[str, Any]  # phase search: OneStageSearch.state_dict()
+    search: dict[str, Any]  # phase search: OneStageStepper.state_dict()
     fixed_at: int  # phase train: search epochs before the architecture was fixed
     train_on: dict[str, Any]  # phase train: the trainer state with alpha unfolded (what --resume reads)
     model_spec: dict[str, Any]  # phase train: as in a training checkpoint
@@ -177,23 +169,19 @@ class OneStageState(TypedDict, total=False):
 
 
 class OneStage(SearchMethod):
-    """The one-stage run as the driver runs it: search epochs until every node froze (or the cap), then
-    ``epochs`` training epochs of the fixed network. Epochs are counted over both phases; ``searched`` is
+    """The job (registered as ``one-stage``; the driver runs it): search epochs until every node froze (or the
+    cap), then ``epochs`` training epochs of the fixed network. Epochs are counted over both phases; ``searched`` is
     the number of search epochs once the architecture is fixed, and ``trainer`` exists from then on."""
 
     kind = "phase"
     presets = ONE_STAGE_PRESETS
     target = True
-    exclusive = (TRAINING_PHASE_ONLY, "set the one-stage training phase")
-    streams = True
 
     @staticmethod
     def checks(cfg: SearchConfig, space: SearchSpace) -> Checks:
         return [
             (space.has_target_supernet, f"--space {cfg.space} has no one-stage supernet; search it with --method "
                                         "two-stage or darts"),
-            (not cfg.weight_warmup_epochs, "--weight-warmup-epochs applies to --method two-stage and darts"),
-            (not cfg.explore, "--explore applies to --method two-stage"),
         ] + (space.check_target(cfg) if space.has_target_supernet else [])
 
     @staticmethod
@@ -205,7 +193,7 @@ class OneStage(SearchMethod):
         self.ctx, self.tcfg = ctx, training_phase(cfg)
         self.data, self.train_loader, self.test_loader = train_test(self.tcfg, ctx)
         self.net = place(build_supernet(cfg, self.data, target=True), ctx, cfg.channels_last, cfg.sync_bn)
-        self.searcher = OneStageSearch(self.net, cfg, ctx)
+        self.stepper = OneStageStepper(self.net, cfg, ctx)
         self.searched, self.trainer, self.froze_at, self.test = 0, None, {}, {}
 
     def opened(self, run: RunDir) -> None:
@@ -216,7 +204,7 @@ class OneStage(SearchMethod):
         cfg = self.cfg
         self.froze_at, self.test = checkpoint["froze_at"], checkpoint.get("test", {})
         if checkpoint["phase"] == "search":
-            self.searcher.load_state_dict(checkpoint["search"])
+            self.stepper.load_state_dict(checkpoint["search"])
             return
         self.searched = checkpoint["fixed_at"]
         model = place(build_model(checkpoint["model_spec"]).hold_op_weights(), self.ctx, cfg.channels_last,
@@ -233,8 +221,8 @@ class OneStage(SearchMethod):
 
     def begin_epoch(self, epoch: int) -> EpochPlan:
         if self.trainer is None:
-            self.searcher.begin_epoch()
-            step, desc = self.searcher.step, f"search {epoch + 1}/{self.cfg.max_search_epochs or '?'}"
+            self.stepper.begin_epoch()
+            step, desc = self.stepper.step, f"search {epoch + 1}/{self.cfg.max_search_epochs or '?'}"
         else:
             e = epoch - self.searched
             self.trainer.begin_epoch(e)
@@ -252,7 +240,8 @@ class OneStage(SearchMethod):
         # with BN statistics they have not gathered yet).
         self.test = evaluate(net, self.test_loader, desc=f"test (search {epoch + 1})", ctx=self.ctx)
         previous = net.arch.z.clone()
-        _, recovered, _, _ = recover_within_budget(net, cfg.max_params, cfg.channels, cfg.layers, self.ctx)
+        _, recovered, _, _ = recover_within_budget(net, SPACES[cfg.space], cfg.max_params, cfg.channels, cfg.layers,
+                                                   self.ctx)
         moved = torch.linalg.vector_norm(recovered - previous, dim=-1)
         freeze = (moved <= cfg.freeze_tol) & ~net.arch.frozen
         if cfg.max_search_epochs and epoch + 1 >= cfg.max_search_epochs:
@@ -260,10 +249,10 @@ class OneStage(SearchMethod):
         for t, g in freeze.nonzero().tolist():
             self.froze_at[net.group_name(t, g)] = epoch + 1
         net.freeze(freeze)
-        self.searcher.unfreeze_bn(freeze)
+        self.stepper.unfreeze_bn(freeze)
         if bool(net.arch.frozen.all()):
             self.searched = epoch + 1
-            self.trainer = start_training(net, self.searcher, self.tcfg, self.ctx)
+            self.trainer = start_training(net, self.stepper, self.tcfg, self.ctx)
             log.info("architecture fixed after %d search epochs: %s", self.searched,
                      self.trainer.model.genotype.to_dict())
         genotype = net.genotype()
@@ -278,12 +267,12 @@ class OneStage(SearchMethod):
                 "drop_path": trainer.model.drop_path_prob, **self.benchmark_record(trainer.model.genotype)}
 
     def state(self, finished: int, stopped: bool = False) -> OneStageState:
-        """Search phase: the searcher. Training phase: the absorbed plain network (what evaluate and export
+        """Search phase: the stepper. Training phase: the absorbed plain network (what evaluate and export
         read) and the unfolded trainer state (what --resume reads); ``min_epochs`` counts the training epochs
         begun (a training epoch stopped halfway must be finished)."""
         if self.trainer is None:
             return OneStageState(froze_at=self.froze_at, test=self.test, phase="search",
-                                 search=self.searcher.state_dict(), min_epochs=0)
+                                 search=self.stepper.state_dict(), min_epochs=0)
         plain = self.trainer.model.absorbed()  # alpha folded into the BNs
         return OneStageState(froze_at=self.froze_at, test=self.test, phase="train", fixed_at=self.searched,
                              min_epochs=finished - self.searched + stopped, train_on=self.trainer.state_dict(),

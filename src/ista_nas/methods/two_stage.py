@@ -17,12 +17,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..engine.data import DeviceLoader, epoch_seed
-from ..engine.distributed import Dist, place, wrap
+from ..engine.distributed import Dist, launched, place, wrap
 from ..engine.driver import EpochPlan
 from ..engine.loop import cosine_lr
 from ..engine.rundir import RunDir
 from ..engine.splits import search_split
-from ..errors import UserError
+from ..spaces import SPACES
+from ..spaces.base import Checks, SearchSpace
 from .base import SearchMethod, SearchResult, build_supernet
 from .budget import recover_within_budget
 
@@ -63,8 +64,32 @@ def clip_weight_grads(weights: list[torch.nn.Parameter], max_norm: float, also: 
     torch.nn.utils.clip_grads_with_norm_(weights, max_norm, torch.nn.utils.get_total_norm(grads))
 
 
-class TwoStageSearch:
-    """The network and its two optimisers; ``step`` is one architecture update plus one weight update.
+class Stepper:
+    """What every stepper checkpoints: its network, the weights' SGD (``w_opt``), the architecture's Adam
+    (``a_opt``) and which weights were ever used (they keep a zero gradient: ``keep_zero_grads``)."""
+
+    net: torch.nn.Module
+    w_opt: torch.optim.Optimizer
+    a_opt: torch.optim.Optimizer
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.net.state_dict(), "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
+                "weights_used": weights_used(self.w_opt.param_groups[0]["params"])}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["model"])
+        self.w_opt.load_state_dict(state["w_opt"])
+        self.a_opt.load_state_dict(state["a_opt"])
+        restore_used(self.w_opt.param_groups[0]["params"], self.used(state))
+
+    def used(self, state: dict[str, Any]) -> list[bool]:
+        """The checkpoint's record of the weights ever used."""
+        return state["weights_used"]
+
+
+class TwoStageStepper(Stepper):
+    """The step (the job, ``TwoStage``, runs it): the network and its two optimisers; ``step`` is one
+    architecture update plus one weight update.
 
     With several processes each rank steps on its shard of the global batch: the weight gradients are
     averaged by a DDP wrapper over the epoch's active weights (rebuilt when the supports move), the gradient
@@ -85,12 +110,6 @@ class TwoStageSearch:
         # Warm-up (--weight-warmup-epochs): b stays; the sparse supernet trains a random support every step.
         self.sampler: torch.Generator | None = None
         self.explorer: torch.Generator | None = None  # --explore: the challengers drawn beside the support
-        if cfg.explore and ctx.world > 1:
-            raise UserError("--explore is not offered under torchrun yet (every rank would need the same challengers "
-                            "in its DDP wrapper); run the search in one process or drop the flag")
-        if cfg.weight_warmup_epochs and ctx.world > 1:
-            raise UserError("--weight-warmup-epochs is not offered under torchrun yet (every rank would need the same "
-                            "random supports in its DDP wrapper); run the warm-up in one process or drop the flag")
 
     def warming_up(self, epoch: int) -> bool:
         return epoch < self.cfg.weight_warmup_epochs
@@ -188,15 +207,6 @@ class TwoStageSearch:
             "valid_n": torch.tensor(len(y_val)),
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.net.state_dict(), "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
-                "weights_used": weights_used(self.w_opt.param_groups[0]["params"])}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["model"])
-        self.w_opt.load_state_dict(state["w_opt"])
-        self.a_opt.load_state_dict(state["a_opt"])
-        restore_used(self.w_opt.param_groups[0]["params"], state["weights_used"])
 
 
 def summarize(sums: dict[str, float]) -> dict[str, float]:
@@ -224,67 +234,82 @@ def _valid_batches(loader: DeviceLoader, epoch: int, count: int) -> Iterator[tup
 class SearchState(TypedDict):
     """A two-stage (or DARTS) checkpoint's own entries."""
 
-    search: dict[str, Any]  # TwoStageSearch.state_dict(): network, both optimisers, which weights were used
+    search: dict[str, Any]  # TwoStageStepper.state_dict(): network, both optimisers, which weights were used
     genotype: dict[str, Any]  # the genotype the supports held (readable without the network)
 
 
 class TwoStage(SearchMethod):
-    """The two-stage search as the driver runs it: per epoch the searcher's steps, then the recovery."""
+    """The job (registered as ``two-stage``; the driver runs it): per epoch the stepper's steps, then the
+    recovery."""
 
     kind = "search"
-    searcher_class = TwoStageSearch
+    stepper_class = TwoStageStepper
+
+    @staticmethod
+    def checks(cfg: "SearchConfig", space: SearchSpace) -> Checks:
+        """Under torchrun (known from the launcher's environment, before the process group exists)."""
+        return [(not (cfg.explore and launched()), "--explore is not offered under torchrun yet (every rank would "
+                 "need the same challengers in its DDP wrapper); run the search in one process or drop the flag"),
+                (not (cfg.weight_warmup_epochs and launched()), "--weight-warmup-epochs is not offered under torchrun "
+                 "yet (every rank would need the same random supports in its DDP wrapper); run the warm-up in one "
+                 "process or drop the flag")]
 
     def setup(self, ctx: Dist) -> None:
         cfg = self.cfg
         self.ctx = ctx
         data, self.train_loader, self.valid_loader = search_split(cfg, ctx)
         self.net = place(build_supernet(cfg, data, self.dense), ctx, cfg.channels_last, cfg.sync_bn)
-        self.searcher = self.searcher_class(self.net, cfg, ctx)
+        self.stepper = self.stepper_class(self.net, cfg, ctx)
+        self.held: Any = None  # the genotype after the last finished epoch (computed once an epoch)
 
     def load(self, checkpoint: dict[str, Any]) -> None:
-        self.searcher.load_state_dict(checkpoint["search"])
+        self.stepper.load_state_dict(checkpoint["search"])
 
     def describe(self) -> str:
         return (f"searching on {self.ctx}: {self.cfg.dataset}, {len(self.train_loader.indices)} train / "
                 f"{len(self.valid_loader.indices)} valid images, {len(self.train_loader)} steps per epoch")
 
     def begin_epoch(self, epoch: int) -> EpochPlan:
-        searcher = self.searcher
-        searcher.begin_epoch(epoch)
-        step = searcher.warmup_step if searcher.warming_up(epoch) else searcher.step
+        stepper = self.stepper
+        stepper.begin_epoch(epoch)
+        step = stepper.warmup_step if stepper.warming_up(epoch) else stepper.step
         batches = zip(self.train_loader.epoch(epoch), _valid_batches(self.valid_loader, epoch, len(self.train_loader)))
         return EpochPlan(lambda tr, va: step(*tr, *va), batches, len(self.train_loader),
                          f"epoch {epoch + 1}/{self.cfg.epochs}", summarize)
 
     def skip_steps(self, steps: int) -> None:
-        self.searcher.skip_steps(steps)
+        self.stepper.skip_steps(steps)
 
     def end_epoch(self, epoch: int, stats: dict[str, float]) -> dict[str, Any]:
-        record: dict[str, Any] = {**stats, "lr": self.searcher.w_opt.param_groups[0]["lr"]}
-        if not self.searcher.warming_up(epoch):
+        record: dict[str, Any] = {**stats, "lr": self.stepper.w_opt.param_groups[0]["lr"]}
+        if not self.stepper.warming_up(epoch):
             record.update(self.recover())
-        genotype = self.write_results()
-        record["genotype"] = genotype.to_dict()
-        record.update(self.benchmark_record(genotype))
+        self.held = self.net.genotype()
+        self.write_results(self.held)
+        record["genotype"] = self.held.to_dict()
+        record.update(self.benchmark_record(self.held))
         return record
 
     def recover(self) -> dict[str, Any]:
         """ISTA-NAS: recover z from b, move the supports; what changed, for the record."""
         cfg, net = self.cfg, self.net
-        recovery, _, changed, rejected = recover_within_budget(net, cfg.max_params, cfg.budget_channels,
-                                                               cfg.budget_layers, self.ctx)
+        recovery, _, changed, rejected = recover_within_budget(net, SPACES[cfg.space], cfg.max_params,
+                                                               cfg.budget_channels, cfg.budget_layers, self.ctx)
         return {"supports_changed": [net.group_name(t, g) for t, g in changed.nonzero().tolist()],
                 "recovery_iterations": recovery.iterations,
                 "recovery_kkt_violation": float(recovery.kkt_violation.max()), "rejected_params_m": rejected}
 
-    def write_results(self):
-        genotype = self.net.genotype()
+    def write_results(self, genotype: Any) -> None:
         self.run.write_json("genotype.json", genotype.to_dict())
         self.run.write_json("ranking.json", self.net.ranking())
-        return genotype
+
+    def holds(self, stopped: bool = False) -> Any:
+        """The genotype the network holds: the last finished epoch's, or (``stopped`` inside an epoch, or before
+        any epoch of this process finished) computed now."""
+        return self.net.genotype() if stopped or self.held is None else self.held
 
     def state(self, finished: int, stopped: bool = False) -> SearchState:
-        return SearchState(search=self.searcher.state_dict(), genotype=self.net.genotype().to_dict())
+        return SearchState(search=self.stepper.state_dict(), genotype=self.holds(stopped).to_dict())
 
     def log_epoch(self, record: dict[str, Any]) -> None:
         log.info("epoch %d/%d  train loss %.4f acc %.2f%%  valid loss %.4f acc %.2f%%  supports changed %s  %.1fs",
@@ -293,6 +318,7 @@ class TwoStage(SearchMethod):
                  record["seconds"])
 
     def result(self, run: RunDir) -> SearchResult:
-        genotype = self.write_results()
+        genotype = self.holds()
+        self.write_results(genotype)
         log.info("wrote %s", run.path / "genotype.json")
         return self.finish(run, genotype)

@@ -11,16 +11,17 @@ A subclass provides, for its space:
   ``forward_fixed(x, genotype)`` (any architecture of the space on the shared weights). A target supernet
   adds ``freeze(groups)``, ``op_bn_parameters(type, group, candidates)``, ``held_candidates(type, group)`` and
   ``discrete()`` (the network of its genotype with the op weights fixed, and where each parameter came from).
-- the discrete network: ``network(spec)`` from a checkpoint's model spec, ``sized_network`` for counting.
+- the discrete network: ``network(spec)`` from a checkpoint's model spec, ``sized_network`` for counting
+  (``parameter_count``: what a parameter budget counts).
 - its genotype: ``genotype_type`` (``to_dict``/``from_dict``), ``owns`` (is this JSON one of ours), ``parse``
   (a written form, e.g. a benchmark string), ``groups`` (the candidates each decision group holds),
   ``short`` and ``describe`` (text), ``draw`` (the cell diagrams), ``sample`` (a uniform random draw),
   ``searched_by`` (made of the candidates a search chooses among).
-- defaults and settings: ``default_size`` (the evaluation network's C and L), ``evaluation_size`` (which
-  network a run's genotype is sized at), ``search_presets`` / ``train_presets`` (settings layered over the
-  command's presets), ``target_presets`` (layered over those of a method that searches the target supernet),
-  ``target_spec`` (what a target network's model spec adds), ``own_fields`` (settings only this space offers),
-  ``check_search`` / ``check_target`` / ``check_train``.
+- defaults and settings: ``default_size`` (the evaluation network's C and L), ``evaluation_size`` (which network
+  a run's genotype is sized at, given the fields its method names), ``search_presets`` / ``train_presets``
+  (settings layered over the command's presets), ``target_presets`` (layered over those of a method that
+  searches the target supernet), ``target_spec`` (what a target network's model spec adds), ``own_fields``
+  (settings only this space offers), ``check_search`` / ``check_target`` / ``check_train``.
 - ``published``: the published architectures of the space, by name.
 """
 
@@ -30,8 +31,10 @@ import random
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
+from ..networks.cnn import count_parameters
 from ..networks.protocols import DenseSupernet, SparseSupernet, TargetSupernet
 
 Checks = list[tuple[bool, str]]
@@ -71,11 +74,21 @@ class SearchSpace:
     def network(self, spec: dict[str, Any]) -> nn.Module:
         raise NotImplementedError
 
-    def sized_network(self, genotype: Any, channels: int, layers: int, classes: int, in_channels: int, side: int,
-                      stem: str | None, auxiliary: bool = True) -> tuple[nn.Module, str, str]:
-        """(the network, its stem, its flavour) for counting parameters and FLOPs at this input size, with its
-        auxiliary head where the space has one and ``auxiliary``."""
+    def sized_network(self, genotype: Any, channels: int, layers: int, classes: int, in_channels: int,
+                      side: int | None, stem: str | None, auxiliary: bool = True) -> tuple[nn.Module, str, str]:
+        """(the network, its stem, its flavour) for counting parameters and FLOPs at this input size (``side``
+        picks the stem where ``stem`` is None), with its auxiliary head where the space has one and
+        ``auxiliary``."""
         raise NotImplementedError
+
+    def parameter_count(self, genotype: Any, channels: int, layers: int, classes: int, in_channels: int,
+                        stem: str | None) -> int:
+        """The parameters of ``genotype``'s network at C x L without an auxiliary head: what a parameter budget
+        counts. The network is built on the meta device: no memory, no random draws, no input size."""
+        with torch.device("meta"):
+            net, _, _ = self.sized_network(genotype, channels, layers, classes, in_channels, None, stem or "cifar",
+                                           auxiliary=False)
+        return count_parameters(net)
 
     # --- genotypes ---
     def owns(self, data: dict[str, Any]) -> bool:
@@ -129,9 +142,12 @@ class SearchSpace:
         raise NotImplementedError
 
     # --- sizes and settings ---
-    def evaluation_size(self, config: dict[str, Any], search: bool) -> tuple[int, int]:
-        """(C, L) of the network a run's genotype is sized at in reports (``search``: a search run's config)."""
-        return config.get("channels", self.default_size[0]), config.get("layers", self.default_size[1])
+    def evaluation_size(self, config: dict[str, Any], search: bool, fields: tuple[str, str] = ("channels", "layers")
+                        ) -> tuple[int, int]:
+        """(C, L) of the network a run's genotype is sized at in reports: the run config's ``fields`` (which the
+        run's method names: ``config.evaluation_fields``), unless the space evaluates searches elsewhere
+        (``search``: a search run's config)."""
+        return config.get(fields[0], self.default_size[0]), config.get(fields[1], self.default_size[1])
 
     def check_size(self, channels: int, layers: int, dataset: str) -> None:
         """Raise a UserError for a network size ``show`` cannot build."""

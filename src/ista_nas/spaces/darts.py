@@ -139,12 +139,6 @@ class DartsSpace(SearchSpace):
     def draw(self, genotype: Genotype, directory: Path) -> list[Path]:
         return [p for cell in ("normal", "reduce") for p in draw_cell(genotype, cell, directory / cell)]
 
-    def evaluation_size(self, config: dict[str, Any], search: bool) -> tuple[int, int]:
-        """A two-stage search: the budget network it is evaluated at; a one-stage search or training: its own."""
-        if search and config.get("method") != "one-stage":
-            return config.get("budget_channels", 36), config.get("budget_layers", 20)
-        return super().evaluation_size(config, search)
-
     def check_target(self, cfg: Any) -> Checks:
         return [(cfg.sparsity == 2, f"the one-stage supernet of --space darts is the DARTS-cell network, two inputs "
                                     f"per node: use --sparsity 2, not {cfg.sparsity}")]

@@ -154,8 +154,10 @@ class Nb201Space(SearchSpace):
     def draw(self, genotype: Nb201Arch, directory: Path) -> list[Path]:
         return draw_cell(genotype, directory / "cell")
 
-    def evaluation_size(self, config: dict[str, Any], search: bool) -> tuple[int, int]:
-        return self.default_size if search else super().evaluation_size(config, search)
+    def evaluation_size(self, config: dict[str, Any], search: bool, fields: tuple[str, str] = ("channels", "layers")
+                        ) -> tuple[int, int]:
+        """A search: the benchmark's network, whatever the method (the table's values are of that network)."""
+        return self.default_size if search else super().evaluation_size(config, search, fields)
 
     def check_search(self, cfg: Any) -> Checks:
         return [(not cfg.max_params and cfg.stem == "cifar",

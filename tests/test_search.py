@@ -310,3 +310,13 @@ def test_a_setting_other_methods_own_is_refused_in_one_line_before_anything_is_r
         with pytest.raises(UserError, match="not offered under torchrun"):
             methods.search(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_tensorboard_is_refused_before_the_data_loads(tmp_path, monkeypatch):
+    from ista_nas.errors import UserError
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if the package were not installed
+    cfg = methods.settings("quick", dataset="folder:/nonexistent", tensorboard=True, device="cpu")
+    with pytest.raises(UserError, match="needs the tensorboard package"):
+        methods.search(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

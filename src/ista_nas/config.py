@@ -230,9 +230,10 @@ class RunConfig(_Config):
 @dataclass
 class SearchConfig(RunConfig):
     """``ista-nas search``: a search method over a space. ``validate`` checks the fields and what holds for every
-    search; what the method and the space require of the config is checked by ``methods.validate`` (which
-    ``methods.make_config``, ``search`` and ``resume`` call): e.g. the settings of the one-stage training phase
-    (drop_path, warmup_epochs, lr_schedule, nesterov, label_smoothing, amp) are refused by the other methods."""
+    search; ``methods.validate`` (which ``methods.make_config``, ``search`` and ``resume`` call) adds who owns a
+    setting (``owned``: a field's ``methods``, a space's ``own_fields``; e.g. the one-stage training phase's
+    drop_path, warmup_epochs, lr_schedule, nesterov, label_smoothing and amp are refused by the other methods)
+    and what the method and the space require of the config."""
 
     method: str = _f("two-stage", "two-stage (search a small supernet, retrain later), one-stage (search and train "
                                   "the target network in one run) or darts (the dense first-order DARTS baseline)")

@@ -132,6 +132,8 @@ def drive(job: Job, ctx: Dist, open_run: Callable[[], RunDir], checkpoint: dict[
     """Run ``job`` to the end on ``ctx`` in the run directory ``open_run()`` opens (on rank 0; the other ranks
     get a read-only view); ``checkpoint`` continues a run."""
     cfg = job.cfg
+    if cfg.tensorboard:
+        on_main(lambda: RunDir.summary_writer() and None)  # refused before the data loads
     job.setup(ctx)
     run = on_main(open_run)
     run = run if ctx.main else RunDir(run.path, writes=False)

@@ -93,16 +93,20 @@ class RunDir:
             atomic_write_json(path, obj)
         return path
 
-    def enable_tensorboard(self) -> None:
-        """Also send every metrics record to TensorBoard (numbers as scalars, the genotype as text)."""
-        if not self.writes:
-            return
+    @staticmethod
+    def summary_writer() -> type:
+        """TensorBoard's SummaryWriter, or the UserError saying how to install it (checked before a run starts)."""
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise UserError("--tensorboard needs the tensorboard package: "
                             "pip install 'ista-nas[tensorboard]'") from None
-        self.tensorboard = SummaryWriter(str(self.path / "tensorboard"))
+        return SummaryWriter
+
+    def enable_tensorboard(self) -> None:
+        """Also send every metrics record to TensorBoard (numbers as scalars, the genotype as text)."""
+        if self.writes:
+            self.tensorboard = self.summary_writer()(str(self.path / "tensorboard"))
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         if self.writes:

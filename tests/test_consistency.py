@@ -348,15 +348,21 @@ def test_benchmark_tables_are_refused_where_they_cannot_serve(tmp_path, tiny_fol
         make_config("quick", space="nb201", benchmark=str(table), metric="top1")
 
 
-def test_an_architecture_the_table_lacks_is_recorded_as_null_during_a_search(tmp_path, tiny_folder, caplog):
+def test_an_architecture_the_table_lacks_is_recorded_as_null_during_a_search(tmp_path, tiny_folder, caplog,
+                                                                               monkeypatch):
+    import ista_nas.benchmark as benchmark
+
     held = Nb201Arch(("avg_pool_3x3",) * 6)  # not what the seed-0 search holds
     table = write_table(tmp_path / "t.csv", [(str(held), 1.0)])
+    reads = []
+    monkeypatch.setattr(benchmark, "load_table", lambda *a, **k: reads.append(a) or load_table(*a, **k))
     cfg = make_config("quick", space="nb201", dataset=f"folder:{tiny_folder}", subset=0, epochs=1, batch_size=12,
                       channels=4, device="cpu", seed=0, benchmark=str(table))
     result = search(cfg, tmp_path / "run")
     assert result.genotype != held and result.metrics[0]["benchmark"] is None
     assert "is not in the benchmark table" in caplog.text
     assert json.loads((tmp_path / "run" / "benchmark.json").read_text())["value"] is None
+    assert len(reads) == 1  # validated twice (make_config, search) and recorded with: one reading
 
 
 # --- seeds ---

@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 def recover_within_budget(net: torch.nn.Module, space: SearchSpace, max_params: float, channels: int, layers: int,
                           ctx: Dist = Dist()) -> tuple[LassoResult, Tensor, Tensor, float | None]:
     """Recover z; if the genotype's network (``channels`` x ``layers``, counted by its ``space``) has more than
-    ``max_params`` million parameters, reject it and keep the previous z and supports. With several processes every rank ends with
-    rank 0's outcome (architecture buffers and the recovered z are broadcast), so the supports agree.
+    ``max_params`` million parameters, reject it and keep the previous z and supports. With several processes
+    every rank ends with rank 0's outcome (architecture buffers and the recovered z are broadcast), so the
+    supports agree.
 
     Returns (the solver's result, the recovered z before any rejection, the (T, G) mask of supports that
     changed, the rejected size in millions or None).

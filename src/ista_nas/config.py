@@ -318,12 +318,11 @@ class SearchConfig(RunConfig):
         return checks
 
     def _checks(self) -> list[tuple[bool, str]]:
-        checks = super()._checks() + [
+        return super()._checks() + [
             (self.grad_clip > 0, f"--grad-clip must be positive, got {self.grad_clip}"),
             (self.weight_warmup_epochs < self.epochs, f"--weight-warmup-epochs must be in 0..epochs-1 "
                                                       f"({self.epochs - 1}), got {self.weight_warmup_epochs}"),
         ]
-        return checks
 
 
 @dataclass

@@ -208,7 +208,6 @@ class TwoStageStepper(Stepper):
         }
 
 
-
 def summarize(sums: dict[str, float]) -> dict[str, float]:
     """Mean losses and accuracies (%) of the weight (train) and architecture (valid) batches."""
     out = {}

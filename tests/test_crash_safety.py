@@ -232,11 +232,15 @@ def test_an_epoch_stopped_between_steps_resumes_to_the_same_sums_and_random_stat
     assert [float(c) for c in rest_calls] == [3.0, 4.0, 5.0, 6.0]
 
 
-def test_checkpoint_files_from_before_checksums_still_load(tmp_path):
+def test_checkpoint_files_without_a_checksum_are_refused_in_one_line(tmp_path):
+    from ista_nas.errors import UserError
+
     path = tmp_path / "old.pt"
-    torch.save({"format": 1, "epoch": 3, "trainer": {"w": torch.ones(2)}}, path)
-    state = load_checkpoint(path, required=("trainer",))
-    assert state["epoch"] == 3 and torch.equal(state["trainer"]["w"], torch.ones(2))
+    torch.save({"format": 1, "epoch": 3, "trainer": {"w": torch.ones(2)}}, path)  # format 1: no checksum
+    with pytest.raises(UserError) as refused:
+        load_checkpoint(path, required=("trainer",))
+    assert "not an ista-nas checkpoint (format 2)" in str(refused.value)
+    assert len(str(refused.value).splitlines()) == 1
 
 
 def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_previous_one_kept(tiny_config, tmp_path):

@@ -11,8 +11,6 @@ from ista_nas.networks.nb201 import NB201_EDGES, NB201_OPS, Nb201Arch
 from ista_nas.methods import two_stage
 from ista_nas.networks.nb201 import Nb201Network, Nb201SearchNetwork
 from ista_nas import methods
-from ista_nas.engine.splits import search_split
-from ista_nas.engine.distributed import Dist
 
 
 def test_every_architecture_string_round_trips():
@@ -232,7 +230,7 @@ def test_the_nb201_supernet_trains_its_support_as_the_plain_network_does():
     assert official > preset + 0.08, (official, preset)
 
 
-def test_relaxed_weight_scale_and_sampled_supports():
+def test_relaxed_weight_scales_mean_and_softmax():
     net = Nb201SearchNetwork(channels=4, cells=1, num_classes=3, seed=0, arch_init=1e-3, weight_scale="mean")
     raw = net.arch.relaxed_weights()[0]
     assert raw.abs().mean() < 0.05  # the official initial scale
@@ -241,71 +239,14 @@ def test_relaxed_weight_scale_and_sampled_supports():
     net(torch.randn(2, 3, 8, 8))
     # "mean": divided by the cell's mean magnitude, signs and ratios kept
     torch.testing.assert_close(seen[-1], raw / raw.abs().mean())
-    g = torch.Generator().manual_seed(0)
-    drawn = set()
-    for _ in range(40):
-        net.arch.sample_support(g)
-        support = net.arch.support_list[0]
-        assert all(len(s) == 1 and 0 <= s[0] < 4 for s in support)
-        drawn.update(s[0] for s in support)
-        torch.testing.assert_close(net.arch.relaxed_weights(), torch.ones(1, 6, 1))
-    assert drawn == {0, 1, 2, 3}  # every candidate is drawn
-    net.arch.cache_support()  # back to the recovered support and its weights
-    assert net.arch.support_list == net.arch.support.tolist()
-    torch.testing.assert_close(net.arch.relaxed_weights()[0], raw)
-
-
-def test_warmup_epochs_train_every_candidate_and_leave_b(tiny_config, tmp_path):
-    cfg = tiny_config(space="nb201", channels=4, layers=1, epochs=2, weight_warmup_epochs=1)
-    data, train_loader, valid_loader = search_split(cfg, Dist())
-    net = two_stage.build_supernet(cfg, data)
-    start = {k: v.clone() for k, v in net.state_dict().items()}
-    stepper = two_stage.TwoStageStepper(net, cfg)
-    stepper.begin_epoch(0)
-    assert stepper.warming_up(0) and not stepper.warming_up(1)
-    for repeat in range(5):  # 5 x 5 steps: every candidate is drawn on every edge (seeded draws)
-        for tr, va in zip(train_loader.epoch(repeat), valid_loader.epoch(repeat)):
-            stepper.warmup_step(*tr, *va)
-    after = net.state_dict()
-    assert torch.equal(after["arch.b"], start["arch.b"])
-    assert net.arch.support_list == net.arch.support.tolist()  # the recovered support is back
-    # the conv candidates of the edges into the output node (always run) all trained, in every cell
-    convs = [k for k in start if any(f".edges.{e}." in k for e in (3, 4, 5)) and k.endswith(".weight")]
-    assert len(convs) == 3 * 3 * 2 and all(not torch.equal(after[k], start[k]) for k in convs)
-
-
-def test_warmup_draws_depend_on_seed_epoch_and_step_so_resumes_are_exact(tiny_config, tmp_path, monkeypatch):
-    from conftest import interrupted_copy
-
-    from ista_nas.engine.checkpoint import load_checkpoint
-    from ista_nas.sparse_coding import SparseCode
-
-    cfg = tiny_config(space="nb201", channels=4, layers=1, epochs=3, weight_warmup_epochs=2)
-    drawn = []
-    real = SparseCode.sample_support
-
-    def record(self, generator):
-        real(self, generator)
-        drawn.append(self.support_list)
-
-    monkeypatch.setattr(SparseCode, "sample_support", record)
-    interrupted_copy(monkeypatch, 1, tmp_path / "full", tmp_path / "stopped")  # killed after warm-up epoch 1
-    full = methods.search(cfg, tmp_path / "full")
-    full_draws, steps = list(drawn), len(drawn) // 2
-    assert steps >= 2 and len(full_draws) == 2 * steps and full_draws[:steps] != full_draws[steps:]
-    # Resuming inside epoch 2 skips that epoch's first draws: the next draw is the uninterrupted run's.
-    data, _, _ = search_split(cfg, Dist())
-    stepper = two_stage.TwoStageStepper(two_stage.build_supernet(cfg, data), cfg)
-    stepper.begin_epoch(1)
-    stepper.skip_steps(1)
-    stepper.net.arch.sample_support(stepper.sampler)
-    assert drawn[-1] == full_draws[steps + 1]
-    # Resuming after a finished warm-up epoch ends as the uninterrupted run does.
-    resumed = methods.resume(tmp_path / "stopped")
-    assert resumed.genotype == full.genotype
-    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["search"]["model"]
-    b = load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")["search"]["model"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # "softmax": every edge a convex mixture of its two supported ops, softmax(|alpha|), written out
+    net = Nb201SearchNetwork(channels=4, cells=1, num_classes=3, seed=1, arch_init=1.0, sparsity=2,
+                             weight_scale="softmax")
+    net.run = lambda x, args: seen.append(args[0]) or torch.zeros(len(x), 3)
+    net(torch.randn(2, 3, 8, 8))
+    raw = net.arch.relaxed_weights()[0]
+    assert raw.shape == (6, 2)
+    torch.testing.assert_close(seen[-1], torch.exp(raw.abs()) / torch.exp(raw.abs()).sum(-1, keepdim=True))
 
 
 def test_nb201_train_presets_stand_alone_and_its_search_presets_layer_over_the_search_presets():
@@ -319,72 +260,6 @@ def test_nb201_train_presets_stand_alone_and_its_search_presets_layer_over_the_s
     for preset, table in space.search_presets.items():
         want = SearchConfig(**{**SearchConfig.PRESETS[preset], **table}, preset=preset).to_dict()
         assert make_config(preset, space="nb201").to_dict() == want
-
-
-def test_explored_supports_add_distinct_challengers_weighted_by_the_restricted_ista_step():
-    net = Nb201SearchNetwork(channels=4, cells=1, num_classes=3, seed=1, arch_init=1.0, weight_scale="edge")
-    code = net.arch
-    recovered = code.support.tolist()
-    g = torch.Generator().manual_seed(0)
-    drawn = set()
-    for _ in range(30):
-        code.explore_support(g, 2)
-        for top, step in zip(recovered[0], code.support_list[0]):
-            assert step[:1] == top and len(set(step)) == 3 and all(0 <= c < 4 for c in step)
-            drawn.update(step[1:])
-        # alpha_S' = z_S' + A_S'^T (b - A z_S'), written out for every edge
-        alpha = code.relaxed_weights()[0]
-        for e, step in enumerate(code.support_list[0]):
-            A, z, b = code.A[0, e], code.z[0, e], code.b[0, e]
-            z_s = torch.zeros_like(z)
-            z_s[step] = z[step]
-            torch.testing.assert_close(alpha[e], z[step] + A[:, step].T @ (b - A @ z_s))
-    assert drawn == {0, 1, 2, 3}
-    # b's gradient reaches it through the challengers' columns too: dL/db = A_S' dL/dalpha_S'
-    code.explore_support(g, 1)
-    step = code.support_list[0]
-    upstream = torch.randn(6, 2)
-    (grad,) = torch.autograd.grad((code.relaxed_weights()[0] * upstream).sum(), code.b)
-    for e in range(6):
-        torch.testing.assert_close(grad[0, e], code.A[0, e][:, step[e]] @ upstream[e])
-    # "edge": every edge a convex mixture |alpha| / sum |alpha|; "softmax": softmax(|alpha|)
-    seen = []
-    net.run = lambda x, args: seen.append(args[0]) or torch.zeros(len(x), 3)
-    net(torch.randn(2, 3, 8, 8))
-    raw = code.relaxed_weights()[0]
-    torch.testing.assert_close(seen[-1], raw.abs() / raw.abs().sum(-1, keepdim=True))
-    net.weight_scale = "softmax"
-    net(torch.randn(2, 3, 8, 8))
-    torch.testing.assert_close(seen[-1], torch.exp(raw.abs()) / torch.exp(raw.abs()).sum(-1, keepdim=True))
-    code.cache_support()  # back to the recovered support
-    assert code.support_list == recovered and code.relaxed_weights().shape == (1, 6, 1)
-
-
-def test_explore_draws_follow_seed_epoch_and_step(tiny_config):
-    cfg = tiny_config(space="nb201", channels=4, layers=1, epochs=2, explore=1, arch_lr=0.05)
-    data, train_loader, valid_loader = search_split(cfg, Dist())
-    steppers = [two_stage.TwoStageStepper(two_stage.build_supernet(cfg, data), cfg) for _ in range(2)]
-    for stepper in steppers:
-        stepper.begin_epoch(1)
-    first = steppers[0]
-    calls = []
-    real = first.net.arch.explore_support
-    first.net.arch.explore_support = lambda *a: (real(*a), calls.append(first.net.arch.support_list))[0]
-    b0 = first.b.detach().clone()
-    tr, va = next(zip(train_loader.epoch(0), valid_loader.epoch(0)))
-    first.step(*tr, *va)
-    first.step(*tr, *va)
-    # each step runs the recovered support plus one challenger per edge; b moved; the recovered support is back
-    # between steps
-    s = cfg.sparsity
-    assert len(calls) == 2 and all(len(edge) == s + 1 for edge in calls[0][0])
-    assert not torch.equal(first.b.detach(), b0)
-    assert first.net.arch.support_list == first.net.arch.support.tolist()
-    # a resume inside the epoch skips the same draws: the second step's draw is the uninterrupted one
-    second = steppers[1]
-    second.skip_steps(1)
-    second.net.arch.explore_support(second.explorer, 1)
-    assert second.net.arch.support_list == calls[1]
 
 
 class _SliceSupernet(torch.nn.Module):
@@ -424,13 +299,12 @@ class _SliceSupernet(torch.nn.Module):
         return [p for k in self.arch.support_list[0][0] for p in self.candidates[k].parameters()]
 
 
-@pytest.mark.parametrize("settings", [{}, {"explore": 1}], ids=["preset", "explore"])
-def test_the_search_moves_its_support_to_the_candidate_the_task_needs(tiny_config, settings):
+def test_the_search_moves_its_support_to_the_candidate_the_task_needs(tiny_config):
     """The labels depend only on slice 2 of the input and the search starts from a support without candidate 2.
-    With the nb201 preset's settings (and with --explore) it must end with candidate 2 as the genotype's choice,
+    With the nb201 preset's settings it must end with candidate 2 as the genotype's choice,
     in every one of 4 seeds."""
     for seed in range(4):
-        cfg = tiny_config(space="nb201", lr=0.1, epochs=120, seed=seed, **settings)
+        cfg = tiny_config(space="nb201", lr=0.1, epochs=120, seed=seed)
         g = torch.Generator().manual_seed(seed)
         teacher = torch.randn(8, 3, generator=g)
 

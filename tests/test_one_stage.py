@@ -516,7 +516,6 @@ def test_the_nb201_one_stage_supernet_trains_as_the_plain_network_of_its_genotyp
 @pytest.mark.parametrize("settings,names", [
     (dict(space="darts", sparsity=1), "--sparsity 2"),
     (dict(space="nb201", auxiliary_weight=0.4), "--auxiliary-weight 0"),
-    (dict(space="nb201", explore=1), "--explore"),
     (dict(space="nb201", preset="imagenet"), "choose one of paper, quick"),
 ])
 def test_what_a_space_cannot_search_one_stage_is_refused_in_one_line(settings, names):

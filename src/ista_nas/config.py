@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .errors import UserError
-from .sparse_coding import MATRIX_KINDS
+from .sparse_coding import MATRIX_KINDS, WEIGHT_SCALES
 from .spaces import SPACES
 
 
@@ -251,20 +251,13 @@ class SearchConfig(RunConfig):
                                   "one-stage presets: on; two-stage: off (measured: docs/one-stage.md)",
                           methods=ISTA_NAS, why="applies to ISTA-NAS's b (--method two-stage and one-stage); DARTS "
                                                 "clips by the weights' norm")
-    weight_warmup_epochs: int = _f(0, "first epochs that train only the weights (b or alpha fixed); ISTA-NAS trains "
-                                      "a random support each step, unit weights (two-stage and darts; the spaces "
-                                      "that offer it)", NONNEGATIVE, methods=("two-stage", "darts"))
     # Architecture: Adam on b
     arch_init: float = _f(1e-3, "ISTA-NAS: standard deviation of b's random initial values, which sets the scale of "
                                 "the first recovered z and of the relaxed weights (official: 1e-3)", POSITIVE)
     weight_scale: str = _f("raw", "ISTA-NAS: raw (the relaxed weights as they are, official), mean (divided by their "
-                                  "mean magnitude over the cell, not differentiated), edge (|alpha| / sum |alpha| per "
-                                  "edge) or softmax (softmax of |alpha| per edge): each edge a convex mixture of its "
-                                  "support (the spaces that offer it)", one_of(("raw", "mean", "edge", "softmax")))
-    explore: int = _f(0, "ISTA-NAS two-stage: candidates drawn at random each step to run beside every group's "
-                         "support, so that b's gradient compares them with it (0 = the official support only)",
-                      NONNEGATIVE, methods=("two-stage",), why="applies to --method two-stage (it explores the sparse "
-                                                               "supernet's candidates)")
+                                  "mean magnitude over the cell, not differentiated) or softmax (softmax of |alpha| "
+                                  "per edge: each edge a convex mixture of its support) (the spaces that offer it)",
+                           one_of(WEIGHT_SCALES))
     arch_lr: float = _f(6e-4, "Adam learning rate of b (paper two-stage: 6e-4)", POSITIVE)
     arch_weight_decay: float = _f(1e-3, "Adam weight decay of b (official code: 1e-3)", NONNEGATIVE)
     # One-stage search
@@ -320,8 +313,6 @@ class SearchConfig(RunConfig):
     def _checks(self) -> list[tuple[bool, str]]:
         return super()._checks() + [
             (self.grad_clip > 0, f"--grad-clip must be positive, got {self.grad_clip}"),
-            (self.weight_warmup_epochs < self.epochs, f"--weight-warmup-epochs must be in 0..epochs-1 "
-                                                      f"({self.epochs - 1}), got {self.weight_warmup_epochs}"),
         ]
 
 

@@ -70,8 +70,6 @@ class SparseCode(nn.Module):
         self.register_buffer("frozen", torch.zeros(types, len(group_sizes), dtype=torch.bool))
         self.register_buffer("alpha_fixed", torch.zeros(types, len(group_sizes), s))
         self._support_list: list[list[list[int]]] = []
-        self._sampled = False  # a random support of unit weights stands in for the recovered one (warm-up)
-        self._step_support: Tensor | None = None  # the support plus this step's challengers (explore_support)
         self.register_load_state_dict_post_hook(lambda module, _keys: module.cache_support())
         self.recover()
 
@@ -81,36 +79,8 @@ class SparseCode(nn.Module):
         return self._support_list
 
     def cache_support(self) -> None:
-        """Refresh the host-side copy of the support (after the buffer changed, e.g. by a broadcast); ends a
-        ``sample_support``."""
-        self._sampled = False
-        self._step_support = None
+        """Refresh the host-side copy of the support (after the buffer changed, e.g. by a broadcast)."""
         self._support_list = self.support.tolist()
-
-    def sample_support(self, generator: torch.Generator) -> None:
-        """Stand in a uniformly drawn s-subset of every group, weighted 1 (the discrete network of a random
-        architecture), for the recovered support until ``cache_support``. The warm-up trains every candidate's
-        weights this way before b moves; ``support``, ``z`` and ``b`` are untouched."""
-        self._sampled = True
-        self._support_list = [[sorted(torch.randperm(n, generator=generator)[: self.s].tolist())
-                               for n in self.group_sizes] for _ in range(self.A.shape[0])]
-
-    def explore_support(self, generator: torch.Generator, k: int) -> None:
-        """Until ``cache_support``, run every group's support plus ``k`` challengers drawn uniformly from its
-        other candidates. Their relaxed weights follow the same formula, alpha_j = z_j + a_j^T (b - A z_S'), so
-        b's gradient now also has the challengers' columns of A: one step of a randomly chosen block of the
-        full ISTA step's coordinates. Without it, b only ever moves along the support's own columns and a
-        candidate outside it is never compared."""
-        rows = []
-        for groups in self.support.tolist():
-            row = []
-            for n, support in zip(self.group_sizes, groups):
-                others = [c for c in range(n) if c not in support]
-                row.append(support + [others[i] for i in torch.randperm(len(others), generator=generator)[:k].tolist()])
-            rows.append(row)
-        self._sampled = False
-        self._support_list = rows
-        self._step_support = torch.tensor(rows, dtype=torch.long, device=self.z.device)
 
     @torch.no_grad()
     def recover(self, warm_start: bool = True) -> tuple[LassoResult, Tensor]:
@@ -130,17 +100,13 @@ class SparseCode(nn.Module):
 
     def relaxed_weights(self) -> Tensor:
         """(T, G, s) weights of the support candidates: alpha_S = z_S + A_S^T (b - A z_S); differentiable in b.
-        Frozen groups return their fixed weights; a sampled support (``sample_support``) weights 1."""
-        if self._sampled:
-            return torch.ones(*self.support.shape, dtype=self.b.dtype, device=self.b.device)
-        support = self.support if self._step_support is None else self._step_support
+        Frozen groups return their fixed weights."""
+        support = self.support
         mask = torch.zeros_like(self.z, dtype=torch.bool).scatter_(-1, support, True)
         z = torch.where(mask, self.z, torch.zeros_like(self.z))
         residual = self.b - (self.A @ z.unsqueeze(-1)).squeeze(-1)  # (T, G, m)
         A_s = self.A.gather(-1, support.unsqueeze(-2).expand(*self.A.shape[:-1], support.shape[-1]))  # (T, G, m, s)
         alpha = self.z.gather(-1, support) + (A_s.transpose(-1, -2) @ residual.unsqueeze(-1)).squeeze(-1)
-        if self._step_support is not None:
-            return alpha  # exploring (two-stage only): no group is frozen
         return torch.where(self.frozen.unsqueeze(-1), self.alpha_fixed, alpha)
 
     @torch.no_grad()
@@ -160,25 +126,22 @@ class SparseCode(nn.Module):
         return self._rank(self.z)
 
 
-WEIGHT_SCALES = ("raw", "mean", "edge", "softmax")
+WEIGHT_SCALES = ("raw", "mean", "softmax")
 
 
 def scale_weights(alpha: Tensor, scale: str, keep: Tensor | None = None) -> Tensor:
     """The multipliers of a cell's supported candidates from their relaxed weights ``alpha`` (groups, s):
     raw (as they are, official); mean (divided by the cell's mean magnitude, not differentiated: about 1 on
-    average whatever |b| is, b's gradient intact); edge (|alpha| / sum |alpha| per group) or softmax (softmax of
-    |alpha| per group), differentiated: every group a convex mixture of its support, so its output scale is 1
-    whatever |b| is, and b's gradient says which supported candidate should weigh more (none at s=1). softmax
-    keeps the mixture near uniform while |b| is small. ``keep`` (groups, s) bool: only those candidates run; the
-    others get 0 and the scale is taken over the kept ones (a group keeping one candidate under edge or
-    softmax weighs it 1)."""
+    average whatever |b| is, b's gradient intact); softmax (softmax of |alpha| per group), differentiated: every
+    group a convex mixture of its support, near uniform while |b| is small, so its output scale is 1 whatever
+    |b| is, and b's gradient says which supported candidate should weigh more (none at s=1). ``keep`` (groups,
+    s) bool: only those candidates run; the others get 0 and the scale is taken over the kept ones (a group
+    keeping one candidate under softmax weighs it 1)."""
     if keep is not None:
         alpha = alpha * keep
     if scale == "mean":
         kept = alpha.numel() if keep is None else keep.sum()
         return alpha / (alpha.detach().abs().sum() / kept).clamp_min(1e-12)
-    if scale == "edge":
-        return alpha.abs() / alpha.abs().sum(-1, keepdim=True).clamp_min(1e-12)
     if scale == "softmax":
         scores = alpha.abs() if keep is None else alpha.abs().masked_fill(~keep, float("-inf"))
         return scores.softmax(-1)

@@ -70,15 +70,11 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[st
     except Exception as exc:  # truncated zip, pickle error, wrong file type...
         raise UserError(f"checkpoint {path} cannot be read ({type(exc).__name__}): it is damaged or not a "
                         "checkpoint; give the checkpoint.pt of an ista-nas run") from None
-    if isinstance(wrapped, dict) and wrapped.get("format") == 1:  # written before checksums: read as it is
-        wrapped = {"format": FORMAT, "payload": None, "state": wrapped}
-    elif not isinstance(wrapped, dict) or wrapped.get("format") != FORMAT or not isinstance(wrapped.get("payload"),
+    if not isinstance(wrapped, dict) or wrapped.get("format") != FORMAT or not isinstance(wrapped.get("payload"),
                                                                                             bytes):
         raise UserError(f"{path} is not an ista-nas checkpoint (format {FORMAT}); give the checkpoint.pt of an "
                         "ista-nas run")
-    if "state" in wrapped:
-        state = wrapped["state"]
-    elif hashlib.sha256(wrapped["payload"]).hexdigest() != wrapped.get("sha256"):
+    if hashlib.sha256(wrapped["payload"]).hexdigest() != wrapped.get("sha256"):
         raise UserError(f"checkpoint {path} does not match its checksum (the file was altered or damaged); "
                         "its run can only start again, in a new --out")
     else:

@@ -90,9 +90,6 @@ class Job:
     def begin_epoch(self, epoch: int) -> EpochPlan:
         raise NotImplementedError
 
-    def skip_steps(self, steps: int) -> None:
-        """Resuming inside an epoch: advance whatever the first ``steps`` steps would have drawn."""
-
     def end_epoch(self, epoch: int, stats: dict[str, float]) -> dict[str, Any]:
         """After the epoch's steps: the metrics record (the driver adds ``epoch`` and ``seconds``)."""
         raise NotImplementedError
@@ -157,8 +154,6 @@ def drive(job: Job, ctx: Dist, open_run: Callable[[], RunDir], checkpoint: dict[
                 began, epoch = time.perf_counter(), done
                 plan = job.begin_epoch(epoch)
                 resume = resume_point(partial, epoch, ctx.main)
-                if resume is not None:
-                    job.skip_steps(resume["step"])
                 try:
                     stats = run_epoch(plan.step, plan.batches, plan.total, plan.desc, plan.summarize,
                                       reduce=ctx.sum_stats, show=ctx.main, interruptible=True, resume=resume)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from ..benchmark import DEFAULT_METRIC, Table, table_for
+from ..benchmark import Table, table_for
 from ..engine.driver import Job
 from ..engine.rundir import RunDir
 from ..errors import UserError
@@ -100,9 +100,7 @@ def build_supernet(cfg: "SearchConfig", data: Any, dense: bool = False, target: 
 def table_of(cfg: "SearchConfig") -> Table | None:
     """The benchmark table the search records (``--benchmark`` FILE, checked: of the run's space; by default the
     space's built-in table where one ships), or None (``--benchmark none``, or no table for the space)."""
-    # A run configured before tables were built in holds the old default metric, a file's column name.
-    old_default = not cfg.benchmark and cfg.metric == DEFAULT_METRIC
-    table = table_for(SPACES[cfg.space], cfg.benchmark, cfg.arch_column, None if old_default else cfg.metric)
+    table = table_for(SPACES[cfg.space], cfg.benchmark, cfg.arch_column, cfg.metric)
     if table is None:
         return None
     if table.space.name != cfg.space:

@@ -14,9 +14,7 @@ from .two_stage import TwoStage, TwoStageStepper
 
 
 class DartsStepper(TwoStageStepper):
-    """The bilevel step on alpha and the weights; a warm-up trains the dense supernet with alpha fixed."""
-
-    random_supports = False
+    """The bilevel step on alpha and the weights."""
 
 
 class Darts(TwoStage):

@@ -134,11 +134,6 @@ class OneStageStepper(Stepper):
         super().load_state_dict(state)
         self.unfreeze_bn(self.net.arch.frozen)
 
-    def used(self, state: dict[str, Any]) -> list[bool]:
-        """Checkpoints written before the record was saved: the weights SGD holds momentum for."""
-        params = self.w_opt.param_groups[0]["params"]
-        return state.get("weights_used") or ["momentum_buffer" in self.w_opt.state.get(p, {}) for p in params]
-
 
 def start_training(net: TargetSupernet, stepper: OneStageStepper, tcfg: TrainConfig, ctx: Dist) -> Trainer:
     """The training phase's trainer: the discrete network with alpha as fixed multipliers, placed like the

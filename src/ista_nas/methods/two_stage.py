@@ -9,21 +9,20 @@ The result is the genotype of the final supports; stage two (retraining it) is `
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..engine.data import DeviceLoader, epoch_seed
-from ..engine.distributed import Dist, launched, place, wrap
+from ..engine.data import DeviceLoader
+from ..engine.distributed import Dist, place, wrap
 from ..engine.driver import EpochPlan
 from ..engine.loop import cosine_lr
 from ..engine.rundir import RunDir
 from ..engine.splits import search_split
 from ..spaces import SPACES
-from ..spaces.base import Checks, SearchSpace
 from .base import SearchMethod, SearchResult, build_supernet
 from .budget import recover_within_budget
 
@@ -96,8 +95,6 @@ class TwoStageStepper(Stepper):
     of b by an all-reduce, so every rank applies the same updates.
     """
 
-    random_supports = True  # the warm-up's weight steps each run a random support (a sparse supernet)
-
     def __init__(self, net: torch.nn.Module, cfg: "SearchConfig", ctx: Dist = Dist()):
         self.net, self.cfg, self.ctx = net, cfg, ctx
         self.b = net.arch_parameters()[0]  # b (ISTA-NAS) or alpha (the DARTS baseline)
@@ -107,23 +104,6 @@ class TwoStageStepper(Stepper):
                                       weight_decay=cfg.arch_weight_decay)
         self.active: list[torch.nn.Parameter] = []
         self.train_net: torch.nn.Module | None = None  # forward_with_aux, gradients averaged over the ranks
-        # Warm-up (--weight-warmup-epochs): b stays; the sparse supernet trains a random support every step.
-        self.sampler: torch.Generator | None = None
-        self.explorer: torch.Generator | None = None  # --explore: the challengers drawn beside the support
-
-    def warming_up(self, epoch: int) -> bool:
-        return epoch < self.cfg.weight_warmup_epochs
-
-    def skip_steps(self, steps: int) -> None:
-        """Advance the warm-up's support draws past ``steps`` steps (resuming inside a warm-up epoch)."""
-        if self.sampler is not None:
-            for _ in range(steps):
-                self.net.arch.sample_support(self.sampler)
-            self.net.arch.cache_support()
-        if self.explorer is not None:
-            for _ in range(steps):
-                self.net.arch.explore_support(self.explorer, self.cfg.explore)
-            self.net.arch.cache_support()
 
     def begin_epoch(self, epoch: int) -> None:
         for group in self.w_opt.param_groups:
@@ -133,30 +113,8 @@ class TwoStageStepper(Stepper):
         self.train_net = None  # drop the previous DDP wrapper (and its gradient hooks) before building the next
         self.train_net = wrap(self.net, self.active, self.ctx)
         self.net.train()
-        self.sampler = (torch.Generator().manual_seed(epoch_seed(self.cfg.seed, epoch, 7))
-                        if self.warming_up(epoch) and self.random_supports else None)
-        self.explorer = (torch.Generator().manual_seed(epoch_seed(self.cfg.seed, epoch, 11))
-                         if self.cfg.explore and not self.warming_up(epoch) else None)
-
-    def warmup_step(self, x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor) -> dict[str, Tensor]:
-        """A weight step without the architecture step; the sparse supernet runs a freshly drawn support with
-        unit weights (the discrete network of a random architecture), so every candidate op is trained before
-        b starts to compare them. The held-out batch is only scored."""
-        if self.sampler is not None:
-            self._step_support(lambda: self.net.arch.sample_support(self.sampler))
-        with torch.no_grad():
-            logits_val = self.net(x_val)
-            loss_val = F.cross_entropy(logits_val, y_val)
-        loss, logits = self._weight_step(self.net.forward_with_aux, x, y)  # one process: no DDP wrapper needed
-        if self.sampler is not None:
-            self.net.arch.cache_support()  # the recovered support again between steps (checkpoints, genotype)
-        return self._stats(loss, logits, y, loss_val, logits_val, y_val)
 
     def step(self, x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor) -> dict[str, Tensor]:
-        train_net = self.train_net
-        if self.explorer is not None:  # this step's support: the recovered one plus drawn challengers
-            self._step_support(lambda: self.net.arch.explore_support(self.explorer, self.cfg.explore))
-            train_net = self.net.forward_with_aux  # one process: no DDP wrapper needed
         # Architecture step: gradient of the validation loss with respect to b only (no weight gradients).
         logits_val = self.net(x_val)
         loss_val = F.cross_entropy(logits_val, y_val)
@@ -165,19 +123,8 @@ class TwoStageStepper(Stepper):
         self.ctx.average_grad_([self.b])
         self.a_opt.step()
         # Weight step on the training batch, with the updated relaxed weights.
-        loss, logits = self._weight_step(train_net, x, y)
-        if self.explorer is not None:
-            self.net.arch.cache_support()  # the recovered support again between steps (checkpoints, genotype)
+        loss, logits = self._weight_step(self.train_net, x, y)
         return self._stats(loss, logits, y, loss_val, logits_val, y_val)
-
-    def _step_support(self, draw: Callable[[], None]) -> None:
-        """Run this step on the support ``draw`` sets (until ``cache_support``): last step's ops keep exactly zero
-        gradients, as ops that left the support do, and the active weights follow the new support."""
-        for p in self.active:
-            if p.grad is not None:
-                p.grad.zero_()
-        draw()
-        self.active = self.net.active_weight_parameters()
 
     def _weight_step(self, forward, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """One clipped SGD step on the active weights from ``forward(x)`` (logits, aux); returns loss and logits."""
@@ -244,15 +191,6 @@ class TwoStage(SearchMethod):
     kind = "search"
     stepper_class = TwoStageStepper
 
-    @staticmethod
-    def checks(cfg: "SearchConfig", space: SearchSpace) -> Checks:
-        """Under torchrun (known from the launcher's environment, before the process group exists)."""
-        return [(not (cfg.explore and launched()), "--explore is not offered under torchrun yet (every rank would "
-                 "need the same challengers in its DDP wrapper); run the search in one process or drop the flag"),
-                (not (cfg.weight_warmup_epochs and launched()), "--weight-warmup-epochs is not offered under torchrun "
-                 "yet (every rank would need the same random supports in its DDP wrapper); run the warm-up in one "
-                 "process or drop the flag")]
-
     def setup(self, ctx: Dist) -> None:
         cfg = self.cfg
         self.ctx = ctx
@@ -271,18 +209,14 @@ class TwoStage(SearchMethod):
     def begin_epoch(self, epoch: int) -> EpochPlan:
         stepper = self.stepper
         stepper.begin_epoch(epoch)
-        step = stepper.warmup_step if stepper.warming_up(epoch) else stepper.step
+        step = stepper.step
         batches = zip(self.train_loader.epoch(epoch), _valid_batches(self.valid_loader, epoch, len(self.train_loader)))
         return EpochPlan(lambda tr, va: step(*tr, *va), batches, len(self.train_loader),
                          f"epoch {epoch + 1}/{self.cfg.epochs}", summarize)
 
-    def skip_steps(self, steps: int) -> None:
-        self.stepper.skip_steps(steps)
-
     def end_epoch(self, epoch: int, stats: dict[str, float]) -> dict[str, Any]:
         record: dict[str, Any] = {**stats, "lr": self.stepper.w_opt.param_groups[0]["lr"]}
-        if not self.stepper.warming_up(epoch):
-            record.update(self.recover())
+        record.update(self.recover())
         self.held = self.net.genotype()
         self.write_results(self.held)
         record["genotype"] = self.held.to_dict()

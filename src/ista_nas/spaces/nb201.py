@@ -89,8 +89,7 @@ class Nb201Space(SearchSpace):
     has_target_supernet = True
     # NATS-Bench's table of the 200-epoch test accuracies (docs/consistency.md; credit in the file's header).
     builtin_table = ("nb201-accuracy.csv.gz", ("cifar10", "cifar100", "imagenet16-120"))
-    own_fields = ("weight_warmup_epochs", "weight_scale", "explore")
-    own_fields_note = "studied there: docs/search-quality.md"
+    own_fields = ("weight_scale",)
 
     @staticmethod
     def _build(cfg: Any, data: Any, dense: bool, one_stage: bool = False) -> nn.Module:

@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from ista_nas.methods import make_config, search, two_stage
+from ista_nas.methods.base import BilevelStepper
 
 
-class Probe(two_stage.TwoStageStepper):
+class Probe(BilevelStepper):
     rows: list[dict[str, float]] = []
 
     def _weight_step(self, forward, x, y):

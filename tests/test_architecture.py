@@ -20,7 +20,7 @@ def layer(module: str) -> str:
         return top
     if top == "retrain":
         return "methods"
-    if top in ("summary", "report", "benchmark"):
+    if top in ("summary", "report", "compare", "benchmark"):
         return "tools"
     return "front"  # export, bench, cli, the package itself
 
@@ -68,7 +68,7 @@ def _sources():
 
 
 def test_only_the_nas_bench_201_modules_and_the_registry_name_that_space():
-    own = {"networks/nb201.py", "spaces/nb201.py", "spaces/__init__.py"}
+    own = {"networks/nb201.py", "networks/nb201_search.py", "spaces/nb201.py", "spaces/__init__.py"}
     naming = sorted(name for name, text in _sources().items()
                     if re.search(r"nb201|nas-bench-201", text, re.IGNORECASE) and name not in own)
     assert naming == []
@@ -99,3 +99,16 @@ def test_no_space_module_reads_the_runs_method():
     reading = re.compile(r"""\.method\b|["']method["']""")
     reading_spaces = [name for name, text in _sources().items() if name.startswith("spaces/") and reading.search(text)]
     assert reading_spaces == []
+
+
+def test_a_method_module_imports_no_other_method():
+    """A method reads top to bottom in its own module: what methods share lives in methods/base.py (and the
+    budget's recovery in methods/budget.py), so no method module imports another method's."""
+    from ista_nas.methods import METHODS
+
+    methods = {cls.__module__.rsplit(".", 1)[-1] for cls in METHODS.values()}
+    assert len(methods) == len(METHODS)  # one module per method
+    for name in methods:
+        path = SRC / "methods" / f"{name}.py"
+        imported = {target.split(".")[-1] for target in runtime_imports(path, ("methods",))}
+        assert not imported & methods, f"methods/{name}.py imports {sorted(imported & methods)}"

@@ -23,7 +23,8 @@ from ista_nas.consistency import (_recalibrate, architecture_key, correlate, cor
 from ista_nas.engine.checkpoint import load_checkpoint
 from ista_nas.errors import UserError
 from ista_nas.methods import make_config, search
-from ista_nas.networks.nb201 import NB201_EDGES, NB201_OPS, Nb201Arch, Nb201Network, Nb201SearchNetwork
+from ista_nas.networks.nb201 import NB201_EDGES, NB201_OPS, Nb201Arch, Nb201Network
+from ista_nas.networks.nb201_search import Nb201SearchNetwork
 from ista_nas.spaces import SPACES
 
 ALL = [Nb201Arch(ops) for ops in itertools.product(NB201_OPS, repeat=len(NB201_EDGES))]
@@ -374,7 +375,8 @@ def test_search_over_seeds_runs_each_seed_continues_the_stopped_ones_and_compare
     from conftest import interrupted_copy
 
     from ista_nas.methods import search_seeds
-    from ista_nas.report import read_run, summarize_groups
+    from ista_nas.compare import summarize_groups
+    from ista_nas.report import read_run
 
     cfg = make_config("quick", space="nb201", dataset=f"folder:{tiny_folder}", subset=0, epochs=2, batch_size=12,
                       channels=4, device="cpu")
@@ -494,7 +496,7 @@ def test_a_search_records_the_built_in_table_and_decides_nothing_by_it(tiny_fold
             f"{100 * better / 4096:.1f}% of them better") in page
     assert "Against the benchmark table" not in (tmp_path / "none" / "report.html").read_text()
     # compare: the group's random draw is the same op set's distribution, drawn beside the found cells.
-    from ista_nas.report import compare
+    from ista_nas.compare import compare
 
     _, groups, plot = compare([tmp_path / "built-in"], tmp_path / "seeds.png")
     assert groups[0]["random_draw"]["cells"] == 4096 and plot.stat().st_size > 0

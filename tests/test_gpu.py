@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ista_nas.engine.data import Augment, DeviceLoader, ImageData
-from ista_nas.methods import two_stage
+from ista_nas.methods.base import BilevelStepper
 from ista_nas.networks import SearchNetwork
 from ista_nas import methods
 
@@ -29,7 +29,7 @@ def test_gradients_weights_and_supports_match_the_cpu(tiny_config):
         net = _net(device)
         loss = F.cross_entropy(net(x.to(device)), y.to(device))
         grads.append(torch.autograd.grad(loss, [net.arch.b])[0].cpu())
-        stepper = two_stage.TwoStageStepper(net, cfg)
+        stepper = BilevelStepper(net, cfg)
         stepper.begin_epoch(0)
         stepper.step(x.to(device), y.to(device), x.to(device), y.to(device))
         weights.append({k: v.detach().cpu() for k, v in net.state_dict().items()})
@@ -49,7 +49,7 @@ def test_search_steps_do_not_synchronise_with_the_host(tiny_config):
     loader = DeviceLoader(data, torch.arange(64), 8, device, [0.5] * 3, [0.25] * 3,
                           Augment(crop_padding=2, flip=True, cutout=4), channels_last=True)
     net = _net(device).to(memory_format=torch.channels_last)
-    stepper = two_stage.TwoStageStepper(net, cfg)
+    stepper = BilevelStepper(net, cfg)
     stepper.begin_epoch(0)
     batches = list(loader.epoch(0))
     torch.cuda.synchronize()

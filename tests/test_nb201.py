@@ -8,8 +8,9 @@ import torch
 
 from ista_nas.errors import UserError
 from ista_nas.networks.nb201 import NB201_EDGES, NB201_OPS, Nb201Arch
-from ista_nas.methods import two_stage
-from ista_nas.networks.nb201 import Nb201Network, Nb201SearchNetwork
+from ista_nas.methods.base import BilevelStepper
+from ista_nas.networks.nb201 import Nb201Network
+from ista_nas.networks.nb201_search import Nb201SearchNetwork
 from ista_nas import methods
 
 
@@ -314,7 +315,7 @@ def test_the_search_moves_its_support_to_the_candidate_the_task_needs(tiny_confi
 
         net = _SliceSupernet(cfg, start=[0, 1, 3][: cfg.sparsity], seed=seed)
         assert 2 not in net.arch.support_list[0][0]
-        stepper = two_stage.TwoStageStepper(net, cfg)
+        stepper = BilevelStepper(net, cfg)
         for epoch in range(cfg.epochs):
             stepper.begin_epoch(epoch)
             for _ in range(20):

@@ -7,7 +7,7 @@ import torch
 
 from ista_nas import Genotype, RunFailed, load_genotype
 from ista_nas.engine.checkpoint import load_checkpoint
-from ista_nas.methods import two_stage
+from ista_nas.methods.base import BilevelStepper
 from ista_nas import methods
 
 from conftest import interrupted_copy
@@ -57,14 +57,14 @@ def test_resume_equals_an_uninterrupted_run(tiny_config, tmp_path, monkeypatch):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
     methods.search(tiny_config(epochs=1), tmp_path / "run")
     before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
-    real_step = two_stage.TwoStageStepper.step
+    real_step = BilevelStepper.step
 
     def poisoned(self, *batch):
         stats = real_step(self, *batch)
         stats["train_loss"] = stats["train_loss"] * float("nan")
         return stats
 
-    monkeypatch.setattr(two_stage.TwoStageStepper, "step", poisoned)
+    monkeypatch.setattr(BilevelStepper, "step", poisoned)
     with pytest.raises(RunFailed, match="train_loss became non-finite"):
         methods.resume(tmp_path / "run", epochs=2)
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
@@ -160,7 +160,7 @@ def test_unused_weights_keep_decaying_like_the_official_code(tiny_config):
     cfg = make_config("paper", lr=0.1, momentum=0.9, weight_decay=0.01)
     torch.manual_seed(0)
     net = SearchNetwork(channels=4, layers=3, num_classes=3, seed=0)
-    stepper = two_stage.TwoStageStepper(net, cfg)
+    stepper = BilevelStepper(net, cfg)
     x, y = torch.randn(6, 3, 16, 16), torch.randint(0, 3, (6,))
     stepper.begin_epoch(0)
     stepper.step(x, y, x, y)
@@ -246,7 +246,7 @@ def test_clip_with_b_clips_the_weight_step_by_the_norm_with_bs_accumulated_gradi
     for rule in (False, True):
         cfg = make_config("paper", lr=0.1, momentum=0.9, weight_decay=0.01, grad_clip=0.05, clip_with_b=rule)
         model = copy.deepcopy(net)
-        stepper = two_stage.TwoStageStepper(model, cfg)
+        stepper = BilevelStepper(model, cfg)
         stepper.begin_epoch(0)
         start = copy.deepcopy(model)
         stepper.step(x, y, x_val, y_val)

@@ -18,7 +18,7 @@ from .config import TrainConfig
 from .engine.distributed import Dist
 from .engine.loop import resolve_device
 from .methods import make_config
-from .methods.two_stage import TwoStageStepper
+from .methods.base import BilevelStepper
 from .networks import SearchNetwork
 from .networks.dense import DenseSearchNetwork
 from .published import PUBLISHED
@@ -60,7 +60,7 @@ def _search_step(cls: type, args: dict[str, Any], device: torch.device, batch: i
     net = net.to(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=memory_format)
-    stepper = TwoStageStepper(net, make_config("paper", batch_size=batch))
+    stepper = BilevelStepper(net, make_config("paper", batch_size=batch))
     stepper.begin_epoch(0)
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=memory_format)
     y = torch.randint(0, 10, (batch,), device=device)

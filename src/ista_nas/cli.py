@@ -51,10 +51,11 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None
                                 help=f.metadata["help"])
 
 
-def _add_run_command(commands, name: str, config_cls: type, help: str) -> None:
+def _add_run_command(commands, name: str, config_cls: type, help: str, presets: list[str]) -> None:
     sub = commands.add_parser(name, help=help, description=f"{help}. Start from a preset; every flag overrides it.")
     sub.add_argument("--preset", default=argparse.SUPPRESS,
-                     help=f"starting settings: {', '.join(config_cls.PRESETS)} [default: paper]")
+                     help=f"starting settings: {', '.join(presets)} (which ones a space and a method offer: "
+                          "an unknown one is named with the choices) [default: paper]")
     sub.add_argument("--out", default=None, help=f"new run directory [default: runs/{name}-TIMESTAMP]")
     sub.add_argument("--resume", metavar="DIR", default=None,
                      help="continue the run in DIR from its last checkpoint (--epochs and --device may change)")
@@ -83,12 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ista-nas {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _add_run_command(commands, "search", SearchConfig, "Search a cell architecture (two-stage ISTA-NAS)")
+    from .methods import METHODS
+
+    search_presets = [SearchConfig.PRESETS, *(m.presets for m in METHODS.values()),
+                      *(s.search_presets for s in SPACES.values()), *(s.target_presets for s in SPACES.values())]
+    _add_run_command(commands, "search", SearchConfig, "Search a cell architecture: two-stage or one-stage ISTA-NAS, "
+                     "or the DARTS baseline (--method)", list(dict.fromkeys(n for t in search_presets for n in t)))
     commands.choices["search"].add_argument(
         "--seeds", type=int, nargs="+", default=None, metavar="S",
         help="run the search once per seed, each in its own run directory OUT/seed-S; the same command again "
              "resumes the unfinished ones (ista-nas compare OUT summarises them)")
-    _add_run_command(commands, "train", TrainConfig, "Train a genotype's network from scratch and test it")
+    train_presets = [TrainConfig.PRESETS, *(s.train_presets for s in SPACES.values())]
+    _add_run_command(commands, "train", TrainConfig, "Train a genotype's network from scratch and test it",
+                     list(dict.fromkeys(n for t in train_presets for n in t)))
     ev = commands.add_parser("evaluate", help="Test accuracy of a trained checkpoint",
                              description="Test loss, top-1 and top-5 accuracy of a checkpoint written by train.")
     ev.add_argument("checkpoint", help="checkpoint.pt of a training run (or the run directory)")
@@ -183,7 +191,7 @@ def _report(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     from .benchmark import load_table
-    from .report import compare, format_comparison, format_groups
+    from .compare import compare, format_comparison, format_groups
 
     table = load_table(args.benchmark, args.arch_column, args.metric) if args.benchmark else None
     infos, groups, plot = compare(args.runs, args.plot, table)

@@ -187,7 +187,7 @@ def supernet_scores(run_dir: Path, genotypes: list[Any], calibration_batches: in
     checkpoint = load_checkpoint(run.checkpoint_path)
     ctx = Dist.setup(device)
     data, train_loader, valid_loader = search_split(cfg, ctx)
-    net = build_supernet(cfg, data, method.dense)
+    net = build_supernet(cfg, data, method.supernet)
     net.load_state_dict(checkpoint["search"]["model"])
     net.to(ctx.device)
     held_out = DeviceLoader(ImageData(valid_loader.images, valid_loader.labels, data.classes), valid_loader.indices,

@@ -1,4 +1,4 @@
-"""``ista-nas report`` and ``ista-nas compare``: what a run did, from its run directory alone.
+"""``ista-nas report``: what a run did, from its run directory alone (``compare`` reads runs with ``read_run``).
 
 The report is one self-contained HTML file (plots as embedded PNG data, no external resources): the loss and
 accuracy curves, every decision group's support over the epochs and when it settled, the final ranked
@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from .config import evaluation_fields
-from .diagram import pyplot, savefig
+from .diagram import pyplot
 from .engine.checkpoint import atomic_write_bytes
 from .engine.rundir import RunDir
 from .errors import UserError
-from .files import LIMITS, MARKS, claim_output, claim_plot, read_text
+from .files import LIMITS, MARKS, claim_output, read_text
 from .spaces import SPACES, genotype_from_dict, load_genotype, space_of
 
 log = logging.getLogger(__name__)
@@ -65,13 +65,13 @@ class RunInfo:
 def read_run(path: str | Path, with_size: bool = True) -> RunInfo:
     run, config = RunDir.open(path)
     genotype = load_genotype(run.path / "genotype.json") if (run.path / "genotype.json").is_file() else None
-    info = RunInfo(run.path, config, run.read_metrics(warn=True), genotype, _read_json(run.path / "ranking.json"))
+    info = RunInfo(run.path, config, run.read_metrics(warn=True), genotype, read_json(run.path / "ranking.json"))
     if with_size and genotype is not None:
         info.size = _size(genotype, config, info.kind)
     return info
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     """A run's optional JSON file, or None (with a warning when it is there but unreadable or damaged)."""
     if not path.exists():
         return None
@@ -291,7 +291,7 @@ def render(info: RunInfo) -> str:
                  if seconds else "-")]
     if info.genotype is not None:
         overview.append(("genotype", json.dumps(info.genotype.to_dict())))
-    bench = _read_json(info.path / "benchmark.json")
+    bench = read_json(info.path / "benchmark.json")
     if bench and bench.get("value") is not None:
         overview.append((f"benchmark {bench['metric']}", f"{bench['value']:.2f}, rank {bench['rank']} of {bench['of']} "
                                                         f"(table best {bench['best']:.2f}, mean {bench['mean']:.2f})"))
@@ -346,159 +346,3 @@ def write_run_report(run: RunDir) -> None:
     except Exception as exc:  # noqa: BLE001 - the search result is already safe on disk
         log.warning("could not write the report of %s (%s: %s); try 'ista-nas report %s'", run.path,
                     type(exc).__name__, exc, run.path)
-
-
-# Settings that differ between seeds of one search, or do not change what it computes.
-SEED_ONLY = ("seed", "device", "tensorboard", "benchmark", "arch_column", "metric")
-
-
-def expand_runs(paths: list[str | Path]) -> list[Path]:
-    """Run directories: each path that is one, and the run directories directly inside each that is not (the
-    OUT of ``search --seeds``). A run reached twice (the same folder, a link to it, or a folder of seeds and one
-    of its seeds) counts once."""
-    found: dict[Path, Path] = {}
-    for path in map(Path, paths):
-        inner = [] if (path / "config.json").is_file() else sorted(p for p in path.glob("*/") if
-                                                                     (p / "config.json").is_file())
-        for run in inner or [path]:
-            found.setdefault(run.resolve(), run)
-    return list(found.values())
-
-
-def group_runs(infos: list[RunInfo]) -> list[tuple[str, list[RunInfo]]]:
-    """Runs of the same command and settings but their seed, in order of appearance, each group labelled by its
-    kind and the settings in which the groups differ."""
-    groups: dict[str, list[RunInfo]] = {}
-    for info in infos:
-        key = json.dumps({k: v for k, v in info.config.items() if k not in SEED_ONLY}, sort_keys=True, default=str)
-        twin = next((o for o in groups.get(key, []) if o.config.get("seed") == info.config.get("seed")), None)
-        if twin is not None:
-            raise UserError(f"runs {twin.path} and {info.path} have the same settings and the same seed "
-                            f"{info.config.get('seed')}: one sample, not two; compare one of them")
-        groups.setdefault(key, []).append(info)
-    configs = [json.loads(k) for k in groups]
-    varying = sorted({k for c in configs for k in c if any(c.get(k) != d.get(k) for d in configs)} -
-                     {"method", "genotype", "arch"})
-    labels = []
-    for config, members in zip(configs, groups.values()):
-        settings = ", ".join(f"{k}={config.get(k)}" for k in varying)
-        labels.append(members[0].name + (f" [{settings}]" if settings else ""))
-    return list(zip(labels, groups.values()))
-
-
-def _spread(values: list[float]) -> dict[str, Any]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
-            "values": values} if values else {"mean": None, "std": None, "values": []}
-
-
-def benchmark_value(info: RunInfo, table: Any | None) -> float | None:
-    """The benchmark value of the run's architecture: looked up in ``table``, else the run's benchmark.json."""
-    if table is not None:
-        entry = table.get(info.genotype) if info.genotype is not None else None
-        return entry.value if entry else None
-    stored = _read_json(info.path / "benchmark.json")
-    return stored.get("value") if isinstance(stored, dict) else None
-
-
-def summarize_groups(infos: list[RunInfo], table: Any | None = None) -> list[dict[str, Any]]:
-    """Per group of seeds: mean and sample standard deviation of best accuracy, benchmark value, the random draw
-    of the searched op set and run time."""
-    return [row for row, _ in _groups_and_draws(infos, table)]
-
-
-def _groups_and_draws(infos: list[RunInfo], table: Any | None) -> list[tuple[dict[str, Any], tuple[float, ...] | None]]:
-    """``summarize_groups``'s rows, each with the table values of its searched op set (``searched_values``)."""
-    rows = []
-    for label, members in group_runs(infos):
-        best = [info.best_accuracy() for info in members]
-        bench = [benchmark_value(info, table) for info in members]
-        draw = searched_values(_read_json(members[0].path / "benchmark.json"), members[0].config)
-        rows.append(({"group": label, "runs": [str(i.path) for i in members],
-                     "seeds": [i.config.get("seed") for i in members],
-                     "accuracy_key": best[0][0], "best_accuracy": _spread([b for _, b in best if b is not None]),
-                     "benchmark": _spread([b for b in bench if b is not None]),
-                     "random_draw": {"mean": statistics.fmean(draw), "std": statistics.stdev(draw),
-                                     "cells": len(draw)} if draw and len(draw) > 1 else None,
-                     "seconds": _spread([i.seconds() for i in members])}, draw))
-    return rows
-
-
-def compare(run_dirs: list[str | Path], plot: str | Path | None = None, table: Any | None = None
-            ) -> tuple[list[RunInfo], list[dict[str, Any]], Path | None]:
-    """Read several runs (a folder of seed runs stands for its runs) and summarise their groups of seeds
-    (``summarize_groups``); with ``plot``, draw their best accuracy against their parameters and, per group, the
-    spread of the benchmark value (with ``table`` or the runs' benchmark.json) or else of the best accuracy."""
-    if plot is not None:
-        plot = claim_plot(plot, "--plot")
-    infos = [read_run(p) for p in expand_runs(run_dirs)]
-    summarized = _groups_and_draws(infos, table)
-    groups = [row for row, _ in summarized]
-    if plot is None:
-        return infos, groups, None
-    plt = pyplot()
-    fig, (ax, spread_ax) = plt.subplots(1, 2, figsize=(12, 4.2))
-    for info in infos:
-        key, best = info.best_accuracy()
-        if best is not None and info.size:
-            ax.scatter(info.size["params"] / 1e6, best)
-            ax.annotate(info.path.name, (info.size["params"] / 1e6, best), fontsize=8, xytext=(4, 4),
-                        textcoords="offset points")
-    ax.set(xlabel="parameters (M)", ylabel="best accuracy (%)", title="accuracy against parameters")
-    ax.grid(alpha=0.3)
-    use_bench = any(g["benchmark"]["values"] for g in groups)
-    ticks = [g["group"] for g in groups]
-    if use_bench:  # each distinct searched op set's table distribution (a random draw), left of the groups
-        draws: dict[tuple[float, ...], str] = {}
-        for _, values in summarized:
-            if values and values not in draws:
-                draws[values] = f"random draw ({len(values)} cells)"
-        for j, (values, label) in enumerate(draws.items()):
-            spread_ax.violinplot([values], positions=[-1 - j], showmeans=True, widths=0.8)
-        ticks = [label for label in reversed(list(draws.values()))] + ticks
-    first = -len(ticks) + len(groups)
-    for i, g in enumerate(groups):
-        spread = g["benchmark" if use_bench else "best_accuracy"]
-        if spread["values"]:
-            spread_ax.scatter([i] * len(spread["values"]), spread["values"], s=18, alpha=0.7)
-            spread_ax.errorbar(i + 0.15, spread["mean"], yerr=spread["std"] or 0, fmt="o", color="black", capsize=4)
-    spread_ax.set_xticks(range(first, len(groups)), ticks, rotation=20, ha="right", fontsize=7)
-    spread_ax.set(ylabel="benchmark value of the found architecture" if use_bench else "best accuracy (%)",
-                  title="over seeds: each run, and mean +- std")
-    spread_ax.grid(alpha=0.3)
-    savefig(fig, plot, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return infos, groups, Path(plot)
-
-
-def format_groups(rows: list[dict[str, Any]]) -> str:
-    def cell(spread: dict[str, Any], unit: str = "", scale: float = 1.0) -> str:
-        if spread["mean"] is None:
-            return "-"
-        std = f" +- {spread['std'] / scale:.2f}" if spread["std"] is not None else ""
-        return f"{spread['mean'] / scale:.2f}{std}{unit}"
-
-    table = [("group", "seeds", "best accuracy", "benchmark", "random draw", "time (min)")]
-    for r in rows:
-        table.append((r["group"], ",".join(map(str, r["seeds"])),
-                      f"{cell(r['best_accuracy'])} ({r['accuracy_key']})" if r["best_accuracy"]["mean"] is not None
-                      else "-", cell(r["benchmark"]), cell(r["random_draw"]) if r.get("random_draw") else "-",
-                      cell(r["seconds"], scale=60.0)))
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
-def format_comparison(infos: list[RunInfo]) -> str:
-    header = ("run", "kind", "genotype", "params", "best accuracy", "time")
-    rows = [header]
-    for info in infos:
-        key, best = info.best_accuracy()
-        genotype = "-" if info.genotype is None else space_of(info.genotype).short(info.genotype)
-        rows.append((info.path.name, info.name, genotype[:60] + ("..." if len(genotype) > 60 else ""),
-                     f"{info.size['params'] / 1e6:.3f}M" if info.size else "-",
-                     f"{best:.2f}% ({key})" if best is not None else "-", _duration(info.seconds())))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

@@ -13,7 +13,7 @@ from ista_nas.config import TrainConfig
 from ista_nas.methods import make_config
 from ista_nas.engine.distributed import Dist, place, shutdown
 from ista_nas.methods.budget import recover_within_budget
-from ista_nas.methods.two_stage import TwoStageStepper
+from ista_nas.methods.base import BilevelStepper
 from ista_nas.networks import SearchNetwork
 from ista_nas.networks.cnn import Network
 from ista_nas.published import PUBLISHED
@@ -37,7 +37,7 @@ def main(kind, out, device="cpu"):
     torch.manual_seed(0)
     if kind == "search":
         net = place(SearchNetwork(channels=4, layers=3, num_classes=CLASSES, seed=0).double(), ctx, True, True)
-        stepper = TwoStageStepper(net, make_config("paper", batch_size=BATCH, arch_lr=3e-2), ctx)
+        stepper = BilevelStepper(net, make_config("paper", batch_size=BATCH, arch_lr=3e-2), ctx)
         for epoch in range(2):
             stepper.begin_epoch(epoch)
             for (x, y), (xv, yv) in zip(batches(3, 2 * epoch, ctx.device), batches(3, 2 * epoch + 1, ctx.device)):

@@ -29,7 +29,7 @@ def validate(cfg: SearchConfig) -> SearchConfig:
     if cfg.method not in METHODS:
         raise UserError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
     method, space = METHODS[cfg.method], SPACES[cfg.space]
-    smallest = space.smallest_group(method.dense)
+    smallest = space.smallest_group(method.supernet == "dense")
     checks = [(cfg.sparsity < smallest, f"--sparsity (s) must be in 1..{smallest - 1}: the smallest decision group "
                                         f"has only {smallest} candidates, got {cfg.sparsity}"),
               (cfg.sparsity <= cfg.proj_dims, f"--sparsity (s) must be at most --proj-dims (m): a LASSO solution has "
@@ -60,7 +60,7 @@ def settings(preset: str = "paper", **overrides: Any) -> SearchConfig:
     tables += [(f"--space {space.name}", space.search_presets)] if space else []
     tables += [(f"--method {name}", method.presets)] if method else []
     tables += [(f"--space {space.name} --method {name}", space.target_presets)] if method and space and \
-        method.target else []
+        method.supernet == "target" else []
     return SearchConfig(**resolve(preset, tables, overrides))
 
 

@@ -1,28 +1,24 @@
-"""The DARTS baseline (Liu et al., ICLR 2019), first order: the two-stage loop on the dense supernet.
+"""The DARTS baseline (Liu et al., ICLR 2019), first order: the bilevel loop on the dense supernet.
 
 Every candidate op runs, mixed by softmax(alpha); each training batch gives one Adam step on alpha (loss on a
-held-out batch) and one SGD step on the weights, exactly as the two-stage ISTA-NAS search steps b. There is
-no recovery: the genotype is derived from alpha (the two strongest non-none inputs of each node). Same data,
-schedule and budget as the two-stage search, so the two compare at equal cost per epoch.
+held-out batch) and one SGD step on the weights, the same bilevel step as the two-stage ISTA-NAS search's
+(``methods.base``). There is no recovery: alpha is the architecture, and the genotype is derived from it (the
+two strongest non-none inputs of each node). Same data, schedule and budget as the two-stage search, so the
+two compare at equal cost per epoch.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .two_stage import TwoStage, TwoStageStepper
+from .base import Bilevel
 
 
-class DartsStepper(TwoStageStepper):
-    """The bilevel step on alpha and the weights."""
+class Darts(Bilevel):
+    """The job (registered as ``darts``): per epoch the bilevel steps on the dense supernet."""
 
-
-class Darts(TwoStage):
-    """The job (registered as ``darts``): the two-stage job on the dense supernet, stepped by ``DartsStepper``."""
-
-    stepper_class = DartsStepper
-    dense = True  # the space's dense supernet
+    supernet = "dense"
     presets = {"paper": {"arch_lr": 3e-4}, "quick": {"arch_lr": 3e-4}}  # DARTS's architecture learning rate
 
-    def recover(self) -> dict[str, Any]:
-        return {}  # alpha is the architecture: nothing to recover
+    def end_epoch(self, epoch: int, stats: dict[str, float]) -> dict[str, Any]:
+        return self.hold(stats, {})

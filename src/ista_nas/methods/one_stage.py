@@ -37,9 +37,8 @@ from ..engine.trainer import Trainer, evaluate, summarize_training
 from ..networks.protocols import TargetSupernet
 from ..spaces import SPACES, build_model, model_spec
 from ..spaces.base import Checks, SearchSpace
-from .base import SearchMethod, SearchResult, build_supernet
+from .base import SearchMethod, SearchResult, Stepper, build_supernet, clip_weight_grads, keep_zero_grads
 from .budget import recover_within_budget
-from .two_stage import Stepper, clip_weight_grads, keep_zero_grads
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +169,7 @@ class OneStage(SearchMethod):
 
     kind = "phase"
     presets = ONE_STAGE_PRESETS
-    target = True
+    supernet = "target"
 
     @staticmethod
     def checks(cfg: SearchConfig, space: SearchSpace) -> Checks:
@@ -187,7 +186,7 @@ class OneStage(SearchMethod):
         cfg = self.cfg
         self.ctx, self.tcfg = ctx, training_phase(cfg)
         self.data, self.train_loader, self.test_loader = train_test(self.tcfg, ctx)
-        self.net = place(build_supernet(cfg, self.data, target=True), ctx, cfg.channels_last, cfg.sync_bn)
+        self.net = place(build_supernet(cfg, self.data, "target"), ctx, cfg.channels_last, cfg.sync_bn)
         self.stepper = OneStageStepper(self.net, cfg, ctx)
         self.searched, self.trainer, self.froze_at, self.test = 0, None, {}, {}
 

@@ -205,6 +205,16 @@ def fold_alpha(cell: nn.Module, ops: Sequence[nn.Module | None]) -> None:
     cell.alpha = None
 
 
+def transplant(net: nn.Module, pairs: Sequence[tuple[nn.Module, nn.Module]]) -> dict[str, nn.Parameter]:
+    """Copy each (source, destination) pair's state into the destination, a part of ``net``; returns, for each
+    of ``net``'s copied parameter names, the source parameter it came from (a supernet's ``discrete()``: to
+    carry the optimiser state over)."""
+    for source, dest in pairs:
+        dest.load_state_dict(source.state_dict())
+    names = {id(q): name for name, q in net.named_parameters()}
+    return {names[id(q)]: p for source, dest in pairs for p, q in zip(source.parameters(), dest.parameters())}
+
+
 def last_bn(op: nn.Module) -> nn.BatchNorm2d:
     """The BN that ends a one-stage op (every op of the one-stage flavour ends in an affine BN)."""
     bns = [m for m in op.modules() if isinstance(m, nn.BatchNorm2d)]

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..genotype import Genotype
 from ..ops import OPS, PRIMITIVES, Chain, concat_channels, weighted
-from .cnn import Network, build_op, build_stem, preprocessing, stack_cells
+from .cnn import Network, build_op, build_stem, preprocessing, stack_cells, transplant
 from ..sparse_coding import SparseCode, scale_weights
 
 NORMAL, REDUCE = 0, 1
@@ -208,10 +208,7 @@ class SearchNetwork(nn.Module):
                     pairs.append((cell.nodes[node][k], target.ops[2 * node + j]))
                     weights.append(alpha[t, node, self.arch.support_list[t][node].index(k)])
             target.alpha = torch.stack(weights).detach().clone()
-        for source, dest in pairs:
-            dest.load_state_dict(source.state_dict())
-        names = {id(q): name for name, q in net.named_parameters()}
-        return net, {names[id(q)]: p for source, dest in pairs for p, q in zip(source.parameters(), dest.parameters())}
+        return net, transplant(net, pairs)
 
     def absorb(self) -> Network:
         """The plain discrete one-stage network with each relaxed weight folded into the BN that ends its op

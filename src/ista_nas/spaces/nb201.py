@@ -1,7 +1,7 @@
 """NAS-Bench-201 (Dong & Yang, ICLR 2020): one cell type of 4 nodes, one decision group per edge choosing 1 of
-its 5 ops (ISTA-NAS among the 4 other than none); ``layers`` is N cells per stage. The architecture string,
-the networks and the supernets are in ``networks.nb201``; this module is the space's entry, with its presets
-and checks.
+its 5 ops (ISTA-NAS among the 4 other than none); ``layers`` is N cells per stage. The architecture string
+and the benchmark's network are in ``networks.nb201``, the supernets in ``networks.nb201_search``; this module
+is the space's entry, with its presets and checks.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 from torch import nn
 
 from ..diagram import OP_COLOURS, arrow, nodes, pyplot, save
-from ..networks.nb201 import NB201_EDGES, NB201_EXAMPLE, NB201_NODES, NB201_OPS, Nb201Arch, Nb201Network, \
-    Nb201SearchNetwork
+from ..networks.nb201 import NB201_EDGES, NB201_EXAMPLE, NB201_NODES, NB201_OPS, Nb201Arch, Nb201Network
+from ..networks.nb201_search import Nb201SearchNetwork
 from ..networks.protocols import DenseSupernet, SparseSupernet, TargetSupernet
 from .base import Checks, SearchSpace
 

@@ -234,9 +234,9 @@ def test_trajectory_pairs_each_epoch_with_the_true_accuracy_of_the_architecture_
 def test_the_nb201_supernet_running_a_fixed_architecture_is_that_architectures_network():
     torch.manual_seed(0)
     for dense in (False, True):
-        supernet = Nb201SearchNetwork(channels=4, cells=1, num_classes=3, dense=dense).eval()
+        supernet = Nb201SearchNetwork(channels=4, layers=1, num_classes=3, dense=dense).eval()
         for arch in random.Random(1).sample(ALL, 5):
-            net = Nb201Network(arch, channels=4, cells=1, num_classes=3).eval()
+            net = Nb201Network(arch, channels=4, layers=1, num_classes=3).eval()
             state = supernet.state_dict()
             mapped = {}
             for name in net.state_dict():  # the cell's edge k op o <- the supernet's edges[k][index of o]
@@ -290,7 +290,7 @@ def test_sampling_is_seeded_distinct_and_from_the_sparse_search_candidates():
 
 
 def test_recalibration_sets_bn_statistics_to_the_calibration_batches_average():
-    net = Nb201SearchNetwork(channels=4, cells=1, num_classes=3)
+    net = Nb201SearchNetwork(channels=4, layers=1, num_classes=3)
     batches = [torch.randn(6, 3, 8, 8) + i for i in range(3)]
     _recalibrate(net, ALL[100], batches)
     bn = net.stem[1]
@@ -515,7 +515,7 @@ def test_correlate_sets_the_parameter_count_and_flops_beside_the_search_and_show
 
     params, flops = [], []
     for arch in archs:
-        net = Nb201Network(arch, channels=16, cells=5, num_classes=10).eval()
+        net = Nb201Network(arch, channels=16, layers=5, num_classes=10).eval()
         params.append(sum(p.numel() for p in net.parameters()))
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             net(torch.zeros(1, 3, 32, 32))

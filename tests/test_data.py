@@ -55,7 +55,7 @@ def test_fashion_mnist_idx_files_are_parsed(tmp_path):
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
     data = load_dataset("fashion-mnist", "test", data_dir=tmp_path)
     assert np.array_equal(data.images[:, 0].numpy(), images)
-    assert data.labels.tolist() == labels.tolist() and data.num_classes == 10
+    assert data.labels.tolist() == labels.tolist() and data.info().num_classes == len(data.classes) == 10
 
 
 def _data(n=6, c=2, h=8, w=8):

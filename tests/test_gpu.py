@@ -62,17 +62,28 @@ def test_search_steps_do_not_synchronise_with_the_host(tiny_config):
 
 
 def test_tiny_search_runs_on_cuda(tiny_config, tmp_path):
-    result = methods.search(tiny_config(device="cuda", epochs=1), tmp_path / "run")
-    assert len(result.genotype.normal) == 8
+    """A search on CUDA trains as the same search on the CPU (first epoch's losses within 2%) and ends with the
+    genotype its checkpoint and its last metrics line hold."""
+    import dataclasses
+
+    from ista_nas.engine.checkpoint import load_checkpoint
+
+    cfg = tiny_config(device="cuda", epochs=1)
+    result = methods.search(cfg, tmp_path / "cuda")
+    cpu = methods.search(dataclasses.replace(cfg, device="cpu"), tmp_path / "cpu")
+    for key in ("train_loss", "valid_loss"):
+        assert result.metrics[0][key] == pytest.approx(cpu.metrics[0][key], rel=0.02), key
+    state = load_checkpoint(tmp_path / "cuda" / "checkpoint.pt")
+    assert state["genotype"] == result.genotype.to_dict() == result.metrics[-1]["genotype"]
 
 
 def test_tiny_training_runs_on_cuda_with_mixed_precision(tiny_folder, tmp_path, monkeypatch):
     from ista_nas import retrain
-    from ista_nas.config import TrainConfig
+    from ista_nas.config import make_train_config
 
     monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
     for amp in ("auto", "fp16"):
-        cfg = TrainConfig.make("quick", dataset=f"folder:{tiny_folder}", subset=0, epochs=1, batch_size=12,
+        cfg = make_train_config("quick", dataset=f"folder:{tiny_folder}", subset=0, epochs=1, batch_size=12,
                                channels=4, layers=3, device="cuda", amp=amp)
         result = retrain.train(cfg, tmp_path / amp)
         assert 0 <= result.test_top1 <= 100

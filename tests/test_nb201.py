@@ -77,15 +77,15 @@ def test_parameter_counts_match_the_benchmark_definition():
 def test_networks_take_any_input_size_and_channel_count(shape):
     arch = Nb201Arch.parse("|nor_conv_3x3~0|+|none~0|nor_conv_1x1~1|+|skip_connect~0|avg_pool_3x3~1|none~2|")
     x = torch.randn(shape)
-    assert Nb201Network(arch, channels=4, cells=1, in_channels=shape[1])(x).shape == (2, 10)
+    assert Nb201Network(arch, channels=4, layers=1, in_channels=shape[1])(x).shape == (2, 10)
     for dense in (False, True):
-        net = Nb201SearchNetwork(channels=4, cells=1, in_channels=shape[1], dense=dense)
+        net = Nb201SearchNetwork(channels=4, layers=1, in_channels=shape[1], dense=dense)
         assert net(x).shape == (2, 10)
 
 
 def test_the_supernet_runs_only_its_support_ops():
     torch.manual_seed(0)
-    net = Nb201SearchNetwork(channels=4, cells=2, num_classes=3)
+    net = Nb201SearchNetwork(channels=4, layers=2, num_classes=3)
     with torch.no_grad():
         net.arch.b.normal_(0, 1.0)
     net.arch.recover()
@@ -167,7 +167,7 @@ def test_show_prints_the_cell_and_its_size(tmp_path, capsys):
 def test_ops_that_feed_no_output_never_run_and_are_left_out_of_training():
     # Node 1 is read only through "none" edges: its conv is built (the benchmark counts it) but never runs.
     arch = Nb201Arch.parse("|nor_conv_3x3~0|+|skip_connect~0|none~1|+|skip_connect~0|none~1|skip_connect~2|")
-    net = Nb201Network(arch, channels=4, cells=1)
+    net = Nb201Network(arch, channels=4, layers=1)
     assert sum(p.numel() for p in net.parameters()) == expected_parameters(arch, c=4, n=1)
     cell = net.blocks[0]
     runs = []
@@ -219,9 +219,9 @@ def test_the_nb201_supernet_trains_its_support_as_the_plain_network_does():
         out = []
         for seed in range(4):
             torch.manual_seed(seed)
-            sup = Nb201SearchNetwork(channels=4, cells=1, num_classes=4, seed=seed, proj_dims=3, **settings)
+            sup = Nb201SearchNetwork(channels=4, layers=1, num_classes=4, seed=seed, proj_dims=3, **settings)
             torch.manual_seed(seed)
-            plain = Nb201Network(sup.genotype(), channels=4, cells=1, num_classes=4)
+            plain = Nb201Network(sup.genotype(), channels=4, layers=1, num_classes=4)
             out.append(_fit(sup, x, y) / _fit(plain, x, y))
         return sum(out) / len(out)
 
@@ -232,7 +232,7 @@ def test_the_nb201_supernet_trains_its_support_as_the_plain_network_does():
 
 
 def test_relaxed_weight_scales_mean_and_softmax():
-    net = Nb201SearchNetwork(channels=4, cells=1, num_classes=3, seed=0, arch_init=1e-3, weight_scale="mean")
+    net = Nb201SearchNetwork(channels=4, layers=1, num_classes=3, seed=0, arch_init=1e-3, weight_scale="mean")
     raw = net.arch.relaxed_weights()[0]
     assert raw.abs().mean() < 0.05  # the official initial scale
     seen = []
@@ -241,7 +241,7 @@ def test_relaxed_weight_scales_mean_and_softmax():
     # "mean": divided by the cell's mean magnitude, signs and ratios kept
     torch.testing.assert_close(seen[-1], raw / raw.abs().mean())
     # "softmax": every edge a convex mixture of its two supported ops, softmax(|alpha|), written out
-    net = Nb201SearchNetwork(channels=4, cells=1, num_classes=3, seed=1, arch_init=1.0, sparsity=2,
+    net = Nb201SearchNetwork(channels=4, layers=1, num_classes=3, seed=1, arch_init=1.0, sparsity=2,
                              weight_scale="softmax")
     net.run = lambda x, args: seen.append(args[0]) or torch.zeros(len(x), 3)
     net(torch.randn(2, 3, 8, 8))
@@ -326,8 +326,8 @@ def test_the_search_moves_its_support_to_the_candidate_the_task_needs(tiny_confi
 
 def test_one_stage_flavour_adds_an_affine_bn_after_each_parameter_free_op():
     arch = Nb201Arch.parse("|skip_connect~0|+|avg_pool_3x3~0|nor_conv_3x3~1|+|none~0|skip_connect~1|nor_conv_1x1~2|")
-    standard = Nb201Network(arch, channels=4, cells=2, num_classes=3)
-    one_stage = Nb201Network(arch, channels=4, cells=2, num_classes=3, flavour="one-stage")
+    standard = Nb201Network(arch, channels=4, layers=2, num_classes=3)
+    one_stage = Nb201Network(arch, channels=4, layers=2, num_classes=3, flavour="one-stage")
     free = sum(op in ("skip_connect", "avg_pool_3x3") for op in arch.ops)  # 3 edges, each one BN of 2c
     expected = sum(2 * c * free * 2 for c in (4, 8, 16))  # 2 cells per stage at C, 2C, 4C
     count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
@@ -337,7 +337,7 @@ def test_one_stage_flavour_adds_an_affine_bn_after_each_parameter_free_op():
 def test_fixed_edge_weights_fold_into_the_one_stage_networks_bns():
     torch.manual_seed(0)
     arch = Nb201Arch.parse("|skip_connect~0|+|avg_pool_3x3~0|nor_conv_3x3~1|+|none~0|skip_connect~1|nor_conv_1x1~2|")
-    fixed = Nb201Network(arch, channels=4, cells=2, num_classes=3, flavour="one-stage").double().hold_op_weights()
+    fixed = Nb201Network(arch, channels=4, layers=2, num_classes=3, flavour="one-stage").double().hold_op_weights()
     with torch.no_grad():
         for m in fixed.modules():  # trained-looking BNs and fixed weights of both signs
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -363,7 +363,7 @@ def test_fixed_edge_weights_fold_into_the_one_stage_networks_bns():
         n3 = a[4] * e[4](n1) + a[5] * e[5](n2)  # edge 3 (3<-0) is none
         torch.testing.assert_close(cell(h), n3, rtol=1e-12, atol=1e-12)
     # A network holding the fixed weights again loads the fixed network's state exactly.
-    again = Nb201Network(arch, channels=4, cells=2, num_classes=3, flavour="one-stage").double().hold_op_weights()
+    again = Nb201Network(arch, channels=4, layers=2, num_classes=3, flavour="one-stage").double().hold_op_weights()
     again.load_state_dict(fixed.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(again.eval()(x), fixed(x), rtol=1e-12, atol=1e-12)
@@ -372,7 +372,7 @@ def test_fixed_edge_weights_fold_into_the_one_stage_networks_bns():
 def _target_supernet(sparsity, weight_scale, seed=0):
     """A float64 one-stage target supernet (C=4, N=1) with trained-looking BNs."""
     torch.manual_seed(seed)
-    net = Nb201SearchNetwork(channels=4, cells=1, num_classes=3, proj_dims=3, sparsity=sparsity,
+    net = Nb201SearchNetwork(channels=4, layers=1, num_classes=3, proj_dims=3, sparsity=sparsity,
                              weight_scale=weight_scale, seed=seed, arch_init=0.1, one_stage=True).double()
     with torch.no_grad():
         for m in net.modules():
@@ -400,7 +400,7 @@ def test_a_frozen_target_supernet_is_the_one_stage_network_of_its_genotype(spars
     expected = {"softmax": torch.ones(6, dtype=torch.float64), "mean": alpha / alpha.abs().mean(), "raw": alpha}
     fixed, sources = net.discrete()
     torch.testing.assert_close(fixed._cells()[0].alpha, expected[weight_scale], rtol=1e-12, atol=1e-12)
-    plain = Nb201Network(arch, channels=4, cells=1, num_classes=3, flavour="one-stage").double().hold_op_weights()
+    plain = Nb201Network(arch, channels=4, layers=1, num_classes=3, flavour="one-stage").double().hold_op_weights()
     plain.load_state_dict(fixed.state_dict())
     assert set(sources) == {name for name, _ in fixed.named_parameters()}
     assert all(torch.equal(p, sources[name]) for name, p in fixed.named_parameters())
@@ -440,34 +440,11 @@ def test_a_frozen_target_edge_at_s2_drops_its_weaker_op_and_the_others_still_mix
     assert [again.held_candidates(0, k) for k in range(6)] == [net.held_candidates(0, k) for k in range(6)]
 
 
-def test_one_stage_run_ends_with_a_benchmark_string_its_table_value_and_a_network_evaluate_and_export_read(
-        tiny_folder, tmp_path, monkeypatch, capsys):
-    import csv
-    import gzip
-
-    from ista_nas import retrain
-    from ista_nas.benchmark import BUILTIN
-    from ista_nas.cli import main
-    from conftest import evaluate_and_export_agree
-
-    monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "run"
-    assert main(["search", "--space", "nb201", "--method", "one-stage", "--preset", "quick", "--dataset",
-                 f"folder:{tiny_folder}", "--subset", "0", "--channels", "4", "--batch-size", "12", "--device", "cpu",
-                 "--max-search-epochs", "1", "--epochs", "1", "--out", str(out)]) == 0
-    capsys.readouterr()
-    arch = Nb201Arch.from_dict(json.loads((out / "genotype.json").read_text()))
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [m["phase"] for m in metrics] == ["search", "train"] and metrics[0]["genotype"] == arch.to_dict()
-    # The table value of the found cell, from the packaged CSV read here, in every epoch and in benchmark.json.
-    text = gzip.decompress((BUILTIN / "nb201-accuracy.csv.gz").read_bytes()).decode()
-    cifar10 = {r["arch"]: float(r["cifar10"])
-               for r in csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))}
-    assert json.loads((out / "benchmark.json").read_text())["value"] == cifar10[str(arch)]
-    assert [m["benchmark"] for m in metrics] == [cifar10[str(arch)]] * 2
-    # The checkpoint: the benchmark's network of the one-stage flavour, the op weights absorbed into its BNs.
-    model, checkpoint = retrain.load_model(out / "checkpoint.pt")
-    assert isinstance(model, Nb201Network) and model.flavour == "one-stage" and model.genotype == arch
-    assert checkpoint["model_spec"]["flavour"] == "one-stage"
-    assert not any(k.endswith("alpha") for k in checkpoint["trainer"]["model"])
-    evaluate_and_export_agree(out, metrics[-1]["test_top1"], capsys)
+@pytest.mark.parametrize("flag,value", [("steps", 3), ("budget_channels", 16)])
+def test_settings_only_the_darts_cell_space_offers_are_refused_in_one_line(flag, value, tmp_path):
+    cfg = methods.settings("quick", space="nb201", dataset="folder:/nonexistent", **{flag: value})
+    with pytest.raises(UserError) as refused:
+        methods.search(cfg, tmp_path / "run")
+    message = str(refused.value)
+    assert f"--{flag.replace('_', '-')}" in message and "add --space darts" in message, message
+    assert len(message.splitlines()) == 1 and not (tmp_path / "run").exists()

@@ -499,6 +499,42 @@ def test_the_one_stage_supernet_trains_as_the_plain_network_of_its_cell_from_the
     assert sum(starved[5:10]) / 5 > math.log(4) - 0.1
 
 
+def test_one_stage_run_ends_with_a_benchmark_string_its_table_value_and_a_network_evaluate_and_export_read(
+        tiny_folder, tmp_path, monkeypatch, capsys):
+    import csv
+    import gzip
+
+    import json
+
+    from ista_nas import retrain
+    from ista_nas.benchmark import BUILTIN
+    from ista_nas.cli import main
+    from ista_nas.networks.nb201 import Nb201Arch, Nb201Network
+    from conftest import evaluate_and_export_agree
+
+    monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert main(["search", "--space", "nb201", "--method", "one-stage", "--preset", "quick", "--dataset",
+                 f"folder:{tiny_folder}", "--subset", "0", "--channels", "4", "--batch-size", "12", "--device", "cpu",
+                 "--max-search-epochs", "1", "--epochs", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    arch = Nb201Arch.from_dict(json.loads((out / "genotype.json").read_text()))
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["phase"] for m in metrics] == ["search", "train"] and metrics[0]["genotype"] == arch.to_dict()
+    # The table value of the found cell, from the packaged CSV read here, in every epoch and in benchmark.json.
+    text = gzip.decompress((BUILTIN / "nb201-accuracy.csv.gz").read_bytes()).decode()
+    cifar10 = {r["arch"]: float(r["cifar10"])
+               for r in csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))}
+    assert json.loads((out / "benchmark.json").read_text())["value"] == cifar10[str(arch)]
+    assert [m["benchmark"] for m in metrics] == [cifar10[str(arch)]] * 2
+    # The checkpoint: the benchmark's network of the one-stage flavour, the op weights absorbed into its BNs.
+    model, checkpoint = retrain.load_model(out / "checkpoint.pt")
+    assert isinstance(model, Nb201Network) and model.flavour == "one-stage" and model.genotype == arch
+    assert checkpoint["model_spec"]["flavour"] == "one-stage"
+    assert not any(k.endswith("alpha") for k in checkpoint["trainer"]["model"])
+    evaluate_and_export_agree(out, metrics[-1]["test_top1"], capsys)
+
+
 def test_the_nb201_one_stage_supernet_trains_as_the_plain_network_of_its_genotype_from_the_first_steps():
     """The nb201 one-stage preset (two ops per edge mixed by softmax(|alpha|), b at its official start): over
     steps 6-20 the search's loss is within 0.1 of the plain network of its genotype. One op per edge with the

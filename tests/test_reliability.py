@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from ista_nas import methods, retrain
 from ista_nas.benchmark import load_table
 from ista_nas.cli import build_parser, main
-from ista_nas.config import TrainConfig
+from ista_nas.config import make_train_config
 from ista_nas.engine.rundir import RunDir
 from ista_nas.errors import UserError
 from ista_nas.files import LIMITS, MiB, claim_output, read_text
@@ -30,7 +30,7 @@ def runs(tiny_folder, tmp_path_factory):
     cfg = methods.make_config("quick", space="nb201", dataset=f"folder:{tiny_folder}", subset=0, epochs=2,
                               batch_size=12, channels=4, layers=1, device="cpu")
     methods.search_seeds(cfg, [0, 1], root / "seeds")
-    train = TrainConfig.make("quick", space="nb201", dataset=f"folder:{tiny_folder}", subset=0, epochs=1,
+    train = make_train_config("quick", space="nb201", dataset=f"folder:{tiny_folder}", subset=0, epochs=1,
                              batch_size=12, channels=4, layers=1, device="cpu", genotype=NB201_EXAMPLE)
     retrain.train(train, root / "train")
     return {"search": root / "seeds" / "seed-0", "seeds": root / "seeds", "train": root / "train"}

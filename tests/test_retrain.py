@@ -8,7 +8,7 @@ import torch
 
 from ista_nas import UserError
 from ista_nas import retrain
-from ista_nas.config import TrainConfig
+from ista_nas.config import make_train_config
 from ista_nas.engine.checkpoint import load_checkpoint
 from ista_nas.published import PUBLISHED
 from ista_nas import methods
@@ -25,18 +25,18 @@ def train_config(tiny_folder, tmp_path, monkeypatch):
         settings = dict(dataset=f"folder:{tiny_folder}", subset=0, epochs=2, batch_size=12, lr=0.05, channels=4,
                         layers=3, device="cpu", genotype="darts_v2", drop_path=0.2, cutout=4)
         settings.update(overrides)
-        return TrainConfig.make("quick", **settings)
+        return make_train_config("quick", **settings)
 
     return make
 
 
 def test_learning_rate_schedule():
-    cfg = TrainConfig.make("paper", epochs=10, lr=0.5, lr_min=0.0, warmup_epochs=2)
+    cfg = make_train_config("paper", epochs=10, lr=0.5, lr_min=0.0, warmup_epochs=2)
     lrs = [learning_rate(e, cfg) for e in range(10)]
     assert lrs[:2] == pytest.approx([0.25, 0.5])
     for e in range(2, 10):
         assert lrs[e] == pytest.approx(0.25 * (1 + math.cos(math.pi * (e - 2) / 8)))
-    linear = TrainConfig.make("paper", epochs=10, lr=0.5, lr_min=0.1, warmup_epochs=2, lr_schedule="linear")
+    linear = make_train_config("paper", epochs=10, lr=0.5, lr_min=0.1, warmup_epochs=2, lr_schedule="linear")
     assert [learning_rate(e, linear) for e in range(2, 10)] == pytest.approx(
         [0.1 + 0.4 * (1 - k / 8) for k in range(8)])
 
@@ -91,7 +91,7 @@ def test_streaming_from_disk_handles_mixed_image_sizes(tmp_path, monkeypatch):
     from conftest import make_mixed_size_folder
 
     make_mixed_size_folder(tmp_path / "img")
-    cfg = TrainConfig.make("imagenet", dataset=f"folder:{tmp_path / 'img'}", image_size=32, workers=0, channels=8,
+    cfg = make_train_config("imagenet", dataset=f"folder:{tmp_path / 'img'}", image_size=32, workers=0, channels=8,
                            layers=3, batch_size=6, epochs=2, warmup_epochs=1, device="cpu")
     result = retrain.train(cfg, tmp_path / "run")
     assert len(result.metrics) == 2 and result.metrics[0]["lr"] == pytest.approx(0.5)

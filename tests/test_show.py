@@ -8,7 +8,7 @@ from PIL import Image
 
 from ista_nas.spaces import write_diagrams
 from ista_nas.published import PUBLISHED
-from ista_nas.summary import summarize
+from ista_nas.summary import network_summary
 
 
 def test_diagrams_are_valid_png_and_svg_showing_every_op(tmp_path):
@@ -37,7 +37,7 @@ def test_flops_match_a_hand_count_for_a_tiny_network():
 
     g = Genotype(tuple([("max_pool_3x3", 0), ("max_pool_3x3", 1)] * 4), (2, 3, 4, 5),
                  tuple([("max_pool_3x3", 0), ("max_pool_3x3", 1)] * 4), (2, 3, 4, 5))
-    info = summarize(g, channels=4, layers=1, dataset="cifar10")
+    info = network_summary(g, channels=4, layers=1, dataset="cifar10")
     # layers=1: no reductions. stem conv 3->12 at 32x32, two 1x1 preprocessing convs 12->4, classifier 16->10.
     expected = 2 * (3 * 12 * 9 * 32 * 32 + 2 * 12 * 4 * 32 * 32 + 16 * 10)
     assert info["flops"] == expected and info["macs"] == expected // 2

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .config import TrainConfig
+from .config import make_train_config
 from .engine.distributed import Dist
 from .engine.loop import resolve_device
 from .methods import make_config
@@ -103,7 +103,8 @@ def run_bench(layers: int = 8, channels: int = 16, size: int = 32, batch: int = 
         torch.manual_seed(0)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model = Network(PUBLISHED["ista_twostage"], 36, 20, 10).to(dev).to(memory_format=memory_format)
-        trainer = Trainer(model, TrainConfig.make("paper", batch_size=retrain_batch, device=str(dev)), Dist(device=dev))
+        tcfg = make_train_config("paper", batch_size=retrain_batch, device=str(dev))
+        trainer = Trainer(model, tcfg, Dist(device=dev))
         trainer.begin_epoch(0)
         x = torch.randn(retrain_batch, 3, 32, 32, device=dev).contiguous(memory_format=memory_format)
         y = torch.randint(0, 10, (retrain_batch,), device=dev)

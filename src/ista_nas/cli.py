@@ -315,7 +315,7 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _show(args: argparse.Namespace) -> None:
-    from .summary import summarize
+    from .summary import network_summary
 
     genotype = get_genotype(args.genotype)
     space = space_of(genotype)
@@ -324,7 +324,7 @@ def _show(args: argparse.Namespace) -> None:
     if channels < 2 or layers < 1:
         raise UserError("--channels must be at least 2 and --layers at least 1")
     space.check_size(channels, layers, args.dataset)
-    info = summarize(genotype, channels, layers, args.dataset)
+    info = network_summary(genotype, channels, layers, args.dataset)
     out = claim_folder(args.out or Path("diagrams") / Path(args.genotype).stem, "--out")
     info["diagrams"] = [str(p) for p in write_diagrams(genotype, out)]
     if args.json:

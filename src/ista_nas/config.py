@@ -51,8 +51,9 @@ def one_of(choices: Collection[str]) -> Rule:
 def _f(default: Any, help: str, rule: Rule | None = None, symbol: str = "", methods: tuple[str, ...] = (),
        why: str = "") -> Any:
     """A field: its default, its help (the reason for the default), its rule, the paper's symbol for it, and for
-    a search the methods that own it, if only some do (the others refuse it away from its default, saying
-    ``why``; default: which methods it applies to)."""
+    a search the methods that own it, if only some do (the others refuse it away from its default: the message
+    is the flags followed by ``why``)."""
+    assert bool(methods) == bool(why), "a field owned by some methods says why the others refuse it"
     return field(default=default, metadata={"help": help, "rule": rule, "symbol": symbol, "methods": methods,
                                             "why": why})
 
@@ -120,11 +121,6 @@ class _Config:
             raise UserError(f"unknown config key(s) {', '.join(map(repr, unknown))}; valid keys are "
                             f"{', '.join(sorted(names))}")
         return cls(**data)
-
-    @classmethod
-    def make(cls, preset: str = "paper", **overrides: Any):
-        """A validated config from one of the command's own presets."""
-        return cls(**resolve(preset, [("", cls.PRESETS)], overrides)).validate()
 
     def validate(self):
         """Raise a UserError for a value of the wrong type, outside its field's rule, or an impossible
@@ -239,7 +235,7 @@ class SearchConfig(RunConfig):
                                   "the target network in one run) or darts (the dense first-order DARTS baseline)")
     train_portion: float = _f(0.5, "share of the training images for weights; the rest trains b (paper: 0.5)",
                               Rule(lambda v: 0 < v < 1, "strictly between 0 and 1"))
-    steps: int = _f(4, "intermediate nodes per cell (DARTS: 4)", at_least(1))
+    steps: int = _f(4, "intermediate nodes per cell of the DARTS cell space (DARTS: 4)", at_least(1))
     # Sparse coding
     proj_dims: int = _f(7, "m, length of each node's compressed vector b (official code: 7)", at_least(1), "m")
     sparsity: int = _f(2, "s, candidates kept per node (DARTS cell: 2 inputs per node)", at_least(1), "s")
@@ -256,8 +252,7 @@ class SearchConfig(RunConfig):
                                 "the first recovered z and of the relaxed weights (official: 1e-3)", POSITIVE)
     weight_scale: str = _f("raw", "ISTA-NAS: raw (the relaxed weights as they are, official), mean (divided by their "
                                   "mean magnitude over the cell, not differentiated) or softmax (softmax of |alpha| "
-                                  "per edge: each edge a convex mixture of its support) (the spaces that offer it)",
-                           one_of(WEIGHT_SCALES))
+                                  "per edge: each edge a convex mixture of its support)", one_of(WEIGHT_SCALES))
     arch_lr: float = _f(6e-4, "Adam learning rate of b (paper two-stage: 6e-4)", POSITIVE)
     arch_weight_decay: float = _f(1e-3, "Adam weight decay of b (official code: 1e-3)", NONNEGATIVE)
     # One-stage search
@@ -285,29 +280,25 @@ class SearchConfig(RunConfig):
                          "the first metric of a built-in table (cifar10)")
 
     def owned(self) -> list[tuple[bool, str]]:
-        """The one check of who owns a setting: a setting owned by other methods (its field's ``methods``) or
-        offered by other spaces (their ``own_fields``) than the chosen ones stays at its default. One refusal per
-        group of settings with the same owners, naming the fix. ``methods.validate`` calls it once the method
-        is known."""
+        """The one check of who owns a setting: a setting owned by other methods (its field's ``methods``, refused
+        saying its ``why``) or offered by another space only (its ``own_fields``) stays at its default. One
+        refusal per group of settings with the same owners, naming the fix. ``methods.validate`` calls it once
+        the method is known."""
         groups: dict[tuple[str, str], list[str]] = {}
         for f in dataclasses.fields(self):
             owners = f.metadata.get("methods", ())
             if owners and self.method not in owners:
-                why = f.metadata["why"] or "{apply} to --method " + " and ".join(owners)
-                groups.setdefault((why, f"--method {owners[0]}"), []).append(f.name)
+                groups.setdefault((f.metadata["why"], f"--method {owners[0]}"), []).append(f.name)
         space = SPACES[self.space]
-        for other in SPACES.values():  # (a space offering a setting another space offers too owns it as well)
+        for other in SPACES.values():
             theirs = [name for name in other.own_fields if name not in space.own_fields]
-            note = f" ({other.own_fields_note})" if other.own_fields_note else ""
-            groups[(f"{{are}} offered for --space {other.name} only{note}", f"--space {other.name}")] = theirs
+            verb = "are" if len(theirs) > 1 else "is"
+            groups[(f"{verb} offered for --space {other.name} only", f"--space {other.name}")] = theirs
         checks = []
         for (why, fix), names in groups.items():
             flags = [f"--{name.replace('_', '-')}" for name in names]
-            many = len(flags) > 1
-            checks.append((not self.changed(set(names)),
-                           f"{(', ' if len(flags) > 2 else ' and ').join(flags)} "
-                           f"{why.format(apply='apply' if many else 'applies', are='are' if many else 'is')}; "
-                           f"drop {'them' if many else 'it'} or add {fix}"))
+            checks.append((not self.changed(set(names)), f"{(', ' if len(flags) > 2 else ' and ').join(flags)} {why}; "
+                                                         f"drop {'them' if len(flags) > 1 else 'it'} or add {fix}"))
         return checks
 
     def _checks(self) -> list[tuple[bool, str]]:

@@ -44,9 +44,9 @@ from .engine.trainer import evaluate
 from .errors import UserError
 from .files import claim_folder, claim_output, claim_plot
 from .methods import METHODS
-from .methods.base import build_supernet
+from .methods.base import Bilevel, build_supernet
 from .spaces import SPACES, load_genotype
-from .summary import DATASET_SHAPES, dataset_shape, summarize_shaped
+from .summary import DATASET_SHAPES, dataset_shape, network_summary_shaped
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def supernet_scores(run_dir: Path, genotypes: list[Any], calibration_batches: in
     run, config = RunDir.open(run_dir)
     cfg = SearchConfig.from_dict({**config, "device": device})
     method = METHODS[cfg.method]
-    if method.kind != "search":
+    if not issubclass(method, Bilevel):  # only a bilevel search's checkpoint keeps its supernet (SearchState)
         raise UserError(f"{run_dir} is a --method {cfg.method} run, which ends as its trained discrete network: no "
                         "supernet is left to score other architectures; use --protocol trajectory")
     checkpoint = load_checkpoint(run.checkpoint_path)
@@ -241,7 +241,7 @@ def baselines(genotypes: list[Any], true: list[float], config: dict[str, Any],
     for genotype in genotypes:
         key = architecture_key(genotype)
         if key not in sizes:
-            sizes[key] = summarize_shaped(genotype, channels, layers, dataset, shape)
+            sizes[key] = network_summary_shaped(genotype, channels, layers, dataset, shape)
     per = [sizes[architecture_key(g)] for g in genotypes]
     return {"network": {"channels": channels, "layers": layers, "dataset": dataset},
             "params": correlation([float(i["params"]) for i in per], true),

@@ -1,5 +1,5 @@
-"""Drawing primitives for cell diagrams (PNG and SVG, matplotlib): labelled arcs between boxed nodes. Each
-space draws its own cells with them (``SearchSpace.draw``)."""
+"""Cell diagrams (PNG and SVG, matplotlib): labelled arcs between boxed nodes. Each space lays out its own
+cells and draws them with ``draw_graph`` (``SearchSpace.draw``)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,23 @@ def arrow(ax, pos, a, b, colour: str, rad: float, label: str | None = None, dash
         mx, my = (x0 + x1) / 2 + rad * dy * 0.5, (y0 + y1) / 2 - rad * dx * 0.5
         ax.text(mx, my, label, fontsize=8.5, ha="center", va="center", color=colour,
                 bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
+
+
+def draw_graph(title: str, figsize: tuple[float, float], pos: dict, names: dict, io: tuple, arcs: list[tuple],
+               xlim: tuple[float, float], ylim: tuple[float, float], stem: str | Path) -> list[Path]:
+    """A cell as a graph: nodes at ``pos`` labelled by ``names`` (those in ``io`` boxed as inputs and outputs),
+    ``arcs`` as ``arrow``'s arguments after the axes and positions (a, b, colour, rad[, label[, dashed]]), into
+    ``stem``.png and ``stem``.svg; returns both paths."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=figsize)
+    ax.set_title(title, fontsize=13)
+    for arc in arcs:
+        arrow(ax, pos, *arc)
+    nodes(ax, pos, names, io)
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.axis("off")
+    return save(fig, stem)
 
 
 def nodes(ax, pos, names, io) -> None:

@@ -85,12 +85,12 @@ def read_json(path: Path) -> Any:
 def _size(genotype: Any, config: dict[str, Any], kind: str) -> dict[str, Any]:
     """Parameters and FLOPs of the network the run trains or would train (its space says which: e.g. a
     two-stage DARTS-space search's budget_channels x budget_layers evaluation network)."""
-    from .summary import summarize
+    from .summary import network_summary
 
     search = kind == "search"
     channels, layers = space_of(genotype).evaluation_size(config, search, evaluation_fields(config, search))
     try:
-        info = summarize(genotype, channels, layers, config.get("dataset", "cifar10"))
+        info = network_summary(genotype, channels, layers, config.get("dataset", "cifar10"))
     except (UserError, ValueError, RuntimeError) as exc:
         log.warning("cannot size the network of %s: %s", genotype, exc)
         return {}

@@ -25,7 +25,7 @@ from .engine.loop import resolve_device
 from .engine.rundir import RunDir
 from .engine.splits import train_test
 from .engine.stream import StreamingLoader
-from .engine.trainer import Loader, Trainer, autocast_for, evaluate, summarize_training
+from .engine.trainer import Loader, Trainer, autocast_for, evaluate, training_means
 from .errors import UserError
 from .networks.cnn import count_parameters
 from .spaces import SPACES, build_model, get_genotype, model_spec, space_of, write_diagrams
@@ -109,7 +109,7 @@ class Train(Job):
     def begin_epoch(self, epoch: int) -> EpochPlan:
         self.trainer.begin_epoch(epoch)
         return EpochPlan(self.trainer.step, self.train_loader.epoch(epoch), len(self.train_loader),
-                         f"epoch {epoch + 1}/{self.cfg.epochs}", summarize_training)
+                         f"epoch {epoch + 1}/{self.cfg.epochs}", training_means)
 
     def end_epoch(self, epoch: int, stats: dict[str, float]) -> dict[str, Any]:
         self.test = test = evaluate(self.model, self.test_loader, self.trainer.autocast,

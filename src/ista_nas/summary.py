@@ -23,11 +23,11 @@ def dataset_shape(name: str) -> tuple[int, int, int]:
         from .engine.data import load_dataset
 
         data = load_dataset(name, "train")
-        return data.num_classes, data.channels, data.size[0]
+        return len(data.classes), data.channels, data.size[0]
     raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_SHAPES)} or folder:PATH")
 
 
-def summarize(genotype: Any, channels: int = 36, layers: int = 20, dataset: str = "cifar10",
+def network_summary(genotype: Any, channels: int = 36, layers: int = 20, dataset: str = "cifar10",
               stem: str | None = None) -> dict[str, Any]:
     """Parameters (auxiliary head excluded, as papers count them) and FLOPs of one image's forward pass.
 
@@ -35,12 +35,12 @@ def summarize(genotype: Any, channels: int = 36, layers: int = 20, dataset: str 
     "FLOPs" for ImageNet mobile networks (e.g. DARTS's 574M). ``channels`` and ``layers`` mean what the
     genotype's space reads them as (a space of stages of N cells: ``layers`` is N).
     """
-    return summarize_shaped(genotype, channels, layers, dataset, dataset_shape(dataset), stem)
+    return network_summary_shaped(genotype, channels, layers, dataset, dataset_shape(dataset), stem)
 
 
-def summarize_shaped(genotype: Any, channels: int, layers: int, dataset: str, shape: tuple[int, int, int],
+def network_summary_shaped(genotype: Any, channels: int, layers: int, dataset: str, shape: tuple[int, int, int],
                      stem: str | None = None) -> dict[str, Any]:
-    """``summarize`` for a dataset of known ``shape`` (classes, channels, side): many genotypes, one read."""
+    """``network_summary`` for a dataset of known ``shape`` (classes, channels, side): many genotypes, one read."""
     classes, in_channels, side = shape
     net, stem, flavour = space_of(genotype).sized_network(genotype, channels, layers, classes, in_channels, side,
                                                            stem)

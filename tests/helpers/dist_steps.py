@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from ista_nas.config import TrainConfig
+from ista_nas.config import make_train_config
 from ista_nas.methods import make_config
 from ista_nas.engine.distributed import Dist, place, shutdown
 from ista_nas.methods.budget import recover_within_budget
@@ -46,7 +46,7 @@ def main(kind, out, device="cpu"):
         state = {k: v.cpu() for k, v in net.state_dict().items()}
     else:
         model = place(Network(PUBLISHED["ista_twostage"], 4, 3, CLASSES, auxiliary=True).double(), ctx, True, True)
-        trainer = Trainer(model, TrainConfig.make("quick", drop_path=0.0), ctx)
+        trainer = Trainer(model, make_train_config("quick", drop_path=0.0), ctx)
         trainer.begin_epoch(0)
         for x, y in batches(4, 0, ctx.device):
             trainer.step(part(x), part(y))

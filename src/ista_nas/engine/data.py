@@ -36,7 +36,22 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pg
 
 
 @dataclass
+class DataInfo:
+    """What a network is built for: the class names, the images' channels and (height, width)."""
+
+    classes: list[str]
+    channels: int
+    size: tuple[int, int]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass
 class ImageData:
+    """A split held in memory, decoded."""
+
     images: Tensor  # (N, C, H, W) uint8
     labels: Tensor  # (N,) int64
     classes: list[str]
@@ -49,9 +64,8 @@ class ImageData:
     def size(self) -> tuple[int, int]:
         return self.images.shape[2], self.images.shape[3]
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
+    def info(self) -> DataInfo:
+        return DataInfo(self.classes, self.channels, self.size)
 
     def __len__(self) -> int:
         return self.images.shape[0]

@@ -47,14 +47,14 @@ class Checkpoint(TypedDict, total=False):
 
 @dataclass
 class EpochPlan:
-    """One epoch of a job: ``step(*batch)`` for every batch, ``summarize`` turns the summed statistics into
+    """One epoch of a job: ``step(*batch)`` for every batch, ``means`` turns the summed statistics into
     the values the bar shows and the record stores."""
 
     step: Callable[..., dict[str, Tensor]]
     batches: Iterable[Any]
     total: int
     desc: str
-    summarize: Callable[[dict[str, float]], dict[str, float]]
+    means: Callable[[dict[str, float]], dict[str, float]]
 
 
 class Job:
@@ -155,7 +155,7 @@ def drive(job: Job, ctx: Dist, open_run: Callable[[], RunDir], checkpoint: dict[
                 plan = job.begin_epoch(epoch)
                 resume = resume_point(partial, epoch, ctx.main)
                 try:
-                    stats = run_epoch(plan.step, plan.batches, plan.total, plan.desc, plan.summarize,
+                    stats = run_epoch(plan.step, plan.batches, plan.total, plan.desc, plan.means,
                                       reduce=ctx.sum_stats, show=ctx.main, interruptible=True, resume=resume)
                 except EpochInterrupted as stop:  # Ctrl-C: keep this very step
                     save(epoch, partial={"epoch": epoch, **stop.progress})

@@ -113,12 +113,12 @@ def _rng_state() -> dict[str, Any]:
 
 
 def run_epoch(step: Callable[..., dict[str, Tensor]], batches: Iterable[Any], total: int, desc: str,
-              summarize: Callable[[dict[str, float]], dict[str, float]], refresh_every: int = 10,
+              means: Callable[[dict[str, float]], dict[str, float]], refresh_every: int = 10,
               reduce: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None, show: bool = True,
               interruptible: bool = False, resume: dict[str, Any] | None = None) -> dict[str, float]:
-    """Call ``step(*batch)`` for every batch; return ``summarize`` of the summed statistics.
+    """Call ``step(*batch)`` for every batch; return ``means`` of the summed statistics.
 
-    ``summarize`` turns sums into display values (means, accuracies); the bar shows them every
+    ``means`` turns sums into display values (means, accuracies); the bar shows them every
     ``refresh_every`` steps, which is also when a non-finite loss is detected and stops the run. With
     several processes ``reduce`` adds up the ranks' sums at those points (every rank takes the same number
     of steps, so all of them reach each reduction and stop together); ``show=False`` hides the bar.
@@ -141,10 +141,10 @@ def run_epoch(step: Callable[..., dict[str, Tensor]], batches: Iterable[Any], to
                 raise EpochInterrupted({"step": i, "sums": dict(meter.sums), **_rng_state()})
             meter.add(step(*batch))
             if (i + 1) % refresh_every == 0 or i + 1 == total:
-                shown = summarize(meter.values(reduce))
+                shown = means(meter.values(reduce))
                 _check_finite(shown, desc)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
-    shown = summarize(meter.values(reduce))
+    shown = means(meter.values(reduce))
     _check_finite(shown, desc)
     return shown
 

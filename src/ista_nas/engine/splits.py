@@ -4,27 +4,15 @@ normalisation (mean, std) of the training data and yield this rank's shard of ev
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..errors import UserError
-from .data import Augment, DeviceLoader, ImageData, load_dataset, seeded_subset
+from .data import Augment, DataInfo, DeviceLoader, ImageData, load_dataset, seeded_subset
 from .distributed import Dist
 from .stream import StreamingLoader
 from .trainer import Loader
-
-
-@dataclass
-class DataInfo:
-    classes: list[str]
-    channels: int
-    size: tuple[int, int]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
 
 def _augment(cfg: Any, data: ImageData) -> Augment:
@@ -47,7 +35,7 @@ def search_split(cfg: Any, ctx: Dist) -> tuple[DataInfo, DeviceLoader, DeviceLoa
     data = ImageData(data.images.to(device), data.labels.to(device), data.classes)  # one copy on the device
     common = dict(batch_size=cfg.batch_size, device=device, mean=mean, std=std, augment=_augment(cfg, data),
                   channels_last=cfg.channels_last, seed=cfg.seed, shard=(ctx.rank, ctx.world))
-    info = DataInfo(data.classes, data.channels, data.size)
+    info = data.info()
     return info, DeviceLoader(data, train_idx, stream=0, **common), DeviceLoader(data, valid_idx, stream=1, **common)
 
 
@@ -83,4 +71,4 @@ def train_test(cfg: Any, ctx: Dist) -> tuple[DataInfo, Loader, Loader]:
                                 channels_last=cfg.channels_last, seed=cfg.seed, shard=shard)
     test_loader = DeviceLoader(test, torch.arange(len(test)), 2 * cfg.batch_size, device, mean, std, shuffle=False,
                                drop_last=False, channels_last=cfg.channels_last, shard=shard)
-    return DataInfo(train.classes, train.channels, train.size), train_loader, test_loader
+    return train.info(), train_loader, test_loader

@@ -95,7 +95,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
 
 
-def summarize_training(sums: dict[str, float]) -> dict[str, float]:
+def training_means(sums: dict[str, float]) -> dict[str, float]:
     """Mean loss and accuracy (%) of a training epoch from the sums ``Trainer.step`` returns."""
     n = max(sums["n"], 1.0)
     return {"train_loss": sums["loss"] / n, "train_acc": 100 * sums["correct"] / n}
@@ -114,8 +114,8 @@ def evaluate(model: torch.nn.Module, loader: Loader, autocast: Callable[[], Any]
         return {"loss": F.cross_entropy(logits, y, reduction="sum"), "top1": (top5[:, 0] == y).sum(),
                 "top5": (top5 == y.unsqueeze(1)).any(1).sum(), "n": torch.tensor(len(y))}
 
-    def summarize(sums: dict[str, float]) -> dict[str, float]:
+    def means(sums: dict[str, float]) -> dict[str, float]:
         n = max(sums["n"], 1.0)
         return {"loss": sums["loss"] / n, "top1": 100 * sums["top1"] / n, "top5": 100 * sums["top5"] / n}
 
-    return run_epoch(step, loader.epoch(0), len(loader), desc, summarize, reduce=ctx.sum_stats, show=ctx.main)
+    return run_epoch(step, loader.epoch(0), len(loader), desc, means, reduce=ctx.sum_stats, show=ctx.main)

@@ -33,7 +33,7 @@ from ..engine.distributed import Dist, place, wrap
 from ..engine.driver import EpochPlan
 from ..engine.rundir import RunDir
 from ..engine.splits import train_test
-from ..engine.trainer import Trainer, evaluate, summarize_training
+from ..engine.trainer import Trainer, evaluate, training_means
 from ..networks.protocols import TargetSupernet
 from ..spaces import SPACES, build_model, model_spec
 from ..spaces.base import Checks, SearchSpace
@@ -221,7 +221,7 @@ class OneStage(SearchMethod):
             e = epoch - self.searched
             self.trainer.begin_epoch(e)
             step, desc = self.trainer.step, f"train {e + 1}/{self.tcfg.epochs}"
-        return EpochPlan(step, self.train_loader.epoch(epoch), len(self.train_loader), desc, summarize_training)
+        return EpochPlan(step, self.train_loader.epoch(epoch), len(self.train_loader), desc, training_means)
 
     def end_epoch(self, epoch: int, stats: dict[str, float]) -> dict[str, Any]:
         record = self._end_search(epoch, stats) if self.trainer is None else self._end_training(epoch, stats)

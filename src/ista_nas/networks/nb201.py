@@ -1,13 +1,13 @@
-"""The NAS-Bench-201 search space (Dong & Yang, ICLR 2020): its architecture strings, the benchmark's network
-and the ISTA-NAS / DARTS supernets over it.
+"""The NAS-Bench-201 search space (Dong & Yang, ICLR 2020): its architecture strings and the benchmark's
+network (the ISTA-NAS and DARTS supernets over it are in ``networks.nb201_search``).
 
 A cell has 4 nodes; node j sums one op applied to each earlier node i, so there are 6 edges (1<-0, 2<-0,
 2<-1, 3<-0, 3<-1, 3<-2), each choosing one of 5 ops. As a sparse coding problem every edge is a decision
 group: the ISTA-NAS supernets choose among the n=4 ops other than none (the space's presets keep s=2 of them
 running while searching, the genotype takes the larger |z|), the DARTS supernet among all 5; one cell type is
-shared by all cells. The network is the
-benchmark's: a 3x3 conv stem, three stages of N cells at C, 2C and 4C channels joined by residual reduction
-blocks, BN-ReLU, global pooling and a linear classifier. An architecture is the benchmark's string
+shared by all cells. The network is the benchmark's: a 3x3 conv stem, three stages of N (``layers``) cells at
+C, 2C and 4C channels joined by residual reduction blocks, BN-ReLU, global pooling and a linear classifier.
+An architecture is the benchmark's string
 
     |op~0|+|op~0|op~1|+|op~0|op~1|op~2|
 
@@ -133,21 +133,21 @@ class ResidualReduction(nn.Module):
         return self.shortcut(x) + self.conv_b(self.conv_a(x))
 
 
-def _stages(channels: int, cells: int) -> list[tuple[int, bool]]:
+def _stages(channels: int, layers: int) -> list[tuple[int, bool]]:
     """(channels, is the residual reduction) for every block of the macro network."""
-    return ([(channels, False)] * cells + [(2 * channels, True)] + [(2 * channels, False)] * cells
-            + [(4 * channels, True)] + [(4 * channels, False)] * cells)
+    return ([(channels, False)] * layers + [(2 * channels, True)] + [(2 * channels, False)] * layers
+            + [(4 * channels, True)] + [(4 * channels, False)] * layers)
 
 
 class _Nb201Body(nn.Module):
     """Stem, the blocks and the head shared by the benchmark network and the supernets."""
 
-    def __init__(self, make_cell, channels: int, cells: int, num_classes: int, in_channels: int):
+    def __init__(self, make_cell, channels: int, layers: int, num_classes: int, in_channels: int):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
         self.blocks = nn.ModuleList()
         c_prev = channels
-        for c, reduction in _stages(channels, cells):
+        for c, reduction in _stages(channels, layers):
             self.blocks.append(ResidualReduction(c_prev, c) if reduction else make_cell(c))
             c_prev = c
         self.head = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=True))
@@ -186,9 +186,9 @@ class Nb201Cell(nn.Module):
 class Nb201Network(_Nb201Body):
     """The benchmark's network for one architecture (C=16, N=5 by default)."""
 
-    def __init__(self, arch: Nb201Arch, channels: int = 16, cells: int = 5, num_classes: int = 10,
+    def __init__(self, arch: Nb201Arch, channels: int = 16, layers: int = 5, num_classes: int = 10,
                  in_channels: int = 3, flavour: str = "standard"):
-        super().__init__(lambda c: Nb201Cell(arch, c, flavour), channels, cells, num_classes, in_channels)
+        super().__init__(lambda c: Nb201Cell(arch, c, flavour), channels, layers, num_classes, in_channels)
         self.genotype, self.flavour = arch, flavour
 
     def forward_with_aux(self, x: Tensor) -> tuple[Tensor, None]:

@@ -65,12 +65,12 @@ class Nb201SearchNetwork(_Nb201Body):
     edge froze the supernet is the discrete network of its genotype (``discrete``).
     """
 
-    def __init__(self, channels: int = 16, cells: int = 5, num_classes: int = 10, in_channels: int = 3,
+    def __init__(self, channels: int = 16, layers: int = 5, num_classes: int = 10, in_channels: int = 3,
                  proj_dims: int = 3, sparsity: int = 1, lam: float = 1e-5, matrix: str = "uniform", seed: int = 0,
                  dense: bool = False, arch_init: float = 1e-3, weight_scale: str = "raw", one_stage: bool = False):
         flavour = "one-stage" if one_stage else "standard"
-        super().__init__(lambda c: Nb201SearchCell(c, flavour), channels, cells, num_classes, in_channels)
-        self.shape = dict(channels=channels, cells=cells, num_classes=num_classes, in_channels=in_channels)
+        super().__init__(lambda c: Nb201SearchCell(c, flavour), channels, layers, num_classes, in_channels)
+        self.shape = dict(channels=channels, layers=layers, num_classes=num_classes, in_channels=in_channels)
         self.candidates = NB201_OPS if dense else tuple(op for op in NB201_OPS if op != "none")
         self.op_ids = [NB201_OPS.index(op) for op in self.candidates]  # candidate index -> the cell's op index
         groups = [len(self.candidates)] * len(NB201_EDGES)

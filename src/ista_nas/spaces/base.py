@@ -54,8 +54,7 @@ class SearchSpace:
     # the model spec of the network it trains adds to model_spec's entries.
     target_presets: ClassVar[dict[str, dict[str, Any]]] = {}
     target_spec: ClassVar[dict[str, Any]] = {}
-    own_fields: ClassVar[tuple[str, ...]] = ()  # search settings that only this space offers
-    own_fields_note: ClassVar[str] = ""
+    own_fields: ClassVar[tuple[str, ...]] = ()  # search settings that only this space offers (others refuse them)
 
     # --- networks ---
     def supernet(self, cfg: Any, data: Any) -> SparseSupernet:

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from ..diagram import OP_COLOURS, arrow, nodes, pyplot, save
+from ..diagram import OP_COLOURS, draw_graph
 from ..errors import UserError
 from ..genotype import Genotype
 from ..networks.cnn import Network
@@ -25,7 +25,6 @@ from .base import Checks, SearchSpace
 
 def draw_cell(genotype: Genotype, cell: str, stem: str | Path) -> list[Path]:
     """Draw the ``normal`` or ``reduce`` cell into ``stem``.png and ``stem``.svg; return both paths."""
-    plt = pyplot()
     pairs = genotype.normal if cell == "normal" else genotype.reduce
     concat = genotype.normal_concat if cell == "normal" else genotype.reduce_concat
     steps = len(pairs) // 2
@@ -37,21 +36,14 @@ def draw_cell(genotype: Genotype, cell: str, stem: str | Path) -> list[Path]:
     pos["out"] = (out_x, 0.0)
     names = {0: "c_{k-2}", 1: "c_{k-1}", "out": "c_{k}"}
     names.update({i + 2: str(i) for i in range(steps)})
-
-    fig, ax = plt.subplots(figsize=(2.2 + 1.5 * steps, 4.2))
-    ax.set_title(f"{cell} cell", fontsize=13)
+    arcs = []
     for k, (op, pred) in enumerate(pairs):
-        node = k // 2 + 2
         same = pairs[2 * (k // 2)][1] == pairs[2 * (k // 2) + 1][1]
         rad = (0.25 if k % 2 == 0 else -0.25) if same else (0.12 if k % 2 == 0 else -0.12)
-        arrow(ax, pos, pred, node, OP_COLOURS.get(op, "black"), rad, op)
-    for node in concat:
-        arrow(ax, pos, node, "out", "#bbbbbb", 0.0)
-    nodes(ax, pos, names, io=(0, 1, "out"))
-    ax.set_xlim(-0.8, out_x + 0.8)
-    ax.set_ylim(-2.0, 2.0)
-    ax.axis("off")
-    return save(fig, stem)
+        arcs.append((pred, k // 2 + 2, OP_COLOURS.get(op, "black"), rad, op))
+    arcs += [(node, "out", "#bbbbbb", 0.0) for node in concat]
+    return draw_graph(f"{cell} cell", (2.2 + 1.5 * steps, 4.2), pos, names, (0, 1, "out"), arcs,
+                      (-0.8, out_x + 0.8), (-2.0, 2.0), stem)
 
 
 def _input_name(pred: int) -> str:
@@ -65,7 +57,7 @@ class DartsSpace(SearchSpace):
     default_size = (36, 20)
     has_target_supernet = True
     published = PUBLISHED
-    own_fields = ("weight_scale",)  # the relaxed weights' scale (docs/one-stage.md); another space offers it too
+    own_fields = ("steps", "budget_channels", "budget_layers")  # the DARTS cell's nodes, the retrained network
 
     @staticmethod
     def _build(cls: type, cfg: Any, data: Any, **extra: Any) -> nn.Module:

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from ..diagram import OP_COLOURS, arrow, nodes, pyplot, save
+from ..diagram import OP_COLOURS, draw_graph
 from ..networks.nb201 import NB201_EDGES, NB201_EXAMPLE, NB201_NODES, NB201_OPS, Nb201Arch, Nb201Network
 from ..networks.nb201_search import Nb201SearchNetwork
 from ..networks.protocols import DenseSupernet, SparseSupernet, TargetSupernet
@@ -21,21 +21,15 @@ from .base import Checks, SearchSpace
 
 def draw_cell(arch: Nb201Arch, stem: str | Path) -> list[Path]:
     """Draw a NAS-Bench-201 cell (nodes 0..3 in a row, one labelled arc per edge) into ``stem``.png/.svg."""
-    plt = pyplot()
     pos = {j: (2.2 * j, 0.0) for j in range(NB201_NODES)}
     names = {0: "in", NB201_NODES - 1: "out", **{j: str(j) for j in range(1, NB201_NODES - 1)}}
-    fig, ax = plt.subplots(figsize=(8.0, 4.2))
-    ax.set_title("NAS-Bench-201 cell", fontsize=13)
+    arcs = []
     for op, (to, i) in zip(arch.ops, NB201_EDGES):
         span = to - i  # neighbours: straight; longer edges: higher arcs, alternating sides
         rad = 0.0 if span == 1 else (0.45 if span == 2 else -0.4)
-        arrow(ax, pos, i, to, OP_COLOURS.get(op, "black") if op != "none" else "#bbbbbb", rad, op,
-               dashed=op == "none")
-    nodes(ax, pos, names, io=(0, NB201_NODES - 1))
-    ax.set_xlim(-0.8, 2.2 * (NB201_NODES - 1) + 0.8)
-    ax.set_ylim(-2.2, 2.2)
-    ax.axis("off")
-    return save(fig, stem)
+        arcs.append((i, to, OP_COLOURS.get(op, "black") if op != "none" else "#bbbbbb", rad, op, op == "none"))
+    return draw_graph("NAS-Bench-201 cell", (8.0, 4.2), pos, names, (0, NB201_NODES - 1), arcs,
+                      (-0.8, 2.2 * (NB201_NODES - 1) + 0.8), (-2.2, 2.2), stem)
 
 
 class Nb201Space(SearchSpace):
@@ -89,11 +83,10 @@ class Nb201Space(SearchSpace):
     has_target_supernet = True
     # NATS-Bench's table of the 200-epoch test accuracies (docs/consistency.md; credit in the file's header).
     builtin_table = ("nb201-accuracy.csv.gz", ("cifar10", "cifar100", "imagenet16-120"))
-    own_fields = ("weight_scale",)
 
     @staticmethod
     def _build(cfg: Any, data: Any, dense: bool, one_stage: bool = False) -> nn.Module:
-        return Nb201SearchNetwork(channels=cfg.channels, cells=cfg.layers, num_classes=data.num_classes,
+        return Nb201SearchNetwork(channels=cfg.channels, layers=cfg.layers, num_classes=data.num_classes,
                                   in_channels=data.channels, proj_dims=cfg.proj_dims, sparsity=cfg.sparsity,
                                   lam=cfg.lam, matrix=cfg.matrix, seed=cfg.seed, dense=dense,
                                   arch_init=cfg.arch_init, weight_scale=cfg.weight_scale, one_stage=one_stage)
@@ -112,7 +105,7 @@ class Nb201Space(SearchSpace):
         return len(NB201_OPS) - (not dense)  # ISTA-NAS picks among the ops other than none, DARTS among all
 
     def network(self, spec: dict[str, Any]) -> nn.Module:
-        return Nb201Network(Nb201Arch.from_dict(spec["genotype"]), channels=spec["channels"], cells=spec["layers"],
+        return Nb201Network(Nb201Arch.from_dict(spec["genotype"]), channels=spec["channels"], layers=spec["layers"],
                             num_classes=spec["num_classes"], in_channels=spec["in_channels"],
                             flavour=spec.get("flavour", "standard"))
 

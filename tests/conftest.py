@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from ista_nas.methods import make_config
+from ista_nas.networks import SearchNetwork
 
 try:  # property tests draw the same examples on every run, so CI stays reproducible
     from hypothesis import settings as _hypothesis_settings
@@ -115,3 +116,20 @@ def evaluate_and_export_agree(run_dir, top1, capsys):
     x = torch.rand(2, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), deploy(x), rtol=1e-4, atol=1e-5)
+
+
+def one_stage_net(seed=1):
+    """A one-stage DARTS-cell supernet (C=8, L=5, auxiliary head) with trained-looking BNs and a recovered
+    support."""
+    torch.manual_seed(0)
+    net = SearchNetwork(channels=8, layers=5, num_classes=10, one_stage=True, auxiliary=True, seed=seed)
+    with torch.no_grad():
+        net.arch.b.normal_(0, 0.1, generator=torch.Generator().manual_seed(seed))
+        for m in net.modules():  # trained-looking BN statistics and affine parameters
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+    net.arch.recover()
+    return net

@@ -440,7 +440,7 @@ def test_a_frozen_target_edge_at_s2_drops_its_weaker_op_and_the_others_still_mix
     assert [again.held_candidates(0, k) for k in range(6)] == [net.held_candidates(0, k) for k in range(6)]
 
 
-@pytest.mark.parametrize("flag,value", [("steps", 3), ("budget_channels", 16)])
+@pytest.mark.parametrize("flag,value", [("nodes", 3), ("budget_channels", 16)])
 def test_settings_only_the_darts_cell_space_offers_are_refused_in_one_line(flag, value, tmp_path):
     cfg = methods.settings("quick", space="nb201", dataset="folder:/nonexistent", **{flag: value})
     with pytest.raises(UserError) as refused:

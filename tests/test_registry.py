@@ -100,7 +100,7 @@ def test_every_spaces_supernets_offer_what_their_protocol_promises(space):
     cfg = make_config("quick", space=space, channels=4, layers=3 if space == "darts" else 1, device="cpu")
     data = SimpleNamespace(num_classes=3, channels=3)
     built = [(impl.supernet(cfg, data), SparseSupernet), (impl.dense_supernet(cfg, data), DenseSupernet)]
-    if impl.has_target_supernet:
+    if impl.target is not None:
         target = make_config("quick", space=space, method="one-stage", channels=4, device="cpu",
                              **({"layers": 3} if space == "darts" else {}))
         built.append((impl.target_supernet(target, data), TargetSupernet))

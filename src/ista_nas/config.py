@@ -235,7 +235,7 @@ class SearchConfig(RunConfig):
                                   "the target network in one run) or darts (the dense first-order DARTS baseline)")
     train_portion: float = _f(0.5, "share of the training images for weights; the rest trains b (paper: 0.5)",
                               Rule(lambda v: 0 < v < 1, "strictly between 0 and 1"))
-    steps: int = _f(4, "intermediate nodes per cell of the DARTS cell space (DARTS: 4)", at_least(1))
+    nodes: int = _f(4, "intermediate nodes per cell of the DARTS cell space (DARTS's steps: 4)", at_least(1))
     # Sparse coding
     proj_dims: int = _f(7, "m, length of each node's compressed vector b (official code: 7)", at_least(1), "m")
     sparsity: int = _f(2, "s, candidates kept per node (DARTS cell: 2 inputs per node)", at_least(1), "s")

@@ -59,8 +59,8 @@ def settings(preset: str = "paper", **overrides: Any) -> SearchConfig:
     tables = [("", SearchConfig.PRESETS)]
     tables += [(f"--space {space.name}", space.search_presets)] if space else []
     tables += [(f"--method {name}", method.presets)] if method else []
-    tables += [(f"--space {space.name} --method {name}", space.target_presets)] if method and space and \
-        method.supernet == "target" else []
+    tables += [(f"--space {space.name} --method {name}", space.target.presets)] if method and space and \
+        space.target and method.supernet == "target" else []
     return SearchConfig(**resolve(preset, tables, overrides))
 
 

@@ -49,7 +49,7 @@ class SearchMethod(Job):
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {}  # its settings per preset, over the search's and the space's
     # The space's supernet it searches: sparse (ISTA-NAS, the support only), dense (every candidate runs) or
-    # target (the target network itself; the space's target_presets apply).
+    # target (the target network itself; the space's target group applies: SearchSpace.target).
     supernet: ClassVar[str] = "sparse"
 
     @staticmethod

@@ -174,9 +174,9 @@ class OneStage(SearchMethod):
     @staticmethod
     def checks(cfg: SearchConfig, space: SearchSpace) -> Checks:
         return [
-            (space.has_target_supernet, f"--space {cfg.space} has no one-stage supernet; search it with --method "
+            (space.target is not None, f"--space {cfg.space} has no one-stage supernet; search it with --method "
                                         "two-stage or darts"),
-        ] + (space.check_target(cfg) if space.has_target_supernet else [])
+        ] + (space.target.checks(cfg) if space.target else [])
 
     @staticmethod
     def validate_parts(cfg: SearchConfig) -> None:
@@ -271,7 +271,7 @@ class OneStage(SearchMethod):
         return OneStageState(froze_at=self.froze_at, test=self.test, phase="train", fixed_at=self.searched,
                              min_epochs=finished - self.searched + stopped, train_on=self.trainer.state_dict(),
                              model_spec=model_spec(self.tcfg, plain.genotype, self.data, *self.train_loader.mean_std,
-                                                  **SPACES[self.cfg.space].target_spec),
+                                                  **SPACES[self.cfg.space].target.spec),
                              trainer={"model": plain.state_dict()})
 
     def log_epoch(self, record: dict[str, Any]) -> None:

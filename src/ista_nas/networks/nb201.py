@@ -97,7 +97,7 @@ def live_edges(has_op: Sequence[bool]) -> list[bool]:
     return [has_op[k] and live_node[to] for k, (to, _) in enumerate(NB201_EDGES)]
 
 
-def build_op(name: str, c: int, affine: bool, flavour: str = "standard") -> nn.Module:
+def edge_op(name: str, c: int, affine: bool, flavour: str = "standard") -> nn.Module:
     """An edge op at stride 1 (the benchmark's cells never change resolution); ``none`` is never called. The
     one-stage flavour ends the parameter-free ops (skip, pooling) in an affine BN too, so that every op's fixed
     weight can be absorbed into a BN (as the paper's one-stage networks do)."""
@@ -166,7 +166,7 @@ class Nb201Cell(nn.Module):
         super().__init__()
         # Every op of the string is built (the benchmark counts them all), but dead ones never run.
         self.live = live_edges([op != "none" for op in arch.ops])
-        self.edges = nn.ModuleList(build_op(name, c, affine=True, flavour=flavour) for name in arch.ops)
+        self.edges = nn.ModuleList(edge_op(name, c, affine=True, flavour=flavour) for name in arch.ops)
         # One-stage training: each edge's output times its fixed relaxed weight (not trained); None (and absent
         # from the state dict) otherwise. ``Nb201Network.absorbed`` folds it into the op's last BN.
         self.register_buffer("alpha", None)

@@ -16,7 +16,7 @@ from ..sparse_coding import SparseCode, scale_weights
 from .cnn import transplant
 from .dense import DenseCode
 from .nb201 import NB201_EDGES, NB201_NODES, NB201_OPS, Nb201Arch, Nb201Network, ResidualReduction, _Nb201Body, \
-    build_op, live_edges
+    edge_op, live_edges
 
 
 def _runs(op: int | None) -> bool:
@@ -32,7 +32,7 @@ class Nb201SearchCell(nn.Module):
         super().__init__()
         affine = flavour == "one-stage"
         self.edges = nn.ModuleList(
-            nn.ModuleList(build_op(name, c, affine, flavour) for name in NB201_OPS) for _ in NB201_EDGES)
+            nn.ModuleList(edge_op(name, c, affine, flavour) for name in NB201_OPS) for _ in NB201_EDGES)
 
     def forward(self, x: Tensor, weights: Tensor, support: Sequence[Sequence[int | None]]) -> Tensor:
         live = live_edges([any(_runs(op) for op in ops) for ops in support])

@@ -97,7 +97,7 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
 def model_spec(cfg: Any, genotype: Any, data: Any, mean: list[float], std: list[float], **extra: Any
                ) -> dict[str, Any]:
     """Everything needed to rebuild and feed a trained network; stored in every training checkpoint. ``extra``:
-    what the space's network needs beyond these (a target network's ``SearchSpace.target_spec``)."""
+    what the space's network needs beyond these (a target network's ``SearchSpace.target.spec``)."""
     return {**extra, "space": cfg.space, "genotype": genotype.to_dict(), "channels": cfg.channels, "layers": cfg.layers,
             "num_classes": len(data.classes), "in_channels": data.channels, "auxiliary": cfg.auxiliary_weight > 0,
             "stem": cfg.stem, "classes": data.classes, "image_size": list(data.size), "mean": mean, "std": std}

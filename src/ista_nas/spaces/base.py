@@ -5,7 +5,7 @@ A subclass provides, for its space:
 
 - supernets: ``supernet`` (ISTA-NAS: its architecture state ``arch`` is a ``SparseCode`` over the space's
   groups), ``dense_supernet`` (the DARTS baseline: every candidate runs) and, where the space has one
-  (``has_target_supernet``), ``target_supernet`` (one-stage ISTA-NAS: the target network itself). Every
+  (``target``), ``target_supernet`` (one-stage ISTA-NAS: the target network itself). Every
   supernet offers ``forward_with_aux``, ``arch_parameters``, ``weight_parameters``,
   ``active_weight_parameters``, ``genotype()``, ``ranking()``, ``group_name(type, group)`` and
   ``forward_fixed(x, genotype)`` (any architecture of the space on the shared weights). A target supernet
@@ -19,15 +19,18 @@ A subclass provides, for its space:
   ``searched_by`` (made of the candidates a search chooses among).
 - defaults and settings: ``default_size`` (the evaluation network's C and L), ``evaluation_size`` (which network
   a run's genotype is sized at, given the fields its method names), ``search_presets`` / ``train_presets``
-  (settings layered over the command's presets), ``target_presets`` (layered over those of a method that
-  searches the target supernet), ``target_spec`` (what a target network's model spec adds), ``own_fields``
-  (settings only this space offers), ``check_search`` / ``check_target`` / ``check_train``.
+  (settings layered over the command's presets), ``own_fields`` (settings only this space offers),
+  ``check_search`` / ``check_train``.
+- optional, the one-stage group: ``target`` (a ``TargetSearch``: presets, model spec and checks of a search of
+  the target network) with ``target_supernet``; a space without it is refused by ``--method one-stage``.
 - ``published``: the published architectures of the space, by name.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,20 +43,25 @@ from ..networks.protocols import DenseSupernet, SparseSupernet, TargetSupernet
 Checks = list[tuple[bool, str]]
 
 
+@dataclass(frozen=True)
+class TargetSearch:
+    """What a space offers a search of its target network (one-stage ISTA-NAS), with ``target_supernet``."""
+
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)  # per preset, over the method's presets
+    spec: dict[str, Any] = field(default_factory=dict)  # what the trained network's model spec adds
+    checks: Callable[[Any], Checks] = lambda cfg: []  # the space's constraints on such a search
+
+
 class SearchSpace:
     name: ClassVar[str]
     title: ClassVar[str]  # for help and messages
     genotype_type: ClassVar[type]
     example: ClassVar[str] = ""  # a written architecture, for help texts ("" = the space has no written form)
     default_size: ClassVar[tuple[int, int]]  # (C, L) of the evaluation network
-    has_target_supernet: ClassVar[bool] = False
     published: ClassVar[dict[str, Any]] = {}
     search_presets: ClassVar[dict[str, dict[str, Any]]] = {}
     train_presets: ClassVar[dict[str, dict[str, Any]]] = {}
-    # A target-supernet search (one-stage) of this space: its settings per preset, over the method's, and what
-    # the model spec of the network it trains adds to model_spec's entries.
-    target_presets: ClassVar[dict[str, dict[str, Any]]] = {}
-    target_spec: ClassVar[dict[str, Any]] = {}
+    target: ClassVar[TargetSearch | None] = None  # the one-stage group: None if the space has no target supernet
     own_fields: ClassVar[tuple[str, ...]] = ()  # search settings that only this space offers (others refuse them)
 
     # --- networks ---
@@ -152,10 +160,6 @@ class SearchSpace:
         """Raise a UserError for a network size ``show`` cannot build."""
 
     def check_search(self, cfg: Any) -> Checks:
-        return []
-
-    def check_target(self, cfg: Any) -> Checks:
-        """The space's constraints on a search of its target supernet (one-stage)."""
         return []
 
     def check_train(self, cfg: Any) -> Checks:

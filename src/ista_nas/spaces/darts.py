@@ -20,7 +20,7 @@ from ..networks.protocols import DenseSupernet, SparseSupernet, TargetSupernet
 from ..networks.search_cnn import SearchNetwork
 from ..ops import PRIMITIVES
 from ..published import PUBLISHED
-from .base import Checks, SearchSpace
+from .base import SearchSpace, TargetSearch
 
 
 def draw_cell(genotype: Genotype, cell: str, stem: str | Path) -> list[Path]:
@@ -55,14 +55,16 @@ class DartsSpace(SearchSpace):
     title = "the DARTS cell, the paper's"
     genotype_type = Genotype
     default_size = (36, 20)
-    has_target_supernet = True
+    target = TargetSearch(checks=lambda cfg: [(cfg.sparsity == 2, "the one-stage supernet of --space darts is the "
+                                                                  "DARTS-cell network, two inputs per node: use "
+                                                                  f"--sparsity 2, not {cfg.sparsity}")])
     published = PUBLISHED
-    own_fields = ("steps", "budget_channels", "budget_layers")  # the DARTS cell's nodes, the retrained network
+    own_fields = ("nodes", "budget_channels", "budget_layers")  # the DARTS cell's nodes, the retrained network
 
     @staticmethod
     def _build(cls: type, cfg: Any, data: Any, **extra: Any) -> nn.Module:
         return cls(channels=cfg.channels, layers=cfg.layers, num_classes=data.num_classes, in_channels=data.channels,
-                   steps=cfg.steps, proj_dims=cfg.proj_dims, sparsity=cfg.sparsity, lam=cfg.lam, matrix=cfg.matrix,
+                   steps=cfg.nodes, proj_dims=cfg.proj_dims, sparsity=cfg.sparsity, lam=cfg.lam, matrix=cfg.matrix,
                    seed=cfg.seed, stem=cfg.stem, arch_init=cfg.arch_init, **extra)
 
     def supernet(self, cfg: Any, data: Any) -> SparseSupernet:
@@ -130,10 +132,6 @@ class DartsSpace(SearchSpace):
 
     def draw(self, genotype: Genotype, directory: Path) -> list[Path]:
         return [p for cell in ("normal", "reduce") for p in draw_cell(genotype, cell, directory / cell)]
-
-    def check_target(self, cfg: Any) -> Checks:
-        return [(cfg.sparsity == 2, f"the one-stage supernet of --space darts is the DARTS-cell network, two inputs "
-                                    f"per node: use --sparsity 2, not {cfg.sparsity}")]
 
     def check_size(self, channels: int, layers: int, dataset: str) -> None:
         if dataset == "imagenet" and channels % 2:

@@ -16,7 +16,7 @@ from ..diagram import OP_COLOURS, draw_graph
 from ..networks.nb201 import NB201_EDGES, NB201_EXAMPLE, NB201_NODES, NB201_OPS, Nb201Arch, Nb201Network
 from ..networks.nb201_search import Nb201SearchNetwork
 from ..networks.protocols import DenseSupernet, SparseSupernet, TargetSupernet
-from .base import Checks, SearchSpace
+from .base import Checks, SearchSpace, TargetSearch
 
 
 def draw_cell(arch: Nb201Arch, stem: str | Path) -> list[Path]:
@@ -68,7 +68,7 @@ class Nb201Space(SearchSpace):
     # freezes (docs/one-stage.md). No auxiliary head, cutout, drop-path or parameter budget, as the benchmark.
     _target = dict(space="nb201", proj_dims=3, sparsity=2, weight_scale="softmax", arch_lr=1.5e-4, max_params=0.0,
                    cutout=0, auxiliary_weight=0.0, drop_path=0.0, seed=0)
-    target_presets = {
+    _target_presets = {
         # This project's choice (the paper ran no one-stage search here): the benchmark's network (C=16, N=5)
         # and its training protocol for the training phase (200 epochs, batch 256, SGD Nesterov lr 0.1 cosine
         # to 0, weight decay 5e-4, no gradient clipping), a search phase of at most 50 epochs at lr 0.1.
@@ -79,8 +79,9 @@ class Nb201Space(SearchSpace):
         # 10 search epochs (every edge freezes by then), 5 training epochs.
         "quick": dict(_target, dataset="cifar10", subset=12000, channels=8, layers=1, epochs=5, max_search_epochs=10,
                       batch_size=64, lr=0.025, lr_min=0.0)}
-    target_spec = {"flavour": "one-stage"}  # the one-stage network: a BN after skip and pooling
-    has_target_supernet = True
+    target = TargetSearch(presets=_target_presets, spec={"flavour": "one-stage"},  # a BN after skip and pooling
+                          checks=lambda cfg: [(cfg.auxiliary_weight == 0, "--space nb201 has no auxiliary head: use "
+                                                                          "--auxiliary-weight 0")])
     # NATS-Bench's table of the 200-epoch test accuracies (docs/consistency.md; credit in the file's header).
     builtin_table = ("nb201-accuracy.csv.gz", ("cifar10", "cifar100", "imagenet16-120"))
 
@@ -154,9 +155,6 @@ class Nb201Space(SearchSpace):
     def check_search(self, cfg: Any) -> Checks:
         return [(not cfg.max_params and cfg.stem == "cifar",
                  "--space nb201 searches without --max-params and with the cifar stem")]
-
-    def check_target(self, cfg: Any) -> Checks:
-        return [(cfg.auxiliary_weight == 0, "--space nb201 has no auxiliary head: use --auxiliary-weight 0")]
 
     def check_train(self, cfg: Any) -> Checks:
         return [(cfg.stem == "cifar" and not cfg.stream,

@@ -69,23 +69,36 @@ def run(args: argparse.Namespace) -> None:
 
 
 def compare(args: argparse.Namespace) -> None:
+    """Pairs whose genotype, metrics or checkpoint state differ. The settings a checkpoint records (its
+    ``/config/...`` entries) are listed apart: a refactor that renames or removes a setting changes them
+    without changing what the search computes."""
     a, b = (json.loads(Path(p).read_text()) for p in (args.a, args.b))
     differ = 0
     for name in sorted(set(a) | set(b)):
         x, y = a.get(name), b.get(name)
-        if x == y:
-            print(f"{name}: identical ({len((x or {}).get('checkpoint', {}))} checkpoint entries, "
-                  f"{len((x or {}).get('metrics', []))} epochs)")
-            continue
-        differ += 1
         if x is None or y is None:
+            differ += 1
             print(f"{name}: only in {'B' if x is None else 'A'}")
             continue
-        keys = sorted(k for k in set(x) | set(y) if x.get(k) != y.get(k))
-        detail = [k for k in set(x.get("checkpoint", {})) | set(y.get("checkpoint", {}))
-                  if x.get("checkpoint", {}).get(k) != y.get("checkpoint", {}).get(k)]
-        print(f"{name}: differs in {', '.join(keys)}" + (f" (checkpoint: {', '.join(sorted(detail)[:8])})"
-                                                         if detail else ""))
+        if "refused" in x or "refused" in y:  # a pair the method cannot search: the refusals compared
+            differ += x != y
+            print(f"{name}: {'identical refusal' if x == y else 'refusals differ'}")
+            continue
+        state = [{k: v for k, v in run["checkpoint"].items() if not k.startswith("/config/")} for run in (x, y)]
+        settings = sorted(k for k in set(x["checkpoint"]) | set(y["checkpoint"]) if k.startswith("/config/") and
+                          x["checkpoint"].get(k) != y["checkpoint"].get(k))
+        parts = [part for part, same in (("genotype", x["genotype"] == y["genotype"]),
+                                         ("metrics", x["metrics"] == y["metrics"]),
+                                         ("checkpoint state", state[0] == state[1])) if not same]
+        note = f"; recorded settings differ: {', '.join(s.removeprefix('/config/') for s in settings)}" if settings \
+            else ""
+        if parts:
+            differ += 1
+            detail = sorted(k for k in set(state[0]) | set(state[1]) if state[0].get(k) != state[1].get(k))
+            print(f"{name}: differs in {', '.join(parts)}" + (f" ({', '.join(detail[:8])})" if detail else "") + note)
+        else:
+            print(f"{name}: identical ({len(state[0])} checkpoint tensors and entries, {len(x['metrics'])} epochs)"
+                  + note)
     raise SystemExit(1 if differ else 0)
 
 

@@ -13,8 +13,8 @@ from ista_nas.export import deployable, export
 @pytest.fixture(scope="module")
 def trained(tiny_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained") / "run"
-    cfg = make_train_config("quick", dataset=f"folder:{tiny_folder}", subset=0, epochs=1, batch_size=12, channels=4,
-                           layers=3, device="cpu", genotype="ista_onestage")
+    cfg = make_train_config("quick", dataset=f"folder:{tiny_folder}", subset=0, epochs=1, batch_size=12,
+                            channels=4, layers=3, device="cpu", genotype="ista_onestage")
     retrain.train(cfg, out)
     return out / "checkpoint.pt"
 

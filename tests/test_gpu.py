@@ -84,7 +84,7 @@ def test_tiny_training_runs_on_cuda_with_mixed_precision(tiny_folder, tmp_path, 
     monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
     for amp in ("auto", "fp16"):
         cfg = make_train_config("quick", dataset=f"folder:{tiny_folder}", subset=0, epochs=1, batch_size=12,
-                               channels=4, layers=3, device="cuda", amp=amp)
+                                channels=4, layers=3, device="cuda", amp=amp)
         result = retrain.train(cfg, tmp_path / amp)
         assert 0 <= result.test_top1 <= 100
 

@@ -31,7 +31,7 @@ def runs(tiny_folder, tmp_path_factory):
                               batch_size=12, channels=4, layers=1, device="cpu")
     methods.search_seeds(cfg, [0, 1], root / "seeds")
     train = make_train_config("quick", space="nb201", dataset=f"folder:{tiny_folder}", subset=0, epochs=1,
-                             batch_size=12, channels=4, layers=1, device="cpu", genotype=NB201_EXAMPLE)
+                              batch_size=12, channels=4, layers=1, device="cpu", genotype=NB201_EXAMPLE)
     retrain.train(train, root / "train")
     return {"search": root / "seeds" / "seed-0", "seeds": root / "seeds", "train": root / "train"}
 
@@ -142,6 +142,27 @@ def test_a_run_counts_once_however_it_is_reached(runs, tmp_path, capsys):
     shutil.copytree(search, twin)
     refused(["compare", search, twin, "--plot", tmp_path / "t.png"], capsys, expect="the same seed 0")
     assert not (tmp_path / "t.png").exists()
+
+
+def test_a_run_of_the_earlier_version_is_refused_naming_its_retired_settings(runs, tmp_path, capsys):
+    """A run made by 0.1.0 (its config.json holds settings 0.2.0 removed or renamed): resume, --seeds and
+    correlate refuse it in one line naming them and the version to continue it with; nothing is written."""
+    old = tmp_path / "seeds" / "seed-0"
+    shutil.copytree(runs["search"], old)
+    config = json.loads((old / "config.json").read_text())
+    config["steps"] = config.pop("nodes")
+    config.update(explore=0, weight_warmup_epochs=0)
+    (old / "config.json").write_text(json.dumps(config))
+    before = snapshot(tmp_path)
+    seeds = ["search", "--space", "nb201", "--preset", "quick", "--dataset", config["dataset"], "--subset", "0",
+             "--epochs", "2", "--batch-size", "12", "--channels", "4", "--layers", "1", "--device", "cpu", "--seeds",
+             "0", "--out", str(tmp_path / "seeds")]
+    for argv in (["search", "--resume", str(old)], seeds, ["correlate", str(old), "--protocol", "ranking"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert "written by ista-nas 0.1.0" in err and "steps (renamed nodes)" in err and "explore (removed)" in err
+        assert len(err.splitlines()) == 1, err
+    assert snapshot(tmp_path) == before
 
 
 def test_a_damaged_metrics_line_is_named_and_the_rest_shown(runs, tmp_path, capsys, caplog):

@@ -76,8 +76,8 @@ def test_compare_and_report_commands(search_run, tiny_folder, tmp_path, capsys):
     from ista_nas import retrain
     from ista_nas.config import make_train_config
 
-    cfg = make_train_config("quick", genotype=str(search_run), dataset=f"folder:{tiny_folder}", subset=0, epochs=2,
-                            batch_size=12, channels=4, layers=3, device="cpu")
+    cfg = make_train_config("quick", genotype=str(search_run), dataset=f"folder:{tiny_folder}", subset=0,
+                            epochs=2, batch_size=12, channels=4, layers=3, device="cpu")
     retrain.train(cfg, tmp_path / "train")
     assert main(["report", str(tmp_path / "train"), "--out", str(tmp_path / "train.html")]) == 0
     page = (tmp_path / "train.html").read_text()

@@ -91,8 +91,8 @@ def test_streaming_from_disk_handles_mixed_image_sizes(tmp_path, monkeypatch):
     from conftest import make_mixed_size_folder
 
     make_mixed_size_folder(tmp_path / "img")
-    cfg = make_train_config("imagenet", dataset=f"folder:{tmp_path / 'img'}", image_size=32, workers=0, channels=8,
-                           layers=3, batch_size=6, epochs=2, warmup_epochs=1, device="cpu")
+    cfg = make_train_config("imagenet", dataset=f"folder:{tmp_path / 'img'}", image_size=32, workers=0,
+                            channels=8, layers=3, batch_size=6, epochs=2, warmup_epochs=1, device="cpu")
     result = retrain.train(cfg, tmp_path / "run")
     assert len(result.metrics) == 2 and result.metrics[0]["lr"] == pytest.approx(0.5)
     spec = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["model_spec"]

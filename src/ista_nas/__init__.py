@@ -12,7 +12,7 @@ from .genotype import Genotype, save_genotype
 from .solver import LassoResult, lasso
 from .spaces import load_genotype
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["Genotype", "IstaNasError", "LassoResult", "RunFailed", "UserError", "lasso", "load_genotype",
            "save_genotype", "__version__"]

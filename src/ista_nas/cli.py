@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .methods import METHODS
 
     search_presets = [SearchConfig.PRESETS, *(m.presets for m in METHODS.values()),
-                      *(s.search_presets for s in SPACES.values()), *(s.target.presets for s in SPACES.values() if s.target)]
+                      *(s.search_presets for s in SPACES.values()),
+                      *(s.target.presets for s in SPACES.values() if s.target)]
     _add_run_command(commands, "search", SearchConfig, "Search a cell architecture: two-stage or one-stage ISTA-NAS, "
                      "or the DARTS baseline (--method)", list(dict.fromkeys(n for t in search_presets for n in t)))
     commands.choices["search"].add_argument(

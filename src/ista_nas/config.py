@@ -100,6 +100,8 @@ class _Config:
     checks in ``_checks``."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Settings of ista-nas 0.1.0 that 0.2.0 removed or renamed: a run that holds one was made by 0.1.0.
+    RETIRED: ClassVar[dict[str, str]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -114,8 +116,18 @@ class _Config:
         return sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
 
     @classmethod
+    def refuse_retired(cls, data: dict[str, Any], source: str = "the run's config.json") -> None:
+        """A UserError naming the settings of ista-nas 0.1.0 that ``data`` holds, if any."""
+        retired = [f"{key} ({cls.RETIRED[key]})" for key in sorted(cls.RETIRED) if key in data]
+        if retired:
+            raise UserError(f"{source} was written by ista-nas 0.1.0: its settings {', '.join(retired)} are gone "
+                            "in 0.2.0; continue that run with the version that wrote it (commit a2bfcc7 of this "
+                            "repository), or start it again")
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]):
         names = {f.name for f in dataclasses.fields(cls)}
+        cls.refuse_retired(data)
         unknown = cls.unknown_keys(data)
         if unknown:
             raise UserError(f"unknown config key(s) {', '.join(map(repr, unknown))}; valid keys are "
@@ -331,6 +343,8 @@ class TrainConfig(RunConfig):
     def _checks(self) -> list[tuple[bool, str]]:
         return super()._checks() + SPACES[self.space].check_train(self)
 
+
+SearchConfig.RETIRED = {"explore": "removed", "weight_warmup_epochs": "removed", "steps": "renamed nodes"}
 
 SearchConfig.PRESETS = {
     # The paper's two-stage search on CIFAR-10 (the dataclass defaults).

@@ -28,7 +28,7 @@ def dataset_shape(name: str) -> tuple[int, int, int]:
 
 
 def network_summary(genotype: Any, channels: int = 36, layers: int = 20, dataset: str = "cifar10",
-              stem: str | None = None) -> dict[str, Any]:
+                    stem: str | None = None) -> dict[str, Any]:
     """Parameters (auxiliary head excluded, as papers count them) and FLOPs of one image's forward pass.
 
     ``flops`` is torch's count (a multiply-add is 2 FLOPs); ``macs`` is half of it, the unit papers call
@@ -39,7 +39,7 @@ def network_summary(genotype: Any, channels: int = 36, layers: int = 20, dataset
 
 
 def network_summary_shaped(genotype: Any, channels: int, layers: int, dataset: str, shape: tuple[int, int, int],
-                     stem: str | None = None) -> dict[str, Any]:
+                           stem: str | None = None) -> dict[str, Any]:
     """``network_summary`` for a dataset of known ``shape`` (classes, channels, side): many genotypes, one read."""
     classes, in_channels, side = shape
     net, stem, flavour = space_of(genotype).sized_network(genotype, channels, layers, classes, in_channels, side,

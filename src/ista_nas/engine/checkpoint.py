@@ -77,8 +77,7 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[st
     if hashlib.sha256(wrapped["payload"]).hexdigest() != wrapped.get("sha256"):
         raise UserError(f"checkpoint {path} does not match its checksum (the file was altered or damaged); "
                         "its run can only start again, in a new --out")
-    else:
-        state = torch.load(io.BytesIO(wrapped["payload"]), map_location="cpu", weights_only=False)
+    state = torch.load(io.BytesIO(wrapped["payload"]), map_location="cpu", weights_only=False)
     missing = [k for k in required if not isinstance(state, dict) or k not in state]
     if missing:
         config = state.get("config") if isinstance(state, dict) else None

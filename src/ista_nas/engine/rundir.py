@@ -166,6 +166,7 @@ class RunDir:
         the resumed config (default: its own ``validate``).
         """
         run, stored = cls.open(path)
+        config_cls.refuse_retired(stored, f"{run.path / 'config.json'}")
         foreign = config_cls.unknown_keys(stored)
         if foreign:
             raise UserError(f"{run.path} is not a run of this command: its config.json has settings this command "

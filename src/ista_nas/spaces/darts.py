@@ -1,4 +1,4 @@
-"""The DARTS cell space (the paper's): a normal and a reduction cell of ``steps`` intermediate nodes; one
+"""The DARTS cell space (the paper's): a normal and a reduction cell of ``nodes`` intermediate nodes; one
 decision group per node, choosing 2 of its (i + 2) x 7 (predecessor, op) candidates. Its genotype is
 ``genotype.Genotype``; its published cells are in ``published``."""
 

@@ -28,8 +28,8 @@ from ista_nas.methods.base import BilevelStepper
 class Probe(BilevelStepper):
     rows: list[dict[str, float]] = []
 
-    def _weight_step(self, forward, x, y):
-        logits, _ = forward(x)
+    def _weight_step(self, x, y):
+        logits, _ = self.train_net(x)
         loss = F.cross_entropy(logits, y)
         for p in self.active:
             p.grad = None

@@ -204,7 +204,7 @@ class BilevelStepper(Stepper):
         self.ctx.average_grad_([self.b])
         self.a_opt.step()
         # Weight step on the training batch, with the updated relaxed weights.
-        loss, logits = self._weight_step(self.train_net, x, y)
+        loss, logits = self._weight_step(x, y)
         return {
             "train_loss": loss.detach() * len(y), "train_correct": (logits.argmax(1) == y).sum(),
             "train_n": torch.tensor(len(y)),
@@ -212,9 +212,10 @@ class BilevelStepper(Stepper):
             "valid_n": torch.tensor(len(y_val)),
         }
 
-    def _weight_step(self, forward, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """One clipped SGD step on the active weights from ``forward(x)`` (logits, aux); returns loss and logits."""
-        logits, _ = forward(x)
+    def _weight_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One clipped SGD step on the active weights (through the epoch's ``train_net``); returns loss and
+        logits."""
+        logits, _ = self.train_net(x)
         loss = F.cross_entropy(logits, y)
         # Fresh gradients for the active weights; the used-but-inactive ones keep their zero gradients untouched
         # (no fill over every used weight each step).

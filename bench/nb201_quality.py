@@ -6,8 +6,8 @@ two-stage, one-stage or darts) on every ``--seeds`` seed into OUT/NAME/seed-S, l
 one row per run (cell, the three accuracies, rank of the table's 15,625, supports changed (one-stage: changes of
 the held cell), convolutions, the last epoch's held-out accuracy (two-stage and DARTS: the supernet's validation
 accuracy; one-stage: its trained target network's test accuracy), the trajectory Kendall tau, search time) and
-mean +- sample std per variant, beside the exact distribution of a uniform random draw of the same op set, computed
-from the table. A finished run is read back when the script is started again, so a study can be
+mean +- sample std per variant, beside the exact distribution of a uniform random draw of the same op set and the
+value of that op set's largest cell by parameters (with each variant's margin over it), computed from the table. A finished run is read back when the script is started again, so a study can be
 extended seed by seed. The table is only read after a search ends: no search ever sees it.
 
     python bench/nb201_quality.py --data folder:/tmp/data/cifar10-jpeg --table ../shared/data/nb201-accuracy.csv \
@@ -26,6 +26,7 @@ from pathlib import Path
 
 from scipy.stats import kendalltau
 
+from ista_nas.baselines import table_op_set
 from ista_nas.benchmark import Table, load_table
 from ista_nas.methods import make_config, search
 from ista_nas.networks.nb201 import NB201_OPS, Nb201Arch
@@ -35,13 +36,16 @@ CONVS = ("nor_conv_1x1", "nor_conv_3x3")
 
 
 def random_draw(tables: dict[str, Table], ops: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """The exact distribution of each metric over the cells made of ``ops`` only (a uniform random draw)."""
+    """The exact distribution of each metric over the cells made of ``ops`` only (a uniform random draw), and the
+    value of the largest of those cells by parameters at the benchmark's C=16, N=5 (``ista_nas.baselines``)."""
     out = {}
     for m, table in tables.items():
         values = sorted(v for arch, v in table.values.items() if set(Nb201Arch.parse(arch).ops) <= set(ops))
         q = statistics.quantiles(values, n=20)
+        largest = table_op_set(table, dense="none" in ops, channels=16, layers=5).largest
         out[m] = {"cells": len(values), "mean": statistics.fmean(values), "std": statistics.stdev(values),
-                  "median": statistics.median(values), "top10": q[17], "top5": q[18], "best": values[-1]}
+                  "median": statistics.median(values), "top10": q[17], "top5": q[18], "best": values[-1],
+                  "largest": largest.value, "largest_arch": largest.archs[0]}
     return out
 
 
@@ -87,21 +91,27 @@ def markdown(rows: list[dict], variants: dict[str, dict], draw: dict, args: argp
         lines.append(f"| {r['variant']} | {r['seed']} | `{cell}` | {r['cifar10']:.2f} | {r['cifar100']:.2f} | "
                      f"{r['imagenet16-120']:.2f} | {r['rank']} | {r['convs']} | {r['supports_changed']} | "
                      f"{r['valid_acc']:.2f} | {tau(r)} | {r['search_s']:.0f} |")
-    lines += ["", "| variant | settings | seeds | CIFAR-10 | CIFAR-100 | ImageNet16-120 | convs | last held-out acc | "
-              "trajectory tau | search s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| variant | settings | seeds | CIFAR-10 | CIFAR-100 | ImageNet16-120 | margin over the largest "
+              "cell (CIFAR-10) | convs | last held-out acc | trajectory tau | search s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, overrides in variants.items():
         group = [r for r in rows if r["variant"] == name]
         if group:
             taus = [r["trajectory_tau"] for r in group if r.get("trajectory_tau") is not None]
+            own = draw["all 5 ops" if overrides.get("method") == "darts" else "4 ops (no none)"]["cifar10"]
             lines.append(f"| {name} | `{json.dumps(overrides)}` | {','.join(str(r['seed']) for r in group)} | "
                          + " | ".join(mean_std([r[m] for r in group]) for m in METRICS)
-                         + f" | {statistics.fmean(r['convs'] for r in group):.1f} | "
+                         + f" | {mean_std([r['cifar10'] - own['largest'] for r in group])} | "
+                           f"{statistics.fmean(r['convs'] for r in group):.1f} | "
                            f"{mean_std([r['valid_acc'] for r in group])} | {mean_std(taus) if taus else '-'} | "
                            f"{statistics.fmean(r['search_s'] for r in group):.0f} |")
     for label, d in draw.items():
         lines.append(f"| random draw, {label} ({d['cifar10']['cells']} cells, exact) | - | - | "
                      + " | ".join(f"{d[m]['mean']:.2f} +- {d[m]['std']:.2f} (median {d[m]['median']:.2f}, "
-                                  f"top 5% >= {d[m]['top5']:.2f})" for m in METRICS) + " | - | - | - | - |")
+                                  f"top 5% >= {d[m]['top5']:.2f})" for m in METRICS) + " | - | - | - | - | - |")
+        arch = d["cifar10"]["largest_arch"].replace("|", "\\|")
+        lines.append(f"| largest cell, {label} (`{arch}`) | - | - | "
+                     + " | ".join(f"{d[m]['largest']:.2f}" for m in METRICS) + " | 0 | 6 | - | - | - |")
     return "\n".join(lines) + "\n"
 
 

@@ -72,8 +72,9 @@ def test_any_numeric_column_serves_and_the_cli_prints_the_entry(tmp_path, capsys
     assert load_table(path, metric="cifar100").lookup(ALL[0]).rank == 1
     assert load_table(path, metric="cifar10").lookup(ALL[0]).rank == 5
     assert main(["lookup", str(ALL[3]), "--benchmark", str(path), "--metric", "cifar10", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"metric": "cifar10", "arch": str(ALL[3]), "value": 93.0,
-                                                   "rank": 2, "of": 5, "best": 94.0, "mean": 92.0}
+    found = json.loads(capsys.readouterr().out)
+    assert {k: found[k] for k in ("metric", "arch", "value", "rank", "of", "best", "mean")} == \
+        {"metric": "cifar10", "arch": str(ALL[3]), "value": 93.0, "rank": 2, "of": 5, "best": 94.0, "mean": 92.0}
     renamed = write_table(tmp_path / "r.jsonl", rows, ("architecture", "acc", "x"))
     assert main(["lookup", str(ALL[1]), "--benchmark", str(renamed), "--arch-column", "architecture",
                  "--metric", "acc"]) == 0
@@ -437,6 +438,17 @@ def test_lookup_reads_the_builtin_table_without_a_file(capsys):
     assert main(["lookup", arch, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert (result["metric"], result["rank"], result["of"], round(result["value"], 2)) == ("cifar10", 1, 15625, 94.37)
+    # Its parameter rank by the definition: a cell's count grows by k*k*c*c + 2c per nor_conv_kxk at each stage's
+    # width c (C=16, N=5 cells per stage); the rest of the network is the same for every cell.
+    def conv_params(a):
+        return sum({"nor_conv_1x1": c * c + 2 * c, "nor_conv_3x3": 9 * c * c + 2 * c}.get(op, 0)
+                   for c in (16, 32, 64) for op in a.ops)
+
+    optimum = conv_params(Nb201Arch.parse(arch))
+    assert (result["parameter_rank"], result["parameter_rank_of"], result["op_set_cells"]) == \
+        (1 + sum(conv_params(a) > optimum for a in ALL), 15625, 4096)
+    assert result["largest_cell"]["value"] == builtin_table(SPACES["nb201"]).values[
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"]
     assert main(["lookup", arch, "--metric", "cifar100", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["value"] == builtin_table(SPACES["nb201"], "cifar100").values[arch]
     for argv, expected in ((["--metric", "test_acc"], "cifar10 | cifar100 | imagenet16-120"),
@@ -457,7 +469,7 @@ def test_comment_lines_at_the_top_of_a_table_keep_line_numbers(tmp_path):
 
 # --- the built-in table recorded by default, read for nothing ---
 
-def test_a_search_records_the_built_in_table_and_decides_nothing_by_it(tiny_folder, tmp_path):
+def test_a_search_records_the_built_in_table_and_decides_nothing_by_it(tiny_folder, tmp_path, capsys):
     runs = {}
     for name, benchmark in (("built-in", ""), ("none", "none")):
         cfg = make_config("quick", space="nb201", dataset=f"folder:{tiny_folder}", subset=0, epochs=2, batch_size=12,
@@ -501,6 +513,23 @@ def test_a_search_records_the_built_in_table_and_decides_nothing_by_it(tiny_fold
     _, groups, plot = compare([tmp_path / "built-in"], tmp_path / "seeds.png")
     assert groups[0]["random_draw"]["cells"] == 4096 and plot.stat().st_size > 0
     assert math.isclose(groups[0]["random_draw"]["mean"], statistics.fmean(without_none))
+    # Beside it the largest cell of that op set by parameters (3x3 convolutions on every edge, the benchmark's
+    # 1.53M) and the found cell's margin over it: in the report, compare and lookup of the run.
+    largest = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    margin = found["value"] - cifar10[largest]
+    assert f"{cifar10[largest]:.2f} ({largest}; 1.532M parameters at C=16, L/N=5); margin of the found cell " \
+           f"{margin:+.2f}" in page
+    assert groups[0]["largest_cell"]["archs"] == [largest] and groups[0]["largest_cell"]["value"] == cifar10[largest]
+    assert math.isclose(groups[0]["margin"]["mean"], margin)
+    from ista_nas.compare import format_groups
+
+    header, row = format_groups(groups).splitlines()
+    assert header.split()[-5:-2] == ["largest", "cell", "margin"] and row.split()[-3:-1] == \
+        [f"{cifar10[largest]:.2f}", f"{margin:+.2f}"]
+    assert main(["lookup", str(tmp_path / "built-in"), "--json"]) == 0
+    looked = json.loads(capsys.readouterr().out)
+    assert looked["largest_cell"]["archs"] == [largest] and math.isclose(looked["margin"], margin)
+    assert looked["op_set_cells"] == 4096
 
 
 def test_correlate_sets_the_parameter_count_and_flops_beside_the_search_and_shows_the_scores_spread(tmp_path):

@@ -11,6 +11,7 @@ from ista_nas.networks.nb201 import NB201_EDGES, NB201_OPS, Nb201Arch
 from ista_nas.networks.nb201 import Nb201Network
 from ista_nas.networks.nb201_search import Nb201SearchNetwork
 from ista_nas import methods
+from ista_nas.spaces import SPACES
 
 
 def test_every_architecture_string_round_trips():
@@ -70,6 +71,14 @@ def test_parameter_counts_match_the_benchmark_definition():
     # CIFAR-100 only widens the classifier.
     wide = Nb201Network(Nb201Arch(("nor_conv_3x3",) * 6), num_classes=100)
     assert sum(p.numel() for p in wide.parameters()) - sum(p.numel() for p in largest.parameters()) == 90 * 65
+
+
+@pytest.mark.parametrize("c,n,classes,in_channels", [(16, 5, 10, 3), (8, 2, 100, 1)])
+def test_the_space_counts_every_cells_parameters_as_the_definition_does(c, n, classes, in_channels):
+    """The space's per-op sum (what the size baselines rank thousands of cells by), against the hand count."""
+    cells = [Nb201Arch(ops) for ops in itertools.product(NB201_OPS, repeat=6)]
+    counts = SPACES["nb201"].parameter_counts(cells, c, n, classes, in_channels)
+    assert counts == [expected_parameters(a, c, n, classes, in_channels) for a in cells]
 
 
 @pytest.mark.parametrize("shape", [(2, 1, 28, 28), (2, 3, 32, 32), (2, 3, 20, 20)])
@@ -154,6 +163,8 @@ def test_show_prints_the_cell_and_its_size(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["genotype"] == {"arch": arch}
     assert info["params"] == expected_parameters(Nb201Arch.parse(arch))
+    every = [expected_parameters(Nb201Arch(ops)) for ops in itertools.product(NB201_OPS, repeat=6)]
+    assert info["parameter_rank"] == {"rank": 1 + sum(p > info["params"] for p in every), "of": 15625}
     assert sorted(info["diagrams"]) == [str(tmp_path / "cell.png"), str(tmp_path / "cell.svg")]
     assert (tmp_path / "cell.png").read_bytes().startswith(b"\x89PNG")
     assert main(["show", arch, "--out", str(tmp_path)]) == 0

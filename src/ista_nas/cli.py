@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, help="HTML file to write [RUN/report.html]")
     look = commands.add_parser("lookup", help="An architecture's accuracy and rank in a benchmark table",
                                description="The benchmark metric of a run's (or a written) architecture, its rank "
-                                           "among all the table's architectures, and the table's best and mean.")
+                                           "among all the table's architectures, the table's best and mean, its "
+                                           "parameter rank, and the largest cell of its op set with its margin.")
     look.add_argument("arch", help="a search or training run directory, a genotype.json or a written architecture")
     _add_table_flags(look, required=False, builtin=_builtin_tables())
     look.add_argument("--json", action="store_true", help="print one JSON object")
@@ -206,7 +207,10 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _lookup(args: argparse.Namespace) -> None:
+    from .baselines import cell_baselines, format_cell_baselines
     from .benchmark import builtin_table, load_table
+    from .engine.rundir import RunDir
+    from .report import read_json
 
     if args.benchmark == "none":
         raise UserError("lookup needs a table: leave out --benchmark for the built-in table of the architecture's "
@@ -215,11 +219,15 @@ def _lookup(args: argparse.Namespace) -> None:
     table = (load_table(args.benchmark, args.arch_column, args.metric or DEFAULT_METRIC) if args.benchmark else
              builtin_table(space_of(genotype), args.metric))
     entry = table.lookup(genotype)
+    run = Path(args.arch) if (Path(args.arch) / "config.json").is_file() else None
+    found = cell_baselines(table, genotype, RunDir.open(run)[1] if run else None,
+                           read_json(run / "benchmark.json") if run else None)
     if args.json:
-        print(json.dumps({"metric": table.metric, **entry.to_dict()}))
+        print(json.dumps({"metric": table.metric, **entry.to_dict(), **found}))
     else:
         print(f"{entry.arch}  {table.metric} {entry.value:.2f}: rank {entry.rank} of {entry.size} "
               f"({entry.percentile:.1f}% of the table better); table best {entry.best:.2f}, mean {entry.mean:.2f}")
+        print(format_cell_baselines(found))
 
 
 def _correlate(args: argparse.Namespace) -> None:
@@ -316,6 +324,7 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _show(args: argparse.Namespace) -> None:
+    from .baselines import space_parameter_rank
     from .summary import network_summary
 
     genotype = get_genotype(args.genotype)
@@ -326,12 +335,17 @@ def _show(args: argparse.Namespace) -> None:
         raise UserError("--channels must be at least 2 and --layers at least 1")
     space.check_size(channels, layers, args.dataset)
     info = network_summary(genotype, channels, layers, args.dataset)
+    rank = space_parameter_rank(genotype, channels, layers, args.dataset)
+    if rank:
+        info["parameter_rank"] = rank
     out = claim_folder(args.out or Path("diagrams") / Path(args.genotype).stem, "--out")
     info["diagrams"] = [str(p) for p in write_diagrams(genotype, out)]
     if args.json:
         print(json.dumps({"genotype": genotype.to_dict(), **info}))
         return
     print("\n".join(space.describe(genotype, info)))
+    if rank:
+        print(f"parameter rank {rank['rank']} of the space's {rank['of']} cells (1 = the most parameters)")
     print(f"diagrams: {', '.join(info['diagrams'])}")
 
 

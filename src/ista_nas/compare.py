@@ -1,5 +1,6 @@
-"""``ista-nas compare``: runs side by side, and groups of seeds of one setting as mean +- std beside the random
-draw of the op set they searched (read from each run's directory with ``report.read_run``)."""
+"""``ista-nas compare``: runs side by side, and groups of seeds of one setting as mean +- std beside the baselines
+of the op set they searched (``baselines``: the random draw and the largest cell), read from each run's directory
+with ``report.read_run``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 from .diagram import pyplot, savefig
 from .errors import UserError
 from .files import claim_plot
-from .report import RunInfo, read_json, read_run, searched_values
+from .baselines import OpSet, run_op_set, run_size, table_op_set
+from .report import RunInfo, read_json, read_run
 from .spaces import space_of
 
 # Settings that differ between seeds of one search, or do not change what it computes.
@@ -67,25 +69,38 @@ def benchmark_value(info: RunInfo, table: Any | None) -> float | None:
 
 
 def summarize_groups(infos: list[RunInfo], table: Any | None = None) -> list[dict[str, Any]]:
-    """Per group of seeds: mean and sample standard deviation of best accuracy, benchmark value, the random draw
-    of the searched op set and run time."""
-    return [row for row, _ in _groups_and_draws(infos, table)]
+    """Per group of seeds: mean and sample standard deviation of best accuracy, benchmark value, the found cells'
+    margin over the largest cell of the searched op set and run time, beside that op set's random draw and
+    largest cell."""
+    return [row for row, _ in _groups_and_op_sets(infos, table)]
 
 
-def _groups_and_draws(infos: list[RunInfo], table: Any | None) -> list[tuple[dict[str, Any], tuple[float, ...] | None]]:
-    """``summarize_groups``'s rows, each with the table values of its searched op set (``searched_values``)."""
+def _op_set(info: RunInfo, table: Any | None) -> OpSet | None:
+    """The baselines of the op set the run searched: from ``table`` when given, else from its benchmark.json."""
+    bench = read_json(info.path / "benchmark.json")
+    if table is None:
+        return run_op_set(bench, info.config)
+    dense = bench.get("dense", True) if isinstance(bench, dict) else True  # unknown: every cell of the space
+    return table_op_set(table, bool(dense), *run_size(info.config))
+
+
+def _groups_and_op_sets(infos: list[RunInfo], table: Any | None) -> list[tuple[dict[str, Any], OpSet | None]]:
+    """``summarize_groups``'s rows, each with the baselines of its searched op set."""
     rows = []
     for label, members in group_runs(infos):
         best = [info.best_accuracy() for info in members]
         bench = [benchmark_value(info, table) for info in members]
-        draw = searched_values(read_json(members[0].path / "benchmark.json"), members[0].config)
+        op_set = _op_set(members[0], table)
+        draw = op_set.values if op_set else None
         rows.append(({"group": label, "runs": [str(i.path) for i in members],
                      "seeds": [i.config.get("seed") for i in members],
                      "accuracy_key": best[0][0], "best_accuracy": _spread([b for _, b in best if b is not None]),
                      "benchmark": _spread([b for b in bench if b is not None]),
                      "random_draw": {"mean": statistics.fmean(draw), "std": statistics.stdev(draw),
                                      "cells": len(draw)} if draw and len(draw) > 1 else None,
-                     "seconds": _spread([i.seconds() for i in members])}, draw))
+                     "largest_cell": op_set.largest.to_dict() if op_set else None,
+                     "margin": _spread([op_set.largest.margin(b) for b in bench if b is not None] if op_set else []),
+                     "seconds": _spread([i.seconds() for i in members])}, op_set))
     return rows
 
 
@@ -97,7 +112,7 @@ def compare(run_dirs: list[str | Path], plot: str | Path | None = None, table: A
     if plot is not None:
         plot = claim_plot(plot, "--plot")
     infos = [read_run(p) for p in expand_runs(run_dirs)]
-    summarized = _groups_and_draws(infos, table)
+    summarized = _groups_and_op_sets(infos, table)
     groups = [row for row, _ in summarized]
     if plot is None:
         return infos, groups, None
@@ -115,12 +130,16 @@ def compare(run_dirs: list[str | Path], plot: str | Path | None = None, table: A
     ticks = [g["group"] for g in groups]
     if use_bench:  # each distinct searched op set's table distribution (a random draw), left of the groups
         draws: dict[tuple[float, ...], str] = {}
-        for _, values in summarized:
-            if values and values not in draws:
-                draws[values] = f"random draw ({len(values)} cells)"
+        for _, op_set in summarized:
+            if op_set and op_set.values not in draws:
+                draws[op_set.values] = f"random draw ({len(op_set.values)} cells)"
+                spread_ax.axhline(op_set.largest.value, ls="-.", color="darkorange", lw=1,
+                                  label=f"largest cell of {len(op_set.values)} ({op_set.largest.value:.2f})")
         for j, (values, label) in enumerate(draws.items()):
             spread_ax.violinplot([values], positions=[-1 - j], showmeans=True, widths=0.8)
         ticks = [label for label in reversed(list(draws.values()))] + ticks
+        if draws:
+            spread_ax.legend(fontsize=7)
     first = -len(ticks) + len(groups)
     for i, g in enumerate(groups):
         spread = g["benchmark" if use_bench else "best_accuracy"]
@@ -143,14 +162,23 @@ def format_groups(rows: list[dict[str, Any]]) -> str:
         std = f" +- {spread['std'] / scale:.2f}" if spread["std"] is not None else ""
         return f"{spread['mean'] / scale:.2f}{std}{unit}"
 
-    table = [("group", "seeds", "best accuracy", "benchmark", "random draw", "time (min)")]
+    table = [("group", "seeds", "best accuracy", "benchmark", "random draw", "largest cell", "margin",
+              "time (min)")]
     for r in rows:
+        largest = r.get("largest_cell")
         table.append((r["group"], ",".join(map(str, r["seeds"])),
                       f"{cell(r['best_accuracy'])} ({r['accuracy_key']})" if r["best_accuracy"]["mean"] is not None
                       else "-", cell(r["benchmark"]), cell(r["random_draw"]) if r.get("random_draw") else "-",
+                      f"{largest['value']:.2f}" if largest else "-", _signed(r["margin"]) if largest else "-",
                       cell(r["seconds"], scale=60.0)))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
+
+
+def _signed(spread: dict[str, Any]) -> str:
+    if spread["mean"] is None:
+        return "-"
+    return f"{spread['mean']:+.2f}" + (f" +- {spread['std']:.2f}" if spread["std"] is not None else "")
 
 
 def _duration(seconds: float) -> str:

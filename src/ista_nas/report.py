@@ -2,13 +2,13 @@
 
 The report is one self-contained HTML file (plots as embedded PNG data, no external resources): the loss and
 accuracy curves, every decision group's support over the epochs and when it settled, the final ranked
-confidences, the cell diagrams, parameters, FLOPs and time per epoch.
+confidences, the cell diagrams, parameters, FLOPs and time per epoch; with a benchmark table, the found cell beside
+the baselines (``baselines``: the random draw and the largest cell of the op set it searched).
 """
 
 from __future__ import annotations
 
 import base64
-import functools
 import html
 import io
 import json
@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .baselines import OpSet, run_op_set
 from .config import evaluation_fields
 from .diagram import pyplot
 from .engine.checkpoint import atomic_write_bytes
 from .engine.rundir import RunDir
 from .errors import UserError
 from .files import LIMITS, MARKS, claim_output, read_text
-from .spaces import SPACES, genotype_from_dict, load_genotype, space_of
+from .spaces import genotype_from_dict, load_genotype, space_of
 
 log = logging.getLogger(__name__)
 GENERATOR = MARKS["report"].decode()  # the mark that lets a later report replace this one (files.claim_output)
@@ -128,43 +129,21 @@ def _curves(metrics: list[dict[str, Any]]) -> str | None:
     return _png(fig)
 
 
-@functools.lru_cache(maxsize=8)
-def _searched_values(space_name: str, builtin: bool, table: str, arch_column: str, metric: str,
-                     dense: bool) -> tuple[float, ...]:
-    from .benchmark import builtin_table, load_table
-
-    space = SPACES[space_name]
-    read = builtin_table(space, metric) if builtin else load_table(table, arch_column, metric)
-    return tuple(v for arch, v in read.values.items() if space.searched_by(space.parse(arch), dense))
-
-
-def searched_values(bench: dict[str, Any] | None, config: dict[str, Any]) -> tuple[float, ...] | None:
-    """The table values of every cell the run's search could have found (its space's cells made of the
-    candidates it chose among; the method's ``dense`` recorded in benchmark.json): the exact distribution of a
-    uniform random draw of the same op set. None without a benchmark.json, or when its table cannot be read."""
-    if not isinstance(bench, dict) or "metric" not in bench:
-        return None
-    try:
-        values = _searched_values(config.get("space", "darts"), bool(bench.get("builtin")), str(bench.get("table")),
-                                  config.get("arch_column", "arch"), bench["metric"], bool(bench.get("dense", True)))
-    except UserError as exc:
-        log.warning("cannot read the benchmark table again (%s); the report shows the run's own records only", exc)
-        return None
-    return values or None
-
-
-def _benchmark_plots(metrics: list[dict[str, Any]], bench: dict[str, Any], values: tuple[float, ...] | None
-                     ) -> str:
+def _benchmark_plots(metrics: list[dict[str, Any]], bench: dict[str, Any], op_set: OpSet | None) -> str:
     """The table's value of the architecture held, epoch by epoch; and where the found cell stands among every
-    cell of the searched op set (a histogram, with the found cell and the random-draw mean)."""
+    cell of the searched op set (a histogram, with the found cell, the random-draw mean and the largest cell)."""
     plt = pyplot()
     fig, (held_ax, hist_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
     points = [(m["epoch"], m["benchmark"]) for m in metrics if isinstance(m.get("benchmark"), (int, float))]
     metric = bench["metric"]
+    values = op_set.values if op_set else None
     if points:
         held_ax.plot(*zip(*points), marker="s", ms=3, label="architecture held")
     if values:
         held_ax.axhline(statistics.fmean(values), ls="--", color="gray", label="random draw, mean")
+    if op_set:
+        held_ax.axhline(op_set.largest.value, ls="-.", color="darkorange",
+                        label=f"largest cell ({op_set.largest.value:.2f})")
     held_ax.axhline(bench["best"], ls=":", color="green", label=f"table best ({bench['best']:.2f})")
     held_ax.set(title=f"table {metric} of the architecture held", xlabel="epoch", ylabel=f"{metric} (table)")
     held_ax.xaxis.get_major_locator().set_params(integer=True)
@@ -172,6 +151,8 @@ def _benchmark_plots(metrics: list[dict[str, Any]], bench: dict[str, Any], value
         hist_ax.hist(values, bins=60, color="#9ab8d8")
         hist_ax.axvline(statistics.fmean(values), ls="--", color="gray",
                         label=f"random draw, mean {statistics.fmean(values):.2f}")
+        hist_ax.axvline(op_set.largest.value, ls="-.", color="darkorange",
+                        label=f"largest cell {op_set.largest.value:.2f}")
         hist_ax.set(title=f"{len(values)} cells of the searched op set", xlabel=f"{metric} (table)",
                     ylabel="cells")
     if bench.get("value") is not None:
@@ -295,12 +276,15 @@ def render(info: RunInfo) -> str:
     if bench and bench.get("value") is not None:
         overview.append((f"benchmark {bench['metric']}", f"{bench['value']:.2f}, rank {bench['rank']} of {bench['of']} "
                                                         f"(table best {bench['best']:.2f}, mean {bench['mean']:.2f})"))
-    values = searched_values(bench, config) if bench and bench.get("value") is not None else None
-    if values:
+    op_set = run_op_set(bench, config) if bench and bench.get("value") is not None else None
+    if op_set:
+        values, largest = op_set.values, op_set.largest
         better = sum(v > bench["value"] for v in values)
         overview.append(("random draw of the searched op set", f"mean {statistics.fmean(values):.2f} +- "
                          f"{statistics.stdev(values):.2f} over {len(values)} cells; {100 * better / len(values):.1f}% "
                          "of them better than the found cell"))
+        overview.append(("largest cell of the searched op set", f"{largest.describe()}; margin of the found cell "
+                         f"{largest.margin(bench['value']):+.2f}"))
     if info.size:
         overview += [("parameters", f"{info.size['params'] / 1e6:.3f}M (C={info.size['channels']}, "
                                     f"L/N={info.size['layers']}, auxiliary head excluded)"),
@@ -309,7 +293,7 @@ def render(info: RunInfo) -> str:
             "<h2>Loss and accuracy</h2>", _img(_curves(metrics), "loss and accuracy curves")]
     if bench and bench.get("value") is not None:
         body += ["<h2>Against the benchmark table</h2>",
-                 _img(_benchmark_plots(metrics, bench, values), "table accuracy of the architecture held, and where "
+                 _img(_benchmark_plots(metrics, bench, op_set), "table accuracy of the architecture held, and where "
                       "the found cell stands")]
     history = support_history(metrics)
     if history:

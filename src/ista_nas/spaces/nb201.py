@@ -102,6 +102,19 @@ class Nb201Space(SearchSpace):
         """One-stage: the benchmark's network at the run's size with every op of the one-stage flavour."""
         return self._build(cfg, data, dense=False, one_stage=True)
 
+    def parameter_counts(self, genotypes: list[Nb201Arch], channels: int, layers: int, classes: int,
+                         in_channels: int) -> list[int]:
+        """Every op of a cell is built (dead ones too) and an edge's op is the same module whatever the other
+        edges hold: a cell's count is the all-none cell's plus, per edge, its op's (one sixth of the difference
+        between the all-op and the all-none cells)."""
+        def count(op: str) -> int:
+            return self.parameter_count(Nb201Arch((op,) * len(NB201_EDGES)), channels, layers, classes, in_channels,
+                                        None)
+
+        base = count("none")
+        per_edge = {op: (count(op) - base) // len(NB201_EDGES) for op in NB201_OPS}
+        return [base + sum(per_edge[op] for op in g.ops) for g in genotypes]
+
     def smallest_group(self, dense: bool) -> int:
         return len(NB201_OPS) - (not dense)  # ISTA-NAS picks among the ops other than none, DARTS among all
 

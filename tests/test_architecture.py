@@ -20,7 +20,7 @@ def layer(module: str) -> str:
         return top
     if top == "retrain":
         return "methods"
-    if top in ("summary", "report", "compare", "benchmark", "baselines"):
+    if top in ("summary", "report", "compare", "benchmark", "baselines", "proxies"):
         return "tools"
     return "front"  # export, bench, cli, the package itself
 

@@ -566,3 +566,16 @@ def test_ranking_scores_spread_carries_the_binomial_noise_of_one_score(nb201_sea
     spread = out["score_spread"]
     p = statistics.fmean(pt["search"] for pt in out["points"]) / 100
     assert spread["held_out"] == 60 and math.isclose(spread["binomial_se"], 100 * math.sqrt(p * (1 - p) / 60))
+    # The zero-cost proxies beside the supernet: each architecture's scores are score_cell's on the evaluation
+    # network (C=16, N=5) from one seeded batch of the run's training images, each tau is scipy's over them.
+    from ista_nas.proxies import one_batch, score_cell
+
+    config = json.loads((result.run_dir / "config.json").read_text())
+    batch, classes = one_batch(config["dataset"], 64, 0)
+    true = [pt["true"] for pt in out["points"]]
+    first = score_cell(Nb201Arch.parse(out["points"][0]["arch"]), 16, 5, batch, classes, seed=0)
+    for name in ("synflow", "naswot", "grad_norm", "snip"):
+        values = [pt[name] for pt in out["points"]]
+        assert values[0] == pytest.approx(first[name], rel=1e-6)
+        assert math.isclose(out["baselines"][name]["kendall_tau"], stats.kendalltau(values, true).statistic)
+        assert out["baselines"][name]["spread"]["max"] == max(values)

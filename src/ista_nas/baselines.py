@@ -15,16 +15,20 @@ cell, so the ranking does not depend on it).
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from .benchmark import Table, builtin_table, load_table
+from .benchmark import DEFAULT_METRIC, NO_TABLE, Table, builtin_table, load_table
 from .config import evaluation_fields
+from .engine.rundir import RunDir
 from .errors import UserError
-from .spaces import SPACES, space_of
+from .files import LIMITS, read_text
+from .spaces import SPACES, get_genotype, space_of
 from .summary import DATASET_SHAPES
 
 log = logging.getLogger(__name__)
@@ -146,6 +150,34 @@ def cell_baselines(table: Table, genotype: Any, config: dict[str, Any] | None = 
             "op_set_cells": len(op_set.values) if op_set else 0,
             "largest_cell": op_set.largest.to_dict() if op_set else None,
             "margin": op_set.largest.margin(entry.value if entry else None) if op_set else None}
+
+
+def lookup(arch: str, benchmark: str | None, arch_column: str, metric: str | None) -> dict[str, Any]:
+    """``ista-nas lookup``: the table entry of ``arch`` (a run directory, a genotype.json, a built-in name or a
+    written cell) in ``benchmark`` (default: the built-in table of the cell's space), with ``cell_baselines``."""
+    if benchmark == NO_TABLE:
+        raise UserError("lookup needs a table: leave out --benchmark for the built-in table of the architecture's "
+                        "space, or give --benchmark FILE")
+    genotype = get_genotype(arch)
+    table = (load_table(benchmark, arch_column, metric or DEFAULT_METRIC) if benchmark else
+             builtin_table(space_of(genotype), metric))
+    entry = table.lookup(genotype)
+    run = Path(arch) if (Path(arch) / "config.json").is_file() else None
+    bench = None
+    if run and (run / "benchmark.json").is_file():
+        try:
+            bench = json.loads(read_text(run / "benchmark.json", "run file", LIMITS["json"], "the run is damaged"))
+        except (UserError, ValueError) as exc:
+            log.warning("ignoring %s: %s", run / "benchmark.json", exc)
+    return {"metric": table.metric, **entry.to_dict(),
+            **cell_baselines(table, genotype, RunDir.open(run)[1] if run else None, bench)}
+
+
+def format_lookup(found: dict[str, Any]) -> str:
+    better = 100.0 * (found["rank"] - 1) / found["of"]
+    return (f"{found['arch']}  {found['metric']} {found['value']:.2f}: rank {found['rank']} of {found['of']} "
+            f"({better:.1f}% of the table better); table best {found['best']:.2f}, mean {found['mean']:.2f}\n"
+            + format_cell_baselines(found))
 
 
 def format_cell_baselines(found: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ import torch
 
 from .config import make_train_config
 from .engine.distributed import Dist
+from .errors import UserError
 from .engine.loop import resolve_device
 from .methods import make_config
 from .methods.base import BilevelStepper
@@ -70,6 +71,9 @@ def _search_step(cls: type, args: dict[str, Any], device: torch.device, batch: i
 def run_bench(layers: int = 8, channels: int = 16, size: int = 32, batch: int = 64, steps: int = 5,
               warmup: int = 2, device: str = "auto", channels_last: bool = True, retrain: bool = True,
               retrain_batch: int = 96) -> dict[str, Any]:
+    if min(layers, steps, channels - 1, size - 7, batch - 1) < 1 or warmup < 0:
+        raise UserError("--layers and --steps must be at least 1, --channels and --batch-size at least 2, "
+                        "--size at least 8 and --warmup at least 0")
     dev = resolve_device(device)
     if dev.type == "cpu":
         torch.set_num_threads(torch.get_num_threads())  # one thread per core, no oversubscription

@@ -39,11 +39,6 @@ class Entry:
     best: float
     mean: float
 
-    @property
-    def percentile(self) -> float:
-        """Share of the table's architectures strictly better than this one, in %."""
-        return 100.0 * (self.rank - 1) / self.size
-
     def to_dict(self) -> dict[str, Any]:
         return {"arch": self.arch, "value": self.value, "rank": self.rank, "of": self.size, "best": self.best,
                 "mean": self.mean}

@@ -173,6 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
     cor.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     cor.add_argument("--out", default=None, help="output folder [RUN/correlate-PROTOCOL]")
     cor.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    prx = commands.add_parser("proxies", help="Zero-cost proxies of cells, and how they rank them against a table",
+                              description="Parameters, FLOPs, synflow, NASWOT, grad_norm and snip of each cell's "
+                                          "evaluation network at initialisation, from one batch; with a table, each "
+                                          "one's Kendall tau and Spearman rho and the value of the cell it ranks first.")
+    prx.add_argument("cells", nargs="*", help="built-in names, genotype.json files, run directories or written cells")
+    prx.add_argument("--sample", type=int, default=0, metavar="K",
+                     help="also K cells drawn from the op set the sparse search of --space chooses among [0]")
+    prx.add_argument("--sample-seed", type=int, default=0, help="seed of the draw [0]")
+    prx.add_argument("--space", choices=list(SPACES), default=None, help="the space --sample draws from")
+    prx.add_argument("--dataset", default="cifar10", help="the batch's dataset, as search reads it [cifar10]")
+    prx.add_argument("--data-dir", default=None, help="where torchvision datasets live")
+    prx.add_argument("--batch-size", type=int, default=64, help="images in the batch [64]")
+    prx.add_argument("--seed", type=int, default=0, help="seed of the networks' initialisation and the batch [0]")
+    prx.add_argument("--channels", type=int, default=None, help="C of the networks [the space's evaluation size]")
+    prx.add_argument("--layers", type=int, default=None, help="L or N of the networks [the space's evaluation size]")
+    prx.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    _add_table_flags(prx, required=False, builtin=_builtin_tables() + "; none: no table")
+    prx.add_argument("--json", action="store_true", help="print one JSON object")
     cmp_ = commands.add_parser("compare", help="Runs side by side, and mean +- std over seeds",
                                description="Method, genotype, parameters, best accuracy and time of several runs; "
                                            "runs of the same settings but their seed grouped: mean +- std of best "
@@ -207,27 +225,10 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _lookup(args: argparse.Namespace) -> None:
-    from .baselines import cell_baselines, format_cell_baselines
-    from .benchmark import builtin_table, load_table
-    from .engine.rundir import RunDir
-    from .report import read_json
+    from .baselines import format_lookup, lookup
 
-    if args.benchmark == "none":
-        raise UserError("lookup needs a table: leave out --benchmark for the built-in table of the architecture's "
-                        "space, or give --benchmark FILE")
-    genotype = get_genotype(args.arch)
-    table = (load_table(args.benchmark, args.arch_column, args.metric or DEFAULT_METRIC) if args.benchmark else
-             builtin_table(space_of(genotype), args.metric))
-    entry = table.lookup(genotype)
-    run = Path(args.arch) if (Path(args.arch) / "config.json").is_file() else None
-    found = cell_baselines(table, genotype, RunDir.open(run)[1] if run else None,
-                           read_json(run / "benchmark.json") if run else None)
-    if args.json:
-        print(json.dumps({"metric": table.metric, **entry.to_dict(), **found}))
-    else:
-        print(f"{entry.arch}  {table.metric} {entry.value:.2f}: rank {entry.rank} of {entry.size} "
-              f"({entry.percentile:.1f}% of the table better); table best {entry.best:.2f}, mean {entry.mean:.2f}")
-        print(format_cell_baselines(found))
+    result = lookup(args.arch, args.benchmark, args.arch_column, args.metric)
+    print(json.dumps(result) if args.json else format_lookup(result))
 
 
 def _correlate(args: argparse.Namespace) -> None:
@@ -242,6 +243,15 @@ def _correlate(args: argparse.Namespace) -> None:
     result = correlate(args.run, out, args.protocol, truth, args.k, args.sample_seed, args.calibration_batches,
                        args.device)
     print(json.dumps(result) if args.json else format_result(result) + f"\nwritten: {out}")
+
+
+def _proxies(args: argparse.Namespace) -> None:
+    from .proxies import format_score, score
+
+    result = score(args.cells, args.sample, args.sample_seed, args.space, args.dataset, args.batch_size, args.seed,
+                   args.channels, args.layers, args.device, args.benchmark, args.arch_column, args.metric,
+                   args.data_dir)
+    print(json.dumps(result) if args.json else format_score(result))
 
 
 def _absolute(path: str) -> str:
@@ -315,9 +325,6 @@ def _export(args: argparse.Namespace) -> None:
 def _bench(args: argparse.Namespace) -> None:
     from .bench import format_table, run_bench
 
-    if min(args.layers, args.steps, args.channels - 1, args.size - 7, args.batch_size - 1) < 1 or args.warmup < 0:
-        raise UserError("--layers and --steps must be at least 1, --channels and --batch-size at least 2, "
-                        "--size at least 8 and --warmup at least 0")
     result = run_bench(args.layers, args.channels, args.size, args.batch_size, args.steps, args.warmup, args.device,
                        args.channels_last, args.retrain)
     print(json.dumps(result) if args.json else format_table(result))
@@ -365,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         with logging_redirect_tqdm():
             {"search": _search, "train": _train, "evaluate": _evaluate, "show": _show,
              "export": _export, "bench": _bench, "report": _report, "compare": _compare,
-             "lookup": _lookup, "correlate": _correlate}[args.command](args)
+             "lookup": _lookup, "correlate": _correlate, "proxies": _proxies}[args.command](args)
     except IstaNasError as exc:
         if not getattr(exc, "reported_by_main", False):
             print(f"ista-nas: error: {_one_line(str(exc))}", file=sys.stderr)

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import statistics
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ from .diagram import pyplot, savefig
 from .engine.checkpoint import atomic_write_json, load_checkpoint
 from .engine.data import DeviceLoader, ImageData
 from .engine.distributed import Dist
+from .engine.loop import resolve_device
 from .engine.rundir import RunDir
 from .engine.splits import search_split
 from .engine.trainer import evaluate
@@ -45,13 +44,15 @@ from .errors import UserError
 from .files import claim_folder, claim_output, claim_plot
 from .methods import METHODS
 from .methods.base import Bilevel, build_supernet
-from .spaces import SPACES, load_genotype
-from .summary import DATASET_SHAPES, dataset_shape, network_summary_shaped
+from .spaces import SPACES, load_genotype, sample_architectures  # noqa: F401 (re-exported)
+from .proxies import PROXIES, correlation, one_batch, proxy_baselines, score_cells
+from .summary import DATASET_SHAPES, dataset_shape
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("trajectory", "ranking")
 MAX_K = 10_000  # the ranking protocol scores each architecture on its own: more would run for days
+PROXY_BATCH = 64  # images the zero-cost proxies read: one batch, as their papers score a cell
 
 
 @dataclass
@@ -94,38 +95,6 @@ def truth_from_runs(run_dirs: list[str | Path]) -> Truth:
     return Truth({arch: statistics.fmean(v) for arch, v in found.items()},
                  f"final test top-1 of {len(run_dirs)} training run(s)", "train it with ista-nas train and add the "
                  "run to --truth")
-
-
-def correlation(search: list[float], true: list[float]) -> dict[str, Any]:
-    """Kendall's tau-b and Spearman's rho (with their two-sided p-values) of paired values; None where they are
-    undefined (fewer than 2 points, or one side constant), with the reason."""
-    from scipy import stats
-
-    out: dict[str, Any] = {"n": len(search)}
-    if len(search) < 2 or len(set(search)) < 2 or len(set(true)) < 2:
-        why = ("fewer than 2 points" if len(search) < 2 else
-               "the search's values are all equal" if len(set(search)) < 2 else
-               "every point has the same true accuracy (e.g. the search held one architecture)")
-        return {**out, "kendall_tau": None, "kendall_p": None, "spearman_rho": None, "spearman_p": None,
-                "undefined": why}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scipy's small-sample notes; the values are what they are
-        tau = stats.kendalltau(search, true)
-        rho = stats.spearmanr(search, true)
-    return {**out, "kendall_tau": float(tau.statistic), "kendall_p": float(tau.pvalue),
-            "spearman_rho": float(rho.statistic), "spearman_p": float(rho.pvalue)}
-
-
-def sample_architectures(space_name: str, k: int, seed: int) -> list[Any]:
-    """``k`` distinct architectures drawn uniformly from the space's sparse-search candidates, by ``seed``."""
-    space, rng = SPACES[space_name], random.Random(seed)
-    drawn: dict[str, Any] = {}
-    for _ in range(100 * k):
-        genotype = space.sample(rng)
-        drawn.setdefault(space.short(genotype), genotype)
-        if len(drawn) == k:
-            return list(drawn.values())
-    raise UserError(f"--k {k}: could not draw {k} distinct architectures of --space {space_name}; lower --k")
 
 
 def run_space(run_dir: str | Path) -> Any:
@@ -227,26 +196,30 @@ def _shape(config: dict[str, Any]) -> tuple[int, int, int] | None:
         return None
 
 
-def baselines(genotypes: list[Any], true: list[float], config: dict[str, Any],
-              shape: tuple[int, int, int] | None) -> dict[str, Any]:
-    """Kendall tau and Spearman rho of each architecture's parameter count and FLOPs against ``true``: what a
-    search must beat to rank better than its networks' size. Counted for the network the space evaluates a
-    search's genotype at (its evaluation_size), for the run's dataset of ``shape`` (None: CIFAR-10's); also
-    returned per architecture."""
+def baselines(genotypes: list[Any], true: list[float], config: dict[str, Any], device: str) -> dict[str, Any]:
+    """Kendall tau and Spearman rho against ``true`` of each architecture's training-free scores (``proxies``:
+    parameter count, FLOPs and the zero-cost proxies), with each score's own spread: what a search must beat to
+    rank better than its networks' size or a score at initialisation. Computed on the network the space
+    evaluates a search's genotype at (its evaluation_size), from one batch of the run's training images (a run
+    whose data cannot be read any more: the sizes alone, at CIFAR-10's shape, with a warning); also returned
+    per architecture."""
     space = SPACES[config.get("space", "darts")]
     channels, layers = space.evaluation_size(config, True, evaluation_fields(config, True))
-    dataset = config.get("dataset", "cifar10")
-    shape = shape or DATASET_SHAPES["cifar10"]
-    sizes: dict[str, dict[str, Any]] = {}
-    for genotype in genotypes:
-        key = architecture_key(genotype)
-        if key not in sizes:
-            sizes[key] = network_summary_shaped(genotype, channels, layers, dataset, shape)
-    per = [sizes[architecture_key(g)] for g in genotypes]
-    return {"network": {"channels": channels, "layers": layers, "dataset": dataset},
-            "params": correlation([float(i["params"]) for i in per], true),
-            "flops": correlation([float(i["flops"]) for i in per], true),
-            "per_architecture": [{"params": i["params"], "flops": i["flops"]} for i in per]}
+    dataset, names = config.get("dataset", "cifar10"), PROXIES
+    try:
+        batch, classes = one_batch(dataset, PROXY_BATCH, 0, config.get("data_dir"), resolve_device(device))
+    except UserError as exc:
+        log.warning("the run's data cannot be read (%s): the proxies that need a batch are left out", exc)
+        names, (classes, in_channels, side) = ("params", "flops"), DATASET_SHAPES["cifar10"]
+        batch = (torch.zeros(1, in_channels, side, side), torch.zeros(1, dtype=torch.long))
+    scored: dict[str, dict[str, Any]] = {}
+    distinct = {architecture_key(g): g for g in genotypes}
+    for key, row in zip(distinct, score_cells(list(distinct.values()), channels, layers, batch, classes, 0, names,
+                                              desc="training-free scores")):
+        scored[key] = {k: v for k, v in row.items() if k != "seconds"}
+    per = [scored[architecture_key(g)] for g in genotypes]
+    return {"network": {"channels": channels, "layers": layers, "dataset": dataset, "batch": len(batch[1]),
+                        "seed": 0}, **proxy_baselines(per, true, names), "per_architecture": per}
 
 
 def _scatter(points: list[dict[str, Any]], result: dict[str, Any], path: Path, xlabel: str) -> None:
@@ -325,7 +298,7 @@ def correlate(run_dir: str | Path, out: str | Path, protocol: str = "trajectory"
     for r, p in zip(rows, points):
         r["true"] = truth.get(p["genotype"])
     result.update(correlation([r["search"] for r in rows], [r["true"] for r in rows]))
-    size = baselines([p["genotype"] for p in points], [r["true"] for r in rows], config, shape)
+    size = baselines([p["genotype"] for p in points], [r["true"] for r in rows], config, device)
     for r, counted in zip(rows, size.pop("per_architecture")):
         r.update(counted)
     result.update(truth=truth.source, distinct_architectures=len(distinct), baselines=size, points=rows)
@@ -362,11 +335,14 @@ def format_result(result: dict[str, Any]) -> str:
     else:
         lines.append(f"Kendall tau {result['kendall_tau']:.3f} (p={result['kendall_p']:.3g})  Spearman rho "
                      f"{result['spearman_rho']:.3f} (p={result['spearman_p']:.3g}); truth: {result['truth']}")
-    for name, what in (("params", "parameter count"), ("flops", "FLOPs")):
+    for name in PROXIES:
         base = result.get("baselines", {}).get(name)
         if base is not None:
-            lines.append(f"baseline, {what} alone: " + ("undefined" if base["kendall_tau"] is None else
-                         f"Kendall tau {base['kendall_tau']:.3f}  Spearman rho {base['spearman_rho']:.3f}"))
+            sp = base["spread"]
+            lines.append(f"baseline, {name} alone: " + ("undefined" if base["kendall_tau"] is None else
+                         f"Kendall tau {base['kendall_tau']:.3f}  Spearman rho {base['spearman_rho']:.3f}")
+                         + f" (values: mean {sp['mean']:.4g}, std {sp['std']:.3g}, range {sp['min']:.4g}-"
+                           f"{sp['max']:.4g})")
     lines.append(format_spread(result["score_spread"]))
     return "\n".join(lines)
 

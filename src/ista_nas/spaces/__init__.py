@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -101,3 +102,15 @@ def model_spec(cfg: Any, genotype: Any, data: Any, mean: list[float], std: list[
     return {**extra, "space": cfg.space, "genotype": genotype.to_dict(), "channels": cfg.channels, "layers": cfg.layers,
             "num_classes": len(data.classes), "in_channels": data.channels, "auxiliary": cfg.auxiliary_weight > 0,
             "stem": cfg.stem, "classes": data.classes, "image_size": list(data.size), "mean": mean, "std": std}
+
+
+def sample_architectures(space_name: str, k: int, seed: int) -> list[Any]:
+    """``k`` distinct architectures drawn uniformly from the space's sparse-search candidates, by ``seed``."""
+    space, rng = SPACES[space_name], random.Random(seed)
+    drawn: dict[str, Any] = {}
+    for _ in range(100 * k):
+        genotype = space.sample(rng)
+        drawn.setdefault(space.short(genotype), genotype)
+        if len(drawn) == k:
+            return list(drawn.values())
+    raise UserError(f"could not draw {k} distinct architectures of --space {space_name}; draw fewer")

@@ -12,7 +12,8 @@ A subclass provides, for its space:
   adds ``freeze(groups)``, ``op_bn_parameters(type, group, candidates)``, ``held_candidates(type, group)`` and
   ``discrete()`` (the network of its genotype with the op weights fixed, and where each parameter came from).
 - the discrete network: ``network(spec)`` from a checkpoint's model spec, ``sized_network`` for counting
-  (``parameter_count``: what a parameter budget counts).
+  (``parameter_count``: what a parameter budget counts; ``parameter_counts``: many cells at once, what the size
+  baselines rank by).
 - its genotype: ``genotype_type`` (``to_dict``/``from_dict``), ``owns`` (is this JSON one of ours), ``parse``
   (a written form, e.g. a benchmark string), ``groups`` (the candidates each decision group holds),
   ``short`` and ``describe`` (text), ``draw`` (the cell diagrams), ``sample`` (a uniform random draw),

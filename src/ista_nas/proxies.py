@@ -19,7 +19,6 @@ fixed seed and never trained, from one batch, written from the papers' definitio
 
 from __future__ import annotations
 
-import logging
 import random
 import statistics
 import time
@@ -38,7 +37,6 @@ from .errors import UserError
 from .spaces import SPACES, get_genotype, sample_architectures, space_of
 from .summary import network_summary_shaped
 
-log = logging.getLogger(__name__)
 
 PROXIES = ("params", "flops", "synflow", "naswot", "grad_norm", "snip")
 MAX_CELLS = 20_000  # each cell is a network built and run: more would run for days on a CPU

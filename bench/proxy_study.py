@@ -96,7 +96,8 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="CIFAR-10 as the CLI reads it, e.g. folder:/tmp/data/cifar10-jpeg")
+    parser.add_argument("--data", required=True,
+                        help="CIFAR-10 as the CLI reads it, e.g. folder:/tmp/data/cifar10-jpeg")
     parser.add_argument("--table", required=True, type=Path, help="the NAS-Bench-201 table (arch + the 3 metrics)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--cells", type=int, default=1000)

@@ -260,3 +260,45 @@ def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_previous_one_kept(ti
     assert (run.path / "checkpoint.damaged.pt").read_bytes() == b"garbage"
     assert load_checkpoint(run.checkpoint_path)["epoch"] == 3
     assert load_checkpoint(previous_path(run.checkpoint_path))["epoch"] == 2
+
+
+HOLDER = "import sys; from ista_nas.engine.rundir import lock; lock(sys.argv[1]); print('held', flush=True); " \
+         "sys.stdin.read()"
+
+
+def _holder(path):
+    """A process that holds the run directory's lock until it is killed."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline() == "held\n"
+    return proc
+
+
+@pytest.mark.slow  # launches processes
+def test_a_run_directory_has_one_writer_and_a_killed_writers_lock_is_taken_over(tiny_config, tmp_path):
+    out, cfg = tmp_path / "run", tiny_config(epochs=1)
+    holder = _holder(out)
+    with pytest.raises(UserError, match=f"being written by another ista-nas process \\(pid {holder.pid}\\)"):
+        methods.search(cfg, out)
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # refused before anything was written
+    holder.kill()
+    holder.wait()
+    methods.search(cfg, out)  # the dead holder's lock is taken over
+    files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+    holder = _holder(out)
+    with pytest.raises(UserError, match="being written by another ista-nas process"):
+        methods.resume(out, epochs=2)  # refused before the data loads or any file changes
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"} == files
+    holder.kill()
+    holder.wait()
+    assert methods.resume(out, epochs=2).metrics[-1]["epoch"] == 2
+
+
+def test_the_default_run_name_skips_names_taken(tmp_path):
+    from ista_nas.engine.rundir import free_name
+
+    stem = str(tmp_path / "search-20261205-120000")
+    assert free_name(stem) == stem
+    (tmp_path / "search-20261205-120000").mkdir()
+    (tmp_path / "search-20261205-120000-2").mkdir()
+    assert free_name(stem) == stem + "-3"

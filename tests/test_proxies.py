@@ -90,7 +90,8 @@ def test_the_proxies_command_scores_cells_and_ranks_them_against_a_table(tiny_fo
     assert main([*argv, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     true = [80.0 + i for i in range(4)]
-    assert [r["arch"] for r in result["cells"]] == list(map(str, cells)) and [r["true"] for r in result["cells"]] == true
+    assert [r["arch"] for r in result["cells"]] == list(map(str, cells))
+    assert [r["true"] for r in result["cells"]] == true
     for name in ("params", "synflow", "naswot", "snip"):
         values = [r[name] for r in result["cells"]]
         assert math.isclose(result["correlation"][name]["kendall_tau"], stats.kendalltau(values, true).statistic)

@@ -2,9 +2,11 @@
 a file ista-nas did not write, damaged or hostile inputs get one line and exit code 2 before any work, a run is
 counted once however it is reached, and a damaged metrics line is named, not hidden."""
 
+import contextlib
 import hashlib
 import json
 import os
+import resource
 import shutil
 
 import pytest
@@ -252,3 +254,82 @@ def test_metrics_keep_every_whole_record_and_name_every_damaged_line(tmp_path_fa
     assert ("damaged" in caplog.text) == bool(damaged)
     if damaged:
         assert f"{', '.join(map(str, damaged[:5]))} damaged" in caplog.text
+
+
+@contextlib.contextmanager
+def file_size_limit(limit):
+    """A full disk for this process: no file may grow past ``limit`` bytes (Python ignores SIGXFSZ, so a write
+    past it is an OSError, EFBIG)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_a_full_disk_under_any_writing_command_is_one_line_and_leaves_no_file_behind(runs, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    for argv in (["report", runs["search"], "--out", out / "r.html"],
+                 ["compare", runs["seeds"], "--plot", out / "c.png"], ["export", runs["train"], "--out", out / "m.pt"], ["show", NB201_EXAMPLE, "--out", out / "d"]):
+        with file_size_limit(4096):
+            refused(argv, capsys, runs["seeds"], runs["train"], expect="cannot write")
+        assert [p for p in out.rglob("*") if p.is_file()] == []  # no temporary or half-written file stays
+
+
+def test_a_checkpoint_that_cannot_be_written_keeps_the_last_good_one(tmp_path, monkeypatch):
+    import errno
+
+    import torch
+
+    from ista_nas.engine import checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    checkpoint.save_checkpoint(path, {"epoch": 1, "w": torch.zeros(10)})
+    good = path.read_bytes()
+    with file_size_limit(64_000), pytest.raises(UserError, match="cannot write .*checkpoint.pt: File too large; .*"
+                                                                 "--resume continues"):
+        checkpoint.save_checkpoint(path, {"epoch": 2, "w": torch.zeros(100_000)})
+    assert sorted(tmp_path.iterdir()) == [path] and path.read_bytes() == good  # not rotated, nothing left over
+
+    def read_only(src, dst):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(checkpoint.os, "replace", read_only)
+    with pytest.raises(UserError, match="Read-only file system"):
+        checkpoint.save_checkpoint(path, {"epoch": 2, "w": torch.zeros(10)})
+    assert sorted(tmp_path.iterdir()) == [path] and path.read_bytes() == good
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+MALFORMED = [  # (file of a finished search run, what a hand edit or damage left in it)
+    ("config.json", DEEP), ("config.json", '{"seed": ' + "9" * 5000 + "}"), ("config.json", {"dataset": 7}),
+    ("config.json", {"space": "no-such-space"}), ("config.json", {"epochs": "x"}),
+    ("genotype.json", DEEP), ("genotype.json", '{"normal": 5}'), ("ranking.json", '{"normal": 5}'),
+    ("ranking.json", DEEP), ("benchmark.json", DEEP), ("metrics.jsonl", '{"epoch": 1, "seconds": "x"}\n'),
+    ("metrics.jsonl", DEEP + "\n"), ("metrics.jsonl", '{"epoch": ' + "9" * 5000 + "}\n"),
+]
+
+
+@pytest.mark.parametrize("name,content", MALFORMED, ids=lambda v: str(v)[:24])
+def test_a_hand_edited_run_file_is_read_or_refused_in_one_line_by_every_command(name, content, runs, tmp_path,
+                                                                                 capsys):
+    run = tmp_path / "run"
+    shutil.copytree(runs["search"], run)
+    if isinstance(content, dict):  # the stored config with one setting changed
+        content = json.dumps({**json.loads((run / name).read_text()), **content})
+    (run / name).write_text(content)
+    before = snapshot(run)
+    for argv in (["report", run, "--out", tmp_path / "r.html"], ["compare", run, "--plot", tmp_path / "c.png"],
+                 ["lookup", run], ["correlate", run, "--out", tmp_path / "c", "--benchmark", "none"],
+                 ["search", "--resume", run, "--epochs", "3"]):
+        code = main([str(a) for a in argv])
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and code in (0, 2), (argv, code, err[-2000:])
+        if code == 2:
+            assert err.startswith("ista-nas: error:") and err.count("\n") == 1, err
+            assert name in err or str(run) in err, err
+    after = snapshot(run)
+    changed = {k for k in before if before[k] != after.get(k)}
+    assert not changed or argv[0] == "search"  # only --resume writes into the run (it continued a readable one)

@@ -121,3 +121,16 @@ def test_ties_are_broken_the_same_way_for_support_and_ranking():
     code.recover()  # z = 0 everywhere: every candidate ties
     assert code.support.tolist() == [[[0, 1]] * 4] * 2
     assert torch.equal(code.ranking()[..., :2].sort(-1).values, code.support)
+
+
+def test_a_lambda_that_zeroes_every_group_is_named_in_a_warning(caplog):
+    """With lam above every |A^T b| (b ~ 1e-3) the LASSO's solution is z = 0 in every group (its optimality
+    condition), so the supports fall to the candidates' order: the recovery says so."""
+    from ista_nas.sparse_coding import SparseCode
+
+    code = SparseCode([5, 5], types=1, m=3, s=2, lam=1.0)
+    code.recover()
+    assert not code.z.any() and "zeroes z in every decision group" in caplog.text
+    caplog.clear()
+    SparseCode([5, 5], types=1, m=3, s=2).recover()
+    assert "zeroes z" not in caplog.text

@@ -15,7 +15,6 @@ cell, so the ranking does not depend on it).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import statistics
 from collections.abc import Iterable
@@ -24,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from .benchmark import DEFAULT_METRIC, NO_TABLE, Table, builtin_table, load_table
-from .config import evaluation_fields
+from .config import check_types, evaluation_fields
 from .engine.rundir import RunDir
 from .errors import UserError
-from .files import LIMITS, read_text
+from .files import read_json
 from .spaces import SPACES, get_genotype, space_of
 from .summary import DATASET_SHAPES
 
@@ -166,11 +165,12 @@ def lookup(arch: str, benchmark: str | None, arch_column: str, metric: str | Non
     bench = None
     if run and (run / "benchmark.json").is_file():
         try:
-            bench = json.loads(read_text(run / "benchmark.json", "run file", LIMITS["json"], "the run is damaged"))
-        except (UserError, ValueError) as exc:
+            bench = read_json(run / "benchmark.json", "run file", "the run is damaged")
+        except UserError as exc:
             log.warning("ignoring %s: %s", run / "benchmark.json", exc)
     return {"metric": table.metric, **entry.to_dict(),
-            **cell_baselines(table, genotype, RunDir.open(run)[1] if run else None, bench)}
+            **cell_baselines(table, genotype, check_types(RunDir.open(run)[1], f"{run}/config.json") if run else None,
+                             bench)}
 
 
 def format_lookup(found: dict[str, Any]) -> str:
@@ -182,8 +182,8 @@ def format_lookup(found: dict[str, Any]) -> str:
 
 def format_cell_baselines(found: dict[str, Any]) -> str:
     largest = found["largest_cell"]
-    line = (f"parameter rank {found['parameter_rank']} of {found['parameter_rank_of']} cells (1 = the most parameters, at "
-            f"C={found['channels']}, L/N={found['layers']})")
+    line = (f"parameter rank {found['parameter_rank']} of {found['parameter_rank_of']} cells (1 = the most parameters, "
+            f"at C={found['channels']}, L/N={found['layers']})")
     if largest:
         tied = largest["archs"][0] if largest["cells"] == 1 else f"the mean of {largest['cells']} tied cells"
         line += (f"; the largest cell of the {found['op_set_cells']} of its op set: {largest['value']:.2f} ({tied})"

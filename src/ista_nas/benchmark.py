@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import re
 import statistics
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .files import LIMITS, read_text
+from .files import LIMITS, parse_json, read_text
 from .spaces import SPACES
 
 DEFAULT_ARCH_COLUMN = "arch"
@@ -90,10 +89,7 @@ def _rows(path: Path, text: str) -> tuple[list[str], list[tuple[int, dict[str, A
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path} line {number} is not JSON ({exc.msg}); write one JSON object a line") from None
+            row = parse_json(line, f"{path} line {number}", "write one JSON object a line")
             if not isinstance(row, dict):
                 raise UserError(f"{path} line {number} is not a JSON object; write one object a line, e.g. "
                                 f"{{\"arch\": \"...\", \"test_acc\": 93.1}}")

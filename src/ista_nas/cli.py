@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     prx = commands.add_parser("proxies", help="Zero-cost proxies of cells, and how they rank them against a table",
                               description="Parameters, FLOPs, synflow, NASWOT, grad_norm and snip of each cell's "
                                           "evaluation network at initialisation, from one batch; with a table, each "
-                                          "one's Kendall tau and Spearman rho and the value of the cell it ranks first.")
+                                          "one's Kendall tau and Spearman rho and the value of the cell it ranks "
+                                          "first.")
     prx.add_argument("cells", nargs="*", help="built-in names, genotype.json files, run directories or written cells")
     prx.add_argument("--sample", type=int, default=0, metavar="K",
                      help="also K cells drawn from the op set the sparse search of --space chooses among [0]")
@@ -260,6 +261,8 @@ def _absolute(path: str) -> str:
 
 def _run_command(args: argparse.Namespace, module: Any, make: Any, start: Any) -> None:
     """search and train: a new run from a preset and flags, or --resume of an existing one."""
+    from .engine.rundir import free_name
+
     given: dict[str, Any] = {k: v for k, v in vars(args).items()
                              if k not in ("command", "verbose", "out", "resume")}
     if args.resume is not None:
@@ -276,7 +279,7 @@ def _run_command(args: argparse.Namespace, module: Any, make: Any, start: Any) -
         given["data_dir"] = _absolute(given["data_dir"])
     if "genotype" in given and Path(given["genotype"]).exists():
         given["genotype"] = _absolute(given["genotype"])
-    start(make(**given), args.out or time.strftime(f"runs/{args.command}-%Y%m%d-%H%M%S"))
+    start(make(**given), args.out or free_name(time.strftime(f"runs/{args.command}-%Y%m%d-%H%M%S")))
 
 
 def _search(args: argparse.Namespace) -> None:

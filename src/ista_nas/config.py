@@ -75,8 +75,24 @@ def evaluation_fields(config: dict[str, Any], search: bool) -> tuple[str, str]:
     return "channels", "layers"
 
 
-def _space_help() -> str:
-    return ", ".join(f"{name} ({space.title})" for name, space in SPACES.items())
+FLOAT32_MAX = 3.4028234663852886e38  # the tensors every setting ends up in are float32
+
+
+def fits(value: Any, kind: type) -> bool:
+    """Is ``value`` of a setting's type (an int serves a float setting; a bool is no number)?"""
+    return isinstance(value, (int, float) if kind is float else kind) and (kind is bool or not isinstance(value, bool))
+
+
+def check_types(config: Any, source: str) -> dict[str, Any]:
+    """A run's stored settings as readers rely on them: a JSON object, every setting a command knows of its type,
+    a known space; else one UserError naming ``source`` and the setting."""
+    kinds = {f.name: type(f.default) for cls in (SearchConfig, TrainConfig) for f in dataclasses.fields(cls)}
+    bad = [f"{k} = {v!r:.40} is not a {kinds[k].__name__}" for k, v in config.items()
+           if k in kinds and not fits(v, kinds[k])] if isinstance(config, dict) else ["it holds no settings object"]
+    bad += [] if bad or config.get("space", "darts") in SPACES else [f"unknown space {config.get('space')!r:.40}"]
+    if bad:
+        raise UserError(f"{source}: {bad[0]}; the run directory is damaged or was edited by hand")
+    return config
 
 
 def resolve(preset: str, tables: list[tuple[str, dict[str, dict[str, Any]]]], overrides: dict[str, Any]
@@ -116,8 +132,9 @@ class _Config:
         return sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
 
     @classmethod
-    def refuse_retired(cls, data: dict[str, Any], source: str = "the run's config.json") -> None:
-        """A UserError naming the settings of ista-nas 0.1.0 that ``data`` holds, if any."""
+    def check_stored(cls, data: dict[str, Any], source: str = "the run's config.json") -> None:
+        """A UserError naming the settings of ista-nas 0.1.0 that ``data`` holds, or a setting of the wrong type."""
+        check_types(data, source)
         retired = [f"{key} ({cls.RETIRED[key]})" for key in sorted(cls.RETIRED) if key in data]
         if retired:
             raise UserError(f"{source} was written by ista-nas 0.1.0: its settings {', '.join(retired)} are gone "
@@ -127,7 +144,7 @@ class _Config:
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
         names = {f.name for f in dataclasses.fields(cls)}
-        cls.refuse_retired(data)
+        cls.check_stored(data)
         unknown = cls.unknown_keys(data)
         if unknown:
             raise UserError(f"unknown config key(s) {', '.join(map(repr, unknown))}; valid keys are "
@@ -139,13 +156,10 @@ class _Config:
         combination; return self."""
         for f in dataclasses.fields(self):
             value, kind = getattr(self, f.name), type(f.default)
-            ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                ok = True
-            if not ok:
-                raise UserError(f"{f.name} must be {kind.__name__}, got {value!r}")
-            if kind is float and not math.isfinite(value):
-                raise UserError(f"--{f.name.replace('_', '-')} must be a finite number, got {value!r}")
+            if not fits(value, kind):
+                raise UserError(f"{f.name} must be {kind.__name__}, got {value!r:.60}")
+            if kind is float and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+                raise UserError(f"--{f.name.replace('_', '-')} must be a finite number float32 holds, got {value:.3g}")
             rule = f.metadata.get("rule")
             if rule is not None and not rule.test(value):
                 symbol = f.metadata.get("symbol")
@@ -165,7 +179,8 @@ class RunConfig(_Config):
     """The fields every run has: what it trains on, the network's size, the SGD schedule, the run itself."""
 
     preset: str = _f("paper", "the preset the other values started from")
-    space: str = _f("darts", f"search space: {_space_help()}", one_of(SPACES))
+    space: str = _f("darts", "search space: " + ", ".join(f"{n} ({s.title})" for n, s in SPACES.items()),
+                    one_of(SPACES))
     # Data
     dataset: str = _f("cifar10", "cifar10, cifar100, fashion-mnist or folder:PATH (train/ and test/ or val/ inside)")
     data_dir: str = _f("", "where torchvision datasets live (default ~/.cache/ista-nas/data)")

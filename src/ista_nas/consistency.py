@@ -31,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .benchmark import Table
-from .config import SearchConfig, evaluation_fields
+from .config import SearchConfig, check_types, evaluation_fields
 from .diagram import pyplot, savefig
 from .engine.checkpoint import atomic_write_json, load_checkpoint
 from .engine.data import DeviceLoader, ImageData
@@ -41,7 +41,7 @@ from .engine.rundir import RunDir
 from .engine.splits import search_split
 from .engine.trainer import evaluate
 from .errors import UserError
-from .files import claim_folder, claim_output, claim_plot
+from .files import atomic_write_bytes, claim_folder, claim_output, claim_plot
 from .methods import METHODS
 from .methods.base import Bilevel, build_supernet
 from .spaces import SPACES, load_genotype, sample_architectures  # noqa: F401 (re-exported)
@@ -99,13 +99,14 @@ def truth_from_runs(run_dirs: list[str | Path]) -> Truth:
 
 def run_space(run_dir: str | Path) -> Any:
     """The search space of a run directory."""
-    _, config = RunDir.open(run_dir)
+    config = check_types(RunDir.open(run_dir)[1], f"{run_dir}/config.json")
     return SPACES[config.get("space", "darts")]
 
 
 def trajectory(run_dir: Path) -> list[dict[str, Any]]:
     """(epoch, genotype, supernet accuracy) of every epoch record of a search run that names a genotype."""
     run, config = RunDir.open(run_dir)
+    check_types(config, str(run.config_path))
     if "method" not in config:
         raise UserError(f"{run_dir} is a training run; correlate reads a search run directory")
     points = []
@@ -148,6 +149,7 @@ def supernet_scores(run_dir: Path, genotypes: list[Any], calibration_batches: in
     """Held-out top-1 (%) of each genotype with the run's trained supernet (module doc: ``ranking``), and how
     many held-out images each score counts."""
     run, config = RunDir.open(run_dir)
+    check_types(config, str(run.config_path))
     cfg = SearchConfig.from_dict({**config, "device": device})
     method = METHODS[cfg.method]
     if not issubclass(method, Bilevel):  # only a bilevel search's checkpoint keeps its supernet (SearchState)
@@ -251,7 +253,7 @@ def correlate(run_dir: str | Path, out: str | Path, protocol: str = "trajectory"
         raise UserError(f"unknown --protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if k < 2 or calibration_batches < 1:
         raise UserError("--k must be at least 2 and --calibration-batches at least 1")
-    _, config = RunDir.open(run_dir)
+    config = check_types(RunDir.open(run_dir)[1], f"{run_dir}/config.json")
     space = SPACES[config.get("space", "darts")]
     most = min(space.sample_size(), MAX_K)
     if protocol == "ranking" and k > most:
@@ -283,7 +285,8 @@ def correlate(run_dir: str | Path, out: str | Path, protocol: str = "trajectory"
         (out / "architectures").mkdir(exist_ok=True)
         atomic_write_json(files["correlation.json"], result)
         for key, genotype in distinct.items():
-            names[key].write_text(json.dumps(genotype.to_dict()) + "\n")
+            text = json.dumps(genotype.to_dict()) + "\n"
+            atomic_write_bytes(names[key], lambda tmp, text=text: tmp.write_text(text))
 
     if truth is None:
         result.update(points=rows, truth=None)

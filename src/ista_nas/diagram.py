@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .files import PLOT_METADATA
+from .files import PLOT_METADATA, atomic_write_bytes
 
 OP_COLOURS = {
     "max_pool_3x3": "#8c564b", "avg_pool_3x3": "#bcbd22", "skip_connect": "#7f7f7f",
@@ -24,8 +24,11 @@ def pyplot():
 
 
 def savefig(fig, path: str | Path, **kwargs) -> None:
-    """``fig.savefig`` with the mark of an ista-nas plot in the file's metadata (a later run may replace it)."""
-    fig.savefig(path, metadata=PLOT_METADATA, **kwargs)
+    """``fig.savefig`` with the mark of an ista-nas plot in the file's metadata (a later run may replace it),
+    written whole or not at all (``files.atomic_write_bytes``)."""
+    path = Path(path)
+    atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, format=path.suffix[1:].lower() or "png",
+                                                     metadata=PLOT_METADATA, **kwargs))
 
 
 def arrow(ax, pos, a, b, colour: str, rad: float, label: str | None = None, dashed: bool = False) -> None:

@@ -9,6 +9,7 @@ ONNX's ``metadata_props`` key ``ista_nas``.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import logging
 import warnings
@@ -18,9 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .engine.checkpoint import atomic_write_bytes
 from .errors import UserError
-from .files import claim_output
+from .files import atomic_write_bytes, claim_output
 from .networks.cnn import count_parameters
 from .retrain import load_model
 
@@ -69,8 +69,9 @@ def export(checkpoint_path: str | Path, fmt: str, out: str | Path | None = None)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             traced = torch.jit.trace(model, example)
-            atomic_write_bytes(out, lambda tmp: torch.jit.save(
-                traced, str(tmp), _extra_files={f"{METADATA_KEY}.json": json.dumps(meta)}))
+            data = io.BytesIO()  # into memory: torch's C++ writer aborts the process on a full disk
+            torch.jit.save(traced, data, _extra_files={f"{METADATA_KEY}.json": json.dumps(meta)})
+            atomic_write_bytes(out, lambda tmp: tmp.write_bytes(data.getbuffer()))
     else:
         _export_onnx(model, example, meta, out)
     log.info("exported %s (%s) with test top-1 %s", out, fmt, meta["test"].get("top1"))
@@ -86,12 +87,10 @@ def _export_onnx(model: nn.Module, example: Tensor, meta: dict[str, Any], out: P
         raise UserError("ONNX export needs the onnx packages: pip install 'ista-nas[onnx]'")
     batch = torch.export.Dim("batch", min=1)
 
-    def write(tmp: Path) -> None:
-        program = torch.onnx.export(model, (example,), dynamic_shapes=({0: batch},), input_names=["images"],
-                                    output_names=["logits"], dynamo=True, verbose=False)
-        proto = program.model_proto
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, json.dumps(meta)
-        onnx.save(proto, str(tmp))
-
-    atomic_write_bytes(out, write)
+    program = torch.onnx.export(model, (example,), dynamic_shapes=({0: batch},), input_names=["images"],
+                                output_names=["logits"], dynamo=True, verbose=False)
+    proto = program.model_proto
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+    data = proto.SerializeToString()
+    atomic_write_bytes(out, lambda tmp: tmp.write_bytes(data))

@@ -1,4 +1,4 @@
-"""What the tool promises about the user's files (docs/reliability.md), in two functions every command uses.
+"""What the tool promises about the user's files (docs/reliability.md), in the functions every command uses.
 
 ``read_text``: a file a user names (a table, a genotype, a run's config or metrics) is read only when it is a
 regular file, up to a size bound; a device, FIFO or folder, or a file past the bound, is a UserError before a
@@ -7,15 +7,26 @@ byte is read. A UTF-8 byte-order mark (as spreadsheets write it) is dropped.
 ``claim_output``: an output path may hold nothing, or a file this tool wrote of the same kind, which it then
 replaces. Each kind of output carries a mark inside its bytes (``MARKS``); a file without the mark (a user's
 file, a run's checkpoint, config or metrics, another kind of output) is never replaced.
+
+``parse_json``: JSON a user may have edited, parsed or refused in one line naming its source (not JSON, nested
+deeper than Python's parser recurses, an integer past Python's digit limit).
+
+``atomic_write_bytes``: every file is written to a temporary file beside it and renamed over it; a full disk, a
+file-size limit or a read-only folder is one UserError naming the file, the temporary file is removed and the
+file it would have replaced (a run's last good checkpoint) is left as it was.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import json
+import os
 import stat
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .errors import UserError
 
@@ -142,3 +153,39 @@ def claim_folder(path: str | Path, flag: str) -> Path:
     except OSError as exc:
         raise UserError(f"cannot create {flag} {path}: {exc.strerror}; choose another folder") from None
     return path
+
+
+def atomic_write_bytes(path: str | Path, write: Callable[[Path], object], hint: str = "") -> None:
+    """Call ``write(tmp_path)``, then rename the temporary file to ``path`` (atomic on POSIX). An OSError (a full
+    disk, a file-size limit, a read-only folder) is one UserError naming ``path``, with ``hint`` after the fix;
+    the temporary file never stays."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}; free some space or make the folder writable, "
+                        f"then run the command again{hint}") from None
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # a folder that refuses the unlink refused the file too
+
+
+def parse_json(text: str, source: str, fix: str) -> Any:
+    """``json.loads(text)``; anything that is not JSON Python can hold is one UserError naming ``source``."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise UserError(f"{source} is nested too deeply (a hand-edited or damaged file); {fix}") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}); {fix}") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise UserError(f"{source} holds a value Python cannot read ({str(exc).split(';')[0]}); {fix}") from None
+
+
+def read_json(path: str | Path, what: str, fix: str, limit: int = LIMITS["json"]) -> Any:
+    """The JSON content of the regular file ``path`` (``read_text``'s checks, then ``parse_json``'s)."""
+    return parse_json(read_text(path, what, limit, fix), f"{what} {path}", fix)

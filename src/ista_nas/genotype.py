@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .files import atomic_write_bytes
 from .ops import PRIMITIVES
 
 Pair = tuple[str, int]
@@ -96,4 +97,5 @@ def _concat(value: Any, steps: int, where: str) -> tuple[int, ...]:
 
 
 def save_genotype(genotype: Genotype, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(genotype.to_dict(), indent=2) + "\n")
+    text = json.dumps(genotype.to_dict(), indent=2) + "\n"
+    atomic_write_bytes(path, lambda tmp: tmp.write_text(text))

@@ -183,8 +183,8 @@ def top_picks(scores: list[dict[str, Any]], true: list[float], names: tuple[str,
 MAX_PARAMS = 200_000_000  # a scored network beyond this would not fit a CPU's memory for one batch's backward pass
 
 
-def score(cells: list[str], sample: int, sample_seed: int, space_name: str | None, dataset: str, batch_size: int, seed: int,
-          channels: int | None, layers: int | None, device: str, benchmark: str | None, arch_column: str,
+def score(cells: list[str], sample: int, sample_seed: int, space_name: str | None, dataset: str, batch_size: int,
+          seed: int, channels: int | None, layers: int | None, device: str, benchmark: str | None, arch_column: str,
           metric: str | None, data_dir: str | None = None) -> dict[str, Any]:
     """``ista-nas proxies``: every proxy of each cell (``cells`` as ``get_genotype`` reads them, and ``sample``
     drawn from the op set the sparse search of ``space_name`` chooses among) on the space's evaluation network
@@ -205,7 +205,8 @@ def score(cells: list[str], sample: int, sample_seed: int, space_name: str | Non
     channels = space.default_size[0] if channels is None else channels
     layers = space.default_size[1] if layers is None else layers
     if len(genotypes) > MAX_CELLS or batch_size < 2 or channels < 2 or layers < 1:
-        raise UserError(f"score at most {MAX_CELLS} cells, with --batch-size at least 2 (NASWOT compares images), --channels at least 2 and --layers at least 1")
+        raise UserError(f"score at most {MAX_CELLS} cells, with --batch-size at least 2 (NASWOT compares images), "
+                        "--channels at least 2 and --layers at least 1")
     largest = max(space.parameter_counts(genotypes, channels, layers, 1000, 3))
     if largest > MAX_PARAMS:
         raise UserError(f"--channels {channels} --layers {layers}: a network of {largest / 1e6:.0f}M parameters; "

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from .baselines import OpSet, run_op_set
-from .config import evaluation_fields
+from .config import check_types, evaluation_fields
 from .diagram import pyplot
-from .engine.checkpoint import atomic_write_bytes
 from .engine.rundir import RunDir
 from .errors import UserError
-from .files import LIMITS, MARKS, claim_output, read_text
+from .files import MARKS, atomic_write_bytes, claim_output
+from .files import read_json as read_json_file
 from .spaces import genotype_from_dict, load_genotype, space_of
 
 log = logging.getLogger(__name__)
@@ -65,11 +65,27 @@ class RunInfo:
 
 def read_run(path: str | Path, with_size: bool = True) -> RunInfo:
     run, config = RunDir.open(path)
+    check_types(config, str(run.config_path))
     genotype = load_genotype(run.path / "genotype.json") if (run.path / "genotype.json").is_file() else None
-    info = RunInfo(run.path, config, run.read_metrics(warn=True), genotype, read_json(run.path / "ranking.json"))
+    ranking = read_json(run.path / "ranking.json")
+    if ranking is not None and not _ranking_ok(ranking):
+        log.warning("ignoring %s: not a ranking as ista-nas writes it (cell -> groups -> candidates with an op and "
+                    "a weight)", run.path / "ranking.json")
+        ranking = None
+    info = RunInfo(run.path, config, run.read_metrics(warn=True), genotype, ranking)
     if with_size and genotype is not None:
         info.size = _size(genotype, config, info.kind)
     return info
+
+
+def _ranking_ok(ranking: Any) -> bool:
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    return isinstance(ranking, dict) and all(
+        isinstance(groups, list) and all(isinstance(entries, list) and all(
+            isinstance(e, dict) and isinstance(e.get("op"), str) and (number(e.get("abs_z")) or number(e.get("weight")))
+            for e in entries) for entries in groups) for groups in ranking.values())
 
 
 def read_json(path: Path) -> Any:
@@ -77,8 +93,8 @@ def read_json(path: Path) -> Any:
     if not path.exists():
         return None
     try:
-        return json.loads(read_text(path, "run file", LIMITS["json"], "the run directory is damaged"))
-    except (UserError, ValueError) as exc:
+        return read_json_file(path, "run file", "the run directory is damaged")
+    except UserError as exc:
         log.warning("ignoring %s: %s", path, exc)
         return None
 

@@ -15,6 +15,8 @@ Groups of different sizes are batched in one tensor, zero-padded to the largest 
 
 from __future__ import annotations
 
+import logging
+
 from collections.abc import Sequence
 
 import torch
@@ -23,6 +25,8 @@ from torch import Tensor, nn
 from .solver import LassoResult, lasso
 
 MATRIX_KINDS = ("uniform", "gaussian")
+
+log = logging.getLogger(__name__)
 
 
 def measurement_matrices(group_sizes: Sequence[int], m: int, kind: str, generator: torch.Generator,
@@ -91,6 +95,9 @@ class SparseCode(nn.Module):
         result = lasso(self.A.double(), self.b.detach().double(), self.lam,
                        z0=self.z.double() if warm_start else None)
         z = torch.where(self.frozen.unsqueeze(-1), self.z, result.z.to(self.z.dtype))
+        if not self.frozen.all() and not z[~self.frozen].any():
+            log.warning("lam %g zeroes z in every decision group: the supports (and the genotype) fall to the "
+                        "candidates' order, not to b; lower --lam (b's entries are far smaller than it)", self.lam)
         support = torch.where(self.frozen.unsqueeze(-1), self.support, self._rank(z)[..., : self.s].sort(dim=-1).values)
         changed = (support != self.support).any(-1)
         self.z.copy_(z)

@@ -14,20 +14,10 @@ from typing import Any
 import torch
 
 from ..errors import UserError
+from ..files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 FORMAT = 2  # {"format", "sha256", "config", "epoch", "payload": torch.save bytes of the state}
-
-
-def atomic_write_bytes(path: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file to ``path`` (atomic on POSIX)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -50,12 +40,15 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     wrapped = {"format": FORMAT, "sha256": hashlib.sha256(payload).hexdigest(), "config": state.get("config"),
                "epoch": state.get("epoch"), "payload": payload}
 
+    data = io.BytesIO()
+    torch.save(wrapped, data)  # into memory: a failed write is an OSError from Python, not torch's C++ writer
+
     def write(tmp: Path) -> None:
-        torch.save(wrapped, tmp)
-        if path.exists():
+        tmp.write_bytes(data.getbuffer())
+        if path.exists():  # only once the new checkpoint is whole on disk
             os.replace(path, previous_path(path))
 
-    atomic_write_bytes(path, write)
+    atomic_write_bytes(path, write, "; --resume continues from the last checkpoint written")
 
 
 def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:

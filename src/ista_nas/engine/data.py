@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import logging
 import os
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import UserError
+from ..files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -183,10 +185,10 @@ def _load_folder(root: Path, split: str, cache_dir: str | Path | None) -> ImageD
     images, labels = _decode(files)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"images": images, "labels": labels}, tmp)
-        os.replace(tmp, cache)
-    except OSError as exc:
+        data = io.BytesIO()  # into memory: a failed write is an OSError from Python, not torch's C++ writer
+        torch.save({"images": images, "labels": labels}, data)
+        atomic_write_bytes(cache, lambda tmp: tmp.write_bytes(data.getbuffer()))
+    except (OSError, UserError) as exc:  # the cache only saves time: the run goes on without it
         log.warning("could not cache decoded images at %s: %s", cache, exc)
     return ImageData(images, labels, classes)
 

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from .distributed import Dist, on_main
 from .loop import EpochInterrupted, graceful_stop, resume_point, run_epoch
-from .rundir import RunDir
+from .rundir import RunDir, lock, unlock
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,8 @@ def start(job: Job, out: str | Path, check: Callable[[], Any] | None = None) -> 
     once the data has loaded (and checked again then: the load takes minutes)."""
     ctx = Dist.setup(job.cfg.device)
     config = job.cfg.to_dict()
-    on_main(lambda: (check() if check else None, RunDir.check_new(out, config)))
-    return drive(job, ctx, lambda: RunDir.create(out, config), None)
+    on_main(lambda: (check() if check else None, RunDir.check_new(out, config), lock(out)))
+    return drive(job, ctx, lambda: RunDir.create(out, config), None, out)
 
 
 def resume(path: str | Path, make_job: Callable[[Any], Job], config_cls: type, overrides: dict[str, Any],
@@ -122,12 +122,21 @@ def resume(path: str | Path, make_job: Callable[[Any], Job], config_cls: type, o
     ``make_job(config)`` on the stored device (or the one ``overrides`` names)."""
     ctx = Dist.setup()
     run, cfg, checkpoint = on_main(lambda: RunDir.resume(path, config_cls, overrides, kind, validate))
-    return drive(make_job(cfg), ctx.on(cfg.device), lambda: run.rewrite_config(cfg.to_dict()), checkpoint)
+    return drive(make_job(cfg), ctx.on(cfg.device), lambda: run.rewrite_config(cfg.to_dict()), checkpoint, path)
 
 
-def drive(job: Job, ctx: Dist, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None) -> Any:
-    """Run ``job`` to the end on ``ctx`` in the run directory ``open_run()`` opens (on rank 0; the other ranks
-    get a read-only view); ``checkpoint`` continues a run."""
+def drive(job: Job, ctx: Dist, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None,
+          path: str | Path) -> Any:
+    """Run ``job`` to the end on ``ctx`` in the run directory ``open_run()`` opens at ``path`` (on rank 0, which
+    holds its lock until the run ends; the other ranks get a read-only view); ``checkpoint`` continues a run."""
+    try:
+        return _drive(job, ctx, open_run, checkpoint)
+    finally:
+        if ctx.main:
+            unlock(path)
+
+
+def _drive(job: Job, ctx: Dist, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None) -> Any:
     cfg = job.cfg
     if cfg.tensorboard:
         on_main(lambda: RunDir.summary_writer() and None)  # refused before the data loads

@@ -4,6 +4,7 @@
     RUN/metrics.jsonl      one JSON object per finished epoch
     RUN/checkpoint.pt      the last finished epoch, written atomically
     RUN/<results>          written by the method (genotype.json, ...)
+    RUN/.lock              the advisory lock of the process writing the run (its pid inside)
 
 Files only: the driver decides which process touches them. With several processes only rank 0 writes: the
 other ranks hold a read-only ``RunDir`` (``writes`` False) whose write methods do nothing, so the methods
@@ -12,19 +13,94 @@ call them unconditionally.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import UserError
-from ..files import LIMITS, read_bytes, read_text
-from .checkpoint import atomic_write_bytes, atomic_write_json, load_latest_good, previous_path, save_checkpoint
+from ..files import LIMITS, parse_json, read_bytes, read_json
+from ..files import atomic_write_bytes
+from .checkpoint import atomic_write_json, load_latest_good, previous_path, save_checkpoint
 
 log = logging.getLogger(__name__)
 RESUMABLE = ("epochs", "device", "tensorboard")  # what --resume may change; everything else continues as stored
+LOCK = ".lock"
+_HELD: dict[Path, tuple[int, bool]] = {}  # run directories this process holds: lock descriptor, created by lock
+
+
+def lock(path: str | Path) -> None:
+    """Hold the advisory lock of the run directory ``path`` (created if missing) until ``unlock`` or the process
+    ends (the system drops the lock of a dead process, so a killed run never blocks the next). A run directory
+    another live process holds is refused in one line; holding one twice in a process is one hold."""
+    path = Path(path).expanduser().resolve()
+    if path in _HELD:
+        return
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UserError(f"cannot write in {path}: {exc.strerror}; choose another --out (a writable folder)") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise UserError(f"{path} is being written by another ista-nas process (pid {holder}); wait for it to end, "
+                        "or choose another --out") from None
+    try:  # the holder's pid, for the next one's message; and a folder that takes no new file is refused now
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        probe = path / f".probe{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        os.close(fd)
+        raise UserError(f"cannot write in {path}: {exc.strerror}; make it writable or choose another --out") from None
+    _HELD[path] = fd, created
+
+
+def whole(record: dict[str, Any]) -> bool:
+    """Does a metrics record hold the types every reader relies on (an integer epoch; a number, or null, for the
+    seconds and every loss and accuracy)? A hand-edited line that does not counts as damaged."""
+    if "epoch" in record and (not isinstance(record["epoch"], int) or isinstance(record["epoch"], bool)):
+        return False
+    numeric = [v for k, v in record.items() if k == "seconds" or k.endswith(("_loss", "_acc", "_top1", "_top5"))]
+    return all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+               for v in numeric)
+
+
+def free_name(stem: str) -> str:
+    """``stem``, or ``stem-2``, ``stem-3``...: the first that does not exist (the default --out of a run; two
+    runs that pick the same name at once are told apart by the lock)."""
+    name, n = stem, 1
+    while Path(name).exists():
+        n += 1
+        name = f"{stem}-{n}"
+    return name
+
+
+def unlock(path: str | Path) -> None:
+    """Drop the lock ``lock`` took. A run that never wrote its config (refused while its data loaded) leaves
+    nothing behind: the lock file goes, and the folder too when ``lock`` created it."""
+    path = Path(path).expanduser().resolve()
+    fd, created = _HELD.pop(path, (None, False))
+    if fd is None:
+        return
+    try:
+        if not (path / "config.json").exists():
+            (path / LOCK).unlink(missing_ok=True)
+            if created and not any(path.iterdir()):
+                path.rmdir()
+    except OSError:
+        pass  # the folder is left as it is
+    finally:
+        os.close(fd)  # closing the descriptor drops the lock
 
 
 class RunDir:
@@ -42,8 +118,8 @@ class RunDir:
         run = cls(path)
         if run.config_path.is_file():
             try:
-                stored = json.loads(run.config_path.read_text())
-            except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+                stored = read_json(run.config_path, "run config", "the run directory is damaged")
+            except UserError:  # unreadable, not UTF-8, not JSON
                 stored = None
             if stored == config:
                 if not run.checkpoint_path.exists() and not previous_path(run.checkpoint_path).exists():
@@ -52,7 +128,7 @@ class RunDir:
                                 "choose a new --out")
             raise UserError(f"{run.path} holds a different run (its config.json differs); choose another --out "
                             f"or continue that run with --resume {run.path}")
-        elif run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
+        elif run.path.exists() and (not run.path.is_dir() or any(p.name != LOCK for p in run.path.iterdir())):
             raise UserError(f"--out {run.path} exists and is not an empty directory; choose a new --out")
         return run
 
@@ -78,11 +154,7 @@ class RunDir:
         if not run.config_path.is_file():
             raise UserError(f"{run.path} is not a run directory (no config.json); give the --out folder of an "
                             "ista-nas search or train run")
-        text = read_text(run.config_path, "run config", LIMITS["json"], "the run directory is damaged")
-        try:
-            config = json.loads(text)
-        except ValueError as exc:  # not JSON
-            raise UserError(f"cannot read {run.config_path} ({exc}); the run directory is damaged") from None
+        config = read_json(run.config_path, "run config", "the run directory is damaged")
         if not isinstance(config, dict):
             raise UserError(f"{run.config_path} does not hold a config object; the run directory is damaged")
         return run, config
@@ -115,8 +187,12 @@ class RunDir:
     def append_metrics(self, record: dict[str, Any]) -> None:
         if not self.writes:
             return
-        with self.metrics_path.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        try:
+            with self.metrics_path.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        except OSError as exc:  # a line cut short by a full disk is dropped by the next --resume
+            raise UserError(f"cannot write {self.metrics_path}: {exc.strerror or exc}; free some space or make the "
+                            f"folder writable, then continue with --resume {self.path}") from None
         writer = self.tensorboard
         if writer is not None and isinstance(record.get("epoch"), int):
             for key, value in record.items():
@@ -135,10 +211,10 @@ class RunDir:
         records, damaged = [], []
         for number, line in enumerate(data.decode("utf-8", errors="replace").split("\n"), start=1):
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
+                record = parse_json(line, "", "")
+            except UserError:
                 record = None
-            if isinstance(record, dict):
+            if isinstance(record, dict) and whole(record):
                 records.append(record)
             elif line.strip():
                 damaged.append(number)
@@ -166,7 +242,17 @@ class RunDir:
         the resumed config (default: its own ``validate``).
         """
         run, stored = cls.open(path)
-        config_cls.refuse_retired(stored, f"{run.path / 'config.json'}")
+        lock(run.path)  # before anything is read further: a run another process still writes is refused here
+        try:
+            return run._resume(stored, config_cls, overrides, kind, validate)
+        except BaseException:
+            unlock(run.path)
+            raise
+
+    def _resume(self, stored: dict[str, Any], config_cls: type, overrides: dict[str, Any], kind: Callable[[Any], str],
+                validate: Callable[[Any], Any] | None) -> tuple["RunDir", Any, dict]:
+        run = self
+        config_cls.check_stored(stored, f"{run.path / 'config.json'}")
         foreign = config_cls.unknown_keys(stored)
         if foreign:
             raise UserError(f"{run.path} is not a run of this command: its config.json has settings this command "

@@ -100,7 +100,7 @@ def search_seeds(cfg: SearchConfig, seeds: list[int], out: str | Path) -> list[S
             results.append(_start(seeded, path))
             continue
         stored = RunDir.open(path)[1]
-        SearchConfig.refuse_retired(stored, str(path / "config.json"))
+        SearchConfig.check_stored(stored, str(path / "config.json"))
         mine = seeded.to_dict()
         differs = sorted(k for k in set(stored) | set(mine) if k != "device" and stored.get(k) != mine.get(k))
         if differs:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import tempfile
@@ -13,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import UserError
-from ..files import LIMITS, claim_output, read_text
+from ..files import claim_output, read_json
 from .base import SearchSpace
 from .darts import DartsSpace
 from .nb201 import Nb201Space
@@ -40,12 +39,7 @@ def genotype_from_dict(data: Any, source: str = "genotype") -> Any:
 
 def load_genotype(path: str | Path) -> Any:
     path = Path(path)
-    text = read_text(path, "genotype file", LIMITS["json"], "give a genotype.json (a JSON object)")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); "
-                        "write a genotype as a JSON object") from None
+    data = read_json(path, "genotype file", "write a genotype as a JSON object")
     return genotype_from_dict(data, source=str(path))
 
 

@@ -51,7 +51,7 @@ def test_bad_files_are_rejected(tmp_path):
         load_genotype(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(UserError, match="not valid JSON"):
+    with pytest.raises(UserError, match="is not JSON"):
         load_genotype(bad)
     bad.write_text("[1, 2]")
     with pytest.raises(UserError, match="expected a JSON object"):

@@ -129,9 +129,9 @@ def test_stored_config_with_wrong_types_is_rejected(tiny_config, tmp_path):
     from ista_nas.config import SearchConfig
 
     data = tiny_config().to_dict()
-    with pytest.raises(UserError, match="epochs must be int, got '5'"):
+    with pytest.raises(UserError, match="epochs = '5' is not of type int"):
         SearchConfig.from_dict({**data, "epochs": "5"}).validate()
-    with pytest.raises(UserError, match="augment must be bool"):
+    with pytest.raises(UserError, match="augment = 1 is not of type bool"):
         SearchConfig.from_dict({**data, "augment": 1}).validate()
     SearchConfig.from_dict({**data, "lr": 1}).validate()  # an int where a float is expected is fine
 

@@ -87,7 +87,7 @@ def check_types(config: Any, source: str) -> dict[str, Any]:
     """A run's stored settings as readers rely on them: a JSON object, every setting a command knows of its type,
     a known space; else one UserError naming ``source`` and the setting."""
     kinds = {f.name: type(f.default) for cls in (SearchConfig, TrainConfig) for f in dataclasses.fields(cls)}
-    bad = [f"{k} = {v!r:.40} is not a {kinds[k].__name__}" for k, v in config.items()
+    bad = [f"{k} = {v!r:.40} is not of type {kinds[k].__name__}" for k, v in config.items()
            if k in kinds and not fits(v, kinds[k])] if isinstance(config, dict) else ["it holds no settings object"]
     bad += [] if bad or config.get("space", "darts") in SPACES else [f"unknown space {config.get('space')!r:.40}"]
     if bad:

@@ -181,7 +181,7 @@ def parse_json(text: str, source: str, fix: str) -> Any:
     except RecursionError:
         raise UserError(f"{source} is nested too deeply (a hand-edited or damaged file); {fix}") from None
     except json.JSONDecodeError as exc:
-        raise UserError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}); {fix}") from None
+        raise UserError(f"{source} is not JSON ({exc.msg} at line {exc.lineno}); {fix}") from None
     except ValueError as exc:  # e.g. an integer of more digits than Python converts
         raise UserError(f"{source} holds a value Python cannot read ({str(exc).split(';')[0]}); {fix}") from None
 

@@ -388,6 +388,20 @@ def test_search_over_seeds_runs_each_seed_continues_the_stopped_ones_and_compare
     drop = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]  # noqa: E731
     single = search(replace(cfg, seed=1), tmp_path / "single")  # each seed is the plain search with that seed
     assert results[1].genotype == single.genotype and drop(results[1].metrics) == drop(single.metrics)
+    # A run that stopped early (status.json): compare marks it and leaves it out of the seeds' mean +- std, and
+    # train refuses its interim genotype unless given the file itself.
+    import shutil
+
+    from ista_nas.compare import compare, format_comparison
+
+    for seed, source in ((0, tmp_path / "seeds"), (1, tmp_path / "stopped")):
+        shutil.copytree(source / f"seed-{seed}", tmp_path / "mixed" / f"seed-{seed}")
+    infos, groups, _ = compare([tmp_path / "mixed"])
+    assert [g["seeds"] for g in groups] == [[0]] and "(unfinished)" in format_comparison(infos).splitlines()[2]
+    stopped = tmp_path / "stopped" / "seed-1"
+    assert main(["train", "--space", "nb201", "--preset", "quick", "--genotype", str(stopped), "--out",
+                 str(tmp_path / "t")]) == 2
+    assert "stopped early" in capsys.readouterr().err and not (tmp_path / "t").exists()
     # The same command again: the stopped seed continues to the end, the finished one is read back untouched.
     again = search_seeds(cfg, [1], tmp_path / "stopped")
     assert drop(again[0].metrics) == drop(single.metrics)

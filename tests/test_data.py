@@ -32,7 +32,7 @@ def test_grey_folder_has_one_channel(tmp_path):
 def test_folder_errors_name_the_fix(tmp_path):
     with pytest.raises(UserError, match="has no train/ directory"):
         load_dataset(f"folder:{tmp_path}", "train")
-    root = make_image_folder(tmp_path / "mixed", classes=1, per_class=(2, 1), size=8)
+    root = make_image_folder(tmp_path / "mixed", classes=2, per_class=(2, 1), size=8)
     from PIL import Image
     Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(root / "train" / "class0" / "odd.png")
     with pytest.raises(UserError, match="resize"):
@@ -113,3 +113,44 @@ def test_missing_torchvision_dataset_names_the_folder_to_provide(tmp_path, monke
     monkeypatch.setattr(tvd, "CIFAR10", Offline)
     with pytest.raises(UserError, match="could not be downloaded.*cifar-10-batches-py.*--data-dir"):
         load_dataset("cifar10", "train", data_dir=tmp_path)
+
+
+def test_hostile_image_folders_are_read_right_or_refused_in_one_line(tmp_path, monkeypatch):
+    import os
+
+    from PIL import Image
+
+    root = make_image_folder(tmp_path / "f", classes=2, per_class=(4, 2), size=8)
+    grey = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    Image.fromarray(grey, "L").save(root / "train" / "class1" / "zzz.png")  # one greyscale image among colour ones
+    os.mkfifo(root / "train" / "class0" / "fifo.png")  # named like an image: skipped, never opened
+    monkeypatch.setenv("ISTA_NAS_CACHE", "")  # set but empty: the default cache, not the current folder
+    monkeypatch.chdir(tmp_path)
+    data = load_dataset(f"folder:{root}", "train", cache_dir=None)
+    assert data.images.shape == (9, 3, 8, 8) and list(tmp_path.glob("*.pt")) == []
+    assert all(torch.equal(data.images[-1, c], torch.from_numpy(grey)) for c in range(3))
+    # Moving an image to the other class gives its new label, not the cached one.
+    cache = tmp_path / "cache"
+    before = load_dataset(f"folder:{root}", "train", cache_dir=cache)
+    os.replace(root / "train" / "class0" / "000.png", root / "train" / "class1" / "moved.png")
+    after = load_dataset(f"folder:{root}", "train", cache_dir=cache)
+    assert int(before.labels.sum()) + 1 == int(after.labels.sum())
+    # An image with more pixels than the decoder allows, and a folder of one class: one line each.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 16)  # 8x8 = 64 pixels is then over twice the bound
+    with pytest.raises(UserError, match="cannot decode image .*remove or replace the file"):
+        load_dataset(f"folder:{root}", "test", cache_dir=cache)
+    monkeypatch.undo()
+    one = make_image_folder(tmp_path / "one", classes=1, per_class=(3, 1), size=8)
+    with pytest.raises(UserError, match="holds one class"):
+        load_dataset(f"folder:{one}", "train", cache_dir=cache)
+
+
+@pytest.mark.parametrize("labels", [b"", b"\x00\x00\x08\x01\x00\x00\x00\x02\x00\x0b",
+                                    b"\x00\x00\x08\x01\x00\x00\x00\x05\x00"])
+def test_damaged_fashion_mnist_files_are_refused_in_one_line(labels, tmp_path):
+    """An empty labels file, one whose label 11 is out of range, one shorter than its header says."""
+    images = b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + bytes(2 * 28 * 28)
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(images))
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels))
+    with pytest.raises(UserError, match="cannot read Fashion-MNIST file"):
+        load_dataset("fashion-mnist", "train", data_dir=tmp_path)

@@ -5,6 +5,7 @@ with ``report.read_run``."""
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from .files import claim_plot
 from .baselines import OpSet, run_op_set, run_size, table_op_set
 from .report import RunInfo, read_json, read_run
 from .spaces import space_of
+
+log = logging.getLogger(__name__)
 
 # Settings that differ between seeds of one search, or do not change what it computes.
 SEED_ONLY = ("seed", "device", "tensorboard", "benchmark", "arch_column", "metric")
@@ -87,7 +90,11 @@ def _op_set(info: RunInfo, table: Any | None) -> OpSet | None:
 def _groups_and_op_sets(infos: list[RunInfo], table: Any | None) -> list[tuple[dict[str, Any], OpSet | None]]:
     """``summarize_groups``'s rows, each with the baselines of its searched op set."""
     rows = []
-    for label, members in group_runs(infos):
+    unfinished = [i for i in infos if i.finished is False]
+    if unfinished:
+        log.warning("left out of the mean +- std: %s (stopped early; finish with --resume)",
+                    ", ".join(str(i.path) for i in unfinished))
+    for label, members in group_runs([i for i in infos if i.finished is not False]):
         best = [info.best_accuracy() for info in members]
         bench = [benchmark_value(info, table) for info in members]
         op_set = _op_set(members[0], table)
@@ -191,7 +198,7 @@ def format_comparison(infos: list[RunInfo]) -> str:
     for info in infos:
         key, best = info.best_accuracy()
         genotype = "-" if info.genotype is None else space_of(info.genotype).short(info.genotype)
-        rows.append((info.path.name, info.name, genotype[:60] + ("..." if len(genotype) > 60 else ""),
+        rows.append((info.path.name, info.name + (" (unfinished)" if info.finished is False else ""), genotype[:60] + ("..." if len(genotype) > 60 else ""),
                      f"{info.size['params'] / 1e6:.3f}M" if info.size else "-",
                      f"{best:.2f}% ({key})" if best is not None else "-", _duration(info.seconds())))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]

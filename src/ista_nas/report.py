@@ -41,6 +41,7 @@ class RunInfo:
     genotype: Any | None
     ranking: dict[str, Any] | None
     size: dict[str, Any] = field(default_factory=dict)  # params, flops of the evaluation network, when known
+    finished: bool | None = None  # status.json: False for a run stopped early, None for one written before it
 
     @property
     def kind(self) -> str:
@@ -72,7 +73,7 @@ def read_run(path: str | Path, with_size: bool = True) -> RunInfo:
         log.warning("ignoring %s: not a ranking as ista-nas writes it (cell -> groups -> candidates with an op and "
                     "a weight)", run.path / "ranking.json")
         ranking = None
-    info = RunInfo(run.path, config, run.read_metrics(warn=True), genotype, ranking)
+    info = RunInfo(run.path, config, run.read_metrics(warn=True), genotype, ranking, finished=run.finished())
     if with_size and genotype is not None:
         info.size = _size(genotype, config, info.kind)
     return info
@@ -282,6 +283,8 @@ def render(info: RunInfo) -> str:
     seconds = [m["seconds"] for m in metrics if isinstance(m.get("seconds"), (int, float))]
     key, best = info.best_accuracy()
     overview = [("run", str(info.path)), ("kind", info.name), ("dataset", str(config.get("dataset"))),
+                ("finished", {True: "yes", False: "no: stopped early, continue it with --resume"}.get(info.finished,
+                                                                                                    "unknown")),
                 ("epochs finished", _epochs_finished(metrics, config)),
                 ("best accuracy", f"{best:.2f}% ({key})" if best is not None else "-"),
                 ("time per epoch", f"{sum(seconds) / len(seconds):.1f} s (total {sum(seconds) / 60:.1f} min)"

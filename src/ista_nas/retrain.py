@@ -44,6 +44,10 @@ class TrainResult:
 def resolve_genotype(cfg: TrainConfig) -> Any:
     """The architecture to train (--arch, else --genotype), checked against --space."""
     given = cfg.arch or cfg.genotype
+    if not cfg.arch and (Path(given) / "config.json").is_file() and RunDir(given).finished() is False:
+        raise UserError(f"--genotype {given} is a run that stopped early: its genotype.json is an interim one; finish "
+                        f"it (ista-nas search --resume {given}) or train that interim cell on purpose with "
+                        f"--genotype {Path(given) / 'genotype.json'}")
     genotype = get_genotype(given)
     other = space_of(genotype).name
     if other != cfg.space:

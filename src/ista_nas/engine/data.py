@@ -123,7 +123,10 @@ def _load_fashion_mnist(split: str, data_dir: str | Path | None) -> ImageData:
                 try:
                     images = torch.from_numpy(_read_idx(img).copy()).unsqueeze(1)
                     labels = torch.from_numpy(_read_idx(lab).astype(np.int64))
-                except (OSError, ValueError, EOFError) as exc:
+                    if images.dim() != 4 or len(images) != len(labels) or not len(labels) or \
+                            not 0 <= int(labels.min()) <= int(labels.max()) < len(FASHION_CLASSES):
+                        raise ValueError("images and labels do not match, or a label is out of range")
+                except (OSError, ValueError, EOFError, IndexError) as exc:
                     raise UserError(f"cannot read Fashion-MNIST file {img} ({exc}); reinstall it with "
                                     "'apt-get install --reinstall dataset-fashion-mnist'") from None
                 return ImageData(images, labels, list(FASHION_CLASSES))
@@ -166,16 +169,25 @@ def _load_folder(root: Path, split: str, cache_dir: str | Path | None) -> ImageD
     if not split_dir.is_dir():
         raise UserError(f"image folder {root} has no {split}/ directory; lay it out as {root}/train/<class>/*.jpg "
                         f"and {root}/test/<class>/*.jpg")
-    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+    try:  # regular files only: a FIFO named like an image would hang the decoder
+        classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+        files = [(p, c) for c, cls in enumerate(classes) for p in sorted((split_dir / cls).iterdir())
+                 if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    except OSError as exc:
+        raise UserError(f"cannot read {exc.filename or split_dir}: {exc.strerror}; make the image folder "
+                        "readable") from None
     if not classes:
         raise UserError(f"{split_dir} has no class folders; put each class's images in {split_dir}/<class>/")
-    files = [(p, c) for c, cls in enumerate(classes) for p in sorted((split_dir / cls).iterdir())
-             if p.suffix.lower() in IMAGE_SUFFIXES]
+    if split == "train" and len(classes) < 2:
+        raise UserError(f"{split_dir} holds one class ({classes[0]}): a classifier of one class learns nothing "
+                        f"(loss 0 from the start); put each class's images in {split_dir}/<class>/")
     if not files:
         raise UserError(f"{split_dir} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    key = hashlib.sha1(repr((str(split_dir.resolve()), classes, len(files),
-                             max(os.stat(p).st_mtime_ns for p, _ in files))).encode()).hexdigest()[:16]
-    cache = Path(cache_dir or os.environ.get("ISTA_NAS_CACHE", "~/.cache/ista-nas")).expanduser() / f"{key}.pt"
+    # The cache is keyed on every file's class, name, size and modification time: an image moved to another
+    # class, added, removed or rewritten makes a new cache, never stale labels.
+    listing = [(classes[c], p.name, *(lambda st: (st.st_size, st.st_mtime_ns))(p.stat())) for p, c in files]
+    key = hashlib.sha1(repr((str(split_dir.resolve()), listing)).encode()).hexdigest()[:16]
+    cache = Path(cache_dir or os.environ.get("ISTA_NAS_CACHE") or "~/.cache/ista-nas").expanduser() / f"{key}.pt"
     if cache.is_file():
         try:
             saved = torch.load(cache, weights_only=True)
@@ -197,22 +209,22 @@ def _decode(files: list[tuple[Path, int]]) -> tuple[Tensor, Tensor]:
     from PIL import Image
     from tqdm import tqdm
 
-    arrays, first_shape, mode = [], None, None
+    arrays, first_shape = [], None
     for path, _ in tqdm(files, desc=f"decoding {files[0][0].parent.parent}", unit="img", leave=False,
                         disable=None):
-        try:
+        try:  # greyscale images stay one channel unless the folder holds a colour one (then all are RGB)
             with Image.open(path) as im:
-                if mode is None:
-                    mode = "L" if im.mode in ("L", "1", "I;16", "I") else "RGB"
-                arr = np.asarray(im.convert(mode))
-        except OSError as exc:
-            raise UserError(f"cannot decode image {path} ({exc}); remove or replace the file") from None
+                arr = np.asarray(im.convert("L" if im.mode in ("L", "1", "I;16", "I") else "RGB"))
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:  # damaged, or too many pixels
+            raise UserError(f"cannot decode image {path} ({str(exc)[:120]}); remove or replace the file") from None
         if first_shape is None:
             first_shape = arr.shape
-        elif arr.shape != first_shape:
+        elif arr.shape[:2] != first_shape[:2]:
             raise UserError(f"image {path} is {arr.shape[1]}x{arr.shape[0]} but the first image is "
                             f"{first_shape[1]}x{first_shape[0]}; resize the folder's images to one size")
         arrays.append(arr)
+    if any(a.ndim == 3 for a in arrays):
+        arrays = [a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2) for a in arrays]
     stacked = torch.from_numpy(np.stack(arrays))
     images = stacked.unsqueeze(1) if stacked.dim() == 3 else stacked.permute(0, 3, 1, 2)
     return images.contiguous(), torch.tensor([c for _, c in files], dtype=torch.int64)

@@ -146,6 +146,7 @@ def _drive(job: Job, ctx: Dist, open_run: Callable[[], RunDir], checkpoint: dict
     if cfg.tensorboard:
         run.enable_tensorboard()
     job.opened(run)
+    run.set_finished(False)
     done = run.restore(checkpoint, job.load, cfg.epochs)
     log.info("%s, run directory %s", job.describe(), run.path)
     partial = (checkpoint or {}).get("partial")
@@ -179,4 +180,6 @@ def _drive(job: Job, ctx: Dist, open_run: Callable[[], RunDir], checkpoint: dict
     except KeyboardInterrupt:
         run.report_interrupt()
         raise
-    return job.result(run)
+    result = job.result(run)
+    run.set_finished(True)
+    return result

@@ -4,6 +4,7 @@
     RUN/metrics.jsonl      one JSON object per finished epoch
     RUN/checkpoint.pt      the last finished epoch, written atomically
     RUN/<results>          written by the method (genotype.json, ...)
+    RUN/status.json        {"finished": false} while the run goes on or after it stopped early, true at its end
     RUN/.lock              the advisory lock of the process writing the run (its pid inside)
 
 Files only: the driver decides which process touches them. With several processes only rank 0 writes: the
@@ -158,6 +159,19 @@ class RunDir:
         if not isinstance(config, dict):
             raise UserError(f"{run.config_path} does not hold a config object; the run directory is damaged")
         return run, config
+
+    def set_finished(self, finished: bool) -> None:
+        """Record whether the run has reached its end (``finished``: readers refuse or mark a run that has not)."""
+        self.write_json("status.json", {"finished": finished})
+
+    def finished(self) -> bool | None:
+        """Has the run reached its end? None for a run written before status.json existed, or a damaged one."""
+        try:
+            status = read_json(self.path / "status.json", "run status", "the run directory is damaged")
+        except UserError:
+            return None
+        return status.get("finished") if isinstance(status, dict) and isinstance(status.get("finished"), bool) \
+            else None
 
     def write_json(self, name: str, obj: Any) -> Path:
         path = self.path / name

@@ -302,3 +302,20 @@ def test_the_default_run_name_skips_names_taken(tmp_path):
     (tmp_path / "search-20261205-120000").mkdir()
     (tmp_path / "search-20261205-120000-2").mkdir()
     assert free_name(stem) == stem + "-3"
+
+
+def test_resume_refuses_data_that_changed_since_the_run_started(tiny_folder, tiny_config, tmp_path):
+    import shutil
+
+    folder = tmp_path / "data"
+    shutil.copytree(tiny_folder, folder)
+    out = tmp_path / "run"
+    methods.search(tiny_config(dataset=f"folder:{folder}", epochs=1), out)
+    extra = folder / "train" / "class0" / "extra.png"
+    shutil.copy(folder / "train" / "class1" / "000.png", extra)  # one more image: another split
+    files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+    with pytest.raises(UserError, match="changed since the run started"):
+        methods.resume(out, epochs=2)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"} == files
+    extra.unlink()
+    assert methods.resume(out, epochs=2).metrics[-1]["epoch"] == 2  # the same data again: it continues

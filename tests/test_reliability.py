@@ -333,3 +333,26 @@ def test_a_hand_edited_run_file_is_read_or_refused_in_one_line_by_every_command(
     after = snapshot(run)
     changed = {k for k in before if before[k] != after.get(k)}
     assert not changed or argv[0] == "search"  # only --resume writes into the run (it continued a readable one)
+
+
+def test_a_runs_own_files_are_left_to_it_and_outputs_land_where_asked(runs, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(runs["search"], run)
+    # Its cell drawing carries the plot mark, but it is the run's: compare and show leave it alone.
+    refused(["compare", run, "--plot", run / "cell.png"], capsys, run, expect="a file of the run in")
+    refused(["show", NB201_EXAMPLE, "--out", run], capsys, run, expect="a file of the run in")
+    # export --out FOLDER/ writes the default name inside the folder, not a file named like the folder.
+    (tmp_path / "exports").mkdir()
+    assert main(["export", str(runs["train"]), "--out", str(tmp_path / "exports") + "/"]) == 0
+    assert [p.name for p in (tmp_path / "exports").iterdir()] == ["model.pt"]
+    capsys.readouterr()
+    # A smaller correlate sample into the same --out leaves no file of the larger one behind.
+    out = tmp_path / "c"
+    for k in (4, 2):
+        assert main(["correlate", str(run), "--protocol", "ranking", "--k", str(k), "--calibration-batches", "1",
+                     "--out", str(out), "--device", "cpu"]) == 0
+    assert sorted(p.name for p in (out / "architectures").iterdir()) == ["arch-00.json", "arch-01.json"]
+    # A checkpoint copied in from another run is refused by correlate as by --resume.
+    shutil.copy(runs["seeds"] / "seed-1" / "checkpoint.pt", run / "checkpoint.pt")
+    refused(["correlate", run, "--protocol", "ranking", "--k", "2", "--out", tmp_path / "c2"], capsys, run,
+            expect="was not written by the search in")

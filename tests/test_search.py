@@ -96,6 +96,8 @@ def _assert_user_error(proc, *fragments):
     (["--sparsity", "8"], ["at most --proj-dims (m)"]),
     (["--seed", str(2**64)], ["--seed must be in"]),
     (["--device", "tpu"], ["unknown --device 'tpu'"]),
+    (["--channels", "100000"], ["G parameters needs", "lower --channels or --layers"]),
+    (["--lr", "1e300"], ["--lr must be a finite number float32 holds"]),
     (["--no-such-flag"], ["unrecognized arguments: --no-such-flag"]),
 ])
 def test_bad_flags_give_one_line_and_exit_2(args, fragments, tmp_path):

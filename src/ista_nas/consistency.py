@@ -37,7 +37,7 @@ from .engine.checkpoint import atomic_write_json, load_checkpoint
 from .engine.data import DeviceLoader, ImageData
 from .engine.distributed import Dist
 from .engine.loop import resolve_device
-from .engine.rundir import RunDir
+from .engine.rundir import RESUMABLE, RunDir
 from .engine.splits import search_split
 from .engine.trainer import evaluate
 from .errors import UserError
@@ -156,6 +156,10 @@ def supernet_scores(run_dir: Path, genotypes: list[Any], calibration_batches: in
         raise UserError(f"{run_dir} is a --method {cfg.method} run, which ends as its trained discrete network: no "
                         "supernet is left to score other architectures; use --protocol trajectory")
     checkpoint = load_checkpoint(run.checkpoint_path)
+    stored = checkpoint.get("config") if isinstance(checkpoint.get("config"), dict) else {}
+    if "search" not in checkpoint or any(stored.get(k) != v for k, v in config.items() if k not in RESUMABLE):
+        raise UserError(f"checkpoint {run.checkpoint_path} was not written by the search in {run_dir} (its settings "
+                        "differ from config.json); give the run directory the checkpoint belongs to")
     ctx = Dist.setup(device)
     data, train_loader, valid_loader = search_split(cfg, ctx)
     net = build_supernet(cfg, data, method.supernet)
@@ -287,6 +291,8 @@ def correlate(run_dir: str | Path, out: str | Path, protocol: str = "trajectory"
         for key, genotype in distinct.items():
             text = json.dumps(genotype.to_dict()) + "\n"
             atomic_write_bytes(names[key], lambda tmp, text=text: tmp.write_text(text))
+        for stale in set((out / "architectures").glob("arch-*.json")) - set(names.values()):
+            stale.unlink()  # an earlier, larger sample's (correlate's own, as _claim_outputs checked)
 
     if truth is None:
         result.update(points=rows, truth=None)

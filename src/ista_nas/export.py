@@ -59,8 +59,10 @@ def export(checkpoint_path: str | Path, fmt: str, out: str | Path | None = None)
     """Write the deployable file; returns its path (default: next to the checkpoint, model.pt / model.onnx)."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    out = claim_output(out or Path(checkpoint_path).with_name("model.pt" if fmt == "torchscript" else "model.onnx"),
-                       fmt, "--out")  # replaces only an earlier export of this format, never a checkpoint
+    name = "model.pt" if fmt == "torchscript" else "model.onnx"
+    if out is not None and (str(out).endswith("/") or Path(out).is_dir()):
+        out = Path(out) / name  # a folder: the default name inside it
+    out = claim_output(out or Path(checkpoint_path).with_name(name), fmt, "--out")  # never a checkpoint
     model, meta = deployable(checkpoint_path)
     example = torch.rand(1, *meta["input"]["shape"])
     if fmt == "torchscript":

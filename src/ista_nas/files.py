@@ -112,9 +112,16 @@ def holds_mark(path: Path, mark: bytes, chunk: int = 4 * MiB) -> bool:
     return False
 
 
-def claim_output(path: str | Path, kind: str, flag: str) -> Path:
+def in_run(folder: Path) -> bool:
+    """Is ``folder`` a run directory (``search``'s or ``train``'s: a config.json beside its metrics)?"""
+    return (folder / "config.json").is_file() and (folder / "metrics.jsonl").is_file()
+
+
+def claim_output(path: str | Path, kind: str, flag: str, run_owned: bool = False) -> Path:
     """``path`` if this command may write its output of ``kind`` there: nothing is there yet, or a file of the
-    same kind this tool wrote (which the write replaces). Its folder must exist. A UserError otherwise."""
+    same kind this tool wrote (which the write replaces), unless it is a run's own (a file inside a run
+    directory: only the run itself, ``run_owned``, or ``report`` for report.html, replace those). Its folder must
+    exist. A UserError otherwise."""
     path = Path(path).expanduser()
     if not path.parent.is_dir():
         raise UserError(f"{flag} {path}: folder {path.parent} does not exist; create it or choose another path")
@@ -127,6 +134,9 @@ def claim_output(path: str | Path, kind: str, flag: str) -> Path:
     if stat.S_ISDIR(info.st_mode):
         raise UserError(f"{flag} {path} is a folder; give a file path")
     ours = stat.S_ISREG(info.st_mode) and holds_mark(path, MARKS[kind])
+    if ours and not run_owned and kind != "report" and in_run(path.parent):
+        raise UserError(f"{flag} {path} is a file of the run in {path.parent}, which ista-nas leaves to that run; "
+                        "choose a path outside the run directory")
     if not ours:
         raise UserError(f"{flag} {path} exists and was not written by ista-nas as a {kind} file; ista-nas never "
                         "overwrites a file it did not write: choose another path")

@@ -28,7 +28,7 @@ from .engine.stream import StreamingLoader
 from .engine.trainer import Loader, Trainer, autocast_for, evaluate, training_means
 from .errors import UserError
 from .networks.cnn import count_parameters
-from .spaces import SPACES, build_model, get_genotype, model_spec, space_of, write_diagrams
+from .spaces import SPACES, build_model, check_memory, get_genotype, model_spec, space_of, write_diagrams
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ def resolve_genotype(cfg: TrainConfig) -> Any:
 def train(cfg: TrainConfig, out: str | Path) -> TrainResult:
     """Train ``cfg.genotype`` from scratch into the new run directory ``out``."""
     cfg.validate()
+    check_memory(cfg.space, cfg.channels, cfg.layers)
     # A bad --genotype or --out fails before anything else (checked where the run directory will be: rank 0).
     return driver.start(Train(cfg), out, check=lambda: resolve_genotype(cfg))
 
@@ -99,7 +100,7 @@ class Train(Job):
         super().opened(run)
         run.write_json("genotype.json", self.genotype.to_dict())
         if run.writes:
-            write_diagrams(self.genotype, run.path)
+            write_diagrams(self.genotype, run.path, run_owned=True)
 
     def load(self, checkpoint: dict[str, Any]) -> None:
         self.trainer.load_state_dict(checkpoint["trainer"])

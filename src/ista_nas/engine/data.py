@@ -183,10 +183,7 @@ def _load_folder(root: Path, split: str, cache_dir: str | Path | None) -> ImageD
                         f"(loss 0 from the start); put each class's images in {split_dir}/<class>/")
     if not files:
         raise UserError(f"{split_dir} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    # The cache is keyed on every file's class, name, size and modification time: an image moved to another
-    # class, added, removed or rewritten makes a new cache, never stale labels.
-    listing = [(classes[c], p.name, *(lambda st: (st.st_size, st.st_mtime_ns))(p.stat())) for p, c in files]
-    key = hashlib.sha1(repr((str(split_dir.resolve()), listing)).encode()).hexdigest()[:16]
+    key = hashlib.sha1(repr((str(split_dir.resolve()), _listing(files, classes))).encode()).hexdigest()[:16]
     cache = Path(cache_dir or os.environ.get("ISTA_NAS_CACHE") or "~/.cache/ista-nas").expanduser() / f"{key}.pt"
     if cache.is_file():
         try:
@@ -203,6 +200,25 @@ def _load_folder(root: Path, split: str, cache_dir: str | Path | None) -> ImageD
     except (OSError, UserError) as exc:  # the cache only saves time: the run goes on without it
         log.warning("could not cache decoded images at %s: %s", cache, exc)
     return ImageData(images, labels, classes)
+
+
+def _listing(files: list[tuple[Path, int]], classes: list[str]) -> list[tuple[str, str, int, int]]:
+    """Every file's class, name, size and modification time: what keys the decoded cache (an image moved to
+    another class, added, removed or rewritten makes a new cache, never stale labels) and a run's data identity."""
+    return [(classes[c], p.name, *(lambda st: (st.st_size, st.st_mtime_ns))(p.stat())) for p, c in files]
+
+
+def data_identity(name: str) -> str | None:
+    """A digest of an image folder's listing (both splits; ``_listing``), which a run records when it starts and
+    ``--resume`` compares; None for the datasets the CLI knows by name (their files do not change)."""
+    if not name.startswith("folder:"):
+        return None
+    root, found = Path(name[len("folder:"):]).expanduser(), []
+    for split in sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []:
+        classes = sorted(d.name for d in split.iterdir() if d.is_dir())
+        files = [(p, c) for c, cls in enumerate(classes) for p in sorted((split / cls).iterdir()) if p.is_file()]
+        found.append((split.name, _listing(files, classes)))
+    return hashlib.sha1(repr(found).encode()).hexdigest()
 
 
 def _decode(files: list[tuple[Path, int]]) -> tuple[Tensor, Tensor]:

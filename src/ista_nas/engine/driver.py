@@ -30,6 +30,8 @@ from torch import Tensor
 
 from .distributed import Dist, on_main
 from .loop import EpochInterrupted, graceful_stop, resume_point, run_epoch
+from ..errors import UserError
+from .data import data_identity
 from .rundir import RunDir, lock, unlock
 
 log = logging.getLogger(__name__)
@@ -121,8 +123,19 @@ def resume(path: str | Path, make_job: Callable[[Any], Job], config_cls: type, o
     checked by ``validate``) and checkpoint (``RunDir.resume``), every rank gets them and runs
     ``make_job(config)`` on the stored device (or the one ``overrides`` names)."""
     ctx = Dist.setup()
-    run, cfg, checkpoint = on_main(lambda: RunDir.resume(path, config_cls, overrides, kind, validate))
+    run, cfg, checkpoint = on_main(lambda: _same_data(*RunDir.resume(path, config_cls, overrides, kind, validate)))
     return drive(make_job(cfg), ctx.on(cfg.device), lambda: run.rewrite_config(cfg.to_dict()), checkpoint, path)
+
+
+def _same_data(run: RunDir, cfg: Any, checkpoint: dict[str, Any]) -> tuple[RunDir, Any, dict[str, Any]]:
+    """A resume reads the data its run started with (the identity recorded in data.json), else one line."""
+    recorded = run.read_data_identity()
+    if recorded is not None and recorded != data_identity(cfg.dataset):
+        unlock(run.path)
+        raise UserError(f"the data of {run.path} ({cfg.dataset}) changed since the run started (images added, "
+                        "removed, moved or rewritten): --resume continues exactly only on the same data; restore it, "
+                        "or start a new run")
+    return run, cfg, checkpoint
 
 
 def drive(job: Job, ctx: Dist, open_run: Callable[[], RunDir], checkpoint: dict[str, Any] | None,
@@ -147,7 +160,9 @@ def _drive(job: Job, ctx: Dist, open_run: Callable[[], RunDir], checkpoint: dict
         run.enable_tensorboard()
     job.opened(run)
     run.set_finished(False)
-    done = run.restore(checkpoint, job.load, cfg.epochs)
+    if checkpoint is None:
+        run.write_json("data.json", {"dataset": cfg.dataset, "identity": data_identity(cfg.dataset)})
+    done = run.restore(checkpoint, job.load)
     log.info("%s, run directory %s", job.describe(), run.path)
     partial = (checkpoint or {}).get("partial")
 

@@ -5,6 +5,7 @@
     RUN/checkpoint.pt      the last finished epoch, written atomically
     RUN/<results>          written by the method (genotype.json, ...)
     RUN/status.json        {"finished": false} while the run goes on or after it stopped early, true at its end
+    RUN/data.json          the dataset and (an image folder) the digest of its listing, checked by --resume
     RUN/.lock              the advisory lock of the process writing the run (its pid inside)
 
 Files only: the driver decides which process touches them. With several processes only rank 0 writes: the
@@ -160,6 +161,14 @@ class RunDir:
             raise UserError(f"{run.config_path} does not hold a config object; the run directory is damaged")
         return run, config
 
+    def read_data_identity(self) -> str | None:
+        """The data identity the run recorded when it started (data.json); None if it recorded none."""
+        try:
+            data = read_json(self.path / "data.json", "run data record", "the run directory is damaged")
+        except UserError:
+            return None
+        return data.get("identity") if isinstance(data, dict) and isinstance(data.get("identity"), str) else None
+
     def set_finished(self, finished: bool) -> None:
         """Record whether the run has reached its end (``finished``: readers refuse or mark a run that has not)."""
         self.write_json("status.json", {"finished": finished})
@@ -307,7 +316,7 @@ class RunDir:
             raise UserError(f"the checkpoint has already {done}; pass --epochs {least} or more")
         return run, cfg, checkpoint
 
-    def restore(self, checkpoint: dict[str, Any] | None, load: Callable[[dict[str, Any]], None], epochs: int) -> int:
+    def restore(self, checkpoint: dict[str, Any] | None, load: Callable[[dict[str, Any]], None]) -> int:
         """Restore ``checkpoint`` with ``load`` and drop the metrics written after it; return the epoch to start
         from (0 without a checkpoint)."""
         if checkpoint is None:
@@ -319,7 +328,7 @@ class RunDir:
                             "it belongs to another run") from None
         self.keep_metrics_before(checkpoint["epoch"] + 1)
         partial = checkpoint.get("partial")
-        log.info("resuming %s after epoch %d of %d%s", self.path, checkpoint["epoch"], epochs,
+        log.info("resuming %s after %d finished epochs%s", self.path, checkpoint["epoch"],
                  f", at step {partial['step']} of epoch {partial['epoch'] + 1}" if partial else "")
         return checkpoint["epoch"]
 

@@ -12,7 +12,7 @@ from ..config import SearchConfig, resolve
 from ..engine import driver
 from ..engine.rundir import RunDir
 from ..errors import UserError
-from ..spaces import SPACES
+from ..spaces import SPACES, check_memory
 from .base import SearchMethod, SearchResult, table_of
 from .darts import Darts
 from .one_stage import OneStage
@@ -28,6 +28,7 @@ def validate(cfg: SearchConfig) -> SearchConfig:
     cfg.validate()
     if cfg.method not in METHODS:
         raise UserError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    check_memory(cfg.space, cfg.channels, cfg.layers)
     method, space = METHODS[cfg.method], SPACES[cfg.space]
     smallest = space.smallest_group(method.supernet == "dense")
     checks = [(cfg.sparsity < smallest, f"--sparsity (s) must be in 1..{smallest - 1}: the smallest decision group "

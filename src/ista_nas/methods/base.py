@@ -84,7 +84,7 @@ class SearchMethod(Job):
     def finish(self, run: RunDir, genotype: Any) -> SearchResult:
         """The searched cell's diagrams and the run's report beside its genotype.json."""
         if run.writes:
-            write_diagrams(genotype, run.path)
+            write_diagrams(genotype, run.path, run_owned=True)
         log.info("genotype: %s", genotype.to_dict())
         if self.table is not None and run.writes:
             entry = self.table.get(genotype)

@@ -71,14 +71,14 @@ def get_genotype(spec: str | Path) -> Any:
     return load_genotype(path)
 
 
-def write_diagrams(genotype: Any, directory: str | Path, flag: str = "--out") -> list[Path]:
+def write_diagrams(genotype: Any, directory: str | Path, flag: str = "--out", run_owned: bool = False) -> list[Path]:
     """The genotype's cell diagrams (PNG and SVG, drawn by its space) in ``directory``. They are drawn aside first
     and moved in only when every name is free or holds an earlier ista-nas drawing (files.claim_output), so a
     refusal leaves the folder as it was."""
     directory = Path(directory)
     with tempfile.TemporaryDirectory(dir=directory, prefix=".diagrams-") as scratch:
         drawn = space_of(genotype).draw(genotype, Path(scratch))
-        targets = [claim_output(directory / p.relative_to(scratch), "plot", flag) for p in drawn]
+        targets = [claim_output(directory / p.relative_to(scratch), "plot", flag, run_owned) for p in drawn]
         for source, target in zip(drawn, targets):
             os.replace(source, target)
     return targets
@@ -108,3 +108,16 @@ def sample_architectures(space_name: str, k: int, seed: int) -> list[Any]:
         if len(drawn) == k:
             return list(drawn.values())
     raise UserError(f"could not draw {k} distinct architectures of --space {space_name}; draw fewer")
+
+
+def check_memory(space_name: str, channels: int, layers: int, copies: int = 4) -> None:
+    """Refuse, before anything is allocated, a network size whose weights alone (``copies`` float32 copies of a
+    random cell's network at C x L, counted on the meta device: weights, gradients, momentum and a spare; a
+    supernet holds more) exceed this machine's memory."""
+    space = SPACES[space_name]
+    params = space.parameter_count(space.sample(random.Random(0)), channels, layers, 1000, 3, None)
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if params * 4 * copies > total:
+        raise UserError(f"--channels {channels} --layers {layers}: a network of {params / 1e9:.1f}G parameters needs "
+                        f"{params * 4 * copies / 2**30:.0f} GiB for its weights, gradients and momentum, more than "
+                        f"this machine's {total / 2**30:.0f} GiB; lower --channels or --layers")

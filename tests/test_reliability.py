@@ -356,3 +356,37 @@ def test_a_runs_own_files_are_left_to_it_and_outputs_land_where_asked(runs, tmp_
     shutil.copy(runs["seeds"] / "seed-1" / "checkpoint.pt", run / "checkpoint.pt")
     refused(["correlate", run, "--protocol", "ranking", "--k", "2", "--out", tmp_path / "c2"], capsys, run,
             expect="was not written by the search in")
+
+
+# Generated JSON as a hand edit or damage leaves it: any depth, integers of any length, any type where a number or
+# an object is expected.
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+                    st.text(max_size=5), st.integers(1, 6000).map(lambda n: "9" * n))
+JSONISH = st.recursive(SCALARS.map(lambda v: v if not (isinstance(v, str) and v.isdigit()) else int(v[:4000])),
+                       lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                               st.dictionaries(st.sampled_from(["epoch", "seconds", "valid_acc",
+                                                                                "normal", "space", "dataset", "op",
+                                                                                "abs_z", "arch"]), inner, max_size=4)),
+                       max_leaves=8)
+TEXTS = st.one_of(JSONISH.map(json.dumps), st.integers(1, 200_000).map(lambda d: "[" * d + "]" * d),
+                  st.integers(4301, 6000).map(lambda n: '{"epoch": ' + "7" * n + "}"))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(["config.json", "metrics.jsonl", "ranking.json", "genotype.json", "benchmark.json"]),
+       text=TEXTS)
+def test_any_json_in_a_run_file_is_read_or_refused_as_a_user_error(runs, tmp_path_factory, name, text):
+    from ista_nas.compare import format_comparison, format_groups, summarize_groups
+    from ista_nas.report import read_run, render
+
+    run = tmp_path_factory.mktemp("run")
+    for keep in ("config.json", "metrics.jsonl", "genotype.json", "benchmark.json", "ranking.json"):
+        shutil.copy(runs["search"] / keep, run / keep)
+    (run / name).write_text(text + "\n")
+    try:
+        info = read_run(run)
+        render(info)
+        format_comparison([info])
+        format_groups(summarize_groups([info]))
+    except UserError as exc:
+        assert "\n" not in str(exc)

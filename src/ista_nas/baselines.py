@@ -93,6 +93,19 @@ def parameter_rank(space: Any, genotype: Any, archs: Iterable[str], channels: in
     return 1 + sum(c > mine for c in counts.values()), len(counts)
 
 
+def bench_record(data: Any, path: Any) -> dict[str, Any] | None:
+    """A run's benchmark.json as the search writes it (a table, its metric and the found cell's entry), or None
+    with a warning naming ``path`` (a hand-edited or damaged one)."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e300
+
+    ok = isinstance(data, dict) and isinstance(data.get("metric"), str) and isinstance(data.get("table"), str) and \
+        (data.get("value") is None or all(number(data.get(k)) for k in ("value", "rank", "of", "best", "mean")))
+    if data is not None and not ok:
+        log.warning("ignoring %s: not a benchmark record as ista-nas writes it", path)
+    return data if ok else None
+
+
 def run_size(config: dict[str, Any]) -> tuple[int, int, tuple[int, int, int]]:
     """(C, L, input shape) a search run's genotype is evaluated at (report and compare count parameters there)."""
     space = SPACES[config.get("space", "darts")]
@@ -165,7 +178,8 @@ def lookup(arch: str, benchmark: str | None, arch_column: str, metric: str | Non
     bench = None
     if run and (run / "benchmark.json").is_file():
         try:
-            bench = read_json(run / "benchmark.json", "run file", "the run is damaged")
+            bench = bench_record(read_json(run / "benchmark.json", "run file", "the run is damaged"),
+                                 run / "benchmark.json")
         except UserError as exc:
             log.warning("ignoring %s: %s", run / "benchmark.json", exc)
     return {"metric": table.metric, **entry.to_dict(),

@@ -14,7 +14,7 @@ from .diagram import pyplot, savefig
 from .errors import UserError
 from .files import claim_plot
 from .baselines import OpSet, run_op_set, run_size, table_op_set
-from .report import RunInfo, read_json, read_run
+from .report import RunInfo, read_run
 from .spaces import space_of
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,7 @@ def benchmark_value(info: RunInfo, table: Any | None) -> float | None:
     if table is not None:
         entry = table.get(info.genotype) if info.genotype is not None else None
         return entry.value if entry else None
-    stored = read_json(info.path / "benchmark.json")
-    return stored.get("value") if isinstance(stored, dict) else None
+    return info.bench.get("value") if info.bench else None
 
 
 def summarize_groups(infos: list[RunInfo], table: Any | None = None) -> list[dict[str, Any]]:
@@ -80,7 +79,7 @@ def summarize_groups(infos: list[RunInfo], table: Any | None = None) -> list[dic
 
 def _op_set(info: RunInfo, table: Any | None) -> OpSet | None:
     """The baselines of the op set the run searched: from ``table`` when given, else from its benchmark.json."""
-    bench = read_json(info.path / "benchmark.json")
+    bench = info.bench
     if table is None:
         return run_op_set(bench, info.config)
     dense = bench.get("dense", True) if isinstance(bench, dict) else True  # unknown: every cell of the space

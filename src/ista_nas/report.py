@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .baselines import OpSet, run_op_set
+from .baselines import OpSet, bench_record, run_op_set
 from .config import check_types, evaluation_fields
 from .diagram import pyplot
 from .engine.rundir import RunDir
@@ -42,6 +42,7 @@ class RunInfo:
     ranking: dict[str, Any] | None
     size: dict[str, Any] = field(default_factory=dict)  # params, flops of the evaluation network, when known
     finished: bool | None = None  # status.json: False for a run stopped early, None for one written before it
+    bench: dict[str, Any] | None = None  # benchmark.json, checked (baselines.bench_record)
 
     @property
     def kind(self) -> str:
@@ -73,7 +74,8 @@ def read_run(path: str | Path, with_size: bool = True) -> RunInfo:
         log.warning("ignoring %s: not a ranking as ista-nas writes it (cell -> groups -> candidates with an op and "
                     "a weight)", run.path / "ranking.json")
         ranking = None
-    info = RunInfo(run.path, config, run.read_metrics(warn=True), genotype, ranking, finished=run.finished())
+    info = RunInfo(run.path, config, run.read_metrics(warn=True), genotype, ranking, finished=run.finished(),
+                   bench=bench_record(read_json(run.path / "benchmark.json"), run.path / "benchmark.json"))
     if with_size and genotype is not None:
         info.size = _size(genotype, config, info.kind)
     return info
@@ -291,7 +293,7 @@ def render(info: RunInfo) -> str:
                  if seconds else "-")]
     if info.genotype is not None:
         overview.append(("genotype", json.dumps(info.genotype.to_dict())))
-    bench = read_json(info.path / "benchmark.json")
+    bench = info.bench
     if bench and bench.get("value") is not None:
         overview.append((f"benchmark {bench['metric']}", f"{bench['value']:.2f}, rank {bench['rank']} of {bench['of']} "
                                                         f"(table best {bench['best']:.2f}, mean {bench['mean']:.2f})"))

@@ -70,11 +70,12 @@ def lock(path: str | Path) -> None:
 def whole(record: dict[str, Any]) -> bool:
     """Does a metrics record hold the types every reader relies on (an integer epoch; a number, or null, for the
     seconds and every loss and accuracy)? A hand-edited line that does not counts as damaged."""
-    if "epoch" in record and (not isinstance(record["epoch"], int) or isinstance(record["epoch"], bool)):
+    epoch = record.get("epoch", 0)
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch < 2**31:
         return False
     numeric = [v for k, v in record.items() if k == "seconds" or k.endswith(("_loss", "_acc", "_top1", "_top5"))]
-    return all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
-               for v in numeric)
+    return all(v is None or (isinstance(v, float) and math.isfinite(v)) or
+               (isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**53) for v in numeric)
 
 
 def free_name(stem: str) -> str:

@@ -321,9 +321,9 @@ def test_a_hand_edited_run_file_is_read_or_refused_in_one_line_by_every_command(
         content = json.dumps({**json.loads((run / name).read_text()), **content})
     (run / name).write_text(content)
     before = snapshot(run)
-    for argv in (["report", run, "--out", tmp_path / "r.html"], ["compare", run, "--plot", tmp_path / "c.png"],
-                 ["lookup", run], ["correlate", run, "--out", tmp_path / "c", "--benchmark", "none"],
-                 ["search", "--resume", run, "--epochs", "3"]):
+    readers = [["report", run, "--out", tmp_path / "r.html"], ["compare", run, "--plot", tmp_path / "c.png"],
+               ["lookup", run], ["correlate", run, "--out", tmp_path / "c", "--benchmark", "none"]]
+    for argv in readers + ([["search", "--resume", run, "--epochs", "3"]] if name == "config.json" else []):
         code = main([str(a) for a in argv])
         err = capsys.readouterr().err
         assert "Traceback" not in err and code in (0, 2), (argv, code, err[-2000:])
@@ -372,7 +372,7 @@ TEXTS = st.one_of(JSONISH.map(json.dumps), st.integers(1, 200_000).map(lambda d:
                   st.integers(4301, 6000).map(lambda n: '{"epoch": ' + "7" * n + "}"))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.sampled_from(["config.json", "metrics.jsonl", "ranking.json", "genotype.json", "benchmark.json"]),
        text=TEXTS)
 def test_any_json_in_a_run_file_is_read_or_refused_as_a_user_error(runs, tmp_path_factory, name, text):

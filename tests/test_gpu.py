@@ -98,3 +98,72 @@ def test_two_gpu_processes_compute_the_one_process_steps(kind, tmp_path):
     if TORCHRUN is None:
         pytest.skip("torchrun is not on PATH")
     compare_processes(kind, tmp_path, "cuda", rtol=1e-7)
+
+
+@pytest.mark.parametrize("space, method, kind", [("nb201", "two-stage", "sparse"), ("darts", "two-stage", "sparse"),
+                                                 ("nb201", "darts", "dense"), ("nb201", "one-stage", "target")])
+def test_captured_steps_give_the_eager_steps_losses_weights_and_supports(space, method, kind):
+    """20 steps in two epochs with a recovery (which moves the supports) between them: replayed from CUDA graphs
+    (--cuda-graphs on) they give the eager steps' losses, weights, optimiser states and supports."""
+    from ista_nas.engine.data import DataInfo
+    from ista_nas.engine.distributed import Dist
+    from ista_nas.methods.base import build_supernet
+    from ista_nas.methods.one_stage import OneStageStepper
+
+    device = torch.device("cuda")
+    gen = torch.Generator().manual_seed(0)
+    epochs = [[(torch.randn(16, 3, 16, 16, generator=gen).to(device), torch.randint(0, 3, (16,), generator=gen)
+                .to(device)) for _ in range(10)] for _ in range(2)]
+    runs = []
+    for graphs in ("off", "on"):
+        cfg = methods.make_config("quick", space=space, method=method, channels=8, layers=1 if space == "nb201" else 3,
+                                  arch_lr=0.05, device="cuda", seed=0, cuda_graphs=graphs)
+        net = build_supernet(cfg, DataInfo(["a", "b", "c"], 3, (16, 16)), kind).to(device)
+        if kind != "dense":
+            with torch.no_grad():
+                net.arch.b.copy_(1e-2 * torch.randn(net.arch.b.shape, generator=torch.Generator().manual_seed(1)))
+            net.arch.recover()
+        stepper = (OneStageStepper if kind == "target" else BilevelStepper)(net, cfg, Dist(device=device))
+        losses, supports = [], []
+        for epoch, batches in enumerate(epochs):
+            stepper.begin_epoch() if kind == "target" else stepper.begin_epoch(epoch)
+            for x, y in batches:
+                out = stepper.step(x, y) if kind == "target" else stepper.step(x, y, x.flip(0), y.flip(0))
+                losses.append(float(out["loss" if kind == "target" else "train_loss"]))
+            if kind != "dense":
+                net.arch.recover()
+                supports.append(net.arch.support_list)
+        if graphs == "on":
+            assert stepper.captured.captures == 2
+        runs.append((losses, supports, stepper.state_dict()))
+    (eager_losses, eager_supports, eager_state), (losses, supports, state) = runs
+    assert losses == pytest.approx(eager_losses, rel=1e-4, abs=1e-5)
+    assert supports == eager_supports
+    torch.testing.assert_close(state, eager_state, rtol=1e-3, atol=1e-4)
+
+
+def test_a_captured_training_step_gives_the_eager_steps():
+    from ista_nas.config import make_train_config
+    from ista_nas.engine.distributed import Dist
+    from ista_nas.engine.trainer import Trainer
+    from ista_nas.networks.cnn import Network
+    from ista_nas.published import PUBLISHED
+
+    device = torch.device("cuda")
+    gen = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(16, 3, 32, 32, generator=gen).to(device), torch.randint(0, 10, (16,), generator=gen)
+                .to(device)) for _ in range(10)]
+    runs = []
+    for graphs in ("off", "on"):
+        torch.manual_seed(0)
+        model = Network(PUBLISHED["ista_twostage"], 8, 5, 10).to(device)
+        cfg = make_train_config("quick", channels=8, layers=5, drop_path=0.0, amp="off", device="cuda",
+                                cuda_graphs=graphs)
+        trainer = Trainer(model, cfg, Dist(device=device))
+        losses = []
+        for epoch in range(2):
+            trainer.begin_epoch(epoch)
+            losses += [float(trainer.step(x, y)["loss"]) for x, y in batches[5 * epoch: 5 * epoch + 5]]
+        runs.append((losses, trainer.state_dict()))
+    assert runs[1][0] == pytest.approx(runs[0][0], rel=1e-4, abs=1e-5)
+    torch.testing.assert_close(runs[1][1]["model"], runs[0][1]["model"], rtol=1e-3, atol=1e-4)

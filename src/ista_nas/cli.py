@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="Time the sparse ISTA-NAS step against the dense DARTS step",
                                 description="Median seconds per search step (architecture + weight update) of "
                                             "the sparse and the dense supernet, the retrain step and recovery.")
-    bench.add_argument("--layers", type=int, default=8, help="cells L of the search nets [8]")
+    bench.add_argument("--space", choices=tuple(SPACES), default="darts", help="the supernets' space [darts]")
+    bench.add_argument("--layers", type=int, default=0, help="cells L (a space of stages: per stage) [the space's paper size]")
     bench.add_argument("--channels", type=int, default=16, help="initial channels C of the search nets [16]")
     bench.add_argument("--size", type=int, default=32, help="input side [32]")
     bench.add_argument("--batch-size", type=int, default=64, help="search batch [64]")
@@ -124,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     bench.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     bench.add_argument("--retrain", action=argparse.BooleanOptionalAction, default=True,
-                       help="also time the retrain network (C=36, L=20, batch 96)")
+                       help="also time the retrain network (batch 96)")
+    bench.add_argument("--retrain-channels", type=int, default=36, help="its C [36]")
+    bench.add_argument("--retrain-layers", type=int, default=20, help="its L [20]")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     show = commands.add_parser("show", help="Cells, parameters, FLOPs and diagrams of a genotype",
                                description="Print a genotype's cells, parameters and FLOPs; draw its cells.")
@@ -329,7 +332,8 @@ def _bench(args: argparse.Namespace) -> None:
     from .bench import format_table, run_bench
 
     result = run_bench(args.layers, args.channels, args.size, args.batch_size, args.steps, args.warmup, args.device,
-                       args.channels_last, args.retrain)
+                       args.channels_last, args.retrain, space=args.space,
+                       retrain_size=(args.retrain_channels, args.retrain_layers))
     print(json.dumps(result) if args.json else format_table(result))
 
 

@@ -112,8 +112,7 @@ def resolve(preset: str, tables: list[tuple[str, dict[str, dict[str, Any]]]], ov
 
 
 class _Config:
-    """Shared behaviour: dict round trip, type and field checks, presets. Subclasses add their cross-field
-    checks in ``_checks``."""
+    """Shared behaviour: dict round trip, type and field checks, presets; subclasses add ``_checks``."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
     # Settings of ista-nas 0.1.0 that 0.2.0 removed or renamed: a run that holds one was made by 0.1.0.
@@ -143,17 +142,15 @@ class _Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
-        names = {f.name for f in dataclasses.fields(cls)}
         cls.check_stored(data)
         unknown = cls.unknown_keys(data)
         if unknown:
             raise UserError(f"unknown config key(s) {', '.join(map(repr, unknown))}; valid keys are "
-                            f"{', '.join(sorted(names))}")
+                            f"{', '.join(sorted(f.name for f in dataclasses.fields(cls)))}")
         return cls(**data)
 
     def validate(self):
-        """Raise a UserError for a value of the wrong type, outside its field's rule, or an impossible
-        combination; return self."""
+        """A UserError for a wrong type, a value outside its field's rule or an impossible combination; else self."""
         for f in dataclasses.fields(self):
             value, kind = getattr(self, f.name), type(f.default)
             if not fits(value, kind):
@@ -231,6 +228,8 @@ class RunConfig(_Config):
     seed: int = _f(2, "seeds weights, measurement matrices, split and batch order (official default: 2)", SEED)
     device: str = _f("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
     channels_last: bool = _f(True, "channels-last memory format: about 2x faster convolutions on CPU")
+    cuda_graphs: str = _f("auto", "replay each step from a CUDA graph, captured again every epoch: auto (one process "
+                                  "on CUDA, no fp16), on or off", one_of(("auto", "on", "off")))
     sync_bn: bool = _f(True, "under torchrun: batch norm statistics over the global batch, so N processes compute "
                              "what one process does; off: each process's own shard (less communication)")
     tensorboard: bool = _f(False, "also log the metrics and the genotype to RUN/tensorboard for TensorBoard (needs "
@@ -247,6 +246,8 @@ class RunConfig(_Config):
              f"{self.channels}"),
             (not self.stream or self.dataset.startswith("folder:"),
              f"--stream reads image folders; give --dataset folder:PATH, not {self.dataset!r}"),
+            (self.cuda_graphs != "on" or self.amp != "fp16", "--cuda-graphs on: fp16 loss scaling reads its overflow "
+             "check on the host every step; use --amp bf16 or --cuda-graphs auto"),
         ]
 
 

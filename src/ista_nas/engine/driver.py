@@ -29,6 +29,7 @@ from typing import Any, ClassVar, TypedDict
 from torch import Tensor
 
 from .distributed import Dist, on_main
+from .graphs import use_graphs
 from .loop import EpochInterrupted, graceful_stop, resume_point, run_epoch
 from ..errors import UserError
 from .data import data_identity
@@ -153,6 +154,7 @@ def _drive(job: Job, ctx: Dist, open_run: Callable[[], RunDir], checkpoint: dict
     cfg = job.cfg
     if cfg.tensorboard:
         on_main(lambda: RunDir.summary_writer() and None)  # refused before the data loads
+    use_graphs(cfg.cuda_graphs, ctx)  # --cuda-graphs on where graphs cannot run: refused before the data loads
     job.setup(ctx)
     run = on_main(open_run)
     run = run if ctx.main else RunDir(run.path, writes=False)

@@ -30,7 +30,7 @@ from ..files import atomic_write_bytes
 from .checkpoint import atomic_write_json, load_latest_good, previous_path, save_checkpoint
 
 log = logging.getLogger(__name__)
-RESUMABLE = ("epochs", "device", "tensorboard")  # what --resume may change; everything else continues as stored
+RESUMABLE = ("epochs", "device", "cuda_graphs", "tensorboard")  # what --resume may change; the rest continues as stored
 LOCK = ".lock"
 _HELD: dict[Path, tuple[int, bool]] = {}  # run directories this process holds: lock descriptor, created by lock
 

@@ -16,6 +16,7 @@ from torch import Tensor
 from ..errors import UserError
 from .data import DeviceLoader, epoch_seed
 from .distributed import Dist, wrap
+from .graphs import CapturedStep, use_graphs
 from .loop import cosine_lr, run_epoch
 from .stream import StreamingLoader
 
@@ -44,7 +45,8 @@ def autocast_for(device: torch.device, amp: str) -> tuple[Callable[[], Any], boo
         raise UserError("--amp bf16: this GPU has no bf16 support; use --amp fp16 or auto")
     dtype = torch.float16 if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()) \
         else torch.bfloat16
-    return (lambda: torch.autocast("cuda", dtype=dtype)), dtype == torch.float16
+    # No cast cache: a step uses each weight once, and a CUDA graph may not keep casts made while it was captured.
+    return (lambda: torch.autocast("cuda", dtype=dtype, cache_enabled=False)), dtype == torch.float16
 
 
 class Trainer:
@@ -59,6 +61,9 @@ class Trainer:
         self.train_net = wrap(model, [p for p in used if p.requires_grad], ctx)
         self.autocast, scaled = autocast_for(ctx.device, cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=scaled)
+        # A step replayed from a CUDA graph (engine.graphs), captured again every epoch (learning rate, drop-path).
+        captured = use_graphs(cfg.cuda_graphs, ctx, fp16=scaled)
+        self.captured = CapturedStep(self.eager_step, required=cfg.cuda_graphs == "on") if captured else None
 
     def begin_epoch(self, epoch: int) -> None:
         for group in self.optimizer.param_groups:
@@ -67,8 +72,13 @@ class Trainer:
         # Drop-path masks: reproducible after a resume, and different on every rank.
         torch.manual_seed(epoch_seed(self.cfg.seed, epoch, 2) + self.ctx.rank)
         self.model.train()
+        if self.captured is not None:
+            self.captured.reset()
 
     def step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        return (self.captured or self.eager_step)(x, y)
+
+    def eager_step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         with self.autocast():
             logits, aux = self.train_net(x)
             loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
@@ -93,6 +103,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if state["scaler"]:  # empty when the run trained without fp16 loss scaling: a new scaler starts fresh
             self.scaler.load_state_dict(state["scaler"])
+        if self.captured is not None:
+            self.captured.reset()
 
 
 def training_means(sums: dict[str, float]) -> dict[str, float]:

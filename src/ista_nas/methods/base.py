@@ -20,6 +20,7 @@ from ..benchmark import Table, table_for
 from ..engine.data import DeviceLoader
 from ..engine.distributed import Dist, place, wrap
 from ..engine.driver import EpochPlan, Job
+from ..engine.graphs import CapturedStep, use_graphs
 from ..engine.loop import cosine_lr
 from ..engine.rundir import RunDir
 from ..engine.splits import search_split
@@ -146,11 +147,30 @@ def clip_weight_grads(weights: list[torch.nn.Parameter], max_norm: float, also: 
 class Stepper:
     """What every stepper checkpoints: its network, the weights' SGD (``w_opt``), the architecture's Adam
     (``a_opt``) and which weights were ever used (they keep a zero gradient: ``keep_zero_grads``; a resume
-    gives them one again)."""
+    gives them one again). ``step`` runs ``eager_step``, or replays it from a CUDA graph where the run captures
+    (``engine.graphs``: captured again every epoch, as the supports move only between epochs)."""
 
     net: torch.nn.Module
     w_opt: torch.optim.Optimizer
     a_opt: torch.optim.Optimizer
+    captured: CapturedStep | None = None
+
+    def use_graphs(self, cfg: "SearchConfig", ctx: Dist) -> bool:
+        """Whether this run captures its steps (then Adam keeps its step counter on the device)."""
+        on = use_graphs(cfg.cuda_graphs, ctx)
+        self.captured = CapturedStep(self.eager_step, required=cfg.cuda_graphs == "on") if on else None
+        return on
+
+    def eager_step(self, *batch: Tensor) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def step(self, *batch: Tensor) -> dict[str, Tensor]:
+        return (self.captured or self.eager_step)(*batch)
+
+    def recapture(self) -> None:
+        """The step changed (a new epoch's supports, frozen groups or learning rate; loaded state): capture anew."""
+        if self.captured is not None:
+            self.captured.reset()
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.net.state_dict(), "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
@@ -162,6 +182,7 @@ class Stepper:
         self.a_opt.load_state_dict(state["a_opt"])
         for p, used in zip(self.w_opt.param_groups[0]["params"], state["weights_used"], strict=True):
             p.grad = torch.zeros_like(p) if used else None
+        self.recapture()
 
 
 # --- the bilevel loop: two-stage ISTA-NAS and the DARTS baseline --------------------------------------------
@@ -182,7 +203,7 @@ class BilevelStepper(Stepper):
         self.w_opt = torch.optim.SGD(net.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                      weight_decay=cfg.weight_decay)
         self.a_opt = torch.optim.Adam([self.b], lr=cfg.arch_lr, betas=(0.5, 0.999),
-                                      weight_decay=cfg.arch_weight_decay)
+                                      weight_decay=cfg.arch_weight_decay, capturable=self.use_graphs(cfg, ctx))
         self.active: list[torch.nn.Parameter] = []
         self.train_net: torch.nn.Module | None = None  # forward_with_aux, gradients averaged over the ranks
 
@@ -194,8 +215,9 @@ class BilevelStepper(Stepper):
         self.train_net = None  # drop the previous DDP wrapper (and its gradient hooks) before building the next
         self.train_net = wrap(self.net, self.active, self.ctx)
         self.net.train()
+        self.recapture()
 
-    def step(self, x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor) -> dict[str, Tensor]:
+    def eager_step(self, x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor) -> dict[str, Tensor]:
         # Architecture step: gradient of the validation loss with respect to b only (no weight gradients).
         logits_val = self.net(x_val)
         loss_val = F.cross_entropy(logits_val, y_val)

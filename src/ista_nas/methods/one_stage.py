@@ -97,7 +97,7 @@ class OneStageStepper(Stepper):
         self.w_opt = torch.optim.SGD(net.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                      weight_decay=cfg.weight_decay)
         self.a_opt = torch.optim.Adam([net.arch.b], lr=cfg.arch_lr, betas=(0.5, 0.999),
-                                      weight_decay=cfg.arch_weight_decay)
+                                      weight_decay=cfg.arch_weight_decay, capturable=self.use_graphs(cfg, ctx))
         self.active: list[nn.Parameter] = []
         self.train_net: nn.Module | None = None
 
@@ -113,8 +113,9 @@ class OneStageStepper(Stepper):
         self.train_net = None  # drop the previous DDP wrapper (and its gradient hooks) before building the next
         self.train_net = wrap(self.net, self.active + [self.net.arch.b], self.ctx)
         self.net.train()
+        self.recapture()
 
-    def step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    def eager_step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         logits, aux = self.train_net(x)
         loss = F.cross_entropy(logits, y)
         total = loss if aux is None else loss + self.cfg.auxiliary_weight * F.cross_entropy(aux, y)

@@ -319,3 +319,35 @@ def test_resume_refuses_data_that_changed_since_the_run_started(tiny_folder, tin
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"} == files
     extra.unlink()
     assert methods.resume(out, epochs=2).metrics[-1]["epoch"] == 2  # the same data again: it continues
+
+
+def test_a_double_ctrl_c_and_one_more_during_the_hint_still_give_the_resume_hint(tiny_config, tmp_path, caplog,
+                                                                                  monkeypatch):
+    """Ctrl-C twice inside a step of the second epoch (the second stops at once), and once more while the hint is
+    written: the hint names the checkpoint the run holds (after epoch 1)."""
+    from ista_nas.engine.rundir import RunDir
+    from ista_nas.methods.base import BilevelStepper
+
+    eager, calls = BilevelStepper.eager_step, []
+
+    def step(self, *batch):
+        calls.append(1)
+        if len(calls) == 7:  # inside the second epoch (5 steps an epoch)
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        return eager(self, *batch)
+
+    report = RunDir.report_interrupt
+
+    def pressed_again(self, state):
+        signal.raise_signal(signal.SIGINT)
+        report(self, state)
+
+    monkeypatch.setattr(BilevelStepper, "eager_step", step)
+    monkeypatch.setattr(RunDir, "report_interrupt", pressed_again)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        methods.search(tiny_config(), out)
+    assert f"interrupted after 1 finished epochs; continue with --resume {out}" in caplog.text
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

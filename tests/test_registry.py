@@ -110,6 +110,27 @@ def test_every_spaces_supernets_offer_what_their_protocol_promises(space):
 
 
 @pytest.mark.parametrize("space", list(SPACES))
+def test_every_spaces_activation_count_is_its_networks_outputs_without_allocating(space):
+    """The memory check's meta-device count of a batch of one's activations is what the real network's modules
+    output (float32 bytes) at the same size, and four times as many pixels give about four times the count."""
+    import random
+
+    from ista_nas.spaces import activation_bytes
+
+    impl = SPACES[space]
+    counted = activation_bytes(space, 4, 3, (16, 16), 3, 10)
+    torch.manual_seed(0)
+    built, _, _ = impl.sized_network(impl.sample(random.Random(0)), 4, 3, 10, 3, 16, "cifar", auxiliary=False)
+    outputs = []
+    for module in built.modules():
+        if not list(module.children()):
+            module.register_forward_hook(lambda m, a, out: outputs.append(out))
+    built.train()(torch.zeros(1, 3, 16, 16))
+    assert counted == 4 * sum(o.numel() for o in outputs if isinstance(o, torch.Tensor))  # float32 bytes
+    assert 3.9 < activation_bytes(space, 4, 3, (32, 32), 3, 10) / counted < 4.0
+
+
+@pytest.mark.parametrize("space", list(SPACES))
 def test_every_spaces_parameter_count_is_its_networks_without_a_draw(space):
     """A parameter budget counts through the space, on the meta device: the same count as the network built for
     real without its auxiliary head, and the global random generator does not move."""

@@ -309,6 +309,26 @@ def test_a_setting_other_methods_own_is_refused_in_one_line_before_anything_is_r
     assert not (tmp_path / "run").exists()
 
 
+def test_a_batch_whose_activations_exceed_the_memory_is_refused_before_any_step(tiny_config, tmp_path, monkeypatch):
+    """With the device's memory (patched) below what the batch's activations need, the search stops in one line
+    naming the flags to lower, before any step and before the run directory is made; with just enough it runs."""
+    from ista_nas import spaces
+    from ista_nas.errors import UserError
+    from ista_nas.methods.base import BilevelStepper
+
+    cfg, eager = tiny_config(epochs=1), BilevelStepper.eager_step
+    need = cfg.batch_size * spaces.activation_bytes("darts", cfg.channels, cfg.layers, (16, 16), 3, 3)
+    monkeypatch.setattr(spaces, "memory_of", lambda device: (need - 1, "this machine's memory"))
+    monkeypatch.setattr(BilevelStepper, "eager_step", lambda *a: pytest.fail("a step ran"))
+    with pytest.raises(UserError) as refused:
+        methods.search(cfg, tmp_path / "run")
+    assert "lower --batch-size, --channels or --layers" in str(refused.value)
+    assert len(str(refused.value).splitlines()) == 1 and not (tmp_path / "run").exists()
+    monkeypatch.setattr(spaces, "memory_of", lambda device: (need, "this machine's memory"))  # just enough
+    monkeypatch.setattr(BilevelStepper, "eager_step", eager)
+    assert methods.search(cfg, tmp_path / "fits").genotype is not None
+
+
 def test_a_missing_tensorboard_is_refused_before_the_data_loads(tmp_path, monkeypatch):
     from ista_nas.errors import UserError
 

@@ -28,7 +28,7 @@ from .engine.stream import StreamingLoader
 from .engine.trainer import Loader, Trainer, autocast_for, evaluate, training_means
 from .errors import UserError
 from .networks.cnn import count_parameters
-from .spaces import SPACES, build_model, check_memory, get_genotype, model_spec, space_of, write_diagrams
+from .spaces import SPACES, build_model, check_activations, check_memory, get_genotype, model_spec, space_of, write_diagrams
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class Train(Job):
         self.genotype = on_main(lambda: resolve_genotype(cfg))  # a run directory may exist on rank 0's node only
         data, self.train_loader, self.test_loader = train_test(cfg, ctx)
         self.spec = model_spec(cfg, self.genotype, data, *self.train_loader.mean_std)
+        check_activations(cfg, data)
         torch.manual_seed(cfg.seed)
         self.model = place(build_model(self.spec), ctx, cfg.channels_last, cfg.sync_bn)
         self.trainer = Trainer(self.model, cfg, ctx)

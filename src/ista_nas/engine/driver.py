@@ -30,7 +30,7 @@ from torch import Tensor
 
 from .distributed import Dist, on_main
 from .graphs import use_graphs
-from .loop import EpochInterrupted, graceful_stop, resume_point, run_epoch
+from .loop import EpochInterrupted, graceful_stop, ignore_interrupts, resume_point, run_epoch
 from ..errors import UserError
 from .data import data_identity
 from .rundir import RunDir, lock, unlock
@@ -168,12 +168,16 @@ def _drive(job: Job, ctx: Dist, open_run: Callable[[], RunDir], checkpoint: dict
     log.info("%s, run directory %s", job.describe(), run.path)
     partial = (checkpoint or {}).get("partial")
 
+    saved = checkpoint  # the checkpoint the run directory holds now (what the resume hint names)
+
     def save(finished: int, partial: dict[str, Any] | None = None) -> None:
+        nonlocal saved
         checkpoint = Checkpoint(epoch=finished, config=cfg.to_dict())
         checkpoint.update(job.state(finished, stopped=partial is not None))
         if partial is not None:
             checkpoint["partial"] = partial
         run.save_checkpoint(checkpoint)
+        saved = checkpoint
 
     try:
         with graceful_stop(ctx.world == 1):  # several processes would have to agree on the step: not offered
@@ -195,7 +199,8 @@ def _drive(job: Job, ctx: Dist, open_run: Callable[[], RunDir], checkpoint: dict
                 save(done)
                 job.log_epoch(record)
     except KeyboardInterrupt:
-        run.report_interrupt()
+        with ignore_interrupts():  # a further Ctrl-C (the second of a double one) must not cut the hint short
+            run.report_interrupt(saved)
         raise
     result = job.result(run)
     run.set_finished(True)

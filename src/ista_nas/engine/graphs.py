@@ -98,7 +98,9 @@ class CapturedStep:
         if key != self.key:
             self.reset()
             self.key = key
-        if self.failed or self.eager_calls < self.warmup:
+        if self.failed:
+            return self.step(*inputs)
+        if self.eager_calls < self.warmup:
             self.eager_calls += 1
             return _eager(self.step, inputs)
         self.inputs = [t.clone() for t in inputs]  # same strides (channels-last stays channels-last)
@@ -110,7 +112,7 @@ class CapturedStep:
             log.warning("CUDA graph capture failed (%s); this run's steps go on eagerly", str(error)[:200])
             self.failed = True
             self.reset()
-            return _eager(self.step, inputs)
+            return self.step(*inputs)
         self.replay, self.outputs, self.captures = replay, outputs, self.captures + 1
         if not ran:
             replay()

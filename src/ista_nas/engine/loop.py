@@ -99,6 +99,19 @@ def graceful_stop(enabled: bool = True) -> Iterator[None]:
         STOP.requested = False
 
 
+@contextlib.contextmanager
+def ignore_interrupts() -> Iterator[None]:
+    """Ctrl-C is ignored inside (in the main thread; elsewhere signals do not arrive anyway)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def resume_point(partial: dict[str, Any] | None, epoch: int, main: bool = True) -> dict[str, Any] | None:
     """``run_epoch``'s ``resume`` for ``epoch``: the checkpoint's progress if it stopped inside this epoch. Its
     sums count once: other ranks of a multi-process resume start theirs from zero."""

@@ -338,12 +338,12 @@ class RunDir:
         self.write_json("config.json", config)  # rank 0 only
         return self
 
-    def report_interrupt(self) -> None:
+    def report_interrupt(self, state: dict[str, Any] | None) -> None:
+        """The resume hint after a Ctrl-C, from ``state``: the last checkpoint this run directory holds (its
+        ``epoch`` and ``partial`` entries; None: none yet). Known in memory: nothing is read while the user waits."""
         if not self.writes:
             return
-        try:
-            state = load_latest_good(self.checkpoint_path)[0]
-        except UserError:
+        if state is None:
             log.warning("interrupted before the first checkpoint; run the command again")
             return
         where = f"after {state['epoch']} finished epochs"

@@ -27,7 +27,7 @@ from ..engine.splits import search_split
 from ..errors import UserError
 from ..networks.protocols import DenseSupernet, SparseSupernet, TargetSupernet
 from ..report import write_run_report
-from ..spaces import SPACES, write_diagrams
+from ..spaces import SPACES, check_activations, write_diagrams
 from ..spaces.base import Checks, SearchSpace
 
 if TYPE_CHECKING:
@@ -104,6 +104,7 @@ def build_supernet(cfg: "SearchConfig", data: Any, kind: str = "sparse"
                    ) -> SparseSupernet | DenseSupernet | TargetSupernet:
     """The supernet of the configured space a method searches, its weights drawn from ``cfg.seed``: ``kind``
     sparse (ISTA-NAS two-stage), dense (every candidate runs: the DARTS baseline) or target (one-stage)."""
+    check_activations(cfg, data)
     torch.manual_seed(cfg.seed)
     space = SPACES[cfg.space]
     return {"sparse": space.supernet, "dense": space.dense_supernet, "target": space.target_supernet}[kind](cfg, data)

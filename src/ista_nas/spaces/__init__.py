@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..errors import UserError
@@ -121,3 +122,47 @@ def check_memory(space_name: str, channels: int, layers: int, copies: int = 4) -
         raise UserError(f"--channels {channels} --layers {layers}: a network of {params / 1e9:.1f}G parameters needs "
                         f"{params * 4 * copies / 2**30:.0f} GiB for its weights, gradients and momentum, more than "
                         f"this machine's {total / 2**30:.0f} GiB; lower --channels or --layers")
+
+
+def memory_of(device: str) -> tuple[int, str]:
+    """(bytes, name) of the memory a run on ``device`` has: the CUDA device's, else this machine's."""
+    if device != "cpu" and torch.cuda.is_available():
+        dev = torch.device("cuda" if device == "auto" else device)
+        return torch.cuda.get_device_properties(dev).total_memory, f"{torch.cuda.get_device_name(dev)}'s memory"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory"
+
+
+def activation_bytes(space_name: str, channels: int, layers: int, size: tuple[int, int], in_channels: int,
+                     classes: int, stem: str = "cifar") -> int:
+    """Bytes one image's activations take in a random cell's network at C x L (every module's float32 output, as
+    the backward keeps them), counted by a forward on the meta device: nothing allocated. A supernet runs more
+    ops than one cell, so for it this is a lower bound."""
+    space = SPACES[space_name]
+    count = [0]
+
+    def add(module: nn.Module, args: Any, output: Any) -> None:
+        count[0] += sum(t.numel() for t in (output if isinstance(output, (tuple, list)) else [output])
+                        if isinstance(t, torch.Tensor))
+
+    with torch.device("meta"):
+        net, _, _ = space.sized_network(space.sample(random.Random(0)), channels, layers, classes, in_channels, None,
+                                        stem, auxiliary=False)
+        for module in net.modules():
+            if not list(module.children()):
+                module.register_forward_hook(add)
+        net.train()(torch.empty(2, in_channels, *size))  # two: batch norm refuses one value per channel
+    return count[0] * 2
+
+
+def check_activations(cfg: Any, data: Any) -> None:
+    """Refuse, once the data is known and before a step allocates, a batch whose activations alone (a lower
+    bound: ``activation_bytes`` times this process's share of the batch) exceed the device's memory."""
+    batch = max(cfg.batch_size // int(os.environ.get("WORLD_SIZE", "1")), 1)
+    need = batch * activation_bytes(cfg.space, cfg.channels, cfg.layers, tuple(data.size), data.channels,
+                                    len(data.classes), cfg.stem)
+    total, where = memory_of(cfg.device)
+    if need > total:
+        raise UserError(f"--batch-size {cfg.batch_size} of {data.size[0]}x{data.size[1]} images at --channels "
+                        f"{cfg.channels} --layers {cfg.layers} keeps at least {need / 2**30:.1f} GiB of activations "
+                        f"for the backward, more than {where} ({total / 2**30:.1f} GiB); lower --batch-size, "
+                        "--channels or --layers")

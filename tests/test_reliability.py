@@ -278,6 +278,20 @@ def test_a_full_disk_under_any_writing_command_is_one_line_and_leaves_no_file_be
         assert [p for p in out.rglob("*") if p.is_file()] == []  # no temporary or half-written file stays
 
 
+def test_a_full_disk_under_a_run_is_one_line_and_leaves_no_temporary_file(runs, tiny_folder, tmp_path, capsys):
+    """search, train and correlate on a disk that fills at their first file over 4 KiB (a checkpoint) or 256 bytes:
+    one line naming the file, exit 2, no temporary file anywhere, the runs they read untouched."""
+    data = ["--dataset", f"folder:{tiny_folder}", "--subset", "0", "--batch-size", "12", "--channels", "4",
+            "--layers", "1", "--device", "cpu", "--epochs", "1"]
+    for limit, argv in ((4096, ["search", "--preset", "quick", "--space", "nb201", *data, "--out", tmp_path / "s"]),
+                        (4096, ["train", "--preset", "quick", "--space", "nb201", "--arch", NB201_EXAMPLE, *data,
+                                "--out", tmp_path / "t"]),
+                        (256, ["correlate", runs["search"], "--out", tmp_path / "c", "--benchmark", "none"])):
+        with file_size_limit(limit):
+            refused(argv, capsys, runs["seeds"], runs["train"], expect="cannot write")
+    assert [p for p in tmp_path.rglob("*") if ".tmp" in p.name] == []
+
+
 def test_a_checkpoint_that_cannot_be_written_keeps_the_last_good_one(tmp_path, monkeypatch):
     import errno
 

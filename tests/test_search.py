@@ -71,7 +71,19 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "ista_nas.cli", *args], capture_output=True, text=True)
+    """``ista-nas ARGS`` run in this process: its exit code and what it printed (no interpreter start per call)."""
+    import contextlib
+    import io
+
+    from ista_nas.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's own refusals
+            code = exc.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def _assert_user_error(proc, *fragments):

@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -48,20 +46,24 @@ def test_flops_match_a_hand_count_for_a_tiny_network():
 
 
 @pytest.mark.slow  # launches processes
-def test_show_json_and_text(tmp_path):
-    cmd = [sys.executable, "-m", "ista_nas.cli", "show", "darts_v2", "--json", "--out", str(tmp_path / "d")]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    info = json.loads(proc.stdout)
+def test_show_json_and_text(tmp_path, capsys):
+    from ista_nas.cli import main
+
+    def show(*args):
+        code = main(["show", *map(str, args)])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, out, err = show("darts_v2", "--json", "--out", tmp_path / "d")
+    assert code == 0, err
+    info = json.loads(out)
     assert isinstance(info["params"], int) and isinstance(info["flops"], int)
     assert abs(info["params"] / 1e6 - 3.35) < 0.01
     assert len(info["diagrams"]) == 4 and all((tmp_path / "d" / n).exists() for n in ("normal.png", "reduce.svg"))
-    small = subprocess.run([sys.executable, "-m", "ista_nas.cli", "show", "darts_v2", "--json", "--channels", "16",
-                            "--layers", "8", "--dataset", "fashion-mnist", "--out", str(tmp_path / "e")],
-                           capture_output=True, text=True)
-    assert json.loads(small.stdout)["input"] == [1, 28, 28]
-    text = subprocess.run([sys.executable, "-m", "ista_nas.cli", "show", "pc_darts", "--out", str(tmp_path / "f")],
-                          capture_output=True, text=True)
-    assert "node 3:" in text.stdout and "parameters 3.6" in text.stdout
-    bad = subprocess.run([sys.executable, "-m", "ista_nas.cli", "show", "nope"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "neither a built-in name" in bad.stderr
+    _, out, _ = show("darts_v2", "--json", "--channels", "16", "--layers", "8", "--dataset", "fashion-mnist", "--out",
+                     tmp_path / "e")
+    assert json.loads(out)["input"] == [1, 28, 28]
+    _, out, _ = show("pc_darts", "--out", tmp_path / "f")
+    assert "node 3:" in out and "parameters 3.6" in out
+    code, _, err = show("nope")
+    assert code == 2 and "neither a built-in name" in err

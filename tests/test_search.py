@@ -341,6 +341,34 @@ def test_a_batch_whose_activations_exceed_the_memory_is_refused_before_any_step(
     assert methods.search(cfg, tmp_path / "fits").genotype is not None
 
 
+def test_supernets_that_would_take_hours_to_build_are_refused_by_their_formula(tmp_path):
+    """The candidate ops a supernet would build, counted node by node (DARTS cell: node i has i + 2 inputs) or
+    edge by edge (NAS-Bench-201: 6 edges in each of the 3 stages' N cells), are bounded before anything is built;
+    so are the measurement matrices' size and a trained network's cells."""
+    from ista_nas import retrain
+    from ista_nas.config import make_train_config
+    from ista_nas.errors import UserError
+    from ista_nas.methods import MAX_CANDIDATE_OPS
+    from ista_nas.networks.nb201 import NB201_OPS
+    from ista_nas.ops import PRIMITIVES
+
+    def darts(layers, nodes):
+        return layers * sum((i + 2) * len(PRIMITIVES) for i in range(nodes))
+
+    assert darts(5, 74) <= MAX_CANDIDATE_OPS < darts(5, 75)  # the quick preset has 5 layers
+    methods.make_config("quick", nodes=74)
+    with pytest.raises(UserError, match=f"would build {darts(5, 75):,} candidate ops"):
+        methods.make_config("quick", nodes=75)
+    nb201 = 3 * 1200 * 6 * len(NB201_OPS)
+    with pytest.raises(UserError, match=f"--layers 1200: the supernet would build {nb201:,} candidate ops"):
+        methods.make_config("quick", space="nb201", layers=1200)
+    with pytest.raises(UserError, match="lower --proj-dims"):
+        methods.make_config("quick", proj_dims=10**9)
+    with pytest.raises(UserError, match="--layers 100000: at most 2,000 cells"):
+        retrain.train(make_train_config("quick", layers=100000), tmp_path / "t")
+    assert not (tmp_path / "t").exists()
+
+
 def test_a_missing_tensorboard_is_refused_before_the_data_loads(tmp_path, monkeypatch):
     from ista_nas.errors import UserError
 

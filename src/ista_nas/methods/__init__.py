@@ -12,7 +12,7 @@ from ..config import SearchConfig, resolve
 from ..engine import driver
 from ..engine.rundir import RunDir
 from ..errors import UserError
-from ..spaces import SPACES, check_memory
+from ..spaces import SPACES, check_memory, machine_memory
 from .base import SearchMethod, SearchResult, table_of
 from .darts import Darts
 from .one_stage import OneStage
@@ -28,8 +28,9 @@ def validate(cfg: SearchConfig) -> SearchConfig:
     cfg.validate()
     if cfg.method not in METHODS:
         raise UserError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
-    check_memory(cfg.space, cfg.channels, cfg.layers)
     method, space = METHODS[cfg.method], SPACES[cfg.space]
+    check_search_size(cfg, space)
+    check_memory(cfg.space, cfg.channels, cfg.layers)
     smallest = space.smallest_group(method.supernet == "dense")
     checks = [(cfg.sparsity < smallest, f"--sparsity (s) must be in 1..{smallest - 1}: the smallest decision group "
                                         f"has only {smallest} candidates, got {cfg.sparsity}"),
@@ -44,6 +45,22 @@ def validate(cfg: SearchConfig) -> SearchConfig:
     method.validate_parts(cfg)
     table_of(cfg)  # a bad table fails here, before the data loads
     return cfg
+
+
+MAX_CANDIDATE_OPS = 100_000  # 50x the paper's largest supernet (the one-stage DARTS cell network: 1,960)
+
+
+def check_search_size(cfg: SearchConfig, space: Any) -> None:
+    """Refuse, from a formula and before anything is built, a supernet of more candidate ops than an hour builds,
+    or measurement matrices larger than this machine's memory."""
+    ops, entries = space.search_size(cfg)
+    if ops > MAX_CANDIDATE_OPS:
+        raise UserError(f"--layers {cfg.layers}{f' --nodes {cfg.nodes}' if 'nodes' in space.own_fields else ''}: the "
+                        f"supernet would build {ops:,} candidate ops (the paper's largest: 1,960; at most "
+                        f"{MAX_CANDIDATE_OPS:,}); lower --layers" + (" or --nodes" if "nodes" in space.own_fields else ""))
+    if entries * 8 * 4 > machine_memory():  # float64 A, its float32 copy, the solver's work
+        raise UserError(f"--proj-dims {cfg.proj_dims}: the measurement matrices would take {entries * 32 / 2**30:.0f} "
+                        "GiB, more than this machine's memory; lower --proj-dims (m; the paper's: 7)")
 
 
 def make_config(preset: str = "paper", **overrides: Any) -> SearchConfig:

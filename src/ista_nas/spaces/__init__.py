@@ -111,13 +111,18 @@ def sample_architectures(space_name: str, k: int, seed: int) -> list[Any]:
     raise UserError(f"could not draw {k} distinct architectures of --space {space_name}; draw fewer")
 
 
+MAX_LAYERS = 2_000
+
+
 def check_memory(space_name: str, channels: int, layers: int, copies: int = 4) -> None:
     """Refuse, before anything is allocated, a network size whose weights alone (``copies`` float32 copies of a
     random cell's network at C x L, counted on the meta device: weights, gradients, momentum and a spare; a
     supernet holds more) exceed this machine's memory."""
+    if layers > MAX_LAYERS:  # counting (and building) that many cells alone takes minutes to hours
+        raise UserError(f"--layers {layers}: at most {MAX_LAYERS:,} cells (the paper's deepest network has 20)")
     space = SPACES[space_name]
     params = space.parameter_count(space.sample(random.Random(0)), channels, layers, 1000, 3, None)
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    total = machine_memory()
     if params * 4 * copies > total:
         raise UserError(f"--channels {channels} --layers {layers}: a network of {params / 1e9:.1f}G parameters needs "
                         f"{params * 4 * copies / 2**30:.0f} GiB for its weights, gradients and momentum, more than "
@@ -129,7 +134,12 @@ def memory_of(device: str) -> tuple[int, str]:
     if device != "cpu" and torch.cuda.is_available():
         dev = torch.device("cuda" if device == "auto" else device)
         return torch.cuda.get_device_properties(dev).total_memory, f"{torch.cuda.get_device_name(dev)}'s memory"
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory"
+    return machine_memory(), "this machine's memory"
+
+
+def machine_memory() -> int:
+    """Bytes of physical memory of this machine."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def activation_bytes(space_name: str, channels: int, layers: int, size: tuple[int, int], in_channels: int,

@@ -79,6 +79,11 @@ class SearchSpace:
         """Candidates of the smallest decision group (of the dense supernet with ``dense``)."""
         raise NotImplementedError
 
+    def search_size(self, cfg: Any) -> tuple[int, int]:
+        """(candidate ops the supernet of ``cfg`` builds, entries of its measurement matrices A), from a formula:
+        what the search bounds before anything is built (``methods.validate``)."""
+        raise NotImplementedError
+
     def network(self, spec: dict[str, Any]) -> nn.Module:
         raise NotImplementedError
 

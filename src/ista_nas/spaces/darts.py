@@ -81,6 +81,11 @@ class DartsSpace(SearchSpace):
     def smallest_group(self, dense: bool) -> int:
         return 2 * len(PRIMITIVES)  # node 0: two inputs x the ops
 
+    def search_size(self, cfg: Any) -> tuple[int, int]:
+        # Node i chooses among its i + 2 inputs x the ops, in both cell types.
+        ops = cfg.layers * cfg.nodes * (cfg.nodes + 3) // 2 * len(PRIMITIVES)
+        return ops, 2 * cfg.nodes * cfg.proj_dims * (cfg.nodes + 1) * len(PRIMITIVES)
+
     def network(self, spec: dict[str, Any]) -> nn.Module:
         return Network(Genotype.from_dict(spec["genotype"]), channels=spec["channels"], layers=spec["layers"],
                        num_classes=spec["num_classes"], in_channels=spec["in_channels"], auxiliary=spec["auxiliary"],

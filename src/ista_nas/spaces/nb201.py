@@ -118,6 +118,10 @@ class Nb201Space(SearchSpace):
     def smallest_group(self, dense: bool) -> int:
         return len(NB201_OPS) - (not dense)  # ISTA-NAS picks among the ops other than none, DARTS among all
 
+    def search_size(self, cfg: Any) -> tuple[int, int]:
+        edges = len(NB201_EDGES)  # one decision per edge, shared by the cells of all three stages
+        return 3 * cfg.layers * edges * len(NB201_OPS), edges * cfg.proj_dims * len(NB201_OPS)
+
     def network(self, spec: dict[str, Any]) -> nn.Module:
         return Nb201Network(Nb201Arch.from_dict(spec["genotype"]), channels=spec["channels"], layers=spec["layers"],
                             num_classes=spec["num_classes"], in_channels=spec["in_channels"],

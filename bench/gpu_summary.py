@@ -40,48 +40,46 @@ def _bench(logs: Path) -> dict:
     return out
 
 
-def _preset(run: Path, epochs_key: str = "epochs") -> dict | None:
+def _preset(run: Path) -> dict | None:
+    """A preset run's measured epochs and each one scaled to the full 50,000 images."""
     metrics = _json_lines(run / "metrics.jsonl")
     if not metrics or not (run / "config.json").exists():
         return None
-    config = json.loads((run / "config.json").read_text())
-    images = config["subset"] or FULL_IMAGES
-    scale = FULL_IMAGES / images
-    epochs = [round(m["seconds"] * scale, 1) for m in metrics]
-    return {"images": images, "epoch_seconds": [m["seconds"] for m in metrics], "projected_epoch_s": epochs,
-            "paper_epochs": config[epochs_key]}
+    images = json.loads((run / "config.json").read_text())["subset"] or FULL_IMAGES
+    return {"images": images, "epoch_seconds": [m["seconds"] for m in metrics],
+            "projected_epoch_s": [round(m["seconds"] * FULL_IMAGES / images, 1) for m in metrics]}
 
 
-def _projections(runs: Path, mode: str) -> dict:
+def _projected(run: Path, paper_epochs: int, unit: str) -> dict | None:
+    """``_preset`` with its first epoch's projection times the paper's epochs, in minutes or hours (``unit``)."""
+    preset = _preset(run)
+    if preset:
+        seconds = {"min": 60, "h": 3600}[unit]
+        preset["paper_epochs"] = paper_epochs
+        preset[f"projected_{unit}"] = round(preset["projected_epoch_s"][0] * paper_epochs / seconds, 2)
+    return preset
+
+
+def _projections(runs: Path) -> dict:
     from ista_nas.config import make_train_config
     from ista_nas.methods import make_config
 
-    out = {}
-    two = _preset(runs / "preset-two-stage")
-    if two:
-        two["paper_epochs"] = make_config("paper").epochs
-        two["projected_search_min"] = round(two["projected_epoch_s"][0] * two["paper_epochs"] / 60, 1)
-        out["two-stage search, DARTS cell (paper: 0.05 GPU-day = 72 min)"] = two
+    found = {"two-stage search, DARTS cell (paper: 0.05 GPU-day = 72 min)":
+             _projected(runs / "preset-two-stage", make_config("paper").epochs, "min"),
+             "retraining with AMP, C=36 L=20 (paper: 600 epochs)":
+             _projected(runs / "preset-retrain", make_train_config("paper").epochs, "h"),
+             "NAS-Bench-201 search, C=16 N=5, batch 64, 50 epochs":
+             _projected(runs / "preset-nb201", make_config("paper", space="nb201").epochs, "min")}
     one = _preset(runs / "preset-one-stage")
-    if one and len(one["projected_epoch_s"]) >= 2:
+    if one and len(one["projected_epoch_s"]) >= 2:  # a search epoch, then a training epoch
         cfg = make_config("paper", method="one-stage")
         search, train = one["projected_epoch_s"][:2]
         one["paper_epochs"] = {"search (at most)": cfg.max_search_epochs, "training": cfg.epochs}
         one["projected_h"] = round((search * cfg.max_search_epochs + train * cfg.epochs) / 3600, 2)
-        one["note"] = (f"a search epoch times {cfg.max_search_epochs} (the most search epochs) plus a training epoch "
-                       f"times {cfg.epochs}")
-        out["one-stage search and training, DARTS cell"] = one
-    retrain = _preset(runs / "preset-retrain")
-    if retrain:
-        retrain["paper_epochs"] = make_train_config("paper").epochs
-        retrain["projected_h"] = round(retrain["projected_epoch_s"][0] * retrain["paper_epochs"] / 3600, 2)
-        out["retraining with AMP, C=36 L=20 (paper: 600 epochs)"] = retrain
-    nb = _preset(runs / "preset-nb201")
-    if nb:
-        nb["paper_epochs"] = 50
-        nb["projected_search_min"] = round(nb["projected_epoch_s"][0] * 50 / 60, 1)
-        out["NAS-Bench-201 search, C=16 N=5, batch 64, 50 epochs"] = nb
-    return out
+        one["note"] = (f"a search epoch times {cfg.max_search_epochs} (the most) plus a training epoch times "
+                       f"{cfg.epochs}")
+        found["one-stage search and training, DARTS cell"] = one
+    return {name: p for name, p in found.items() if p}
 
 
 def _study(runs: Path) -> dict:
@@ -141,7 +139,7 @@ def _markdown(summary: dict) -> str:
 def main(out: Path, work: Path, mode: str) -> None:
     card = (out / "card.txt").read_text().strip() if (out / "card.txt").exists() else "cpu"
     summary = {"mode": mode, "card": card, "torch": torch.__version__, "phases": _json_lines(out / "phases.jsonl"),
-               "bench": _bench(work / "logs"), "projections": _projections(work / "runs", mode),
+               "bench": _bench(work / "logs"), "projections": _projections(work / "runs"),
                "study": _study(work / "runs")}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "summary.md").write_text(_markdown(summary))

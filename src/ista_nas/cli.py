@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Median seconds per search step (architecture + weight update) of "
                                             "the sparse and the dense supernet, the retrain step and recovery.")
     bench.add_argument("--space", choices=tuple(SPACES), default="darts", help="the supernets' space [darts]")
-    bench.add_argument("--layers", type=int, default=0, help="cells L (a space of stages: per stage) [the space's paper size]")
+    bench.add_argument("--layers", type=int, default=0,
+                       help="cells L (a space of stages: per stage) [the space's paper size]")
     bench.add_argument("--channels", type=int, default=16, help="initial channels C of the search nets [16]")
     bench.add_argument("--size", type=int, default=32, help="input side [32]")
     bench.add_argument("--batch-size", type=int, default=64, help="search batch [64]")

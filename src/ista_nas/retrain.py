@@ -28,7 +28,8 @@ from .engine.stream import StreamingLoader
 from .engine.trainer import Loader, Trainer, autocast_for, evaluate, training_means
 from .errors import UserError
 from .networks.cnn import count_parameters
-from .spaces import SPACES, build_model, check_activations, check_memory, get_genotype, model_spec, space_of, write_diagrams
+from .spaces import (SPACES, build_model, check_activations, check_memory, get_genotype, model_spec, space_of,
+                     write_diagrams)
 
 log = logging.getLogger(__name__)
 

@@ -118,3 +118,9 @@ class CapturedStep:
             replay()
         return outputs
 
+
+def captured_step(step: Callable[..., Any], setting: str, ctx: Dist, fp16: bool = False) -> CapturedStep | None:
+    """``step`` as a ``CapturedStep`` where ``--cuda-graphs`` (``setting``) captures on ``ctx`` (``use_graphs``),
+    else None: the owner calls ``step`` itself."""
+    return CapturedStep(step, required=setting == "on") if use_graphs(setting, ctx, fp16) else None
+

@@ -16,7 +16,7 @@ from torch import Tensor
 from ..errors import UserError
 from .data import DeviceLoader, epoch_seed
 from .distributed import Dist, wrap
-from .graphs import CapturedStep, use_graphs
+from .graphs import captured_step
 from .loop import cosine_lr, run_epoch
 from .stream import StreamingLoader
 
@@ -62,8 +62,7 @@ class Trainer:
         self.autocast, scaled = autocast_for(ctx.device, cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=scaled)
         # A step replayed from a CUDA graph (engine.graphs), captured again every epoch (learning rate, drop-path).
-        captured = use_graphs(cfg.cuda_graphs, ctx, fp16=scaled)
-        self.captured = CapturedStep(self.eager_step, required=cfg.cuda_graphs == "on") if captured else None
+        self.captured = captured_step(self.eager_step, cfg.cuda_graphs, ctx, fp16=scaled)
 
     def begin_epoch(self, epoch: int) -> None:
         for group in self.optimizer.param_groups:

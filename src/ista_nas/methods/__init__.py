@@ -55,9 +55,10 @@ def check_search_size(cfg: SearchConfig, space: Any) -> None:
     or measurement matrices larger than this machine's memory."""
     ops, entries = space.search_size(cfg)
     if ops > MAX_CANDIDATE_OPS:
-        raise UserError(f"--layers {cfg.layers}{f' --nodes {cfg.nodes}' if 'nodes' in space.own_fields else ''}: the "
-                        f"supernet would build {ops:,} candidate ops (the paper's largest: 1,960; at most "
-                        f"{MAX_CANDIDATE_OPS:,}); lower --layers" + (" or --nodes" if "nodes" in space.own_fields else ""))
+        nodes = "nodes" in space.own_fields  # the DARTS cell's nodes size its supernet too
+        raise UserError(f"--layers {cfg.layers}{f' --nodes {cfg.nodes}' if nodes else ''}: the supernet would build "
+                        f"{ops:,} candidate ops (the paper's largest: 1,960; at most {MAX_CANDIDATE_OPS:,}); lower "
+                        f"--layers{' or --nodes' if nodes else ''}")
     if entries * 8 * 4 > machine_memory():  # float64 A, its float32 copy, the solver's work
         raise UserError(f"--proj-dims {cfg.proj_dims}: the measurement matrices would take {entries * 32 / 2**30:.0f} "
                         "GiB, more than this machine's memory; lower --proj-dims (m; the paper's: 7)")

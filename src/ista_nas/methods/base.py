@@ -20,7 +20,7 @@ from ..benchmark import Table, table_for
 from ..engine.data import DeviceLoader
 from ..engine.distributed import Dist, place, wrap
 from ..engine.driver import EpochPlan, Job
-from ..engine.graphs import CapturedStep, use_graphs
+from ..engine.graphs import CapturedStep, captured_step
 from ..engine.loop import cosine_lr
 from ..engine.rundir import RunDir
 from ..engine.splits import search_split
@@ -158,9 +158,8 @@ class Stepper:
 
     def use_graphs(self, cfg: "SearchConfig", ctx: Dist) -> bool:
         """Whether this run captures its steps (then Adam keeps its step counter on the device)."""
-        on = use_graphs(cfg.cuda_graphs, ctx)
-        self.captured = CapturedStep(self.eager_step, required=cfg.cuda_graphs == "on") if on else None
-        return on
+        self.captured = captured_step(self.eager_step, cfg.cuda_graphs, ctx)
+        return self.captured is not None
 
     def eager_step(self, *batch: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError

@@ -31,6 +31,10 @@ while [[ $# -gt 1 ]]; do
   esac
 done
 out="${1:?usage: bench/gpu.sh [--rehearse] [--data PATH] [--study-in FOLDER] OUT}"
+if [[ -e $out && ( ! -d $out || -n "$(ls -A "$out")" ) ]]; then  # never replace files this script did not write
+  echo "$out exists and is not an empty folder; give a new OUT" >&2
+  exit 2
+fi
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 here="$(cd "$(dirname "$0")/.." && pwd)"

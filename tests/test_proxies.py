@@ -77,7 +77,7 @@ def test_top_picks_take_the_true_value_of_each_pools_highest_score():
     assert picks["best in the pool"] == picks["p"]
 
 
-def test_the_proxies_command_scores_cells_and_ranks_them_against_a_table(tiny_folder, tmp_path, capsys):
+def test_the_proxies_command_scores_cells_and_ranks_them_against_a_table(tiny_folder, tmp_path, capsys, monkeypatch):
     from scipy import stats
 
     from ista_nas.cli import main
@@ -111,3 +111,14 @@ def test_the_proxies_command_scores_cells_and_ranks_them_against_a_table(tiny_fo
         assert main([*argv, *bad] if bad[0].startswith("--") else ["proxies", *bad, *argv[1:]]) == 2
         err = capsys.readouterr().err
         assert expected in err and err.count("\n") == 1
+    # A batch whose activations (counted on the meta device) exceed the device's memory is refused before it is
+    # drawn; with just enough memory the same command scores.
+    from ista_nas import spaces
+
+    need = 8 * spaces.activation_bytes("nb201", 4, 1, tuple(batch[0].shape[2:]), 3, classes)
+    monkeypatch.setattr(spaces, "memory_of", lambda device: (need - 1, "this machine's memory"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "lower --batch-size, --channels or --layers" in err and err.count("\n") == 1
+    monkeypatch.setattr(spaces, "memory_of", lambda device: (need, "this machine's memory"))
+    assert main(argv) == 0

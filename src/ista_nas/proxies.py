@@ -34,7 +34,7 @@ from .benchmark import table_for
 from .engine.data import load_dataset
 from .engine.loop import resolve_device
 from .errors import UserError
-from .spaces import SPACES, get_genotype, sample_architectures, space_of
+from .spaces import SPACES, check_activations, get_genotype, sample_architectures, space_of
 from .summary import network_summary_shaped
 
 
@@ -110,12 +110,16 @@ def score_cell(genotype: Any, channels: int, layers: int, batch: tuple[Tensor, T
 
 
 def one_batch(dataset: str, batch_size: int, seed: int, data_dir: str | None = None,
-              device: str | torch.device = "cpu") -> tuple[tuple[Tensor, Tensor], int]:
+              device: str | torch.device = "cpu", network: tuple[str, int, int] | None = None
+              ) -> tuple[tuple[Tensor, Tensor], int]:
     """``batch_size`` training images of ``dataset`` drawn with ``seed`` (normalised by the split's statistics,
-    not augmented) with their labels, and the number of classes."""
+    not augmented) with their labels, and the number of classes. With ``network`` (space, C, L), a batch whose
+    activations in that network cannot fit the device is refused before it is drawn."""
     data = load_dataset(dataset, "train", data_dir)
     if batch_size > len(data):
         raise UserError(f"--batch-size {batch_size}: {dataset} has {len(data)} training images; lower it")
+    if network is not None:
+        check_activations(*network, batch_size, data, str(device))
     index = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:batch_size]
     mean, std = data.stats()
     x = (data.images[index].float() / 255 - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
@@ -214,7 +218,8 @@ def score(cells: list[str], sample: int, sample_seed: int, space_name: str | Non
     table = table_for(space, benchmark, arch_column, metric)
     for g in genotypes if table is not None else []:
         table.lookup(g)  # the table's own one-line refusal of a cell it lacks
-    batch, classes = one_batch(dataset, batch_size, seed, data_dir, resolve_device(device))
+    batch, classes = one_batch(dataset, batch_size, seed, data_dir, resolve_device(device),
+                               (space.name, channels, layers))
     rows = [{"arch": space.short(g), **row} for g, row in
             zip(genotypes, score_cells(genotypes, channels, layers, batch, classes, seed))]
     result: dict[str, Any] = {"network": {"channels": channels, "layers": layers, "dataset": dataset,

@@ -92,7 +92,7 @@ class Train(Job):
         self.genotype = on_main(lambda: resolve_genotype(cfg))  # a run directory may exist on rank 0's node only
         data, self.train_loader, self.test_loader = train_test(cfg, ctx)
         self.spec = model_spec(cfg, self.genotype, data, *self.train_loader.mean_std)
-        check_activations(cfg, data)
+        check_activations(cfg.space, cfg.channels, cfg.layers, cfg.batch_size, data, cfg.device, cfg.stem)
         torch.manual_seed(cfg.seed)
         self.model = place(build_model(self.spec), ctx, cfg.channels_last, cfg.sync_bn)
         self.trainer = Trainer(self.model, cfg, ctx)

@@ -104,7 +104,7 @@ def build_supernet(cfg: "SearchConfig", data: Any, kind: str = "sparse"
                    ) -> SparseSupernet | DenseSupernet | TargetSupernet:
     """The supernet of the configured space a method searches, its weights drawn from ``cfg.seed``: ``kind``
     sparse (ISTA-NAS two-stage), dense (every candidate runs: the DARTS baseline) or target (one-stage)."""
-    check_activations(cfg, data)
+    check_activations(cfg.space, cfg.channels, cfg.layers, cfg.batch_size, data, cfg.device, cfg.stem)
     torch.manual_seed(cfg.seed)
     space = SPACES[cfg.space]
     return {"sparse": space.supernet, "dense": space.dense_supernet, "target": space.target_supernet}[kind](cfg, data)

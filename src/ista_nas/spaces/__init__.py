@@ -164,15 +164,16 @@ def activation_bytes(space_name: str, channels: int, layers: int, size: tuple[in
     return count[0] * 2
 
 
-def check_activations(cfg: Any, data: Any) -> None:
+def check_activations(space_name: str, channels: int, layers: int, batch_size: int, data: Any, device: str,
+                      stem: str = "cifar") -> None:
     """Refuse, once the data is known and before a step allocates, a batch whose activations alone (a lower
-    bound: ``activation_bytes`` times this process's share of the batch) exceed the device's memory."""
-    batch = max(cfg.batch_size // int(os.environ.get("WORLD_SIZE", "1")), 1)
-    need = batch * activation_bytes(cfg.space, cfg.channels, cfg.layers, tuple(data.size), data.channels,
-                                    len(data.classes), cfg.stem)
-    total, where = memory_of(cfg.device)
+    bound: ``activation_bytes`` times this process's share of ``batch_size``) exceed the device's memory."""
+    batch = max(batch_size // int(os.environ.get("WORLD_SIZE", "1")), 1)
+    need = batch * activation_bytes(space_name, channels, layers, tuple(data.size), data.channels, len(data.classes),
+                                    stem)
+    total, where = memory_of(device)
     if need > total:
-        raise UserError(f"--batch-size {cfg.batch_size} of {data.size[0]}x{data.size[1]} images at --channels "
-                        f"{cfg.channels} --layers {cfg.layers} keeps at least {need / 2**30:.1f} GiB of activations "
+        raise UserError(f"--batch-size {batch_size} of {data.size[0]}x{data.size[1]} images at --channels "
+                        f"{channels} --layers {layers} keeps at least {need / 2**30:.1f} GiB of activations "
                         f"for the backward, more than {where} ({total / 2**30:.1f} GiB); lower --batch-size, "
                         "--channels or --layers")

@@ -272,7 +272,8 @@ def test_a_full_disk_under_any_writing_command_is_one_line_and_leaves_no_file_be
     out = tmp_path / "out"
     out.mkdir()
     for argv in (["report", runs["search"], "--out", out / "r.html"],
-                 ["compare", runs["seeds"], "--plot", out / "c.png"], ["export", runs["train"], "--out", out / "m.pt"], ["show", NB201_EXAMPLE, "--out", out / "d"]):
+                 ["compare", runs["seeds"], "--plot", out / "c.png"], ["export", runs["train"], "--out", out / "m.pt"],
+                 ["show", NB201_EXAMPLE, "--out", out / "d"]):
         with file_size_limit(4096):
             refused(argv, capsys, runs["seeds"], runs["train"], expect="cannot write")
         assert [p for p in out.rglob("*") if p.is_file()] == []  # no temporary or half-written file stays
@@ -290,6 +291,72 @@ def test_a_full_disk_under_a_run_is_one_line_and_leaves_no_temporary_file(runs, 
         with file_size_limit(limit):
             refused(argv, capsys, runs["seeds"], runs["train"], expect="cannot write")
     assert [p for p in tmp_path.rglob("*") if ".tmp" in p.name] == []
+
+
+UNPRIVILEGED = """
+import contextlib, io, json, sys
+from ista_nas.cli import main
+try:
+    open(sys.argv[1], "rb").close()
+    sys.exit(3)  # the permission was not enforced: nothing to test
+except PermissionError:
+    pass
+results = []
+for argv in json.loads(sys.argv[2]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        results.append([main(argv), err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+def test_files_and_folders_this_user_may_not_read_or_write_are_one_line_naming_the_permission(runs, tiny_folder,
+                                                                                              tmp_path):
+    """Run as a user whom permissions bind (root without its override capabilities, through capsh): a read-only run
+    directory, an unreadable config, checkpoint or class folder and a read-only output folder are each one line,
+    exit code 2, every file as it was. An unreadable checkpoint is a permission to grant, not a damaged file: the
+    resume does not fall back to the previous one or move it aside."""
+    import subprocess
+    import sys
+
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("capsh") is None:
+            pytest.skip("root ignores permissions and capsh is not installed to drop that")
+        prefix = ["capsh", "--drop=cap_dac_override,cap_dac_read_search", "--", "-c", '"$0" "$@"']
+    run = {name: shutil.copytree(runs["search"], tmp_path / name) for name in ("ro", "config", "ckpt")}
+    data = shutil.copytree(tiny_folder, tmp_path / "data")
+    probe, out = tmp_path / "probe", tmp_path / "out"
+    probe.write_bytes(b"")
+    out.mkdir()
+    for path, mode in ((probe, 0), (run["config"] / "config.json", 0), (run["ckpt"] / "checkpoint.pt", 0),
+                       (data / "train" / "class1", 0), (run["ro"], 0o555), (out, 0o555)):
+        path.chmod(mode)
+    flags = ["--subset", "0", "--batch-size", "12", "--channels", "4", "--layers", "1", "--device", "cpu"]
+    cases = [(["search", "--resume", run["ro"], "--epochs", "3"], f"cannot write in {run['ro']}: Permission denied"),
+             (["report", run["config"]], "config.json: permission denied; make it readable"),
+             (["search", "--resume", run["ckpt"], "--epochs", "3"], "checkpoint.pt: permission denied; make it"),
+             (["search", "--preset", "quick", "--space", "nb201", "--dataset", f"folder:{data}", *flags, "--out",
+               tmp_path / "new"], "class1: Permission denied; make the image folder readable"),
+             (["report", runs["search"], "--out", out / "r.html"], "r.html: Permission denied")]
+    def files():  # a run's .lock holds the pid of its last writer, not data
+        return {path: digest for path, digest in snapshot(tmp_path, runs["seeds"]).items() if ".lock" not in path}
+
+    before = files()
+    env = {**os.environ, "ISTA_NAS_CACHE": str(tmp_path.with_name(tmp_path.name + "-cache"))}
+    proc = subprocess.run([*prefix, sys.executable, "-c", UNPRIVILEGED, str(probe),
+                           json.dumps([[str(a) for a in argv] for argv, _ in cases])],
+                          capture_output=True, text=True, env=env, timeout=600)
+    if proc.returncode == 3:
+        pytest.skip("this user is not bound by file permissions here")
+    assert proc.returncode == 0, proc.stderr
+    for (argv, expected), (code, err) in zip(cases, json.loads(proc.stdout.splitlines()[-1])):
+        assert code == 2 and err.startswith("ista-nas: error:") and err.count("\n") == 1, (argv, err)
+        assert expected in err, (argv, err)
+    for path in (run["ro"], out):
+        path.chmod(0o755)
+    assert files() == before and not (tmp_path / "new").exists()
+    assert not (run["ckpt"] / "checkpoint.damaged.pt").exists()
 
 
 def test_a_checkpoint_that_cannot_be_written_keeps_the_last_good_one(tmp_path, monkeypatch):

@@ -17,6 +17,11 @@ class UserError(IstaNasError, ValueError):
     exit_code = 2
 
 
+class NotPermitted(UserError):
+    """A file or folder the system would not let this user read or write: the fix is a permission, never a
+    fallback (a checkpoint that cannot be read is not a damaged one)."""
+
+
 class RunFailed(IstaNasError, RuntimeError):
     """The run could not go on (for example a NaN loss); the message says what state was kept."""
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import NotPermitted, UserError
 
 MiB = 1 << 20
 LIMITS = {"table": 512 * MiB, "json": 64 * MiB, "metrics": 512 * MiB}
@@ -51,6 +51,15 @@ def _bound(limit: int) -> str:
     return f"{limit // MiB} MiB" if limit >= MiB else f"{limit} bytes"
 
 
+def unreadable(exc: OSError, what: str, path: Path, fix: str) -> UserError:
+    """The one line for a ``what`` at ``path`` that the system would not read: a permission the user can grant
+    (not a damaged file: ``fix`` is for those), or the system's reason."""
+    if isinstance(exc, PermissionError):
+        return NotPermitted(f"cannot read {what} {path}: permission denied; make it readable (and the folders above it "
+                         "searchable) for this user, then run the command again")
+    return UserError(f"cannot read {what} {path}: {exc.strerror or exc}; {fix}")
+
+
 def _regular(path: Path, what: str, fix: str) -> int:
     """The size of the regular file ``path``; a UserError for anything else."""
     try:
@@ -58,7 +67,7 @@ def _regular(path: Path, what: str, fix: str) -> int:
     except FileNotFoundError:
         raise UserError(f"no {what} at {path}; {fix}") from None
     except OSError as exc:
-        raise UserError(f"cannot read {what} {path}: {exc.strerror}; {fix}") from None
+        raise unreadable(exc, what, path, fix) from None
     if stat.S_ISDIR(info.st_mode):
         raise UserError(f"{what} {path} is a folder, not a file; {fix}")
     if not stat.S_ISREG(info.st_mode):
@@ -77,7 +86,7 @@ def read_bytes(path: str | Path, what: str, limit: int, fix: str) -> bytes:
         with path.open("rb") as fh:
             data = fh.read(limit + 1)  # a file that grew since stat still stops at the bound
     except OSError as exc:
-        raise UserError(f"cannot read {what} {path}: {exc.strerror}; {fix}") from None
+        raise unreadable(exc, what, path, fix) from None
     if len(data) > limit:
         raise too_big
     return data

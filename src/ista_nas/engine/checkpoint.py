@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
-from ..files import atomic_write_bytes
+from ..errors import NotPermitted, UserError
+from ..files import atomic_write_bytes, unreadable
 
 log = logging.getLogger(__name__)
 FORMAT = 2  # {"format", "sha256", "config", "epoch", "payload": torch.save bytes of the state}
@@ -59,7 +59,12 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[st
         raise UserError(f"no checkpoint at {path}; the run has not finished an epoch yet, start it again without "
                         "--resume")
     try:
-        wrapped = torch.load(path, map_location="cpu", weights_only=False)
+        fh = path.open("rb")
+    except OSError as exc:
+        raise unreadable(exc, "checkpoint", path, "give the checkpoint.pt of an ista-nas run") from None
+    try:
+        with fh:
+            wrapped = torch.load(fh, map_location="cpu", weights_only=False)
     except Exception as exc:  # truncated zip, pickle error, wrong file type...
         raise UserError(f"checkpoint {path} cannot be read ({type(exc).__name__}): it is damaged or not a "
                         "checkpoint; give the checkpoint.pt of an ista-nas run") from None
@@ -89,10 +94,12 @@ def load_latest_good(path: str | Path, required: tuple[str, ...] = ()) -> tuple[
         return load_checkpoint(path, required), path
     except UserError as error:
         previous = previous_path(path)
-        if not previous.is_file():
+        if isinstance(error, NotPermitted) or not previous.is_file():
             raise
         try:
             state = load_checkpoint(previous, required)
+        except NotPermitted:
+            raise
         except UserError:
             raise error from None
         log.warning("%s; using the previous checkpoint %s (epoch %s) instead", error, previous, state.get("epoch"))

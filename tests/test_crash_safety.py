@@ -286,22 +286,35 @@ def test_a_run_directory_has_one_writer_and_a_killed_writers_lock_is_taken_over(
     methods.search(cfg, out)  # the dead holder's lock is taken over
     files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
     holder = _holder(out)
-    with pytest.raises(UserError, match="being written by another ista-nas process"):
-        methods.resume(out, epochs=2)  # refused before the data loads or any file changes
+    for again in (lambda: methods.resume(out, epochs=2), lambda: methods.search(cfg, out)):
+        # refused before the data loads or any file changes; a fresh start is told of the writer, not advised to
+        # --resume the folder it writes
+        with pytest.raises(UserError, match=f"being written by another ista-nas process \\(pid {holder.pid}\\)"):
+            again()
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"} == files
     holder.kill()
     holder.wait()
     assert methods.resume(out, epochs=2).metrics[-1]["epoch"] == 2
 
 
-def test_the_default_run_name_skips_names_taken(tmp_path):
-    from ista_nas.engine.rundir import free_name
+def test_the_default_run_name_is_one_no_other_run_holds_and_goes_when_left_empty(tmp_path, monkeypatch):
+    """Names taken are skipped; two runs choosing at once (nested here: the first has not written yet) get two
+    folders; a default folder the run left empty is removed, one it wrote into stays; --out passes through."""
+    import time
 
-    stem = str(tmp_path / "search-20261205-120000")
-    assert free_name(stem) == stem
-    (tmp_path / "search-20261205-120000").mkdir()
-    (tmp_path / "search-20261205-120000-2").mkdir()
-    assert free_name(stem) == stem + "-3"
+    from ista_nas.engine.rundir import default_out
+
+    monkeypatch.setattr(time, "strftime", lambda fmt: fmt.replace("%Y%m%d-%H%M%S", "20261205-120000"))
+    monkeypatch.chdir(tmp_path)
+    stem = "runs/search-20261205-120000"
+    (tmp_path / "runs").mkdir()
+    (tmp_path / f"{stem}-2").mkdir()
+    with default_out(None, "runs/search") as first, default_out(None, "runs/search") as second:
+        assert (first, second) == (stem, f"{stem}-3") and (tmp_path / first).is_dir()
+        (tmp_path / second / "config.json").write_text("{}")
+    assert not (tmp_path / stem).exists() and (tmp_path / f"{stem}-3" / "config.json").is_file()
+    with default_out("mine", "runs/search") as given:
+        assert given == "mine" and not (tmp_path / "mine").exists()
 
 
 def test_resume_refuses_data_that_changed_since_the_run_started(tiny_folder, tiny_config, tmp_path):

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -265,7 +264,7 @@ def _absolute(path: str) -> str:
 
 def _run_command(args: argparse.Namespace, module: Any, make: Any, start: Any) -> None:
     """search and train: a new run from a preset and flags, or --resume of an existing one."""
-    from .engine.rundir import free_name
+    from .engine.rundir import default_out
 
     given: dict[str, Any] = {k: v for k, v in vars(args).items()
                              if k not in ("command", "verbose", "out", "resume")}
@@ -283,7 +282,9 @@ def _run_command(args: argparse.Namespace, module: Any, make: Any, start: Any) -
         given["data_dir"] = _absolute(given["data_dir"])
     if "genotype" in given and Path(given["genotype"]).exists():
         given["genotype"] = _absolute(given["genotype"])
-    start(make(**given), args.out or free_name(time.strftime(f"runs/{args.command}-%Y%m%d-%H%M%S")))
+    cfg = make(**given)
+    with default_out(args.out, f"runs/{args.command}") as out:
+        start(cfg, out)
 
 
 def _search(args: argparse.Namespace) -> None:

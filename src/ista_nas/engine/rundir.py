@@ -15,13 +15,15 @@ call them unconditionally.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import math
 import os
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from ..errors import UserError
@@ -53,8 +55,7 @@ def lock(path: str | Path) -> None:
     except OSError:
         holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise UserError(f"{path} is being written by another ista-nas process (pid {holder}); wait for it to end, "
-                        "or choose another --out") from None
+        raise busy(path, holder) from None
     try:  # the holder's pid, for the next one's message; and a folder that takes no new file is refused now
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -65,6 +66,29 @@ def lock(path: str | Path) -> None:
         os.close(fd)
         raise UserError(f"cannot write in {path}: {exc.strerror}; make it writable or choose another --out") from None
     _HELD[path] = fd, created
+
+
+def busy(path: Path, holder: str) -> UserError:
+    return UserError(f"{path} is being written by another ista-nas process (pid {holder}); wait for it to end, or "
+                     "choose another --out")
+
+
+def holder(path: Path) -> str | None:
+    """The pid of the live process that holds the run directory ``path``'s lock, or None (asked without taking
+    the lock: a shared lock is refused only while a writer holds its exclusive one); None for this process's own."""
+    if path.expanduser().resolve() in _HELD:
+        return None
+    try:
+        fd = os.open(path / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except OSError:
+        return os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+    finally:
+        os.close(fd)  # drops the shared lock, if taken
 
 
 def whole(record: dict[str, Any]) -> bool:
@@ -78,14 +102,32 @@ def whole(record: dict[str, Any]) -> bool:
                (isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**53) for v in numeric)
 
 
-def free_name(stem: str) -> str:
-    """``stem``, or ``stem-2``, ``stem-3``...: the first that does not exist (the default --out of a run; two
-    runs that pick the same name at once are told apart by the lock)."""
+@contextlib.contextmanager
+def default_out(out: str | None, prefix: str) -> Iterator[str]:
+    """``out``, or when it is None the default run directory ``PREFIX-DATE-TIME`` (``-2``, ``-3``... when taken),
+    the first name this process creates itself: ``mkdir`` fails for all but one of the runs that pick a name at
+    once, so two runs started in the same second never share a folder. A default folder the run left empty (it
+    was refused) is removed on the way out."""
+    if out is not None:
+        yield out
+        return
+    stem = time.strftime(f"{prefix}-%Y%m%d-%H%M%S")
     name, n = stem, 1
-    while Path(name).exists():
-        n += 1
-        name = f"{stem}-{n}"
-    return name
+    while True:
+        try:
+            Path(name).parent.mkdir(parents=True, exist_ok=True)
+            Path(name).mkdir()
+            break
+        except FileExistsError:
+            n += 1
+            name = f"{stem}-{n}"
+        except OSError as exc:
+            raise UserError(f"cannot create run directory {name}: {exc.strerror}; choose a writable --out") from None
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(OSError):  # it holds the run
+            Path(name).rmdir()
 
 
 def unlock(path: str | Path) -> None:
@@ -119,6 +161,9 @@ class RunDir:
     def check_new(cls, path: str | Path, config: dict[str, Any]) -> "RunDir":
         """Refuse a directory that already holds a run or other files; creates nothing."""
         run = cls(path)
+        pid = holder(run.path)
+        if pid is not None:
+            raise busy(run.path, pid)
         if run.config_path.is_file():
             try:
                 stored = read_json(run.config_path, "run config", "the run directory is damaged")

@@ -31,22 +31,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import make_image_folder  # noqa: E402  (the tests' tiny image folder; needs the test dependencies)
+
 TINY = ["--subset", "0", "--batch-size", "12", "--channels", "4", "--layers", "1", "--device", "cpu"]
 CAPSH = ["capsh", "--drop=cap_dac_override,cap_dac_read_search", "--", "-c", '"$0" "$@"']
 EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
-
-
-def images(root: Path, classes: int = 3, per_class: tuple[int, int] = (40, 8), seed: int = 0) -> Path:
-    """A tiny image folder whose classes differ in mean colour."""
-    rng = np.random.default_rng(seed)
-    for split, count in zip(("train", "test"), per_class):
-        for c in range(classes):
-            folder = root / split / f"class{c}"
-            folder.mkdir(parents=True)
-            for i in range(count):
-                pixels = np.clip(rng.normal(60 + 70 * c, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i:03d}.png")
-    return root
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -121,7 +111,7 @@ def wait_for_epochs(run: Path, count: int, proc: subprocess.Popen, timeout: floa
 
 def setup(box: Sandbox) -> dict[str, Path]:
     root = box.root
-    data = images(root / "data")
+    data = make_image_folder(root / "data")
     paths = {"data": data, "run": root / "run", "train": root / "train", "seeds": root / "seeds",
              "other": root / "other"}
     search = ["search", "--preset", "quick", "--space", "nb201", "--dataset", f"folder:{data}", *TINY]
@@ -229,7 +219,7 @@ def cases(box: Sandbox, p: dict[str, Path]):
         folder = copy(data, "d3")
         result = box.cli("search", "--preset", "quick", "--space", "nb201", "--dataset", f"folder:{folder}", *TINY,
                          "--epochs", "1", "--out", root / "u3")
-        images(root / "d3-more", per_class=(70, 0), seed=1)
+        make_image_folder(root / "d3-more", per_class=(70, 0), seed=1)
         for src in (root / "d3-more" / "train").rglob("*.png"):
             shutil.copy(src, folder / "train" / src.parent.name / f"new-{src.name}")
         result = box.cli("search", "--resume", root / "u3", "--epochs", "2")
@@ -325,7 +315,7 @@ def cases(box: Sandbox, p: dict[str, Path]):
 
     @case("images", "a one-class folder")
     def _():
-        folder = images(root / "d10", classes=1)
+        folder = make_image_folder(root / "d10", classes=1)
         result = box.cli("search", "--preset", "quick", "--space", "nb201", "--dataset", f"folder:{folder}", *TINY,
                          "--epochs", "1", "--out", root / "i7")
         return result, refused(result, "one class"), []

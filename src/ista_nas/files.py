@@ -55,8 +55,8 @@ def unreadable(exc: OSError, what: str, path: Path, fix: str) -> UserError:
     """The one line for a ``what`` at ``path`` that the system would not read: a permission the user can grant
     (not a damaged file: ``fix`` is for those), or the system's reason."""
     if isinstance(exc, PermissionError):
-        return NotPermitted(f"cannot read {what} {path}: permission denied; make it readable (and the folders above it "
-                         "searchable) for this user, then run the command again")
+        return NotPermitted(f"cannot read {what} {path}: permission denied; make it readable (and the folders "
+                            "above it searchable) for this user, then run the command again")
     return UserError(f"cannot read {what} {path}: {exc.strerror or exc}; {fix}")
 
 

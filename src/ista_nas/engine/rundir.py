@@ -53,9 +53,9 @@ def lock(path: str | Path) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        error = busy(path, fd)
         os.close(fd)
-        raise busy(path, holder) from None
+        raise error from None
     try:  # the holder's pid, for the next one's message; and a folder that takes no new file is refused now
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -68,25 +68,26 @@ def lock(path: str | Path) -> None:
     _HELD[path] = fd, created
 
 
-def busy(path: Path, holder: str) -> UserError:
-    return UserError(f"{path} is being written by another ista-nas process (pid {holder}); wait for it to end, or "
+def busy(path: Path, fd: int) -> UserError:
+    """The refusal of the run directory ``path`` whose lock file, open at ``fd``, a live process holds."""
+    pid = os.read(fd, 32).decode(errors="replace").strip() or "unknown"  # the holder wrote its pid there
+    return UserError(f"{path} is being written by another ista-nas process (pid {pid}); wait for it to end, or "
                      "choose another --out")
 
 
-def holder(path: Path) -> str | None:
-    """The pid of the live process that holds the run directory ``path``'s lock, or None (asked without taking
-    the lock: a shared lock is refused only while a writer holds its exclusive one); None for this process's own."""
+def refuse_held(path: Path) -> None:
+    """Refuse the run directory ``path`` while another live process holds its lock, asked without taking it (a
+    shared lock is refused only while a writer holds its exclusive one)."""
     if path.expanduser().resolve() in _HELD:
-        return None
+        return
     try:
         fd = os.open(path / LOCK, os.O_RDONLY)
     except OSError:
-        return None
+        return
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return None
     except OSError:
-        return os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        raise busy(path, fd) from None
     finally:
         os.close(fd)  # drops the shared lock, if taken
 
@@ -161,9 +162,7 @@ class RunDir:
     def check_new(cls, path: str | Path, config: dict[str, Any]) -> "RunDir":
         """Refuse a directory that already holds a run or other files; creates nothing."""
         run = cls(path)
-        pid = holder(run.path)
-        if pid is not None:
-            raise busy(run.path, pid)
+        refuse_held(run.path)
         if run.config_path.is_file():
             try:
                 stored = read_json(run.config_path, "run config", "the run directory is damaged")

@@ -1,3 +1,4 @@
+import hashlib
 import os
 from pathlib import Path
 
@@ -80,6 +81,48 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def runs(tiny_folder, tmp_path_factory):
+    """A finished NAS-Bench-201 search (two seeds) and a finished training run, shared by the tests of what the
+    tool promises about files (test_reliability, test_trust); tests copy them before changing anything."""
+    from ista_nas import methods, retrain
+    from ista_nas.config import make_train_config
+    from ista_nas.networks.nb201 import NB201_EXAMPLE
+
+    root = tmp_path_factory.mktemp("runs")
+    cfg = methods.make_config("quick", space="nb201", dataset=f"folder:{tiny_folder}", subset=0, epochs=2,
+                              batch_size=12, channels=4, layers=1, device="cpu")
+    methods.search_seeds(cfg, [0, 1], root / "seeds")
+    train = make_train_config("quick", space="nb201", dataset=f"folder:{tiny_folder}", subset=0, epochs=1,
+                              batch_size=12, channels=4, layers=1, device="cpu", genotype=NB201_EXAMPLE)
+    retrain.train(train, root / "train")
+    return {"search": root / "seeds" / "seed-0", "seeds": root / "seeds", "train": root / "train"}
+
+
+def snapshot(*roots):
+    """Every file under ``roots`` with the SHA-256 of its bytes."""
+    found = {}
+    for root in roots:
+        paths = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+        found.update({str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths})
+    return found
+
+
+def refused(argv, capsys, *untouched, expect=None):
+    """``argv`` exits 2 with one line (containing ``expect``) and leaves every file under ``untouched`` as it was."""
+    from ista_nas.cli import main
+
+    before = snapshot(*untouched)
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ista-nas: error:") and err.count("\n") == 1, err
+    assert "Traceback" not in err and "delete" not in err
+    if expect:
+        assert expect in err, err
+    assert snapshot(*untouched) == before
+    return err
 
 
 def interrupted_copy(monkeypatch, epoch, run_dir, dest):

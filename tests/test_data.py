@@ -154,3 +154,100 @@ def test_damaged_fashion_mnist_files_are_refused_in_one_line(labels, tmp_path):
     (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels))
     with pytest.raises(UserError, match="cannot read Fashion-MNIST file"):
         load_dataset("fashion-mnist", "train", data_dir=tmp_path)
+
+
+def _forged_cache_is_rebuilt(tmp_path, caplog, forge, reason="cache"):
+    """Decode a tiny folder, let ``forge`` rewrite its cache, and check the next load rebuilds it with one warning
+    (naming ``reason``) and gives exactly a fresh decode; the rebuilt cache is then used without a word."""
+    import logging
+
+    root = make_image_folder(tmp_path / "d", classes=2, per_class=(3, 1), size=4)
+    cache_dir = tmp_path / "cache"
+    fresh = load_dataset(f"folder:{root}", "train", cache_dir=cache_dir)
+    forge(root, cache_dir)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ista_nas.engine.data"):
+        again = load_dataset(f"folder:{root}", "train", cache_dir=cache_dir)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "ignoring cache" in warnings[0] and reason in warnings[0], warnings
+    assert torch.equal(again.images, fresh.images) and torch.equal(again.labels, fresh.labels)
+    assert again.labels.dtype == torch.int64 and again.classes == fresh.classes
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ista_nas.engine.data"):
+        third = load_dataset(f"folder:{root}", "train", cache_dir=cache_dir)
+    assert not caplog.records and torch.equal(third.labels, fresh.labels)
+
+
+def _edit_cache(edit):
+    """A forger that edits the cache file and leaves its checksum as it was."""
+    def forge(root, cache_dir):
+        (path,) = cache_dir.glob("*.pt")
+        saved = torch.load(path, weights_only=True)
+        edit(saved)
+        torch.save(saved, path)
+    return forge
+
+
+def _rewrite_cache(monkeypatch, change):
+    """A forger that writes its payload through the cache's own writer, so the checksum matches it."""
+    import ista_nas.engine.data as data_module
+
+    def forge(root, cache_dir):
+        decode = data_module._decode
+        for path in cache_dir.glob("*.pt"):
+            path.unlink()
+        with monkeypatch.context() as m:
+            m.setattr(data_module, "_decode", lambda files: (lambda i, lab: (i, change(lab)))(*decode(files)))
+            forged = load_dataset(f"folder:{root}", "train", cache_dir=cache_dir)
+        assert forged.labels.tolist() == change(torch.tensor([0, 0, 0, 1, 1, 1])).tolist()
+    return forge
+
+
+def _out_of_range(bad):
+    return lambda labels: torch.cat([torch.tensor([bad]), labels[1:]])
+
+
+@pytest.mark.parametrize("bad", [2, -1])
+@pytest.mark.parametrize("checksum", ["stale", "recomputed"])
+def test_a_cache_with_labels_out_of_range_is_rebuilt_with_a_warning(bad, checksum, tmp_path, caplog, monkeypatch):
+    if checksum == "stale":
+        forge, reason = _edit_cache(lambda saved: saved.update(labels=_out_of_range(bad)(saved["labels"]))), "checksum"
+    else:
+        forge, reason = _rewrite_cache(monkeypatch, _out_of_range(bad)), "out of range"
+    _forged_cache_is_rebuilt(tmp_path, caplog, forge, reason)
+
+
+def _shifted(labels):
+    """The labels one image off: in range, each class's count no longer the listing's."""
+    return torch.cat([labels[1:], labels[-1:]])
+
+
+def test_a_cache_with_labels_shifted_by_one_and_a_stale_checksum_is_rebuilt_with_a_warning(tmp_path, caplog):
+    forge = _edit_cache(lambda saved: saved.update(labels=_shifted(saved["labels"])))
+    _forged_cache_is_rebuilt(tmp_path, caplog, forge, "checksum")
+
+
+@pytest.mark.parametrize("shift, reason", [(_shifted, "per class"), (lambda labels: labels.roll(1), "labels differ")],
+                         ids=["counts-differ", "rolled"])
+def test_a_cache_with_shifted_labels_and_a_recomputed_checksum_is_rebuilt_with_a_warning(shift, reason, tmp_path,
+                                                                                         caplog, monkeypatch):
+    """The checksum matches the forged payload; its labels do not match the folder's listing (per-class counts,
+    or the order where the counts agree)."""
+    _forged_cache_is_rebuilt(tmp_path, caplog, _rewrite_cache(monkeypatch, shift), reason)
+
+
+@pytest.mark.parametrize("how", ["pixel", "checksum", "missing", "images-dtype"])
+def test_a_cache_whose_checksum_does_not_match_is_rebuilt_with_a_warning(how, tmp_path, caplog):
+    """An image byte changed under the checksum, a wrong checksum, none at all (an older cache), images widened."""
+    def edit(saved):
+        if how == "pixel":
+            saved["images"] = saved["images"].clone()
+            saved["images"][0, 0, 0, 0] ^= 1
+        elif how == "checksum":
+            saved["sha256"] = "0" * 64
+        elif how == "missing":
+            saved.pop("sha256", None)
+        else:
+            saved["images"] = saved["images"].to(torch.int16)
+    reason = {"pixel": "checksum", "checksum": "checksum", "missing": "not a checksummed", "images-dtype": "int16"}
+    _forged_cache_is_rebuilt(tmp_path, caplog, _edit_cache(edit), reason[how])

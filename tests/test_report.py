@@ -1,15 +1,21 @@
 """Reports, comparisons and TensorBoard logs of real (tiny) runs."""
 
 import base64
+import io
 import json
+import logging
 import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 
 import pytest
+from PIL import Image
 
 from ista_nas.cli import main
-from ista_nas.report import read_run, settled_after, support_history
+from ista_nas.compare import compare, format_comparison, format_groups
+from ista_nas.networks.nb201 import NB201_EXAMPLE
+from ista_nas.report import CHECK, read_run, render, settled_after, support_history
 from ista_nas import methods
 
 
@@ -91,3 +97,161 @@ def test_compare_and_report_commands(search_run, tiny_folder, tmp_path, capsys):
     assert "test_top1" in table and "valid_acc" in table
     assert (tmp_path / "cmp.png").read_bytes().startswith(b"\x89PNG")
     assert main(["report", str(tmp_path / "nowhere")]) == 2
+
+
+# --- runs shared by others: every file is data (issue 43) ---
+
+SCRIPT, IMG = "<script>x</script>", '"><img src=x onerror=y>'
+
+
+def write_run(path, metrics=(), config=None, files=None, base=None):
+    """A run folder written file by file, no search run: config.json (``base``, by default a quick NAS-Bench-201
+    search's settings, updated by ``config``), metrics.jsonl (``metrics``) and ``files`` (name: a JSON value, or
+    bytes)."""
+    path.mkdir(parents=True)
+    base = base or methods.make_config("quick", space="nb201", device="cpu").to_dict()
+    config = {**base, **(config or {})}
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    for name, content in (files or {}).items():
+        (path / name).write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
+    return path
+
+
+class Tags(HTMLParser):
+    """The start tags of a page, with their attributes, and its text."""
+
+    def __init__(self, page):
+        super().__init__()
+        self.tags, self.text, self.scripts, self.open = [], [], [], None
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self.open = tag
+
+    def handle_endtag(self, tag):
+        self.open = None
+
+    def handle_data(self, data):
+        (self.scripts if self.open == "script" else self.text).append(data)
+
+
+def assert_only_own_markup(page):
+    """No markup of the inputs in ``page``: its tags and attributes are the ones render writes, its one script is
+    render's own, and each image is an embedded PNG plot."""
+    assert "<script>x" not in page and "<img src=x" not in page and "onerror=y>" not in page
+    parsed = Tags(page)
+    own = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "table", "tr", "th", "td", "img",
+           "div", "b", "ol", "li", "span", "small", "pre", "script"}
+    assert {tag for tag, _ in parsed.tags} <= own
+    assert all(set(attrs) <= {"charset", "name", "content", "class", "style", "alt", "src"} for _, attrs in parsed.tags)
+    assert [tag for tag, _ in parsed.tags].count("script") == 1 and parsed.scripts == [CHECK]
+    for tag, attrs in parsed.tags:
+        if tag == "img":
+            assert attrs["class"] == "plot" and re.fullmatch(r"data:image/png;base64,[A-Za-z0-9+/=]+", attrs["src"])
+        assert tag != "span" or re.fullmatch(r"width:\d+px", attrs["style"])
+    return "".join(parsed.text)
+
+
+def _png():
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, format="png")
+    return buffer.getvalue()
+
+
+def test_a_report_shows_every_string_of_a_runs_files_as_text_never_as_markup(tmp_path, caplog):
+    """Every string of every file a shared run holds, and its folder's name, carry markup; the report shows them
+    as text (escaped) and its only tags are its own. A predecessor that is no input node number (a string, any
+    other type) leaves the ranking out with a warning."""
+    config = {k: SCRIPT if i % 2 else IMG for i, (k, v) in
+              enumerate(methods.make_config("quick", space="nb201").to_dict().items()) if isinstance(v, str)}
+    config.update({"space": "nb201", "data_dir": IMG + "\ud800", IMG: SCRIPT})  # a lone surrogate, too
+    records = [{"epoch": e, "train_loss": 1.0 / e, "valid_acc": 20.0 * e, "seconds": 1.5, "phase": SCRIPT,
+                "supports_changed": [IMG], "genotype": {"arch": SCRIPT}, "benchmark": 40.0 + e, IMG: SCRIPT}
+               for e in (1, 2)]
+    ranking = {SCRIPT: [[{"edge": IMG, "op": SCRIPT, "abs_z": 0.5, "predecessor": 1, IMG: SCRIPT},
+                         {"edge": IMG, "op": IMG, "abs_z": 0.25}]]}
+    bench = {"metric": SCRIPT + " $\\foo$", "table": IMG, "builtin": False, "value": 42.0, "rank": 1, "of": 2,
+             "best": 60.0, "mean": 40.0, IMG: SCRIPT}
+    run = write_run(tmp_path / (IMG + "<script>x"), records, config, {
+        "ranking.json": ranking, "benchmark.json": bench, "genotype.json": {"arch": NB201_EXAMPLE},
+        "status.json": {"finished": SCRIPT, IMG: SCRIPT}, "data.json": {"dataset": SCRIPT, "identity": IMG},
+        "normal.png": SCRIPT.encode(), "reduce.png": _png()})
+    with caplog.at_level(logging.WARNING):
+        assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text()
+    text = assert_only_own_markup(page)
+    for shown in (SCRIPT, IMG, f"{IMG}<script>x", f"{SCRIPT} $\\foo$"):  # as text: the folder, ops, edges, metric
+        assert shown in text
+    assert "Final confidences" in page and " (input 1)" in text
+    assert len(_images(page)) == 3  # curves, the benchmark plots, reduce.png; normal.png is no PNG
+    assert "not a PNG image" in caplog.text and "damaged genotypes left out" in caplog.text
+    # A genotype.json of markup is refused in one line; nothing is written.
+    (run / "genotype.json").write_text(json.dumps({"arch": SCRIPT}))
+    assert main(["report", str(run), "--out", str(tmp_path / "g.html")]) == 2 and not (tmp_path / "g.html").exists()
+    for name in ("genotype.json", "benchmark.json", "metrics.jsonl"):  # no plots: the loop below reads rankings
+        (run / name).unlink()
+    # A predecessor that is no input node number: the ranking is left out, with a warning naming it.
+    for predecessor in (SCRIPT, IMG, "1", 1.5, True, None, -1, 2**40, [SCRIPT], {IMG: SCRIPT}):
+        (run / "ranking.json").write_text(json.dumps({"normal": [[{"predecessor": predecessor, "op": "x",
+                                                                   "abs_z": 1.0}]]}))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            page = render(read_run(run))
+        assert_only_own_markup(page)
+        assert "Final confidences" not in page and "predecessor" in caplog.text, predecessor
+
+
+def test_a_ranking_mixing_abs_z_and_weight_is_left_out_with_a_warning(tmp_path, caplog):
+    """ista-nas writes one of abs_z (the sparse code) and weight (a dense method's softmax) for a whole ranking;
+    a file mixing them (a hand edit, two files merged) is not a ranking: left out, named in a warning. One key
+    throughout is shown, each bar scaled to its group's largest value."""
+    def entry(key, op, value, predecessor):
+        return {"predecessor": predecessor, "op": op, key: value}
+
+    mixed = [{"normal": [[entry("abs_z", "sep_conv_3x3", 0.5, 0), entry("weight", "skip_connect", 0.9, 1)]]},
+             {"normal": [[entry("abs_z", "sep_conv_3x3", 0.5, 0)]], "reduce": [[entry("weight", "none", 0.9, 1)]]},
+             {"normal": [[{**entry("abs_z", "sep_conv_3x3", 0.5, 0), "weight": 0.9}]]}]
+    run = write_run(tmp_path / "run", [{"epoch": 1, "valid_acc": 50.0}])
+    for ranking in mixed:
+        (run / "ranking.json").write_text(json.dumps(ranking))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            page = render(read_run(run))
+        assert "Final confidences" not in page
+        assert "ranking.json" in caplog.text and ("mix abs_z and weight" in caplog.text or
+                                                  "holds abs_z and weight" in caplog.text)
+    (run / "ranking.json").write_text(json.dumps({"normal": [[entry("weight", "sep_conv_3x3", 0.8, 0),
+                                                              entry("weight", "skip_connect", 0.2, 1)]]}))
+    page = render(read_run(run))
+    assert ('<li><span class="bar" style="width:100px"></span> sep_conv_3x3 (input 0) <small>weight 0.8</small>'
+            '</li><li><span class="bar" style="width:25px"></span> skip_connect (input 1) <small>weight 0.2</small>'
+            in page)
+
+
+def test_compare_and_report_draw_numbers_past_a_plots_range_at_its_bound(tmp_path, caplog):
+    """Finite numbers a hand edit left in metrics.jsonl (+-1e308: they pass the finite check, but broke
+    matplotlib) are drawn at the bound of the plot (an accuracy 0..100, anything else +-1e15) with a warning; a
+    group's mean +- std of them is computed exactly (fmean's running sum overflowed), not a traceback."""
+    from ista_nas.config import make_train_config
+
+    # Training runs of a small network (their parameters are counted at the run's own C and L: cheap to count).
+    train = make_train_config("quick", space="nb201", genotype=NB201_EXAMPLE, channels=4, layers=1).to_dict()
+    genotype = {"genotype.json": {"arch": NB201_EXAMPLE}}
+    write_run(tmp_path / "runs" / "seed-0", [{"epoch": 1, "valid_acc": 50.0, "valid_loss": 1.0, "seconds": 1e308},
+                                             {"epoch": 2, "valid_acc": 1e308, "valid_loss": -1e308, "seconds": 1e308}],
+              {"seed": 0}, genotype, train)
+    write_run(tmp_path / "runs" / "seed-1", [{"epoch": 1, "valid_acc": 1.7e308, "train_loss": 1e308}], {"seed": 1},
+              genotype, train)
+    write_run(tmp_path / "runs" / "other", [{"epoch": 1, "valid_acc": -1e308}], {"seed": 0, "lr": 0.1}, genotype,
+              train)
+    with caplog.at_level(logging.WARNING):
+        infos, groups, plot = compare([tmp_path / "runs"], tmp_path / "c.png")
+        assert main(["report", str(tmp_path / "runs" / "seed-0"), "--out", str(tmp_path / "r.html")]) == 0
+    assert plot.read_bytes().startswith(b"\x89PNG") and format_comparison(infos) and format_groups(groups)
+    assert "drawn at the bound" in caplog.text and "valid_acc outside 0..100" in caplog.text
+    assert len(_images((tmp_path / "r.html").read_text())) == 1
+    best = {tuple(g["seeds"]): g["best_accuracy"] for g in groups}
+    assert best[(0, 1)]["mean"] == pytest.approx(1.35e308) and best[(0, 1)]["std"] == pytest.approx(0.7e308 / 2**0.5)
+    assert best[(0,)]["mean"] == -1e308

@@ -108,7 +108,7 @@ def _assert_user_error(proc, *fragments):
     (["--sparsity", "8"], ["at most --proj-dims (m)"]),
     (["--seed", str(2**64)], ["--seed must be in"]),
     (["--device", "tpu"], ["unknown --device 'tpu'"]),
-    (["--channels", "100000"], ["G parameters needs", "lower --channels or --layers"]),
+    (["--channels", "4096"], ["G parameters needs", "lower --channels or --layers"]),
     (["--lr", "1e300"], ["--lr must be a finite number float32 holds"]),
     (["--no-such-flag"], ["unrecognized arguments: --no-such-flag"]),
 ])
@@ -348,6 +348,7 @@ def test_supernets_that_would_take_hours_to_build_are_refused_by_their_formula(t
     from ista_nas import retrain
     from ista_nas.config import make_train_config
     from ista_nas.errors import UserError
+    from ista_nas.limits import MAX_NODES
     from ista_nas.methods import MAX_CANDIDATE_OPS
     from ista_nas.networks.nb201 import NB201_OPS
     from ista_nas.ops import PRIMITIVES
@@ -355,16 +356,16 @@ def test_supernets_that_would_take_hours_to_build_are_refused_by_their_formula(t
     def darts(layers, nodes):
         return layers * sum((i + 2) * len(PRIMITIVES) for i in range(nodes))
 
-    assert darts(5, 74) <= MAX_CANDIDATE_OPS < darts(5, 75)  # the quick preset has 5 layers
-    methods.make_config("quick", nodes=74)
-    with pytest.raises(UserError, match=f"would build {darts(5, 75):,} candidate ops"):
-        methods.make_config("quick", nodes=75)
+    assert darts(6, MAX_NODES) <= MAX_CANDIDATE_OPS < darts(7, MAX_NODES)
+    methods.make_config("quick", nodes=MAX_NODES, layers=6)
+    with pytest.raises(UserError, match=f"would build {darts(7, MAX_NODES):,} candidate ops"):
+        methods.make_config("quick", nodes=MAX_NODES, layers=7)
     nb201 = 3 * 1200 * 6 * len(NB201_OPS)
     with pytest.raises(UserError, match=f"--layers 1200: the supernet would build {nb201:,} candidate ops"):
         methods.make_config("quick", space="nb201", layers=1200)
     with pytest.raises(UserError, match="lower --proj-dims"):
         methods.make_config("quick", proj_dims=10**9)
-    with pytest.raises(UserError, match="--layers 100000: at most 2,000 cells"):
+    with pytest.raises(UserError, match="--layers must be at most 2,000"):
         retrain.train(make_train_config("quick", layers=100000), tmp_path / "t")
     assert not (tmp_path / "t").exists()
 

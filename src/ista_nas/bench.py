@@ -24,7 +24,7 @@ from .methods import make_config
 from .methods.base import BilevelStepper, build_supernet
 from .networks import SearchNetwork
 from .published import PUBLISHED
-from .spaces import SPACES
+from .spaces import SPACES, check_network
 
 
 def _sync(device: torch.device) -> None:
@@ -85,6 +85,8 @@ def run_bench(layers: int = 0, channels: int = 16, size: int = 32, batch: int = 
             raise UserError(f"{flag} must be at least {bound}, got {value}")
     if space not in SPACES:
         raise UserError(f"unknown --space {space!r}; choose one of {', '.join(SPACES)}")
+    if retrain:  # the search networks' sizes are checked by make_config (methods.check_search_size)
+        check_network(space, *retrain_size, flags=("--retrain-channels", "--retrain-layers"), least_channels=2)
     dev = resolve_device(device)
     if dev.type == "cpu":
         torch.set_num_threads(torch.get_num_threads())  # one thread per core, no oversubscription

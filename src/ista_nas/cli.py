@@ -15,7 +15,8 @@ from .benchmark import DEFAULT_ARCH_COLUMN, DEFAULT_METRIC, NO_TABLE
 from .config import SearchConfig, TrainConfig, train_settings
 from .errors import IstaNasError, UserError
 from .files import claim_folder
-from .spaces import SPACES, get_genotype, published, space_of, write_diagrams
+from .limits import one_line
+from .spaces import SPACES, check_network, get_genotype, published, space_of, write_diagrams
 
 log = logging.getLogger("ista_nas")
 
@@ -24,12 +25,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line (problem + where to look) and exit code 2."""
 
     def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {_one_line(message)}; see '{self.prog} --help'\n")
-
-
-def _one_line(text: str) -> str:
-    """``text`` with control characters (newlines from a pasted value...) escaped: an error stays one line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+        self.exit(2, f"{self.prog}: error: {one_line(message)}; see '{self.prog} --help'\n")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
@@ -347,8 +343,7 @@ def _show(args: argparse.Namespace) -> None:
     space = space_of(genotype)
     channels = args.channels if args.channels is not None else space.default_size[0]
     layers = args.layers if args.layers is not None else space.default_size[1]
-    if channels < 2 or layers < 1:
-        raise UserError("--channels must be at least 2 and --layers at least 1")
+    check_network(space.name, channels, layers, genotype, least_channels=2)
     space.check_size(channels, layers, args.dataset)
     info = network_summary(genotype, channels, layers, args.dataset)
     rank = space_parameter_rank(genotype, channels, layers, args.dataset)
@@ -384,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
              "lookup": _lookup, "correlate": _correlate, "proxies": _proxies}[args.command](args)
     except IstaNasError as exc:
         if not getattr(exc, "reported_by_main", False):
-            print(f"ista-nas: error: {_one_line(str(exc))}", file=sys.stderr)
+            print(f"ista-nas: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         if main_rank:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from .diagram import pyplot, savefig
 from .errors import UserError
 from .files import claim_plot
 from .baselines import OpSet, run_op_set, run_size, table_op_set
-from .report import RunInfo, read_run
+from .report import RunInfo, drawn, plain, read_run
 from .spaces import space_of
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,18 @@ def group_runs(infos: list[RunInfo]) -> list[tuple[str, list[RunInfo]]]:
 
 
 def _spread(values: list[float]) -> dict[str, Any]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
-            "values": values} if values else {"mean": None, "std": None, "values": []}
+    """Mean and sample standard deviation, computed exactly (a hand-edited run's finite 1e308 overflowed fmean's
+    running sum); the deviation None where it is past the float range or a value is not finite (a sum of
+    seconds), so --json stays JSON."""
+    if not values:
+        return {"mean": None, "std": None, "values": []}
+    std = None
+    if len(values) > 1 and all(map(math.isfinite, values)):
+        try:
+            std = statistics.stdev(values)
+        except OverflowError:
+            std = None
+    return {"mean": float(statistics.mean(values)), "std": std, "values": values}
 
 
 def benchmark_value(info: RunInfo, table: Any | None) -> float | None:
@@ -124,12 +135,12 @@ def compare(run_dirs: list[str | Path], plot: str | Path | None = None, table: A
         return infos, groups, None
     plt = pyplot()
     fig, (ax, spread_ax) = plt.subplots(1, 2, figsize=(12, 4.2))
-    for info in infos:
+    for info in infos:  # values past what a plot can hold (a hand-edited 1e308) are drawn at its bound (drawn)
         key, best = info.best_accuracy()
         if best is not None and info.size:
-            ax.scatter(info.size["params"] / 1e6, best)
-            ax.annotate(info.path.name, (info.size["params"] / 1e6, best), fontsize=8, xytext=(4, 4),
-                        textcoords="offset points")
+            point = (info.size["params"] / 1e6, *drawn([best], key, info.path / "metrics.jsonl"))
+            ax.scatter(*point)
+            ax.annotate(plain(info.path.name), point, fontsize=8, xytext=(4, 4), textcoords="offset points")
     ax.set(xlabel="parameters (M)", ylabel="best accuracy (%)", title="accuracy against parameters")
     ax.grid(alpha=0.3)
     use_bench = any(g["benchmark"]["values"] for g in groups)
@@ -139,20 +150,24 @@ def compare(run_dirs: list[str | Path], plot: str | Path | None = None, table: A
         for _, op_set in summarized:
             if op_set and op_set.values not in draws:
                 draws[op_set.values] = f"random draw ({len(op_set.values)} cells)"
-                spread_ax.axhline(op_set.largest.value, ls="-.", color="darkorange", lw=1,
+                spread_ax.axhline(*drawn([op_set.largest.value], "benchmark", "the benchmark table"), ls="-.",
+                                  color="darkorange", lw=1,
                                   label=f"largest cell of {len(op_set.values)} ({op_set.largest.value:.2f})")
         for j, (values, label) in enumerate(draws.items()):
-            spread_ax.violinplot([values], positions=[-1 - j], showmeans=True, widths=0.8)
+            spread_ax.violinplot([drawn(list(values), "benchmark", "the benchmark table")], positions=[-1 - j],
+                                 showmeans=True, widths=0.8)
         ticks = [label for label in reversed(list(draws.values()))] + ticks
         if draws:
             spread_ax.legend(fontsize=7)
     first = -len(ticks) + len(groups)
     for i, g in enumerate(groups):
-        spread = g["benchmark" if use_bench else "best_accuracy"]
-        if spread["values"]:
-            spread_ax.scatter([i] * len(spread["values"]), spread["values"], s=18, alpha=0.7)
-            spread_ax.errorbar(i + 0.15, spread["mean"], yerr=spread["std"] or 0, fmt="o", color="black", capsize=4)
-    spread_ax.set_xticks(range(first, len(groups)), ticks, rotation=20, ha="right", fontsize=7)
+        values = g["benchmark" if use_bench else "best_accuracy"]["values"]
+        if values:  # each run, and the mean +- std of what is drawn
+            values = drawn(values, "benchmark" if use_bench else g["accuracy_key"], f"group {g['group']}")
+            spread_ax.scatter([i] * len(values), values, s=18, alpha=0.7)
+            spread_ax.errorbar(i + 0.15, statistics.fmean(values), yerr=statistics.stdev(values) if len(values) > 1
+                               else 0, fmt="o", color="black", capsize=4)
+    spread_ax.set_xticks(range(first, len(groups)), [plain(t) for t in ticks], rotation=20, ha="right", fontsize=7)
     spread_ax.set(ylabel="benchmark value of the found architecture" if use_bench else "best accuracy (%)",
                   title="over seeds: each run, and mean +- std")
     spread_ax.grid(alpha=0.3)

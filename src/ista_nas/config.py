@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .errors import UserError
+from .limits import MAX_NODES, MAX_WORKERS, SEED_BOUND
 from .sparse_coding import MATRIX_KINDS, WEIGHT_SCALES
 from .spaces import SPACES
 
@@ -41,7 +42,7 @@ def at_least(n: int, why: str = "") -> Rule:
 NONNEGATIVE = Rule(lambda v: v >= 0, ">= 0")
 POSITIVE = Rule(lambda v: v > 0, "positive")
 FRACTION = Rule(lambda v: 0 <= v < 1, "in [0, 1)")
-SEED = Rule(lambda v: 0 <= v < 2**63, "in 0..2^63-1")
+SEED = Rule(lambda v: 0 <= v < SEED_BOUND, "in 0..2^63-1")
 
 
 def one_of(choices: Collection[str]) -> Rule:
@@ -189,7 +190,8 @@ class RunConfig(_Config):
                              "augmentation, for datasets too large for memory (ImageNet; search: one-stage)",
                    methods=("one-stage",), why="needs --method one-stage and --dataset folder:PATH")
     image_size: int = _f(224, "with --stream: training crop and test centre-crop side (ImageNet: 224)", at_least(8))
-    workers: int = _f(8, "with --stream: DataLoader worker processes", NONNEGATIVE)
+    workers: int = _f(8, "with --stream: DataLoader worker processes", Rule(lambda v: 0 <= v <= MAX_WORKERS,
+                                                                             f"in 0..{MAX_WORKERS}"))
     # Network
     stem: str = _f("cifar", "cifar (one 3x3 conv) or imagenet (three stride-2 convs to 1/8, the mobile setting)",
                    one_of(("cifar", "imagenet")))
@@ -246,6 +248,9 @@ class RunConfig(_Config):
              f"{self.channels}"),
             (not self.stream or self.dataset.startswith("folder:"),
              f"--stream reads image folders; give --dataset folder:PATH, not {self.dataset!r}"),
+            (self.stream or not self.changed({"workers", "image_size"}),
+             "--workers and --image-size set the --stream loader, which reads an image folder from disk; add --stream "
+             "or drop them"),
             (self.cuda_graphs != "on" or self.amp != "fp16", "--cuda-graphs on: fp16 loss scaling reads its overflow "
              "check on the host every step; use --amp bf16 or --cuda-graphs auto"),
         ]
@@ -263,7 +268,8 @@ class SearchConfig(RunConfig):
                                   "the target network in one run) or darts (the dense first-order DARTS baseline)")
     train_portion: float = _f(0.5, "share of the training images for weights; the rest trains b (paper: 0.5)",
                               Rule(lambda v: 0 < v < 1, "strictly between 0 and 1"))
-    nodes: int = _f(4, "intermediate nodes per cell of the DARTS cell space (DARTS's steps: 4)", at_least(1))
+    nodes: int = _f(4, "intermediate nodes per cell of the DARTS cell space (DARTS's steps: 4)",
+                    Rule(lambda v: 1 <= v <= MAX_NODES, f"in 1..{MAX_NODES}"))
     # Sparse coding
     proj_dims: int = _f(7, "m, length of each node's compressed vector b (official code: 7)", at_least(1), "m")
     sparsity: int = _f(2, "s, candidates kept per node (DARTS cell: 2 inputs per node)", at_least(1), "s")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,8 +42,9 @@ from .engine.rundir import RESUMABLE, RunDir
 from .engine.splits import search_split
 from .engine.trainer import evaluate
 from .errors import UserError
-from .files import atomic_write_bytes, claim_folder, claim_output, claim_plot
-from .methods import METHODS
+from .limits import check_seed
+from .files import atomic_write_bytes, claim_folder, claim_output, claim_plot, read_json, refuse_link
+from .methods import METHODS, check_search_size
 from .methods.base import Bilevel, build_supernet
 from .spaces import SPACES, load_genotype, sample_architectures  # noqa: F401 (re-exported)
 from .proxies import PROXIES, correlation, one_batch, proxy_baselines, score_cells
@@ -150,7 +152,10 @@ def supernet_scores(run_dir: Path, genotypes: list[Any], calibration_batches: in
     many held-out images each score counts."""
     run, config = RunDir.open(run_dir)
     check_types(config, str(run.config_path))
-    cfg = SearchConfig.from_dict({**config, "device": device})
+    cfg = SearchConfig.from_dict({**config, "device": device}).validate()
+    if cfg.method not in METHODS:
+        raise UserError(f"{run.config_path}: unknown method {cfg.method!r}; the run directory is damaged")
+    check_search_size(cfg, SPACES[cfg.space])  # the one size rule, for sizes read from a file
     method = METHODS[cfg.method]
     if not issubclass(method, Bilevel):  # only a bilevel search's checkpoint keeps its supernet (SearchState)
         raise UserError(f"{run_dir} is a --method {cfg.method} run, which ends as its trained discrete network: no "
@@ -257,6 +262,7 @@ def correlate(run_dir: str | Path, out: str | Path, protocol: str = "trajectory"
         raise UserError(f"unknown --protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if k < 2 or calibration_batches < 1:
         raise UserError("--k must be at least 2 and --calibration-batches at least 1")
+    check_seed(seed, "--sample-seed")
     config = check_types(RunDir.open(run_dir)[1], f"{run_dir}/config.json")
     space = SPACES[config.get("space", "darts")]
     most = min(space.sample_size(), MAX_K)
@@ -285,14 +291,17 @@ def correlate(run_dir: str | Path, out: str | Path, protocol: str = "trajectory"
     rows = [{**({"epoch": p["epoch"]} if "epoch" in p else {}), "arch": space.short(p["genotype"]),
              "file": str(names[architecture_key(p["genotype"])]), "search": p["search"]} for p in points]
 
+    earlier = _written_before(out)
+
     def write() -> None:  # the result first: it marks the folder as correlate's (the architectures' owner)
         (out / "architectures").mkdir(exist_ok=True)
         atomic_write_json(files["correlation.json"], result)
         for key, genotype in distinct.items():
             text = json.dumps(genotype.to_dict()) + "\n"
-            atomic_write_bytes(names[key], lambda tmp, text=text: tmp.write_text(text))
-        for stale in set((out / "architectures").glob("arch-*.json")) - set(names.values()):
-            stale.unlink()  # an earlier, larger sample's (correlate's own, as _claim_outputs checked)
+            atomic_write_bytes(names[key], text.encode())
+        for stale in earlier - set(names.values()):  # an earlier, larger sample's, as its correlation.json says
+            if stale.is_file() and not stale.is_symlink():
+                stale.unlink()
 
     if truth is None:
         result.update(points=rows, truth=None)
@@ -323,6 +332,7 @@ def _claim_outputs(out: Path) -> tuple[Path, dict[str, Path]]:
     out = claim_folder(out, "--out")
     files = {"correlation.json": claim_output(out / "correlation.json", "json", "--out"),
              "scatter.png": claim_plot(out / "scatter.png", "--out")}
+    refuse_link(out / "architectures", "--out")
     if (out / "architectures").exists():
         if not (out / "architectures").is_dir():
             raise UserError(f"--out {out}: architectures is not a folder; choose another --out")
@@ -331,6 +341,18 @@ def _claim_outputs(out: Path) -> tuple[Path, dict[str, Path]]:
             raise UserError(f"--out {out}: architectures/ holds files ({genotypes[0].name}, ...) that ista-nas "
                             "correlate did not write there (no correlation.json beside them); choose another --out")
     return out, files
+
+
+def _written_before(out: Path) -> set[Path]:
+    """The architecture files the correlation.json in ``out`` (correlate's own, as ``_claim_outputs`` checked)
+    says it wrote: the only files a new correlation may remove. Anything else in architectures/ is left."""
+    try:
+        earlier = read_json(out / "correlation.json", "correlation", "")
+    except UserError:
+        return set()
+    points = earlier.get("points") if isinstance(earlier, dict) else None
+    names = {Path(p["file"]).name for p in points or [] if isinstance(p, dict) and isinstance(p.get("file"), str)}
+    return {out / "architectures" / n for n in names if re.fullmatch(r"arch-\d+\.json", n)}
 
 
 def format_result(result: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@ cells and draws them with ``draw_graph`` (``SearchSpace.draw``)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from .files import PLOT_METADATA, atomic_write_bytes
@@ -27,8 +28,9 @@ def savefig(fig, path: str | Path, **kwargs) -> None:
     """``fig.savefig`` with the mark of an ista-nas plot in the file's metadata (a later run may replace it),
     written whole or not at all (``files.atomic_write_bytes``)."""
     path = Path(path)
-    atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, format=path.suffix[1:].lower() or "png",
-                                                     metadata=PLOT_METADATA, **kwargs))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix[1:].lower() or "png", metadata=PLOT_METADATA, **kwargs)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def arrow(ax, pos, a, b, colour: str, rad: float, label: str | None = None, dashed: bool = False) -> None:

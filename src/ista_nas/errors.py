@@ -22,6 +22,11 @@ class NotPermitted(UserError):
     fallback (a checkpoint that cannot be read is not a damaged one)."""
 
 
+class NotData(UserError):
+    """A file that would run code when loaded (a pickle naming a function or class outside the tool's data
+    types): refused before any of it runs, and never a reason to fall back to another file."""
+
+
 class RunFailed(IstaNasError, RuntimeError):
     """The run could not go on (for example a NaN loss); the message says what state was kept."""
 

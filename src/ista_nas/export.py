@@ -73,7 +73,7 @@ def export(checkpoint_path: str | Path, fmt: str, out: str | Path | None = None)
             traced = torch.jit.trace(model, example)
             data = io.BytesIO()  # into memory: torch's C++ writer aborts the process on a full disk
             torch.jit.save(traced, data, _extra_files={f"{METADATA_KEY}.json": json.dumps(meta)})
-            atomic_write_bytes(out, lambda tmp: tmp.write_bytes(data.getbuffer()))
+            atomic_write_bytes(out, data.getbuffer())
     else:
         _export_onnx(model, example, meta, out)
     log.info("exported %s (%s) with test top-1 %s", out, fmt, meta["test"].get("top1"))
@@ -95,4 +95,4 @@ def _export_onnx(model: nn.Module, example: Tensor, meta: dict[str, Any], out: P
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)
     data = proto.SerializeToString()
-    atomic_write_bytes(out, lambda tmp: tmp.write_bytes(data))
+    atomic_write_bytes(out, data)

@@ -13,16 +13,20 @@ deeper than Python's parser recurses, an integer past Python's digit limit).
 
 ``atomic_write_bytes``: every file is written to a temporary file beside it and renamed over it; a full disk, a
 file-size limit or a read-only folder is one UserError naming the file, the temporary file is removed and the
-file it would have replaced (a run's last good checkpoint) is left as it was.
+file it would have replaced (a run's last good checkpoint) is left as it was. The temporary file's name is
+random and it is created exclusively, without following links; ``refuse_link``: ista-nas makes no symbolic
+links, so it writes through or over none (docs/reliability.md, trust boundaries).
 """
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import json
 import os
 import stat
+import tempfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -140,6 +144,8 @@ def claim_output(path: str | Path, kind: str, flag: str, run_owned: bool = False
         info = path.lstat()
     except OSError as exc:
         raise UserError(f"{flag} {path}: {exc.strerror}; choose another path") from None
+    if stat.S_ISLNK(info.st_mode):
+        refuse_link(path, flag)
     if stat.S_ISDIR(info.st_mode):
         raise UserError(f"{flag} {path} is a folder; give a file path")
     ours = stat.S_ISREG(info.st_mode) and holds_mark(path, MARKS[kind])
@@ -165,6 +171,7 @@ def claim_plot(path: str | Path, flag: str) -> Path:
 def claim_folder(path: str | Path, flag: str) -> Path:
     """A folder for outputs: ``path`` if it is one or can be made (the files in it are claimed one by one)."""
     path = Path(path).expanduser()
+    refuse_link(path, flag)
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} {path} exists and is not a folder; choose another folder")
     try:
@@ -174,23 +181,69 @@ def claim_folder(path: str | Path, flag: str) -> Path:
     return path
 
 
-def atomic_write_bytes(path: str | Path, write: Callable[[Path], object], hint: str = "") -> None:
-    """Call ``write(tmp_path)``, then rename the temporary file to ``path`` (atomic on POSIX). An OSError (a full
-    disk, a file-size limit, a read-only folder) is one UserError naming ``path``, with ``hint`` after the fix;
-    the temporary file never stays."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+def refuse_link(path: Path, what: str) -> None:
+    """A UserError when ``path`` is a symbolic link: ista-nas makes none, so one where it writes was planted or
+    left by someone else, and it writes nothing through or over it."""
+    if path.is_symlink():
+        raise UserError(f"{what} {path} is a symbolic link, which ista-nas did not make and does not write through; "
+                        "replace it with a real folder or file, or choose another path")
+
+
+def open_own(path: Path, flags: int) -> int:
+    """``os.open(path, flags)`` of a file ista-nas keeps in place (a run's lock, its metrics): never through a
+    link (``O_NOFOLLOW``), and only a regular file with no other name (a hard link would write a file outside the
+    run). A UserError for a link; an OSError as ``os.open`` raises it."""
     try:
-        write(tmp)
+        fd = os.open(path, flags | os.O_NOFOLLOW, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            refuse_link(path, "file")
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        raise UserError(f"{path} is not a file of its own (a device, or a hard link to another file), which ista-nas "
+                        "did not make and does not write to; remove it or choose another path")
+    return fd
+
+
+def _file_mode() -> int:
+    """The mode a plain ``open`` would give a new file (0666 less the umask), for files made by ``mkstemp``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write_bytes(path: str | Path, data: bytes | bytearray | memoryview, hint: str = "",
+                       before_rename: Callable[[], object] | None = None) -> None:
+    """Write ``data`` to a new temporary file beside ``path`` and rename it to ``path`` (atomic on POSIX), calling
+    ``before_rename`` once the data is whole on disk. The temporary file has a random name and is created with
+    ``O_EXCL | O_NOFOLLOW`` (``tempfile.mkstemp``), so no link planted in the folder is written through, and a
+    ``path`` that is a symbolic link is refused (``refuse_link``). An OSError (a full disk, a file-size limit, a
+    read-only folder) is one UserError naming ``path``, with ``hint`` after the fix; the temporary file never
+    stays."""
+    path = Path(path)
+    refuse_link(path, "output")
+    tmp = None
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = Path(name)
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fd, _file_mode())
+            fh.write(data)
+        if before_rename is not None:
+            before_rename()
         os.replace(tmp, path)
+        tmp = None
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror or exc}; free some space or make the folder writable, "
                         f"then run the command again{hint}") from None
     finally:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass  # a folder that refuses the unlink refused the file too
+        if tmp is not None:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass  # a folder that refuses the unlink refused the file too
 
 
 def parse_json(text: str, source: str, fix: str) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 
 from .errors import UserError
 from .files import atomic_write_bytes
+from .limits import MAX_NODES
 from .ops import PRIMITIVES
 
 Pair = tuple[str, int]
@@ -56,6 +57,10 @@ class Genotype:
         if unknown:
             raise UserError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; a genotype has "
                             f"{', '.join(KEYS)}")
+        for key in ("normal", "reduce"):
+            if isinstance(data[key], (list, tuple)) and len(data[key]) > 2 * MAX_NODES:
+                raise UserError(f"{source}: {key} has {len(data[key]) // 2:,} nodes; a cell has at most {MAX_NODES} "
+                                "(DARTS has 4)")
         flavour = data.get("flavour", "standard")
         if flavour not in FLAVOURS:
             raise UserError(f"{source}: unknown flavour {flavour!r}; choose one of {', '.join(FLAVOURS)}")
@@ -98,4 +103,4 @@ def _concat(value: Any, steps: int, where: str) -> tuple[int, ...]:
 
 def save_genotype(genotype: Genotype, path: str | Path) -> None:
     text = json.dumps(genotype.to_dict(), indent=2) + "\n"
-    atomic_write_bytes(path, lambda tmp: tmp.write_text(text))
+    atomic_write_bytes(path, text.encode())

@@ -34,7 +34,8 @@ from .benchmark import table_for
 from .engine.data import load_dataset
 from .engine.loop import resolve_device
 from .errors import UserError
-from .spaces import SPACES, check_activations, get_genotype, sample_architectures, space_of
+from .limits import check_seed
+from .spaces import SPACES, check_activations, check_network, get_genotype, sample_architectures, space_of
 from .summary import network_summary_shaped
 
 
@@ -197,6 +198,8 @@ def score(cells: list[str], sample: int, sample_seed: int, space_name: str | Non
     is checked before any data is read."""
     if sample and space_name is None:
         raise UserError(f"--sample draws from a space: name it with --space ({' or '.join(SPACES)})")
+    check_seed(seed)
+    check_seed(sample_seed, "--sample-seed")
     genotypes = [get_genotype(c) for c in cells]
     spaces = {space_of(g).name for g in genotypes} | ({space_name} if sample else set())
     if len(spaces) > 1 or (sample and not 0 <= sample <= min(SPACES[space_name].sample_size(), MAX_CELLS)):
@@ -208,9 +211,9 @@ def score(cells: list[str], sample: int, sample_seed: int, space_name: str | Non
     genotypes += sample_architectures(space.name, sample, sample_seed) if sample else []
     channels = space.default_size[0] if channels is None else channels
     layers = space.default_size[1] if layers is None else layers
-    if len(genotypes) > MAX_CELLS or batch_size < 2 or channels < 2 or layers < 1:
-        raise UserError(f"score at most {MAX_CELLS} cells, with --batch-size at least 2 (NASWOT compares images), "
-                        "--channels at least 2 and --layers at least 1")
+    if len(genotypes) > MAX_CELLS or batch_size < 2:
+        raise UserError(f"score at most {MAX_CELLS} cells, with --batch-size at least 2 (NASWOT compares images)")
+    check_network(space.name, channels, layers, genotypes[0], least_channels=2)
     largest = max(space.parameter_counts(genotypes, channels, layers, 1000, 3))
     if largest > MAX_PARAMS:
         raise UserError(f"--channels {channels} --layers {layers}: a network of {largest / 1e6:.0f}M parameters; "

@@ -23,12 +23,44 @@ from .config import check_types, evaluation_fields
 from .diagram import pyplot
 from .engine.rundir import RunDir
 from .errors import UserError
-from .files import MARKS, atomic_write_bytes, claim_output
+from .files import LIMITS, MARKS, atomic_write_bytes, claim_output, read_bytes
 from .files import read_json as read_json_file
 from .spaces import genotype_from_dict, load_genotype, space_of
 
 log = logging.getLogger(__name__)
 GENERATOR = MARKS["report"].decode()  # the mark that lets a later report replace this one (files.claim_output)
+ACCURACIES = ("_acc", "_top1", "_top5")  # metrics in percent
+DRAWN = 1e15  # the largest magnitude a plot draws: matplotlib's axis arithmetic overflows near the float range's end
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def number(value: Any) -> bool:
+    """Is ``value`` a JSON number (a bool is none)?"""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _epoch(record: dict[str, Any]) -> int | None:
+    epoch = record.get("epoch")
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+
+
+def drawn(values: list[Any], key: str, where: Any) -> list[float]:
+    """``values`` as a plot draws them: an accuracy (``key`` ends in _acc, _top1, _top5) clipped to 0..100, any
+    other value to +-DRAWN, with a warning naming ``where`` when one was outside. A hand-edited file's finite
+    numbers pass the readers' checks (``valid_acc`` 1e308), but broke matplotlib's axis arithmetic."""
+    low, high = (0.0, 100.0) if key.endswith(ACCURACIES) else (-DRAWN, DRAWN)
+    outside = [v for v in values if not low <= v <= high]
+    if outside:
+        log.warning("%s: %d value%s of %s outside %g..%g (the first: %.40r), drawn at the bound; the run's records "
+                    "are damaged or were edited by hand", where, len(outside), "s" if len(outside) > 1 else "", key,
+                    low, high, outside[0])
+    return [float(min(max(v, low), high)) for v in values]
+
+
+def plain(text: Any) -> str:
+    """``text`` (a name or setting read from a file) as matplotlib draws it literally: a ``$`` escaped (matplotlib
+    reads the text between two as math and fails on what does not parse), characters UTF-8 cannot hold replaced."""
+    return str(text).encode("utf-8", "replace").decode().replace("$", r"\$")
 
 
 @dataclass
@@ -56,13 +88,13 @@ class RunInfo:
 
     def best_accuracy(self) -> tuple[str, float | None]:
         for key in ("test_top1", "valid_acc", "train_acc"):
-            values = [m[key] for m in self.metrics if isinstance(m.get(key), (int, float))]
+            values = [m[key] for m in self.metrics if number(m.get(key))]
             if values:
                 return key, max(values)
         return "-", None
 
     def seconds(self) -> float:
-        return float(sum(m.get("seconds", 0.0) for m in self.metrics))
+        return float(sum(m["seconds"] for m in self.metrics if number(m.get("seconds"))))
 
 
 def read_run(path: str | Path, with_size: bool = True) -> RunInfo:
@@ -70,9 +102,10 @@ def read_run(path: str | Path, with_size: bool = True) -> RunInfo:
     check_types(config, str(run.config_path))
     genotype = load_genotype(run.path / "genotype.json") if (run.path / "genotype.json").is_file() else None
     ranking = read_json(run.path / "ranking.json")
-    if ranking is not None and not _ranking_ok(ranking):
-        log.warning("ignoring %s: not a ranking as ista-nas writes it (cell -> groups -> candidates with an op and "
-                    "a weight)", run.path / "ranking.json")
+    problem = None if ranking is None else _ranking_problem(ranking)
+    if problem:
+        log.warning("ignoring %s: %s; not a ranking as ista-nas writes it (cell -> groups -> candidates with an op "
+                    "and a weight)", run.path / "ranking.json", problem)
         ranking = None
     info = RunInfo(run.path, config, run.read_metrics(warn=True), genotype, ranking, finished=run.finished(),
                    bench=bench_record(read_json(run.path / "benchmark.json"), run.path / "benchmark.json"))
@@ -81,14 +114,35 @@ def read_run(path: str | Path, with_size: bool = True) -> RunInfo:
     return info
 
 
-def _ranking_ok(ranking: Any) -> bool:
-    def number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-    return isinstance(ranking, dict) and all(
-        isinstance(groups, list) and all(isinstance(entries, list) and all(
-            isinstance(e, dict) and isinstance(e.get("op"), str) and (number(e.get("abs_z")) or number(e.get("weight")))
-            for e in entries) for entries in groups) for groups in ranking.values())
+def _ranking_problem(ranking: Any) -> str | None:
+    """What makes ``ranking`` other than a ranking as ista-nas writes it, or None: cell -> groups -> candidates,
+    each an object with a string op, one of abs_z or weight (a number; one of them for the whole file), and where
+    given an input node number as predecessor and a string edge."""
+    if not isinstance(ranking, dict):
+        return "it holds no object of cells"
+    keys = set()
+    for cell, groups in ranking.items():
+        if not isinstance(groups, list) or not all(isinstance(entries, list) for entries in groups):
+            return f"cell {cell!r:.40} is not a list of groups of candidates"
+        for g, entries in enumerate(groups):
+            for k, e in enumerate(entries):
+                where = f"{cell!r:.40}[{g}][{k}]"
+                if not isinstance(e, dict):
+                    return f"{where} is not an object"
+                weights = [key for key in ("abs_z", "weight") if key in e]
+                if len(weights) != 1:
+                    return f"{where} holds {' and '.join(weights) or 'neither abs_z nor weight'}, not one of them"
+                value, predecessor = e[weights[0]], e.get("predecessor", 0)
+                if not isinstance(e.get("op"), str):
+                    return f"{where}: op {e.get('op')!r:.40} is not a string"
+                if not (number(value) and abs(value) < 1e300):
+                    return f"{where}: {weights[0]} {value!r:.40} is not a number"
+                if not (number(predecessor) and isinstance(predecessor, int) and 0 <= predecessor < 2**31):
+                    return f"{where}: predecessor {predecessor!r:.40} is not an input node number"
+                if not isinstance(e.get("edge", ""), str):
+                    return f"{where}: edge {e.get('edge')!r:.40} is not a string"
+                keys.add(weights[0])
+    return "its candidates mix abs_z and weight" if len(keys) > 1 else None
 
 
 def read_json(path: Path) -> Any:
@@ -128,54 +182,58 @@ def _png(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _curves(metrics: list[dict[str, Any]]) -> str | None:
-    epochs = [m["epoch"] for m in metrics if "epoch" in m]
-    if not epochs:
+def _curves(metrics: list[dict[str, Any]], where: Any = "metrics") -> str | None:
+    if not any(_epoch(m) is not None for m in metrics):
         return None
     plt = pyplot()
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
     for key, label in (("train", "train"), ("valid", "valid (architecture batches)"), ("test", "test")):
         for ax, suffix in ((loss_ax, "_loss"), (acc_ax, "_top1" if key == "test" else "_acc")):
-            points = [(m["epoch"], m[key + suffix]) for m in metrics if isinstance(m.get(key + suffix), (int, float))]
+            points = [(_epoch(m), m[key + suffix]) for m in metrics if _epoch(m) is not None and
+                      number(m.get(key + suffix))]
             if points:
-                ax.plot(*zip(*points), marker="o", ms=3, label=label)
+                epochs, values = zip(*points)
+                ax.plot(epochs, drawn(list(values), key + suffix, where), marker="o", ms=3, label=label)
     loss_ax.set(title="loss", xlabel="epoch")
     acc_ax.set(title="accuracy (%)", xlabel="epoch")
     for ax in (loss_ax, acc_ax):
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.lines:
+            ax.legend(fontsize=8)
     return _png(fig)
 
 
-def _benchmark_plots(metrics: list[dict[str, Any]], bench: dict[str, Any], op_set: OpSet | None) -> str:
+def _benchmark_plots(metrics: list[dict[str, Any]], bench: dict[str, Any], op_set: OpSet | None,
+                     where: Any = "benchmark") -> str:
     """The table's value of the architecture held, epoch by epoch; and where the found cell stands among every
     cell of the searched op set (a histogram, with the found cell, the random-draw mean and the largest cell)."""
     plt = pyplot()
     fig, (held_ax, hist_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
-    points = [(m["epoch"], m["benchmark"]) for m in metrics if isinstance(m.get("benchmark"), (int, float))]
-    metric = bench["metric"]
+    points = [(_epoch(m), m["benchmark"]) for m in metrics if _epoch(m) is not None and number(m.get("benchmark"))]
+    metric = plain(bench["metric"])
     values = op_set.values if op_set else None
+    best, value, largest, mean = drawn([bench["best"], bench.get("value") or 0.0,
+                                        op_set.largest.value if op_set else 0.0,
+                                        statistics.fmean(values) if values else 0.0], "benchmark", where)
     if points:
-        held_ax.plot(*zip(*points), marker="s", ms=3, label="architecture held")
+        epochs, held = zip(*points)
+        held_ax.plot(epochs, drawn(list(held), "benchmark", where), marker="s", ms=3, label="architecture held")
     if values:
-        held_ax.axhline(statistics.fmean(values), ls="--", color="gray", label="random draw, mean")
+        held_ax.axhline(mean, ls="--", color="gray", label="random draw, mean")
     if op_set:
-        held_ax.axhline(op_set.largest.value, ls="-.", color="darkorange",
-                        label=f"largest cell ({op_set.largest.value:.2f})")
-    held_ax.axhline(bench["best"], ls=":", color="green", label=f"table best ({bench['best']:.2f})")
+        held_ax.axhline(largest, ls="-.", color="darkorange", label=f"largest cell ({op_set.largest.value:.2f})")
+    held_ax.axhline(best, ls=":", color="green", label=f"table best ({bench['best']:.2f})")
     held_ax.set(title=f"table {metric} of the architecture held", xlabel="epoch", ylabel=f"{metric} (table)")
     held_ax.xaxis.get_major_locator().set_params(integer=True)
     if values:
-        hist_ax.hist(values, bins=60, color="#9ab8d8")
-        hist_ax.axvline(statistics.fmean(values), ls="--", color="gray",
-                        label=f"random draw, mean {statistics.fmean(values):.2f}")
-        hist_ax.axvline(op_set.largest.value, ls="-.", color="darkorange",
-                        label=f"largest cell {op_set.largest.value:.2f}")
+        hist_ax.hist(drawn(list(values), "benchmark", where), bins=60, color="#9ab8d8")
+        hist_ax.axvline(mean, ls="--", color="gray", label=f"random draw, mean {statistics.fmean(values):.2f}")
+        hist_ax.axvline(largest, ls="-.", color="darkorange", label=f"largest cell {op_set.largest.value:.2f}")
         hist_ax.set(title=f"{len(values)} cells of the searched op set", xlabel=f"{metric} (table)",
                     ylabel="cells")
     if bench.get("value") is not None:
-        hist_ax.axvline(bench["value"], color="crimson", lw=2,
+        hist_ax.axvline(value, color="crimson", lw=2,
                         label=f"found {bench['value']:.2f} (rank {bench['rank']} of {bench['of']})")
     for ax in (held_ax, hist_ax):
         ax.grid(alpha=0.3)
@@ -183,17 +241,26 @@ def _benchmark_plots(metrics: list[dict[str, Any]], bench: dict[str, Any], op_se
     return _png(fig)
 
 
-def support_history(metrics: list[dict[str, Any]]) -> dict[str, list[tuple[int, tuple[str, ...]]]]:
-    """Per decision group, the (epoch, held candidates) of every epoch whose record names a genotype."""
+def support_history(metrics: list[dict[str, Any]], where: Any = "metrics"
+                    ) -> dict[str, list[tuple[int, tuple[str, ...]]]]:
+    """Per decision group, the (epoch, held candidates) of every epoch whose record names a genotype; a damaged
+    genotype is left out with a warning naming ``where``."""
     history: dict[str, list[tuple[int, tuple[str, ...]]]] = {}
+    damaged = []
     for m in metrics:
-        data = m.get("genotype")
-        if not isinstance(data, dict) or "epoch" not in m:
+        data, epoch = m.get("genotype"), _epoch(m)
+        if not isinstance(data, dict) or epoch is None:
             continue
-        genotype = genotype_from_dict(data)
-        groups = space_of(genotype).groups(genotype)
-        for name, held in groups.items():
-            history.setdefault(name, []).append((m["epoch"], held))
+        try:
+            genotype = genotype_from_dict(data, source=f"the genotype of epoch {epoch}")
+        except UserError as exc:
+            damaged.append(str(exc))
+            continue
+        for name, held in space_of(genotype).groups(genotype).items():
+            history.setdefault(name, []).append((epoch, held))
+    if damaged:
+        log.warning("%s: %d damaged genotype%s left out of the supports (%s)", where, len(damaged),
+                    "s" if len(damaged) > 1 else "", damaged[0])
     return history
 
 
@@ -237,25 +304,46 @@ def _table(rows: list[tuple[str, str]]) -> str:
         "</table>"
 
 
+def _escape(value: Any) -> str:
+    return html.escape(str(value))
+
+
 def _source(entry: dict[str, Any]) -> str:
-    return f" (input {entry['predecessor']})" if "predecessor" in entry else ""
+    return f" (input {_escape(entry['predecessor'])})" if "predecessor" in entry else ""
 
 
 def _ranking_html(ranking: dict[str, Any]) -> str:
+    """The top candidates of every group, each with a bar of its weight (a ranking ``_ranking_problem`` passed:
+    every text in it is escaped, every number checked)."""
     parts = []
     for cell, groups in ranking.items():
         for g, entries in enumerate(groups):
             top = entries[:4]
             if not top:
                 continue
-            key = "abs_z" if "abs_z" in top[0] else "weight"
-            largest = max(e[key] for e in top) or 1.0
+            key = "abs_z" if "abs_z" in top[0] else "weight"  # the file's one key
+            largest = max(e[key] for e in top)
+            scale = 100 / largest if largest > 0 else 0.0
             items = "".join(
-                f'<li><span class="bar" style="width:{100 * e[key] / largest:.0f}px"></span> '
-                f'{html.escape(str(e["op"]))}{_source(e)} <small>{key} {e[key]:.3g}</small></li>' for e in top)
+                f'<li><span class="bar" style="width:{max(0.0, e[key] * scale):.0f}px"></span> '
+                f'{_escape(e["op"])}{_source(e)} <small>{key} {e[key]:.3g}</small></li>' for e in top)
             name = top[0].get("edge", f"{cell}/node{g}")
-            parts.append(f"<div class='rank'><b>{html.escape(str(name))}</b><ol>{items}</ol></div>")
+            parts.append(f"<div class='rank'><b>{_escape(name)}</b><ol>{items}</ol></div>")
     return "".join(parts)
+
+
+def _diagram(path: Path) -> str | None:
+    """A cell drawing of the run as base64 PNG data; None, with a warning, for a file that is not a PNG image or
+    cannot be read within the bound of a run file."""
+    try:
+        data = read_bytes(path, "cell drawing", LIMITS["json"], "the run directory is damaged")
+    except UserError as exc:
+        log.warning("leaving out %s: %s", path, exc)
+        return None
+    if not data.startswith(PNG):
+        log.warning("leaving out %s: not a PNG image; the run directory is damaged", path)
+        return None
+    return base64.b64encode(data).decode()
 
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -282,7 +370,7 @@ def _epochs_finished(metrics: list[dict[str, Any]], config: dict[str, Any]) -> s
 
 def render(info: RunInfo) -> str:
     metrics, config = info.metrics, info.config
-    seconds = [m["seconds"] for m in metrics if isinstance(m.get("seconds"), (int, float))]
+    seconds = [m["seconds"] for m in metrics if number(m.get("seconds"))]
     key, best = info.best_accuracy()
     overview = [("run", str(info.path)), ("kind", info.name), ("dataset", str(config.get("dataset"))),
                 ("finished", {True: "yes", False: "no: stopped early, continue it with --resume"}.get(info.finished,
@@ -311,12 +399,13 @@ def render(info: RunInfo) -> str:
                                     f"L/N={info.size['layers']}, auxiliary head excluded)"),
                      ("FLOPs", f"{info.size['flops'] / 1e6:.1f}M (multiply-add = 2)")]
     body = [f"<h1>ista-nas {html.escape(info.kind)} run</h1>", _table(overview),
-            "<h2>Loss and accuracy</h2>", _img(_curves(metrics), "loss and accuracy curves")]
+            "<h2>Loss and accuracy</h2>",
+            _img(_curves(metrics, info.path / "metrics.jsonl"), "loss and accuracy curves")]
     if bench and bench.get("value") is not None:
         body += ["<h2>Against the benchmark table</h2>",
-                 _img(_benchmark_plots(metrics, bench, op_set), "table accuracy of the architecture held, and where "
-                      "the found cell stands")]
-    history = support_history(metrics)
+                 _img(_benchmark_plots(metrics, bench, op_set, info.path / "benchmark.json"),
+                      "table accuracy of the architecture held, and where the found cell stands")]
+    history = support_history(metrics, info.path / "metrics.jsonl")
     if history:
         settled = [(name, f"epoch {settled_after(rows)}") for name, rows in history.items()]
         body += ["<h2>Supports over the search</h2>", _img(_support_plot(history), "supports over the epochs"),
@@ -326,7 +415,7 @@ def render(info: RunInfo) -> str:
     diagrams = [p for p in (info.path / "normal.png", info.path / "reduce.png", info.path / "cell.png") if p.is_file()]
     if diagrams:
         body.append("<h2>Cells</h2>")
-        body += [_img(base64.b64encode(p.read_bytes()).decode(), p.stem + " cell") for p in diagrams]
+        body += [_img(_diagram(p), p.stem + " cell") for p in diagrams]
     body.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(config, indent=1)) + "</pre>")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'>{GENERATOR}"
             f"<title>ista-nas report: {html.escape(info.path.name)}</title><style>{STYLE}</style></head>"
@@ -338,7 +427,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     path = claim_output(out, "report", "--out") if out else None  # before the run is read
     info = read_run(run_dir)
     path = path or claim_output(info.path / "report.html", "report", "--out")
-    atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(render(info)))
+    atomic_write_bytes(path, render(info).encode("utf-8", "replace"))  # a JSON string may hold a lone surrogate
     return path
 
 

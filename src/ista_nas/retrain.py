@@ -28,7 +28,7 @@ from .engine.stream import StreamingLoader
 from .engine.trainer import Loader, Trainer, autocast_for, evaluate, training_means
 from .errors import UserError
 from .networks.cnn import count_parameters
-from .spaces import (SPACES, build_model, check_activations, check_memory, get_genotype, model_spec, space_of,
+from .spaces import (SPACES, build_model, check_activations, check_network, get_genotype, model_spec, space_of,
                      write_diagrams)
 
 log = logging.getLogger(__name__)
@@ -63,9 +63,10 @@ def resolve_genotype(cfg: TrainConfig) -> Any:
 def train(cfg: TrainConfig, out: str | Path) -> TrainResult:
     """Train ``cfg.genotype`` from scratch into the new run directory ``out``."""
     cfg.validate()
-    check_memory(cfg.space, cfg.channels, cfg.layers)
+    check_network(cfg.space, cfg.channels, cfg.layers)
     # A bad --genotype or --out fails before anything else (checked where the run directory will be: rank 0).
-    return driver.start(Train(cfg), out, check=lambda: resolve_genotype(cfg))
+    return driver.start(Train(cfg), out,
+                        check=lambda: check_network(cfg.space, cfg.channels, cfg.layers, resolve_genotype(cfg)))
 
 
 def resume(run_dir: str | Path, **overrides: Any) -> TrainResult:
@@ -154,8 +155,13 @@ def load_model(checkpoint_path: str | Path) -> tuple[torch.nn.Module, dict[str, 
                             f"network to evaluate or export; train its cell first: ista-nas train --genotype {run}")
         raise UserError(f"{checkpoint_path} holds no trained network (no model_spec or trainer); give the "
                         "checkpoint.pt of an ista-nas train run")
-    model = build_model(checkpoint["model_spec"])
-    model.load_state_dict(checkpoint["trainer"]["model"])
+    model = build_model(checkpoint["model_spec"], f"checkpoint {checkpoint_path}")
+    weights = checkpoint["trainer"].get("model") if isinstance(checkpoint["trainer"], dict) else None
+    try:
+        model.load_state_dict(weights)
+    except (TypeError, AttributeError, RuntimeError, ValueError):
+        raise UserError(f"checkpoint {checkpoint_path}: its weights do not fit the network its model spec describes; "
+                        "the checkpoint is damaged or was not written by ista-nas train") from None
     return model.eval(), checkpoint
 
 

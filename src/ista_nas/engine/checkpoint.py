@@ -1,5 +1,10 @@
 """Atomic, checksummed checkpoint files: written to a temporary file in the same folder, then renamed over the
-target; the file replaced is kept as the previous checkpoint, the fallback when the latest one is damaged."""
+target; the file replaced is kept as the previous checkpoint, the fallback when the latest one is damaged.
+
+A checkpoint is read as data only (``torch.load(weights_only=True)``, the outer file and its payload alike):
+tensors, numbers, strings and containers of them, which is all the tool writes. A pickle that names anything
+else (``os.system``, a class) is refused before any of it runs (``NotData``), and is never taken as damage that
+would send a resume to the previous checkpoint."""
 
 from __future__ import annotations
 
@@ -8,12 +13,17 @@ import io
 import json
 import logging
 import os
+import pickle
+import pickletools
+import re
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import NotPermitted, UserError
+from ..errors import NotData, NotPermitted, UserError
 from ..files import atomic_write_bytes, unreadable
 
 log = logging.getLogger(__name__)
@@ -21,7 +31,7 @@ FORMAT = 2  # {"format", "sha256", "config", "epoch", "payload": torch.save byte
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def previous_path(path: str | Path) -> Path:
@@ -43,12 +53,55 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     data = io.BytesIO()
     torch.save(wrapped, data)  # into memory: a failed write is an OSError from Python, not torch's C++ writer
 
-    def write(tmp: Path) -> None:
-        tmp.write_bytes(data.getbuffer())
-        if path.exists():  # only once the new checkpoint is whole on disk
+    def keep_previous() -> None:  # only once the new checkpoint is whole on disk
+        if path.exists():
             os.replace(path, previous_path(path))
 
-    atomic_write_bytes(path, write, "; --resume continues from the last checkpoint written")
+    atomic_write_bytes(path, data.getbuffer(), "; --resume continues from the last checkpoint written", keep_previous)
+
+
+DATA_MODULES = ("torch", "collections")  # what the tool's own checkpoints import: tensors, OrderedDict
+
+
+def _imports(data: bytes) -> str | None:
+    """The first function or class a pickle (raw, or a torch zip's data.pkl) imports from outside DATA_MODULES,
+    read with pickletools, which runs nothing; None if it imports none (or cannot be read that far)."""
+    if data[:2] == b"PK":
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                data = archive.read(name) if name else b""
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+            return None
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            name = (arg.replace(" ", ".") if op.name in ("GLOBAL", "INST") else
+                    ".".join(strings[-2:]) if op.name == "STACK_GLOBAL" else None)
+            if name is not None and name.split(".")[0] not in DATA_MODULES:
+                return name
+            if isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # a truncated or damaged stream: what was read so far imported nothing else
+        return None
+    return None
+
+
+def _load_data(data: bytes, path: Path) -> Any:
+    """``torch.load`` of ``data`` as data only; a pickle that imports code is ``NotData`` naming what it asked for
+    (by the unpickler's refusal, or read with pickletools where it refused an opcode before reaching it)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the unpickler's notes on pickle protocols
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        named = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        code = named.group(1) if named else _imports(data)
+        if code is None:
+            raise
+        raise NotData(f"checkpoint {path} names {code}: loading it would run code, so ista-nas refused it "
+                      "(checkpoints are read as data only); do not load it elsewhere either, ask its sender for the "
+                      "checkpoint.pt an ista-nas run wrote") from None
 
 
 def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -64,7 +117,13 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[st
         raise unreadable(exc, "checkpoint", path, "give the checkpoint.pt of an ista-nas run") from None
     try:
         with fh:
-            wrapped = torch.load(fh, map_location="cpu", weights_only=False)
+            data = fh.read()
+    except OSError as exc:
+        raise unreadable(exc, "checkpoint", path, "give the checkpoint.pt of an ista-nas run") from None
+    try:
+        wrapped = _load_data(data, path)
+    except NotData:
+        raise
     except Exception as exc:  # truncated zip, pickle error, wrong file type...
         raise UserError(f"checkpoint {path} cannot be read ({type(exc).__name__}): it is damaged or not a "
                         "checkpoint; give the checkpoint.pt of an ista-nas run") from None
@@ -75,7 +134,13 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[st
     if hashlib.sha256(wrapped["payload"]).hexdigest() != wrapped.get("sha256"):
         raise UserError(f"checkpoint {path} does not match its checksum (the file was altered or damaged); "
                         "its run can only start again, in a new --out")
-    state = torch.load(io.BytesIO(wrapped["payload"]), map_location="cpu", weights_only=False)
+    try:
+        state = _load_data(wrapped["payload"], path)
+    except NotData:
+        raise
+    except Exception as exc:
+        raise UserError(f"checkpoint {path} holds a payload that cannot be read ({type(exc).__name__}); give the "
+                        "checkpoint.pt of an ista-nas run") from None
     missing = [k for k in required if not isinstance(state, dict) or k not in state]
     if missing:
         config = state.get("config") if isinstance(state, dict) else None
@@ -94,11 +159,11 @@ def load_latest_good(path: str | Path, required: tuple[str, ...] = ()) -> tuple[
         return load_checkpoint(path, required), path
     except UserError as error:
         previous = previous_path(path)
-        if isinstance(error, NotPermitted) or not previous.is_file():
+        if isinstance(error, (NotPermitted, NotData)) or not previous.is_file():
             raise
         try:
             state = load_checkpoint(previous, required)
-        except NotPermitted:
+        except (NotPermitted, NotData):
             raise
         except UserError:
             raise error from None

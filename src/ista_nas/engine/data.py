@@ -186,20 +186,62 @@ def _load_folder(root: Path, split: str, cache_dir: str | Path | None) -> ImageD
     key = hashlib.sha1(repr((str(split_dir.resolve()), _listing(files, classes))).encode()).hexdigest()[:16]
     cache = Path(cache_dir or os.environ.get("ISTA_NAS_CACHE") or "~/.cache/ista-nas").expanduser() / f"{key}.pt"
     if cache.is_file():
-        try:
+        try:  # a cache is a file from elsewhere: read as tensors only, and used only if it is this folder's decode
             saved = torch.load(cache, weights_only=True)
-            return ImageData(saved["images"], saved["labels"], classes)
-        except Exception:  # a broken cache is rebuilt, never trusted
-            log.warning("ignoring unreadable cache %s", cache)
+            return ImageData(*_verified(saved, files, classes), classes)
+        except Exception as exc:  # unreadable, damaged or forged: rebuilt, never trusted
+            log.warning("ignoring cache %s (%s); decoding the images again", cache,
+                        str(exc)[:200] or type(exc).__name__)
     images, labels = _decode(files)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         data = io.BytesIO()  # into memory: a failed write is an OSError from Python, not torch's C++ writer
-        torch.save({"images": images, "labels": labels}, data)
-        atomic_write_bytes(cache, lambda tmp: tmp.write_bytes(data.getbuffer()))
+        torch.save({"images": images, "labels": labels, "sha256": _checksum(images, labels)}, data)
+        atomic_write_bytes(cache, data.getbuffer())
     except (OSError, UserError) as exc:  # the cache only saves time: the run goes on without it
         log.warning("could not cache decoded images at %s: %s", cache, exc)
     return ImageData(images, labels, classes)
+
+
+def _checksum(images: Tensor, labels: Tensor) -> str:
+    """SHA-256 of the decoded images and labels: their dtypes, shapes and bytes."""
+    digest = hashlib.sha256(repr((str(images.dtype), tuple(images.shape), str(labels.dtype),
+                                  tuple(labels.shape))).encode())
+    for tensor in (images, labels):
+        digest.update(tensor.detach().contiguous().numpy().data)
+    return digest.hexdigest()
+
+
+def _verified(saved: object, files: list[tuple[Path, int]], classes: list[str]) -> tuple[Tensor, Tensor]:
+    """A cache's images and labels if they are the decode of ``files``: its checksum matches, the images are
+    uint8 (N, 1 or 3, H, W) of the first image's size, and the labels are exactly the listing's (so in range, and
+    as many per class); anything else is a ValueError naming what is wrong."""
+    from PIL import Image
+
+    if not isinstance(saved, dict) or not {"images", "labels", "sha256"} <= saved.keys():
+        raise ValueError("not a checksummed cache")
+    images, labels, checksum = saved["images"], saved["labels"], saved["sha256"]
+    if not isinstance(images, Tensor) or not isinstance(labels, Tensor) or not isinstance(checksum, str):
+        raise ValueError("not a checksummed cache")
+    with Image.open(files[0][0]) as im:  # the header only: the size every image was checked to have
+        width, height = im.size
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[0] != len(files) or \
+            images.shape[1] not in (1, 3) or tuple(images.shape[2:]) != (height, width):
+        raise ValueError(f"images are {images.dtype} {tuple(images.shape)}, not uint8 "
+                         f"({len(files)}, 1 or 3, {height}, {width})")
+    if labels.dtype != torch.int64 or tuple(labels.shape) != (len(files),):
+        raise ValueError(f"labels are {labels.dtype} {tuple(labels.shape)}, not int64 ({len(files)},)")
+    if _checksum(images, labels) != checksum:
+        raise ValueError("checksum does not match")
+    if not 0 <= int(labels.min()) <= int(labels.max()) < len(classes):
+        raise ValueError(f"a label is out of range 0..{len(classes) - 1}")
+    expected = torch.tensor([c for _, c in files], dtype=torch.int64)
+    if not torch.equal(torch.bincount(labels, minlength=len(classes)),
+                       torch.bincount(expected, minlength=len(classes))):
+        raise ValueError("images per class differ from the folder's")
+    if not torch.equal(labels, expected):
+        raise ValueError("labels differ from the folder's")
+    return images.contiguous(), labels
 
 
 def _listing(files: list[tuple[Path, int]], classes: list[str]) -> list[tuple[str, str, int, int]]:

@@ -21,13 +21,14 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..files import LIMITS, parse_json, read_bytes, read_json
+from ..files import LIMITS, open_own, parse_json, read_bytes, read_json, refuse_link
 from ..files import atomic_write_bytes
 from .checkpoint import atomic_write_json, load_latest_good, previous_path, save_checkpoint
 
@@ -41,13 +42,15 @@ def lock(path: str | Path) -> None:
     """Hold the advisory lock of the run directory ``path`` (created if missing) until ``unlock`` or the process
     ends (the system drops the lock of a dead process, so a killed run never blocks the next). A run directory
     another live process holds is refused in one line; holding one twice in a process is one hold."""
+    refuse_link(Path(path).expanduser(), "run directory")
     path = Path(path).expanduser().resolve()
     if path in _HELD:
         return
     created = not path.exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        refuse_link(path / LOCK, "lock file")
+        fd = open_own(path / LOCK, os.O_RDWR | os.O_CREAT)
     except OSError as exc:
         raise UserError(f"cannot write in {path}: {exc.strerror}; choose another --out (a writable folder)") from None
     try:
@@ -59,9 +62,8 @@ def lock(path: str | Path) -> None:
     try:  # the holder's pid, for the next one's message; and a folder that takes no new file is refused now
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        probe = path / f".probe{os.getpid()}"
-        probe.touch()
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe"):  # exclusive, random name: follows no link
+            pass
     except OSError as exc:
         os.close(fd)
         raise UserError(f"cannot write in {path}: {exc.strerror}; make it writable or choose another --out") from None
@@ -81,7 +83,7 @@ def refuse_held(path: Path) -> None:
     if path.expanduser().resolve() in _HELD:
         return
     try:
-        fd = os.open(path / LOCK, os.O_RDONLY)
+        fd = os.open(path / LOCK, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return
     try:
@@ -162,6 +164,7 @@ class RunDir:
     def check_new(cls, path: str | Path, config: dict[str, Any]) -> "RunDir":
         """Refuse a directory that already holds a run or other files; creates nothing."""
         run = cls(path)
+        refuse_link(run.path, "--out")
         refuse_held(run.path)
         if run.config_path.is_file():
             try:
@@ -246,6 +249,7 @@ class RunDir:
     def enable_tensorboard(self) -> None:
         """Also send every metrics record to TensorBoard (numbers as scalars, the genotype as text)."""
         if self.writes:
+            refuse_link(self.path / "tensorboard", "TensorBoard folder")
             self.tensorboard = self.summary_writer()(str(self.path / "tensorboard"))
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
@@ -256,7 +260,7 @@ class RunDir:
         if not self.writes:
             return
         try:
-            with self.metrics_path.open("a") as fh:
+            with os.fdopen(open_own(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a") as fh:
                 fh.write(json.dumps(record) + "\n")
         except OSError as exc:  # a line cut short by a full disk is dropped by the next --resume
             raise UserError(f"cannot write {self.metrics_path}: {exc.strerror or exc}; free some space or make the "
@@ -297,8 +301,7 @@ class RunDir:
         if not self.writes:
             return
         kept = [r for r in self.read_metrics() if isinstance(r.get("epoch"), int) and r["epoch"] < epoch]
-        atomic_write_bytes(self.metrics_path,
-                           lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in kept)))
+        atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
     @classmethod
     def resume(cls, path: str | Path, config_cls: type, overrides: dict[str, Any], kind: Callable[[Any], str],

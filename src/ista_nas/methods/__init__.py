@@ -12,7 +12,9 @@ from ..config import SearchConfig, resolve
 from ..engine import driver
 from ..engine.rundir import RunDir
 from ..errors import UserError
-from ..spaces import SPACES, check_memory, machine_memory
+from ..files import refuse_link
+from ..limits import check_size
+from ..spaces import SPACES, check_network, machine_memory
 from .base import SearchMethod, SearchResult, table_of
 from .darts import Darts
 from .one_stage import OneStage
@@ -30,7 +32,6 @@ def validate(cfg: SearchConfig) -> SearchConfig:
         raise UserError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
     method, space = METHODS[cfg.method], SPACES[cfg.space]
     check_search_size(cfg, space)
-    check_memory(cfg.space, cfg.channels, cfg.layers)
     smallest = space.smallest_group(method.supernet == "dense")
     checks = [(cfg.sparsity < smallest, f"--sparsity (s) must be in 1..{smallest - 1}: the smallest decision group "
                                         f"has only {smallest} candidates, got {cfg.sparsity}"),
@@ -52,7 +53,9 @@ MAX_CANDIDATE_OPS = 100_000  # 50x the paper's largest supernet (the one-stage D
 
 def check_search_size(cfg: SearchConfig, space: Any) -> None:
     """Refuse, from a formula and before anything is built, a supernet of more candidate ops than an hour builds,
-    or measurement matrices larger than this machine's memory."""
+    or measurement matrices larger than this machine's memory; and the one size rule for its network
+    (``spaces.check_network``)."""
+    check_size(cfg.channels, cfg.layers)
     ops, entries = space.search_size(cfg)
     if ops > MAX_CANDIDATE_OPS:
         nodes = "nodes" in space.own_fields  # the DARTS cell's nodes size its supernet too
@@ -62,6 +65,7 @@ def check_search_size(cfg: SearchConfig, space: Any) -> None:
     if entries * 8 * 4 > machine_memory():  # float64 A, its float32 copy, the solver's work
         raise UserError(f"--proj-dims {cfg.proj_dims}: the measurement matrices would take {entries * 32 / 2**30:.0f} "
                         "GiB, more than this machine's memory; lower --proj-dims (m; the paper's: 7)")
+    check_network(cfg.space, cfg.channels, cfg.layers)
 
 
 def make_config(preset: str = "paper", **overrides: Any) -> SearchConfig:
@@ -106,6 +110,7 @@ def search_seeds(cfg: SearchConfig, seeds: list[int], out: str | Path) -> list[S
     if not seeds or len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds needs distinct seeds, got {' '.join(map(str, seeds)) or 'none'}")
     seeded_configs = [validate(dataclasses.replace(cfg, seed=seed)) for seed in seeds]  # every seed before any run
+    refuse_link(Path(out), "--out")
     if Path(out).exists() and not Path(out).is_dir():
         raise UserError(f"--out {out} exists and is not a folder; give a new folder (or the --out of the same "
                         "--seeds search to continue it)")

@@ -82,7 +82,12 @@ class Nb201Arch:
     def from_dict(cls, data: object, source: str = "architecture") -> "Nb201Arch":
         if not isinstance(data, dict) or set(data) != {"arch"}:
             raise UserError(f"{source}: a NAS-Bench-201 genotype is {{\"arch\": \"{NB201_EXAMPLE}\"}}")
-        return cls.parse(data["arch"])
+        if not isinstance(data["arch"], str):
+            raise UserError(f"{source}: its arch is not a string; write it as \"{NB201_EXAMPLE}\"")
+        try:
+            return cls.parse(data["arch"])
+        except UserError as error:
+            raise UserError(f"{source}: {error}") from None
 
 
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..files import claim_output, read_json
+from ..limits import MAX_CLASSES, check_count, check_size
 from .base import SearchSpace
 from .darts import DartsSpace
 from .nb201 import Nb201Space
@@ -85,9 +86,25 @@ def write_diagrams(genotype: Any, directory: str | Path, flag: str = "--out", ru
     return targets
 
 
-def build_model(spec: dict[str, Any]) -> nn.Module:
-    """The discrete network a model spec describes, in its search space."""
-    return SPACES[spec.get("space", DEFAULT)].network(spec)
+def build_model(spec: Any, source: str = "the model spec") -> nn.Module:
+    """The discrete network a model spec describes, in its search space. A spec read from someone else's
+    checkpoint is checked first (its space, genotype, the entries' types, the one size rule: ``check_network``),
+    each problem one UserError naming ``source``."""
+    if not isinstance(spec, dict) or spec.get("space", DEFAULT) not in SPACES:
+        raise UserError(f"{source} is not a model spec of a known space; give the checkpoint.pt of an ista-nas "
+                        "train run")
+    space = SPACES[spec.get("space", DEFAULT)]
+    genotype = space.from_dict(spec.get("genotype"), source=f"{source}: genotype")
+    kinds = {"channels": int, "layers": int, "num_classes": int, "in_channels": int, "auxiliary": bool, "stem": str}
+    wrong = [k for k, kind in kinds.items() if k in spec and not (isinstance(spec[k], kind) and
+                                                                 (kind is bool or not isinstance(spec[k], bool)))]
+    missing = [k for k in kinds if k not in spec]
+    if wrong or missing or spec.get("stem", "cifar") not in ("cifar", "imagenet"):
+        raise UserError(f"{source}: {(wrong or missing or ['stem'])[0]} is missing or of the wrong kind; the "
+                        "checkpoint is damaged or was not written by ista-nas train")
+    check_network(space.name, spec["channels"], spec["layers"], genotype, spec["num_classes"], spec["in_channels"],
+                  copies=1, flags=(f"{source}: channels", "layers"))
+    return space.network(spec)
 
 
 def model_spec(cfg: Any, genotype: Any, data: Any, mean: list[float], std: list[float], **extra: Any
@@ -111,22 +128,24 @@ def sample_architectures(space_name: str, k: int, seed: int) -> list[Any]:
     raise UserError(f"could not draw {k} distinct architectures of --space {space_name}; draw fewer")
 
 
-MAX_LAYERS = 2_000
-
-
-def check_memory(space_name: str, channels: int, layers: int, copies: int = 4) -> None:
-    """Refuse, before anything is allocated, a network size whose weights alone (``copies`` float32 copies of a
-    random cell's network at C x L, counted on the meta device: weights, gradients, momentum and a spare; a
-    supernet holds more) exceed this machine's memory."""
-    if layers > MAX_LAYERS:  # counting (and building) that many cells alone takes minutes to hours
-        raise UserError(f"--layers {layers}: at most {MAX_LAYERS:,} cells (the paper's deepest network has 20)")
+def check_network(space_name: str, channels: Any, layers: Any, genotype: Any = None, classes: Any = 1000,
+                  in_channels: Any = 3, copies: int = 4, flags: tuple[str, str] = ("--channels", "--layers"),
+                  least_channels: int = 1) -> None:
+    """The one size rule for a network (``limits``): C and L within their bounds, then, before anything is
+    allocated, its weights (``copies`` float32 copies of ``genotype``'s network at C x L, a random cell's when
+    None, counted on the meta device: weights, gradients, momentum and a spare; a supernet holds more) within this
+    machine's memory. ``flags`` name the sizes in the refusal."""
+    check_size(channels, layers, flags, least_channels)
+    check_count("the network's classes", classes, 1, MAX_CLASSES)
+    check_count("the network's input channels", in_channels, 1, 16)
     space = SPACES[space_name]
-    params = space.parameter_count(space.sample(random.Random(0)), channels, layers, 1000, 3, None)
+    genotype = space.sample(random.Random(0)) if genotype is None else genotype
+    params = space.parameter_count(genotype, channels, layers, classes, in_channels, None)
     total = machine_memory()
     if params * 4 * copies > total:
-        raise UserError(f"--channels {channels} --layers {layers}: a network of {params / 1e9:.1f}G parameters needs "
-                        f"{params * 4 * copies / 2**30:.0f} GiB for its weights, gradients and momentum, more than "
-                        f"this machine's {total / 2**30:.0f} GiB; lower --channels or --layers")
+        raise UserError(f"{flags[0]} {channels} {flags[1]} {layers}: a network of {params / 1e9:.1f}G parameters "
+                        f"needs {params * 4 * copies / 2**30:.0f} GiB for its weights, gradients and momentum, more "
+                        f"than this machine's {total / 2**30:.0f} GiB; lower {flags[0]} or {flags[1]}")
 
 
 def memory_of(device: str) -> tuple[int, str]:

@@ -191,11 +191,12 @@ def _big_genotype(path, nodes):
     return path
 
 
-def _spec_checkpoint(runs, tmp_path, **spec):
-    """A copy of the training run whose checkpoint (the tool's own wrapper, a valid digest) holds ``spec``."""
-    run = shutil.copytree(runs["train"], tmp_path / "spec-run")
+def _spec_checkpoint(runs, tmp_path, entry="model_spec", **values):
+    """A copy of the training run whose checkpoint (the tool's own wrapper, a valid digest) holds ``values`` in its
+    ``entry`` (the model spec, or the run's config)."""
+    run = shutil.copytree(runs["train"], tmp_path / f"{entry}-run")
     state = load_checkpoint(run / "checkpoint.pt")
-    state["model_spec"] = {**state["model_spec"], **spec}
+    state[entry] = {**state[entry], **values}
     save_checkpoint(run / "checkpoint.pt", state)
     return run
 
@@ -240,10 +241,12 @@ def test_each_size_flag_of_each_command_one_step_past_its_limit_is_refused_in_on
           "--benchmark", "none", "--out", tmp_path / "c"], "--channels must be at most"),
         (["evaluate", _spec_checkpoint(runs, tmp_path, channels=MAX_CHANNELS + 1), "--device", "cpu"],
          "channels must be at most"),
+        (["evaluate", _spec_checkpoint(runs, tmp_path, "config", stream=True, workers=MAX_WORKERS + 1), "--device",
+          "cpu"], "--workers must be at most"),
     ]
     for argv, expect in cases:
         refused(argv, capsys, runs["search"], runs["train"], expect=expect)
-    spec_run = tmp_path / "spec-run"
+    spec_run = tmp_path / "model_spec-run"
     shutil.rmtree(spec_run)
     _spec_checkpoint(runs, tmp_path, genotype={"arch": "|nor_conv_3x3~0|"})
     refused(["export", spec_run], capsys, spec_run, expect="checkpoint")

@@ -15,7 +15,7 @@ from typing import Any, TypedDict
 
 import torch
 
-from .config import TrainConfig
+from .config import TrainConfig, check_types
 from .engine.checkpoint import load_checkpoint
 from .engine.data import DeviceLoader, load_dataset
 from .engine.distributed import Dist, on_main, place
@@ -27,6 +27,7 @@ from .engine.splits import train_test
 from .engine.stream import StreamingLoader
 from .engine.trainer import Loader, Trainer, autocast_for, evaluate, training_means
 from .errors import UserError
+from .limits import MAX_WORKERS, check_count
 from .networks.cnn import count_parameters
 from .spaces import (SPACES, build_model, check_activations, check_network, get_genotype, model_spec, space_of,
                      write_diagrams)
@@ -171,7 +172,13 @@ def evaluate_checkpoint(checkpoint_path: str | Path, dataset: str | None = None,
     model, checkpoint = load_model(checkpoint_path)
     # The run's settings that matter here, from a training or a one-stage search checkpoint alike.
     defaults = TrainConfig().to_dict()
-    cfg = TrainConfig(**{k: checkpoint["config"].get(k, v) for k, v in defaults.items()})
+    stored = check_types(checkpoint["config"], f"checkpoint {checkpoint_path}")
+    cfg = TrainConfig(**{k: stored.get(k, v) for k, v in defaults.items()})
+    try:  # the loader's settings come from the file: held to the same rules as flags (--workers at most 64, ...)
+        check_count("--workers", cfg.workers, 0, MAX_WORKERS)
+        check_count("--image-size", cfg.image_size, 8, 4 * 1024)
+    except UserError as error:
+        raise UserError(f"checkpoint {checkpoint_path}: its {error}; the checkpoint is damaged or was edited") from None
     dev = resolve_device(device)
     name = dataset or cfg.dataset
     spec = checkpoint["model_spec"]

@@ -3,7 +3,7 @@ reason next to each, and each field's own constraint declared beside it.
 
 Every field is also a command-line flag (``--batch-size`` for ``batch_size``). Presets are data: tables of
 values by preset name, layered by one rule (``resolve``): field defaults < the command's preset < the search
-space's preset < the search method's preset < explicit flags.
+space's preset < the search method's preset < the space's target presets (one-stage) < explicit flags.
 """
 
 from __future__ import annotations

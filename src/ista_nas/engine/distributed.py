@@ -76,10 +76,6 @@ def on_main(fn: Callable[[], T]) -> T:
     return value
 
 
-def is_main() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
-
-
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -265,5 +261,5 @@ def wrap(model: nn.Module, params: Sequence[nn.Parameter], ctx: Dist) -> nn.Modu
     return ddp
 
 
-__all__ = ["Dist", "GlobalBatchNorm2d", "WithAux", "is_main", "launched", "launched_as_main", "on_main", "place",
+__all__ = ["Dist", "GlobalBatchNorm2d", "WithAux", "launched", "launched_as_main", "on_main", "place",
            "shutdown", "sync_batchnorm", "wrap"]

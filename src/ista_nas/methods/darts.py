@@ -3,8 +3,8 @@
 Every candidate op runs, mixed by softmax(alpha); each training batch gives one Adam step on alpha (loss on a
 held-out batch) and one SGD step on the weights, the same bilevel step as the two-stage ISTA-NAS search's
 (``methods.base``). There is no recovery: alpha is the architecture, and the genotype is derived from it (the
-two strongest non-none inputs of each node). Same data, schedule and budget as the two-stage search, so the
-two compare at equal cost per epoch.
+two strongest non-none inputs of each node). Same data and schedule as the two-stage search, so the two
+compare at equal cost per epoch; the parameter budget (``--max-params``) is ISTA-NAS's and refused here.
 """
 
 from __future__ import annotations

@@ -395,5 +395,6 @@ def test_settings_only_the_darts_cell_space_offers_are_refused_in_one_line(flag,
     with pytest.raises(UserError) as refused:
         methods.search(cfg, tmp_path / "run")
     message = str(refused.value)
-    assert f"--{flag.replace('_', '-')}" in message and "add --space darts" in message, message
+    assert message.startswith(f"--{flag.replace('_', '-')} is a setting of --space darts only"), message
+    assert message.endswith("drop it or use --space darts"), message
     assert len(message.splitlines()) == 1 and not (tmp_path / "run").exists()

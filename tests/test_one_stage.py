@@ -212,7 +212,7 @@ def test_the_training_phase_places_every_train_setting_once_and_its_flags_belong
             tcfg.lr_min) == (1, "linear", 0.2, True, "off", 0.3, 0.01)
     with pytest.raises(UserError, match="--warmup-epochs must be in 0..epochs-1"):
         make_config("quick", method="one-stage", warmup_epochs=2)  # checked as the train command checks it
-    with pytest.raises(UserError, match="set the one-stage training phase"):
+    with pytest.raises(UserError, match="is a setting of --method one-stage \\(the training phase after its search"):
         make_config("quick", label_smoothing=0.1)  # the two-stage search has no training phase
 
 

@@ -59,11 +59,16 @@ def _f(default: Any, help: str, rule: Rule | None = None, symbol: str = "", meth
                                             "why": why})
 
 
-TRAINING_PHASE = dict(methods=("one-stage",), why="set the one-stage training phase")  # a search's training phase
+# Who owns a setting that only some methods use: the methods, and what the setting is (a noun phrase, shown as
+# "--flag is a setting of --method M (WHY), unused by --method N").
+TRAINING_PHASE = dict(methods=("one-stage",), why="the training phase after its search")  # a search's training phase
 ISTA_NAS = ("two-stage", "one-stage")  # the methods that recover z from b (not the DARTS baseline)
+SPARSE_CODE = dict(methods=ISTA_NAS, why="ISTA-NAS's sparse code; DARTS searches softmax(alpha) instead")
+SPLIT = dict(methods=("two-stage", "darts"), why="the bilevel split of the images; the one-stage search trains on all")
+FREEZING = dict(methods=("one-stage",), why="its search freezes each decision once it settles")
 # The methods whose genotype is retrained afterwards (ista-nas train), at the budget network's size.
-RETRAINED = dict(methods=("two-stage", "darts"), why="size the network a two-stage search's genotype is retrained "
-                                                     "at; a one-stage search trains its own (--channels, --layers)")
+RETRAINED = dict(methods=("two-stage", "darts"), why="the size its genotype is retrained and budgeted at; a one-stage "
+                                                     "search trains its own network, --channels x --layers")
 
 
 def evaluation_fields(config: dict[str, Any], search: bool) -> tuple[str, str]:
@@ -188,7 +193,8 @@ class RunConfig(_Config):
     cutout: int = _f(0, "cutout square side in pixels, 0 = off (off in the official search)", NONNEGATIVE)
     stream: bool = _f(False, "read a folder: dataset from disk every epoch with DataLoader workers and ImageNet "
                              "augmentation, for datasets too large for memory (ImageNet; search: one-stage)",
-                   methods=("one-stage",), why="needs --method one-stage and --dataset folder:PATH")
+                   methods=("one-stage",), why="a search of the target network on an image folder, --dataset "
+                                               "folder:PATH")
     image_size: int = _f(224, "with --stream: training crop and test centre-crop side (ImageNet: 224)", at_least(8))
     workers: int = _f(8, "with --stream: DataLoader worker processes", Rule(lambda v: 0 <= v <= MAX_WORKERS,
                                                                              f"in 0..{MAX_WORKERS}"))
@@ -267,38 +273,41 @@ class SearchConfig(RunConfig):
     method: str = _f("two-stage", "two-stage (search a small supernet, retrain later), one-stage (search and train "
                                   "the target network in one run) or darts (the dense first-order DARTS baseline)")
     train_portion: float = _f(0.5, "share of the training images for weights; the rest trains b (paper: 0.5)",
-                              Rule(lambda v: 0 < v < 1, "strictly between 0 and 1"))
+                              Rule(lambda v: 0 < v < 1, "strictly between 0 and 1"), **SPLIT)
     nodes: int = _f(4, "intermediate nodes per cell of the DARTS cell space (DARTS's steps: 4)",
                     Rule(lambda v: 1 <= v <= MAX_NODES, f"in 1..{MAX_NODES}"))
     # Sparse coding
-    proj_dims: int = _f(7, "m, length of each node's compressed vector b (official code: 7)", at_least(1), "m")
-    sparsity: int = _f(2, "s, candidates kept per node (DARTS cell: 2 inputs per node)", at_least(1), "s")
-    lam: float = _f(1e-5, "l1 weight of the recovery LASSO (official code: 1e-5)", POSITIVE)
+    proj_dims: int = _f(7, "m, length of each node's compressed vector b (official code: 7)", at_least(1), "m",
+                        **SPARSE_CODE)
+    sparsity: int = _f(2, "s, candidates kept per node (DARTS cell: 2 inputs per node)", at_least(1), "s",
+                       **SPARSE_CODE)
+    lam: float = _f(1e-5, "l1 weight of the recovery LASSO (official code: 1e-5)", POSITIVE, **SPARSE_CODE)
     matrix: str = _f("uniform", "measurement matrix entries: uniform U[0,1) (official) or gaussian N(0,1/m)",
-                     one_of(MATRIX_KINDS))
+                     one_of(MATRIX_KINDS), **SPARSE_CODE)
     clip_with_b: bool = _f(False, "ISTA-NAS: b's gradient counts in the norm that clips the weight step, as in the "
                                   "official code (two-stage: the architecture step's plus the training batch's); "
                                   "one-stage presets: on; two-stage: off (measured: docs/one-stage.md)",
-                          methods=ISTA_NAS, why="applies to ISTA-NAS's b (--method two-stage and one-stage); DARTS "
-                                                "clips by the weights' norm")
+                          methods=ISTA_NAS, why="b's share of the clipped norm; DARTS clips by the weights' norm")
     # Architecture: Adam on b
     arch_init: float = _f(1e-3, "ISTA-NAS: standard deviation of b's random initial values, which sets the scale of "
-                                "the first recovered z and of the relaxed weights (official: 1e-3)", POSITIVE)
+                                "the first recovered z and of the relaxed weights (official: 1e-3)", POSITIVE,
+                          **SPARSE_CODE)
     weight_scale: str = _f("raw", "ISTA-NAS: raw (the relaxed weights as they are, official), mean (divided by their "
                                   "mean magnitude over the cell, not differentiated) or softmax (softmax of |alpha| "
-                                  "per edge: each edge a convex mixture of its support)", one_of(WEIGHT_SCALES))
+                                  "per edge: each edge a convex mixture of its support)", one_of(WEIGHT_SCALES),
+                           **SPARSE_CODE)
     arch_lr: float = _f(6e-4, "Adam learning rate of b (paper two-stage: 6e-4)", POSITIVE)
     arch_weight_decay: float = _f(1e-3, "Adam weight decay of b (official code: 1e-3)", NONNEGATIVE)
     # One-stage search
     freeze_tol: float = _f(1e-3, "one-stage: a decision group (a node of the DARTS cell, an edge of others) "
-                                 "freezes when its z moved at most this much (L2) in an epoch", NONNEGATIVE)
+                                 "freezes when its z moved at most this much (L2) in an epoch", NONNEGATIVE,
+                            **FREEZING)
     max_search_epochs: int = _f(0, "one-stage: freeze every group still searching after this many search epochs, "
-                                   "0 = search until every group froze", NONNEGATIVE)
+                                   "0 = search until every group froze", NONNEGATIVE, **FREEZING)
     # Parameter budget
     max_params: float = _f(0.0, "reject recovered architectures over this many million parameters, 0 = no budget "
                                 "(two-stage: counted for the budget_channels x budget_layers network)", NONNEGATIVE,
-                          methods=ISTA_NAS, why="applies to ISTA-NAS (--method two-stage and one-stage), not to the "
-                                                "DARTS baseline")
+                          methods=ISTA_NAS, why="the recovery under a parameter budget; DARTS has none")
     # The network a search's genotype is evaluated at: the methods that own these retrain it at this size (the
     # others train their own network, --channels x --layers): its parameter budget and its reports' sizes.
     budget_channels: int = _f(36, "two-stage: C of the network the parameter budget is counted for", at_least(2),
@@ -313,26 +322,23 @@ class SearchConfig(RunConfig):
     metric: str = _f("", "the benchmark table's column to record (any numeric column); empty: test_acc of a file, "
                          "the first metric of a built-in table (cifar10)")
 
-    def owned(self) -> list[tuple[bool, str]]:
-        """The one check of who owns a setting: a setting owned by other methods (its field's ``methods``, refused
-        saying its ``why``) or offered by another space only (its ``own_fields``) stays at its default. One
-        refusal per group of settings with the same owners, naming the fix. ``methods.validate`` calls it once
-        the method is known."""
-        groups: dict[tuple[str, str], list[str]] = {}
-        for f in dataclasses.fields(self):
-            owners = f.metadata.get("methods", ())
-            if owners and self.method not in owners:
-                groups.setdefault((f.metadata["why"], f"--method {owners[0]}"), []).append(f.name)
-        space = SPACES[self.space]
-        for other in SPACES.values():
-            theirs = [name for name in other.own_fields if name not in space.own_fields]
-            verb = "are" if len(theirs) > 1 else "is"
-            groups[(f"{verb} offered for --space {other.name} only", f"--space {other.name}")] = theirs
+    def owned(self, baseline: "SearchConfig") -> list[tuple[bool, str]]:
+        """The one check of who owns a setting: a setting that only other methods use (its field's ``methods``, with
+        its ``why``) or only another space offers (that space's ``own_fields``) keeps the value ``baseline`` (the
+        same preset, method and space without flags) gives it. One refusal per setting given, naming the flag, its
+        owner and the fix. ``methods.validate`` calls it once the method is known, before anything else."""
         checks = []
-        for (why, fix), names in groups.items():
-            flags = [f"--{name.replace('_', '-')}" for name in names]
-            checks.append((not self.changed(set(names)), f"{(', ' if len(flags) > 2 else ' and ').join(flags)} {why}; "
-                                                         f"drop {'them' if len(flags) > 1 else 'it'} or add {fix}"))
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) == getattr(baseline, f.name):
+                continue
+            flag, owners = f"--{f.name.replace('_', '-')}", f.metadata.get("methods", ())
+            if owners and self.method not in owners:
+                checks.append((False, f"{flag} is a setting of --method {' and '.join(owners)} ({f.metadata['why']}), "
+                                      f"unused by --method {self.method}: drop it or use --method {owners[0]}"))
+            offered = [s.name for s in SPACES.values() if f.name in s.own_fields]
+            if offered and self.space not in offered:
+                checks.append((False, f"{flag} is a setting of --space {offered[0]} only, unused by --space "
+                                      f"{self.space}: drop it or use --space {offered[0]}"))
         return checks
 
     def _checks(self) -> list[tuple[bool, str]]:

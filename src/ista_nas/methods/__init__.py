@@ -31,13 +31,16 @@ def validate(cfg: SearchConfig) -> SearchConfig:
     if cfg.method not in METHODS:
         raise UserError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
     method, space = METHODS[cfg.method], SPACES[cfg.space]
+    for ok, message in cfg.owned(settings(cfg.preset, method=cfg.method, space=cfg.space)):
+        if not ok:
+            raise UserError(message)
     check_search_size(cfg, space)
     smallest = space.smallest_group(method.supernet == "dense")
     checks = [(cfg.sparsity < smallest, f"--sparsity (s) must be in 1..{smallest - 1}: the smallest decision group "
                                         f"has only {smallest} candidates, got {cfg.sparsity}"),
               (cfg.sparsity <= cfg.proj_dims, f"--sparsity (s) must be at most --proj-dims (m): a LASSO solution has "
                                               f"at most m nonzeros, got s={cfg.sparsity} > m={cfg.proj_dims}")]
-    for ok, message in cfg.owned() + method.checks(cfg, space) + space.check_search(cfg) + checks:
+    for ok, message in method.checks(cfg, space) + space.check_search(cfg) + checks:
         if not ok:
             raise UserError(message)
     if cfg.benchmark not in ("", NO_TABLE) and not space.example:

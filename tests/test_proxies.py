@@ -105,7 +105,8 @@ def test_the_proxies_command_scores_cells_and_ranks_them_against_a_table(tiny_fo
     assert main(argv) == 0
     assert "Kendall tau" in capsys.readouterr().out
     for bad, expected in ((["--sample", "5000", "--space", "nb201"], "--sample between 0"),
-                          (["--sample", "5"], "name it with --space"), (["--channels", "4000"], "lower --channels or --layers"),
+                          (["--sample", "5"], "name it with --space"),
+                          (["--channels", "4000"], "lower --channels or --layers"),
                           (["--batch-size", "1"], "--batch-size at least 2"), (["ista_twostage"], "one space"),
                           (["--benchmark", str(tmp_path / "none.csv")], "none.csv")):
         assert main([*argv, *bad] if bad[0].startswith("--") else ["proxies", *bad, *argv[1:]]) == 2

@@ -451,3 +451,50 @@ def test_the_search_moves_its_support_to_the_candidate_the_task_needs(tiny_confi
                 stepper.step(*batch(32), *batch(32))
             net.arch.recover()
         assert int(net.arch.ranking()[0, 0, 0]) == 2, (seed, net.arch.z)
+
+
+def _same_tensors(a, b, where=""):
+    """Every leaf of two nested checkpoints equal (tensors bit for bit: dtype, shape and values)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert set(a) == set(b), where
+        for key in a:
+            _same_tensors(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same_tensors(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def test_a_search_started_from_a_runs_config_reproduces_it_and_flags_override_it(tiny_folder, tmp_path,
+                                                                                   monkeypatch):
+    monkeypatch.setenv("ISTA_NAS_CACHE", str(tmp_path / "cache"))
+    first = tmp_path / "first"
+    methods.search(methods.make_config("quick", space="nb201", dataset=f"folder:{tiny_folder}", subset=0, epochs=2,
+                                       batch_size=12, channels=4, layers=1, device="cpu", seed=3), first)
+    again = tmp_path / "again"
+    assert cli("search", "--config", str(first / "config.json"), "--out", str(again)).returncode == 0
+    assert json.loads((again / "config.json").read_text()) == json.loads((first / "config.json").read_text())
+    assert (again / "genotype.json").read_text() == (first / "genotype.json").read_text()
+
+    def timeless(run):
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+                for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    assert timeless(again) == timeless(first)
+    _same_tensors(load_checkpoint(again / "checkpoint.pt"), load_checkpoint(first / "checkpoint.pt"))
+    # A flag overrides the file; --resume excludes it; a training run's config is no search config.
+    other = tmp_path / "other"
+    assert cli("search", "--config", str(first / "config.json"), "--seed", "4", "--epochs", "1", "--out",
+               str(other)).returncode == 0
+    stored = json.loads((other / "config.json").read_text())
+    lr = json.loads((first / "config.json").read_text())["lr"]
+    assert (stored["seed"], stored["epochs"], stored["lr"]) == (4, 1, lr)
+    _assert_user_error(cli("search", "--config", str(first / "config.json"), "--resume", str(first)), "--resume")
+    (tmp_path / "train.json").write_text(json.dumps({"genotype": "ista_twostage", "seed": 0}))
+    _assert_user_error(cli("search", "--config", str(tmp_path / "train.json")), "(genotype)")
+    (tmp_path / "old.json").write_text(json.dumps({"explore": 1}))
+    _assert_user_error(cli("search", "--config", str(tmp_path / "old.json")), "explore")

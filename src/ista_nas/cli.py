@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_command(commands, "search", SearchConfig, "Search a cell architecture: two-stage or one-stage ISTA-NAS, "
                      "or the DARTS baseline (--method)", list(dict.fromkeys(n for t in search_presets for n in t)))
     commands.choices["search"].add_argument(
+        "--config", metavar="FILE", default=None,
+        help="start a new search from a run's config.json (or a file of the same form): its settings, with every "
+             "flag given overriding them (--seed for a new seed); the same seed reproduces the run")
+    commands.choices["search"].add_argument(
         "--seeds", type=int, nargs="+", default=None, metavar="S",
         help="run the search once per seed, each in its own run directory OUT/seed-S; the same command again "
              "resumes the unfinished ones (ista-nas compare OUT summarises them)")
@@ -286,11 +290,16 @@ def _run_command(args: argparse.Namespace, module: Any, make: Any, start: Any) -
 def _search(args: argparse.Namespace) -> None:
     from . import methods
 
-    seeds = vars(args).pop("seeds")
+    seeds, config = vars(args).pop("seeds"), vars(args).pop("config")
+    if config is not None:
+        if args.resume is not None:
+            raise UserError("--config starts a new run and --resume continues one; give one of them")
+        for key, value in methods.stored_settings(config).items():  # flags given override the file
+            vars(args).setdefault(key, value)
     if seeds is None:
         _run_command(args, methods, methods.settings, methods.search)  # search validates the settings
         return
-    if args.resume is not None or "seed" in vars(args):
+    if args.resume is not None or ("seed" in vars(args) and config is None):
         raise UserError("--seeds excludes --seed and --resume; give the same --seeds and --out again to continue")
     _run_command(args, methods, methods.settings, lambda cfg, out: methods.search_seeds(cfg, seeds, out))
 

@@ -62,4 +62,5 @@ def one_line(text: str, most: int = MAX_SHOWN) -> str:
             return text
     cut = f" [... {len(text) - most:,} characters cut ...] "
     head = (most - len(cut)) * 2 // 3
-    return escaped(text[:head])[:head] + cut + escaped(text[len(text) - (most - len(cut) - head):])[-(most - len(cut) - head):]
+    tail = most - len(cut) - head
+    return escaped(text[:head])[:head] + cut + escaped(text[len(text) - tail:])[-tail:]

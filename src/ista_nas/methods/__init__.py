@@ -12,7 +12,7 @@ from ..config import SearchConfig, resolve
 from ..engine import driver
 from ..engine.rundir import RunDir
 from ..errors import UserError
-from ..files import refuse_link
+from ..files import read_json, refuse_link
 from ..limits import check_size
 from ..spaces import SPACES, check_network, machine_memory
 from .base import SearchMethod, SearchResult, table_of
@@ -88,6 +88,21 @@ def settings(preset: str = "paper", **overrides: Any) -> SearchConfig:
     tables += [(f"--space {space.name} --method {name}", space.target.presets)] if method and space and \
         space.target and method.supernet == "target" else []
     return SearchConfig(**resolve(preset, tables, overrides))
+
+
+def stored_settings(path: str | Path) -> dict[str, Any]:
+    """The settings of a search's config.json (``search --config``): a JSON object of search settings, each of its
+    type, none retired or unknown; a UserError naming the file otherwise. Validated with the flags over it."""
+    source = str(path)
+    data = read_json(path, "search config", "give the config.json of an ista-nas search run")
+    if not isinstance(data, dict):
+        raise UserError(f"{source} does not hold a settings object; give the config.json of an ista-nas search run")
+    SearchConfig.check_stored(data, source)
+    unknown = SearchConfig.unknown_keys(data)
+    if unknown:
+        raise UserError(f"{source} has settings a search does not take ({', '.join(unknown[:3])}"
+                        f"{', ...' if len(unknown) > 3 else ''}); give the config.json of a search run")
+    return data
 
 
 def search(cfg: SearchConfig, out: str | Path) -> SearchResult:

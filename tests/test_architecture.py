@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).parents[1] / "src" / "ista_nas"
-LEAVES = {"errors", "files", "limits", "ops", "solver", "sparse_coding", "genotype", "published", "diagram"}
+LEAVES = {"errors", "fields", "files", "limits", "ops", "solver", "sparse_coding", "genotype", "published", "diagram"}
 RANK = {"leaves": 0, "engine": 0, "networks": 1, "spaces": 2, "config": 3, "tools": 4, "methods": 5, "front": 6}
 
 

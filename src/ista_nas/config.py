@@ -1,52 +1,25 @@
 """Run configurations: one dataclass per command over a shared base, the paper's settings as defaults, the
 reason next to each, and each field's own constraint declared beside it.
 
-Every field is also a command-line flag (``--batch-size`` for ``batch_size``). Presets are data: tables of
-values by preset name, layered by one rule (``resolve``): field defaults < the command's preset < the search
-space's preset < the search method's preset < the space's target presets (one-stage) < explicit flags.
+Every field is also a command-line flag (``--batch-size`` for ``batch_size``); the rules, the type test and the
+precedence of presets are fields.py's. Presets are data: tables of values by preset name, layered by one rule
+(``fields.resolve``): field defaults < the command's preset < the search space's preset < the search method's
+preset < the space's target presets (one-stage) < explicit flags.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .errors import UserError
-from .limits import MAX_NODES, MAX_WORKERS, SEED_BOUND
+from .fields import FLOAT32_MAX, FRACTION, NONNEGATIVE, POSITIVE, SEED, Rule, at_least, fits, one_of, resolve
+from .limits import MAX_NODES, MAX_WORKERS
 from .sparse_coding import MATRIX_KINDS, WEIGHT_SCALES
 from .spaces import SPACES
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A constraint on one field's value: ``test(value)``, else the message: ``--flag must be {text}, got
-    value``, or for a choice ``unknown --flag value; choose one of {text}``."""
-
-    test: Callable[[Any], bool]
-    text: str
-    choices: Collection[str] = ()  # a choice among these (read when checked: a registry may grow)
-
-    def message(self, flag: str, value: Any) -> str:
-        if self.choices:
-            return f"unknown {flag} {value!r}; choose one of {', '.join(self.choices)}"
-        return f"{flag} must be {self.text}, got {value!r}"
-
-
-def at_least(n: int, why: str = "") -> Rule:
-    return Rule(lambda v: v >= n, f"at least {n}" + (f" ({why})" if why else ""))
-
-
-NONNEGATIVE = Rule(lambda v: v >= 0, ">= 0")
-POSITIVE = Rule(lambda v: v > 0, "positive")
-FRACTION = Rule(lambda v: 0 <= v < 1, "in [0, 1)")
-SEED = Rule(lambda v: 0 <= v < SEED_BOUND, "in 0..2^63-1")
-
-
-def one_of(choices: Collection[str]) -> Rule:
-    return Rule(lambda v: v in choices, "", choices)
 
 
 def _f(default: Any, help: str, rule: Rule | None = None, symbol: str = "", methods: tuple[str, ...] = (),
@@ -81,14 +54,6 @@ def evaluation_fields(config: dict[str, Any], search: bool) -> tuple[str, str]:
     return "channels", "layers"
 
 
-FLOAT32_MAX = 3.4028234663852886e38  # the tensors every setting ends up in are float32
-
-
-def fits(value: Any, kind: type) -> bool:
-    """Is ``value`` of a setting's type (an int serves a float setting; a bool is no number)?"""
-    return isinstance(value, (int, float) if kind is float else kind) and (kind is bool or not isinstance(value, bool))
-
-
 def check_types(config: Any, source: str) -> dict[str, Any]:
     """A run's stored settings as readers rely on them: a JSON object, every setting a command knows of its type,
     a known space; else one UserError naming ``source`` and the setting."""
@@ -99,22 +64,6 @@ def check_types(config: Any, source: str) -> dict[str, Any]:
     if bad:
         raise UserError(f"{source}: {bad[0]}; the run directory is damaged or was edited by hand")
     return config
-
-
-def resolve(preset: str, tables: list[tuple[str, dict[str, dict[str, Any]]]], overrides: dict[str, Any]
-            ) -> dict[str, Any]:
-    """The values of ``preset``: each table's entry for it layered in order, then ``overrides``. ``tables``
-    are (whose, presets by name), least specific first; the preset must be one the most specific non-empty
-    table offers."""
-    offered = [(whose, table) for whose, table in tables if table]
-    whose, names = offered[-1]
-    if preset not in names:
-        raise UserError(f"unknown preset {preset!r}{' for ' + whose if whose else ''}; choose one of "
-                        f"{', '.join(names)}")
-    values: dict[str, Any] = {}
-    for _, table in tables:
-        values.update(table.get(preset, {}))
-    return {**values, **overrides, "preset": preset}
 
 
 class _Config:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..benchmark import NO_TABLE
-from ..config import SearchConfig, resolve
+from ..config import SearchConfig
+from ..fields import resolve
 from ..engine import driver
 from ..engine.rundir import RunDir
 from ..errors import UserError

@@ -23,6 +23,7 @@ from .config import check_types, evaluation_fields
 from .diagram import pyplot
 from .engine.rundir import RunDir
 from .errors import UserError
+from .fields import fits
 from .files import LIMITS, MARKS, atomic_write_bytes, claim_output, read_bytes
 from .files import read_json as read_json_file
 from .spaces import genotype_from_dict, load_genotype, space_of
@@ -32,11 +33,6 @@ GENERATOR = MARKS["report"].decode()  # the mark that lets a later report replac
 ACCURACIES = ("_acc", "_top1", "_top5")  # metrics in percent
 DRAWN = 1e15  # the largest magnitude a plot draws: matplotlib's axis arithmetic overflows near the float range's end
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def number(value: Any) -> bool:
-    """Is ``value`` a JSON number (a bool is none)?"""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _epoch(record: dict[str, Any]) -> int | None:
@@ -88,13 +84,13 @@ class RunInfo:
 
     def best_accuracy(self) -> tuple[str, float | None]:
         for key in ("test_top1", "valid_acc", "train_acc"):
-            values = [m[key] for m in self.metrics if number(m.get(key))]
+            values = [m[key] for m in self.metrics if fits(m.get(key), float)]
             if values:
                 return key, max(values)
         return "-", None
 
     def seconds(self) -> float:
-        return float(sum(m["seconds"] for m in self.metrics if number(m.get("seconds"))))
+        return float(sum(m["seconds"] for m in self.metrics if fits(m.get("seconds"), float)))
 
 
 def read_run(path: str | Path, with_size: bool = True) -> RunInfo:
@@ -135,9 +131,9 @@ def _ranking_problem(ranking: Any) -> str | None:
                 value, predecessor = e[weights[0]], e.get("predecessor", 0)
                 if not isinstance(e.get("op"), str):
                     return f"{where}: op {e.get('op')!r:.40} is not a string"
-                if not (number(value) and abs(value) < 1e300):
+                if not (fits(value, float) and abs(value) < 1e300):
                     return f"{where}: {weights[0]} {value!r:.40} is not a number"
-                if not (number(predecessor) and isinstance(predecessor, int) and 0 <= predecessor < 2**31):
+                if not (fits(predecessor, int) and 0 <= predecessor < 2**31):
                     return f"{where}: predecessor {predecessor!r:.40} is not an input node number"
                 if not isinstance(e.get("edge", ""), str):
                     return f"{where}: edge {e.get('edge')!r:.40} is not a string"
@@ -190,7 +186,7 @@ def _curves(metrics: list[dict[str, Any]], where: Any = "metrics") -> str | None
     for key, label in (("train", "train"), ("valid", "valid (architecture batches)"), ("test", "test")):
         for ax, suffix in ((loss_ax, "_loss"), (acc_ax, "_top1" if key == "test" else "_acc")):
             points = [(_epoch(m), m[key + suffix]) for m in metrics if _epoch(m) is not None and
-                      number(m.get(key + suffix))]
+                      fits(m.get(key + suffix), float)]
             if points:
                 epochs, values = zip(*points)
                 ax.plot(epochs, drawn(list(values), key + suffix, where), marker="o", ms=3, label=label)
@@ -210,7 +206,7 @@ def _benchmark_plots(metrics: list[dict[str, Any]], bench: dict[str, Any], op_se
     cell of the searched op set (a histogram, with the found cell, the random-draw mean and the largest cell)."""
     plt = pyplot()
     fig, (held_ax, hist_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
-    points = [(_epoch(m), m["benchmark"]) for m in metrics if _epoch(m) is not None and number(m.get("benchmark"))]
+    points = [(_epoch(m), m["benchmark"]) for m in metrics if _epoch(m) is not None and fits(m.get("benchmark"), float)]
     metric = plain(bench["metric"])
     values = op_set.values if op_set else None
     best, value, largest, mean = drawn([bench["best"], bench.get("value") or 0.0,
@@ -370,7 +366,7 @@ def _epochs_finished(metrics: list[dict[str, Any]], config: dict[str, Any]) -> s
 
 def render(info: RunInfo) -> str:
     metrics, config = info.metrics, info.config
-    seconds = [m["seconds"] for m in metrics if number(m.get("seconds"))]
+    seconds = [m["seconds"] for m in metrics if fits(m.get("seconds"), float)]
     key, best = info.best_accuracy()
     overview = [("run", str(info.path)), ("kind", info.name), ("dataset", str(config.get("dataset"))),
                 ("finished", {True: "yes", False: "no: stopped early, continue it with --resume"}.get(info.finished,

@@ -49,8 +49,7 @@ def lock(path: str | Path) -> None:
     created = not path.exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
-        refuse_link(path / LOCK, "lock file")
-        fd = open_own(path / LOCK, os.O_RDWR | os.O_CREAT)
+        fd = open_own(path / LOCK, os.O_RDWR | os.O_CREAT)  # a planted link or hard link there is refused
     except OSError as exc:
         raise UserError(f"cannot write in {path}: {exc.strerror}; choose another --out (a writable folder)") from None
     try:

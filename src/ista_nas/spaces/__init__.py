@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..fields import fits
 from ..files import claim_output, read_json
 from ..limits import MAX_CLASSES, check_count, check_size
 from .base import SearchSpace
@@ -96,8 +97,7 @@ def build_model(spec: Any, source: str = "the model spec") -> nn.Module:
     space = SPACES[spec.get("space", DEFAULT)]
     genotype = space.from_dict(spec.get("genotype"), source=f"{source}: genotype")
     kinds = {"channels": int, "layers": int, "num_classes": int, "in_channels": int, "auxiliary": bool, "stem": str}
-    wrong = [k for k, kind in kinds.items() if k in spec and not (isinstance(spec[k], kind) and
-                                                                 (kind is bool or not isinstance(spec[k], bool)))]
+    wrong = [k for k, kind in kinds.items() if k in spec and not fits(spec[k], kind)]
     missing = [k for k in kinds if k not in spec]
     if wrong or missing or spec.get("stem", "cifar") not in ("cifar", "imagenet"):
         raise UserError(f"{source}: {(wrong or missing or ['stem'])[0]} is missing or of the wrong kind; the "

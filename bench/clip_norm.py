@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ista_nas.methods import make_config, search, two_stage
-from ista_nas.methods.base import BilevelStepper
+from ista_nas.methods.bilevel import BilevelStepper
 
 
 class Probe(BilevelStepper):

@@ -32,7 +32,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ista_nas.benchmark import builtin_table
-from ista_nas.consistency import correlate, correlation, truth_from_table
+from ista_nas.analysis.consistency import correlate, correlation, truth_from_table
 from ista_nas.networks.cnn import count_parameters
 from ista_nas.networks.nb201 import Nb201Arch
 from ista_nas.spaces import SPACES

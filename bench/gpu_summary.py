@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ista_nas.baselines import table_op_set
+from ista_nas.analysis.baselines import table_op_set
 from ista_nas.benchmark import table_for
 from ista_nas.spaces import SPACES, load_genotype
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from scipy.stats import kendalltau
 
-from ista_nas.baselines import table_op_set
+from ista_nas.analysis.baselines import table_op_set
 from ista_nas.benchmark import Table, load_table
 from ista_nas.methods import make_config, search
 from ista_nas.networks.nb201 import NB201_OPS, Nb201Arch
@@ -37,7 +37,7 @@ CONVS = ("nor_conv_1x1", "nor_conv_3x3")
 
 def random_draw(tables: dict[str, Table], ops: tuple[str, ...]) -> dict[str, dict[str, float]]:
     """The exact distribution of each metric over the cells made of ``ops`` only (a uniform random draw), and the
-    value of the largest of those cells by parameters at the benchmark's C=16, N=5 (``ista_nas.baselines``)."""
+    value of the largest of those cells by parameters at the benchmark's C=16, N=5 (``ista_nas.analysis.baselines``)."""
     out = {}
     for m, table in tables.items():
         values = sorted(v for arch, v in table.values.items() if set(Nb201Arch.parse(arch).ops) <= set(ops))

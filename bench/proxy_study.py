@@ -2,7 +2,7 @@
 what does it pick?
 
 Draws ``--cells`` distinct cells uniformly from the whole space (all 15,625, ``none`` included, as the published
-studies do) with ``--sample-seed``, scores each with every proxy of ``ista_nas.proxies`` on the benchmark's network
+studies do) with ``--sample-seed``, scores each with every proxy of ``ista_nas.analysis.proxies`` on the benchmark's network
 (C=16, N=5, initialised with ``--seed``) from one batch of ``--batch-size`` CIFAR-10 training images, appending
 one JSON line per cell to OUT/scores.jsonl (a rerun scores only the cells missing there). Then it writes
 OUT/results.json and OUT/results.md: Kendall tau and Spearman rho of every proxy against the table's CIFAR-10,
@@ -26,9 +26,9 @@ import statistics
 from pathlib import Path
 
 from ista_nas.benchmark import load_table
-from ista_nas.proxies import correlation
+from ista_nas.analysis.proxies import correlation
 from ista_nas.networks.nb201 import NB201_EDGES, NB201_OPS, Nb201Arch
-from ista_nas.proxies import PROXIES, one_batch, score_cells, top_picks
+from ista_nas.analysis.proxies import PROXIES, one_batch, score_cells, top_picks
 
 METRICS = ("cifar10", "cifar100", "imagenet16-120")
 # Published Spearman rho on NAS-Bench-201 (Abdelfattah et al., ICLR 2021, all 15,625 cells, each dataset's own

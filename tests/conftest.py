@@ -88,13 +88,15 @@ def runs(tiny_folder, tmp_path_factory):
     """A finished NAS-Bench-201 search (two seeds) and a finished training run, shared by the tests of what the
     tool promises about files (test_reliability, test_trust); tests copy them before changing anything."""
     from ista_nas import methods, retrain
+    from ista_nas.analysis.report import write_run_report
     from ista_nas.config import make_train_config
     from ista_nas.networks.nb201 import NB201_EXAMPLE
 
     root = tmp_path_factory.mktemp("runs")
     cfg = methods.make_config("quick", space="nb201", dataset=f"folder:{tiny_folder}", subset=0, epochs=2,
                               batch_size=12, channels=4, layers=1, device="cpu")
-    methods.search_seeds(cfg, [0, 1], root / "seeds")
+    for result in methods.search_seeds(cfg, [0, 1], root / "seeds"):
+        write_run_report(result.run_dir)  # as ista-nas search does
     train = make_train_config("quick", space="nb201", dataset=f"folder:{tiny_folder}", subset=0, epochs=1,
                               batch_size=12, channels=4, layers=1, device="cpu", genotype=NB201_EXAMPLE)
     retrain.train(train, root / "train")

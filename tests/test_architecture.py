@@ -9,18 +9,19 @@ import pytest
 
 SRC = Path(__file__).parents[1] / "src" / "ista_nas"
 LEAVES = {"errors", "fields", "files", "limits", "ops", "solver", "sparse_coding", "genotype", "published", "diagram"}
-RANK = {"leaves": 0, "engine": 0, "networks": 1, "spaces": 2, "config": 3, "tools": 4, "methods": 5, "front": 6}
+RANK = {"leaves": 0, "engine": 0, "networks": 1, "spaces": 2, "config": 3, "tools": 4, "methods": 5, "analysis": 6,
+        "front": 7}
 
 
 def layer(module: str) -> str:
     top = module.split(".")[0]
     if top in LEAVES:
         return "leaves"
-    if top in ("engine", "networks", "spaces", "config", "methods"):
+    if top in ("engine", "networks", "spaces", "config", "methods", "analysis"):
         return top
     if top == "retrain":
         return "methods"
-    if top in ("summary", "report", "compare", "benchmark", "baselines", "proxies"):
+    if top == "benchmark":
         return "tools"
     return "front"  # export, bench, cli, the package itself
 

@@ -16,9 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
+from ista_nas.analysis.report import write_run_report
 from ista_nas.benchmark import builtin_table, load_table
 from ista_nas.cli import main
-from ista_nas.consistency import (_recalibrate, architecture_key, correlate, correlation, sample_architectures,
+from ista_nas.analysis.consistency import (_recalibrate, architecture_key, correlate, correlation, sample_architectures,
                                   supernet_scores, truth_from_runs, truth_from_table)
 from ista_nas.engine.checkpoint import load_checkpoint
 from ista_nas.errors import UserError
@@ -309,7 +310,9 @@ def nb201_search(tiny_folder, tmp_path_factory):
     table = write_table(root / "table.csv", [(str(a), v) for a, v in values.items()])
     cfg = make_config("quick", space="nb201", dataset=f"folder:{tiny_folder}", subset=0, epochs=2, batch_size=12,
                       channels=4, device="cpu", seed=0, benchmark=str(table))
-    return search(cfg, root / "run"), table, values
+    result = search(cfg, root / "run")
+    write_run_report(result.run_dir)
+    return result, table, values
 
 
 def test_search_records_the_benchmark_value_of_the_architecture_it_holds_each_epoch(nb201_search):
@@ -376,8 +379,8 @@ def test_search_over_seeds_runs_each_seed_continues_the_stopped_ones_and_compare
     from conftest import interrupted_copy
 
     from ista_nas.methods import search_seeds
-    from ista_nas.compare import summarize_groups
-    from ista_nas.report import read_run
+    from ista_nas.analysis.compare import summarize_groups
+    from ista_nas.analysis.report import read_run
 
     cfg = make_config("quick", space="nb201", dataset=f"folder:{tiny_folder}", subset=0, epochs=2, batch_size=12,
                       channels=4, device="cpu")
@@ -392,7 +395,7 @@ def test_search_over_seeds_runs_each_seed_continues_the_stopped_ones_and_compare
     # train refuses its interim genotype unless given the file itself.
     import shutil
 
-    from ista_nas.compare import compare, format_comparison
+    from ista_nas.analysis.compare import compare, format_comparison
 
     for seed, source in ((0, tmp_path / "seeds"), (1, tmp_path / "stopped")):
         shutil.copytree(source / f"seed-{seed}", tmp_path / "mixed" / f"seed-{seed}")
@@ -515,6 +518,8 @@ def test_a_search_records_the_built_in_table_and_decides_nothing_by_it(tiny_fold
     assert not (tmp_path / "none" / "benchmark.json").exists()
     # The report shows where the found cell stands among the 4^6 cells without none (the sparse search's ops).
     without_none = [v for arch, v in cifar10.items() if "none" not in arch]
+    write_run_report(tmp_path / "built-in")
+    write_run_report(tmp_path / "none")
     page = (tmp_path / "built-in" / "report.html").read_text()
     assert "table accuracy of the architecture held, and where the found cell stands" in page
     better = sum(v > found["value"] for v in without_none)
@@ -522,7 +527,7 @@ def test_a_search_records_the_built_in_table_and_decides_nothing_by_it(tiny_fold
             f"{100 * better / 4096:.1f}% of them better") in page
     assert "Against the benchmark table" not in (tmp_path / "none" / "report.html").read_text()
     # compare: the group's random draw is the same op set's distribution, drawn beside the found cells.
-    from ista_nas.compare import compare
+    from ista_nas.analysis.compare import compare
 
     _, groups, plot = compare([tmp_path / "built-in"], tmp_path / "seeds.png")
     assert groups[0]["random_draw"]["cells"] == 4096 and plot.stat().st_size > 0
@@ -535,7 +540,7 @@ def test_a_search_records_the_built_in_table_and_decides_nothing_by_it(tiny_fold
            f"{margin:+.2f}" in page
     assert groups[0]["largest_cell"]["archs"] == [largest] and groups[0]["largest_cell"]["value"] == cifar10[largest]
     assert math.isclose(groups[0]["margin"]["mean"], margin)
-    from ista_nas.compare import format_groups
+    from ista_nas.analysis.compare import format_groups
 
     header, row = format_groups(groups).splitlines()
     assert header.split()[-5:-2] == ["largest", "cell", "margin"] and row.split()[-3:-1] == \
@@ -582,7 +587,7 @@ def test_ranking_scores_spread_carries_the_binomial_noise_of_one_score(nb201_sea
     assert spread["held_out"] == 60 and math.isclose(spread["binomial_se"], 100 * math.sqrt(p * (1 - p) / 60))
     # The zero-cost proxies beside the supernet: each architecture's scores are score_cell's on the evaluation
     # network (C=16, N=5) from one seeded batch of the run's training images, each tau is scipy's over them.
-    from ista_nas.proxies import one_batch, score_cell
+    from ista_nas.analysis.proxies import one_batch, score_cell
 
     config = json.loads((result.run_dir / "config.json").read_text())
     batch, classes = one_batch(config["dataset"], 64, 0)

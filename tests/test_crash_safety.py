@@ -339,7 +339,7 @@ def test_a_double_ctrl_c_and_one_more_during_the_hint_still_give_the_resume_hint
     """Ctrl-C twice inside a step of the second epoch (the second stops at once), and once more while the hint is
     written: the hint names the checkpoint the run holds (after epoch 1)."""
     from ista_nas.engine.rundir import RunDir
-    from ista_nas.methods.base import BilevelStepper
+    from ista_nas.methods.bilevel import BilevelStepper
 
     eager, calls = BilevelStepper.eager_step, []
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ista_nas.engine.data import Augment, DeviceLoader, ImageData
-from ista_nas.methods.base import BilevelStepper
+from ista_nas.methods.bilevel import BilevelStepper
 from ista_nas.networks import SearchNetwork
 from ista_nas import methods
 

@@ -12,7 +12,8 @@ from ista_nas.engine.distributed import Dist
 from ista_nas.engine.graphs import CapturedStep, use_graphs
 from ista_nas.engine.loop import Meter
 from ista_nas.errors import UserError
-from ista_nas.methods.base import BilevelStepper, build_supernet
+from ista_nas.methods.base import build_supernet
+from ista_nas.methods.bilevel import BilevelStepper
 from ista_nas.methods.one_stage import OneStageStepper
 from ista_nas.engine.data import DataInfo
 

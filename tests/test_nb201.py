@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from ista_nas.analysis.report import write_run_report
 from ista_nas.errors import UserError
 from ista_nas.networks.nb201 import NB201_EDGES, NB201_OPS, Nb201Arch
 from ista_nas.networks.nb201 import Nb201Network
@@ -137,6 +138,7 @@ def test_tiny_search_returns_a_valid_architecture_string_that_trains(method, tin
         assert all(edge[0]["abs_z"] >= edge[1]["abs_z"] > 0 for edge in ranking)
     assert (tmp_path / "search" / "cell.png").is_file()  # the drawing, also embedded in the report
     # curves, the built-in table's picture (held architecture, where the found cell stands), supports, the cell
+    write_run_report(tmp_path / "search")
     assert (tmp_path / "search" / "report.html").read_text().count("data:image/png;base64,") == 4
     metrics = result.metrics
     assert len(metrics) == 2 and metrics[-1]["genotype"] == {"arch": text}
@@ -261,7 +263,8 @@ def test_relaxed_weight_scales_mean_and_softmax():
 
 
 def test_nb201_train_presets_stand_alone_and_its_search_presets_layer_over_the_search_presets():
-    from ista_nas.config import SearchConfig, TrainConfig, make_train_config
+    from ista_nas.config import TrainConfig, make_train_config
+    from ista_nas.methods import SearchConfig
     from ista_nas.methods import make_config
     from ista_nas.spaces import SPACES
 

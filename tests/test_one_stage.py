@@ -351,7 +351,7 @@ def test_search_step_clips_by_the_norm_with_bs_gradient_and_decays_weights_that_
 
 
 def test_one_stage_presets_stand_alone_nothing_of_the_two_stage_presets_leaks_in():
-    from ista_nas.config import SearchConfig
+    from ista_nas.methods import SearchConfig
     from ista_nas.methods import make_config
     from ista_nas.methods.one_stage import ONE_STAGE_PRESETS
 

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ista_nas.cli import main
-from ista_nas.config import SearchConfig, TrainConfig
+from ista_nas.config import TrainConfig
+from ista_nas.methods import SearchConfig
 from ista_nas.errors import UserError
 from ista_nas.genotype import Genotype
 from ista_nas.networks.nb201 import NB201_OPS, Nb201Arch

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ista_nas.networks.nb201 import Nb201Network
-from ista_nas.proxies import batch_scores, score_cell, synflow, top_picks
+from ista_nas.analysis.proxies import batch_scores, score_cell, synflow, top_picks
 from ista_nas.spaces import SPACES
 
 
@@ -97,7 +97,7 @@ def test_the_proxies_command_scores_cells_and_ranks_them_against_a_table(tiny_fo
         assert math.isclose(result["correlation"][name]["kendall_tau"], stats.kendalltau(values, true).statistic)
         assert result["picks"][name] == true[values.index(max(values))]
     # Each cell's scores are score_cell's on the same seeded batch.
-    from ista_nas.proxies import one_batch
+    from ista_nas.analysis.proxies import one_batch
 
     batch, classes = one_batch(f"folder:{tiny_folder}", 8, 0)
     assert score_cell(cells[2], 4, 1, batch, classes, seed=0)["grad_norm"] == pytest.approx(

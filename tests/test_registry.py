@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import interrupted_copy
 
+from ista_nas.analysis.report import write_run_report
 from ista_nas.engine.checkpoint import load_checkpoint
 from ista_nas.errors import UserError
 from ista_nas.methods import METHODS, make_config, resume, search
@@ -77,6 +78,7 @@ def test_every_space_and_method_searches_resumes_exactly_and_reports(space, meth
     net, _, _ = SPACES[space].sized_network(full.genotype, 4, 3, 3, 3, 16, None)
     assert net.eval()(torch.zeros(1, 3, 16, 16)).shape == (1, 3)
     assert [r["epoch"] for r in full.metrics] == [1, 2]
+    write_run_report(tmp_path / "full")
     report = (tmp_path / "full" / "report.html").read_text()
     assert "<h1>ista-nas search run</h1>" in report and html.escape(json.dumps(full.genotype.to_dict())) in report
     # Exact resume: the copy left after epoch 1 ends as the uninterrupted run did.

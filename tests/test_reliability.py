@@ -424,8 +424,8 @@ TEXTS = st.one_of(JSONISH.map(json.dumps), st.integers(1, 200_000).map(lambda d:
 @given(name=st.sampled_from(["config.json", "metrics.jsonl", "ranking.json", "genotype.json", "benchmark.json"]),
        text=TEXTS)
 def test_any_json_in_a_run_file_is_read_or_refused_as_a_user_error(runs, tmp_path_factory, name, text):
-    from ista_nas.compare import format_comparison, format_groups, summarize_groups
-    from ista_nas.report import read_run, render
+    from ista_nas.analysis.compare import format_comparison, format_groups, summarize_groups
+    from ista_nas.analysis.report import read_run, render
 
     run = tmp_path_factory.mktemp("run")
     for keep in ("config.json", "metrics.jsonl", "genotype.json", "benchmark.json", "ranking.json"):

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from ista_nas.cli import main
-from ista_nas.compare import compare, format_comparison, format_groups
+from ista_nas.analysis.compare import compare, format_comparison, format_groups
 from ista_nas.networks.nb201 import NB201_EXAMPLE
-from ista_nas.report import CHECK, read_run, render, settled_after, support_history
+from ista_nas.analysis.report import CHECK, read_run, render, settled_after, support_history
 from ista_nas import methods
 
 
@@ -26,7 +26,10 @@ def search_run(tiny_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "search"
     cfg = make_config("quick", dataset=f"folder:{tiny_folder}", subset=0, epochs=3, batch_size=12, channels=4,
                       layers=3, device="cpu", seed=0, tensorboard=True)
-    methods.search(cfg, out)
+    assert main(["search", "--preset", "quick", "--dataset", f"folder:{tiny_folder}", "--subset", "0", "--epochs", "3",
+                 "--batch-size", "12", "--channels", "4", "--layers", "3", "--device", "cpu", "--seed", "0",
+                 "--tensorboard", "--out", str(out)]) == 0  # the command writes the report
+    assert json.loads((out / "config.json").read_text()) == cfg.to_dict()
     return out
 
 

@@ -7,7 +7,7 @@ import torch
 
 from ista_nas import Genotype, RunFailed, load_genotype
 from ista_nas.engine.checkpoint import load_checkpoint
-from ista_nas.methods.base import BilevelStepper
+from ista_nas.methods.bilevel import BilevelStepper
 from ista_nas import methods
 
 from conftest import interrupted_copy
@@ -140,7 +140,7 @@ def test_bad_runs_and_checkpoints_give_one_line_and_exit_2(tiny_folder, tmp_path
 
 def test_stored_config_with_wrong_types_is_rejected(tiny_config, tmp_path):
     from ista_nas import UserError
-    from ista_nas.config import SearchConfig
+    from ista_nas.methods import SearchConfig
 
     data = tiny_config().to_dict()
     with pytest.raises(UserError, match="epochs = '5' is not of type int"):
@@ -292,15 +292,15 @@ def test_clip_with_b_clips_the_weight_step_by_the_norm_with_bs_accumulated_gradi
     assert coefs[1] < 0.99 * coefs[0]  # b's gradient made the step measurably smaller
 
 
-def test_a_setting_other_methods_own_is_refused_in_one_line_before_anything_is_read(tmp_path, monkeypatch):
-    """Every setting whose field names the methods that own it is refused under each other method, by the one
-    ownership check, in one line naming the flag and the fix; the search stops before it reads the (missing)
-    dataset or makes its run directory. The torchrun refusals, too, come before the process group."""
+def test_a_setting_other_plugins_own_is_refused_in_one_line_before_anything_is_read(tmp_path, monkeypatch):
+    """Walking the registries: every setting a method or a space lists (its ``fields.Settings`` groups) is
+    refused under each method and each space that does not list it, by the one ownership check, in one line
+    naming the flag, its owner and the fix; the search stops before it reads the (missing) dataset or makes its
+    run directory. The same value is taken by a plug-in that lists it."""
     import dataclasses
 
-    from ista_nas.config import SearchConfig
     from ista_nas.errors import UserError
-    from ista_nas.methods import METHODS, settings
+    from ista_nas.methods import METHODS, owned, settings
     from ista_nas.spaces import SPACES
 
     def other(f):  # a value away from the field's default that its own rule accepts
@@ -309,24 +309,35 @@ def test_a_setting_other_methods_own_is_refused_in_one_line_before_anything_is_r
             return next(c for c in rule.choices if c != f.default)
         return not f.default if isinstance(f.default, bool) else f.default + (1 if isinstance(f.default, int) else 0.1)
 
-    owned = [f for f in dataclasses.fields(SearchConfig) if f.metadata["methods"]]
-    assert len(owned) >= 18
-    for space in SPACES:
-        for f in owned:
-            for name in set(METHODS) - set(f.metadata["methods"]):
-                if f.name in ("budget_channels", "budget_layers") and space != "darts":
-                    continue  # offered by the DARTS cell space only: refused by that rule first
-                cfg = settings("quick", space=space, method=name, dataset="folder:/nonexistent", **{f.name: other(f)})
+    def listing(plugins, name):
+        return [key for key, plugin in plugins.items()
+                if any(name in {f.name for f in dataclasses.fields(part)} for part in plugin.settings)]
+
+    fields = {f.name: f for plugin in (*METHODS.values(), *SPACES.values()) for part in plugin.settings
+              for f in dataclasses.fields(part)}
+    assert len(fields) >= 21  # the sparse code, clip, budget, split, retrain size, freezing, training phase, nodes
+    tried = 0
+    for name, f in fields.items():
+        by_method, by_space = listing(METHODS, name), listing(SPACES, name)
+        for space in SPACES:
+            for method in METHODS:
+                if (not by_method or method in by_method) and (not by_space or space in by_space):
+                    mine = settings("quick", space=space, method=method, **{name: other(f)})
+                    assert not owned(mine, settings("quick", space=space, method=method)), (name, space, method)
+                    continue
+                cfg = settings("quick", space=space, method=method, dataset="folder:/nonexistent", **{name: other(f)})
                 with pytest.raises(UserError) as refused:
                     methods.search(cfg, tmp_path / "run")
-                message = str(refused.value)
-                assert message.startswith(f"--{f.name.replace('_', '-')} is a setting of --method "), message
+                message, flag = str(refused.value), f"--{name.replace('_', '-')}"
                 assert len(message.splitlines()) == 1, message
-                assert message.endswith(f"unused by --method {name}: drop it or use --method "
-                                        f"{f.metadata['methods'][0]}"), message
-                # The same value is taken by a method that owns the setting (up to that method's own checks).
-                mine = settings("quick", space=space, method=f.metadata["methods"][0], **{f.name: other(f)})
-                assert not mine.owned(settings("quick", space=space, method=f.metadata["methods"][0]))
+                if by_method and method not in by_method:
+                    assert message.startswith(f"{flag} is a setting of --method {' and '.join(by_method)} ("), message
+                    assert message.endswith(f"unused by --method {method}: drop it or use --method {by_method[0]}")
+                else:
+                    assert message == (f"{flag} is a setting of --space {by_space[0]} only, unused by --space {space}: "
+                                       f"drop it or use --space {by_space[0]}"), message
+                tried += 1
+    assert tried >= 40
     assert not (tmp_path / "run").exists()
 
 
@@ -335,7 +346,7 @@ def test_a_batch_whose_activations_exceed_the_memory_is_refused_before_any_step(
     naming the flags to lower, before any step and before the run directory is made; with just enough it runs."""
     from ista_nas import spaces
     from ista_nas.errors import UserError
-    from ista_nas.methods.base import BilevelStepper
+    from ista_nas.methods.bilevel import BilevelStepper
 
     cfg, eager = tiny_config(epochs=1), BilevelStepper.eager_step
     need = cfg.batch_size * spaces.activation_bytes("darts", cfg.channels, cfg.layers, (16, 16), 3, 3)

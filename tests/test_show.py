@@ -6,7 +6,7 @@ from PIL import Image
 
 from ista_nas.spaces import write_diagrams
 from ista_nas.published import PUBLISHED
-from ista_nas.summary import network_summary
+from ista_nas.analysis.summary import network_summary
 
 
 def test_diagrams_are_valid_png_and_svg_showing_every_op(tmp_path):

@@ -21,7 +21,8 @@ from .errors import UserError
 from .engine.loop import resolve_device
 from .engine.data import DataInfo
 from .methods import make_config
-from .methods.base import BilevelStepper, build_supernet
+from .methods.base import build_supernet
+from .methods.bilevel import BilevelStepper
 from .networks import SearchNetwork
 from .published import PUBLISHED
 from .spaces import SPACES, check_network

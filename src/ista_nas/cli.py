@@ -12,7 +12,7 @@ from typing import Any
 
 from . import __version__
 from .benchmark import DEFAULT_ARCH_COLUMN, DEFAULT_METRIC, NO_TABLE
-from .config import SearchConfig, TrainConfig, train_settings
+from .config import TrainConfig, train_settings
 from .errors import IstaNasError, UserError
 from .files import claim_folder
 from .limits import one_line
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ista-nas {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    from .methods import METHODS
+    from .methods import METHODS, SearchConfig
 
     search_presets = [SearchConfig.PRESETS, *(m.presets for m in METHODS.values()),
                       *(s.search_presets for s in SPACES.values()),
@@ -208,14 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from .report import write_report
+    from .analysis.report import write_report
 
     print(write_report(args.run, args.out))
 
 
 def _compare(args: argparse.Namespace) -> None:
     from .benchmark import load_table
-    from .compare import compare, format_comparison, format_groups
+    from .analysis.compare import compare, format_comparison, format_groups
 
     table = load_table(args.benchmark, args.arch_column, args.metric) if args.benchmark else None
     infos, groups, plot = compare(args.runs, args.plot, table)
@@ -229,7 +229,7 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _lookup(args: argparse.Namespace) -> None:
-    from .baselines import format_lookup, lookup
+    from .analysis.baselines import format_lookup, lookup
 
     result = lookup(args.arch, args.benchmark, args.arch_column, args.metric)
     print(json.dumps(result) if args.json else format_lookup(result))
@@ -237,7 +237,7 @@ def _lookup(args: argparse.Namespace) -> None:
 
 def _correlate(args: argparse.Namespace) -> None:
     from .benchmark import table_for
-    from .consistency import correlate, format_result, run_space, truth_from_runs, truth_from_table
+    from .analysis.consistency import correlate, format_result, run_space, truth_from_runs, truth_from_table
 
     if args.benchmark and args.truth:
         raise UserError("--benchmark and --truth exclude each other; give one source of true accuracy")
@@ -250,7 +250,7 @@ def _correlate(args: argparse.Namespace) -> None:
 
 
 def _proxies(args: argparse.Namespace) -> None:
-    from .proxies import format_score, score
+    from .analysis.proxies import format_score, score
 
     result = score(args.cells, args.sample, args.sample_seed, args.space, args.dataset, args.batch_size, args.seed,
                    args.channels, args.layers, args.device, args.benchmark, args.arch_column, args.metric,
@@ -262,8 +262,8 @@ def _absolute(path: str) -> str:
     return str(Path(path).expanduser().resolve())
 
 
-def _run_command(args: argparse.Namespace, module: Any, make: Any, start: Any) -> None:
-    """search and train: a new run from a preset and flags, or --resume of an existing one."""
+def _run_command(args: argparse.Namespace, module: Any, make: Any, start: Any) -> Any:
+    """search and train: a new run from a preset and flags, or --resume of an existing one; its result."""
     from .engine.rundir import default_out
 
     given: dict[str, Any] = {k: v for k, v in vars(args).items()
@@ -271,8 +271,7 @@ def _run_command(args: argparse.Namespace, module: Any, make: Any, start: Any) -
     if args.resume is not None:
         if args.out is not None:
             raise UserError("--out and --resume exclude each other; --resume continues the run where it is")
-        module.resume(args.resume, **given)
-        return
+        return module.resume(args.resume, **given)
     # Paths are stored absolute, so a resume works from any directory.
     if given.get("dataset", "").startswith("folder:"):
         given["dataset"] = "folder:" + _absolute(given["dataset"][len("folder:"):])
@@ -284,11 +283,13 @@ def _run_command(args: argparse.Namespace, module: Any, make: Any, start: Any) -
         given["genotype"] = _absolute(given["genotype"])
     cfg = make(**given)
     with default_out(args.out, f"runs/{args.command}") as out:
-        start(cfg, out)
+        return start(cfg, out)
 
 
 def _search(args: argparse.Namespace) -> None:
     from . import methods
+    from .analysis.report import write_run_report
+    from .engine.distributed import launched_as_main
 
     seeds, config = vars(args).pop("seeds"), vars(args).pop("config")
     if config is not None:
@@ -297,11 +298,14 @@ def _search(args: argparse.Namespace) -> None:
         for key, value in methods.stored_settings(config).items():  # flags given override the file
             vars(args).setdefault(key, value)
     if seeds is None:
-        _run_command(args, methods, methods.settings, methods.search)  # search validates the settings
-        return
-    if args.resume is not None or ("seed" in vars(args) and config is None):
+        results = [_run_command(args, methods, methods.settings, methods.search)]  # search validates the settings
+    elif args.resume is not None or ("seed" in vars(args) and config is None):
         raise UserError("--seeds excludes --seed and --resume; give the same --seeds and --out again to continue")
-    _run_command(args, methods, methods.settings, lambda cfg, out: methods.search_seeds(cfg, seeds, out))
+    else:
+        results = _run_command(args, methods, methods.settings, lambda cfg, out: methods.search_seeds(cfg, seeds, out))
+    if launched_as_main():  # one process writes each run's report
+        for result in results:
+            write_run_report(result.run_dir)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -345,8 +349,8 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _show(args: argparse.Namespace) -> None:
-    from .baselines import space_parameter_rank
-    from .summary import network_summary
+    from .analysis.baselines import space_parameter_rank
+    from .analysis.summary import network_summary
 
     genotype = get_genotype(args.genotype)
     space = space_of(genotype)

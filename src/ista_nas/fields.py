@@ -1,12 +1,13 @@
-"""The machinery of run settings, apart from the settings themselves (config.py): a field's rule (``Rule`` and the
-common ones), the type test every reader of a stored setting applies (``fits``), and the one precedence rule of
-presets (``resolve``)."""
+"""The machinery of run settings, apart from the settings themselves (config.py has what every run has; each
+plug-in declares its own beside its code): a setting's field (``setting``), a plug-in's group of settings
+(``Settings``), a field's rule (``Rule`` and the common ones), the type test every reader of a stored setting
+applies (``fits``), and the one precedence rule of presets (``resolve``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from .errors import UserError
 from .limits import SEED_BOUND
@@ -25,6 +26,23 @@ class Rule:
         if self.choices:
             return f"unknown {flag} {value!r}; choose one of {', '.join(self.choices)}"
         return f"{flag} must be {self.text}, got {value!r}"
+
+
+def setting(default: Any, help: str, rule: Rule | None = None, symbol: str = "") -> Any:
+    """A setting: its default (written here only), its help (the reason for the default), its rule and the
+    paper's symbol for it. Every setting is also a command-line flag (``--batch-size`` for ``batch_size``)."""
+    return field(default=default, metadata={"help": help, "rule": rule, "symbol": symbol})
+
+
+class Settings:
+    """A plug-in's own settings: a dataclass of ``setting`` fields that a method or a space lists in its
+    ``settings`` and the command's config mixes in. ``why`` names them (a noun phrase) when a plug-in that does
+    not list them refuses them; ``own_checks`` are their constraints, with the run's other settings."""
+
+    why: ClassVar[str] = ""
+
+    def own_checks(self) -> list[tuple[bool, str]]:
+        return []
 
 
 def at_least(n: int, why: str = "") -> Rule:

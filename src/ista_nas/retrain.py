@@ -15,7 +15,7 @@ from typing import Any, TypedDict
 
 import torch
 
-from .config import TrainConfig, check_types
+from .config import TrainConfig
 from .engine.checkpoint import load_checkpoint
 from .engine.data import DeviceLoader, load_dataset
 from .engine.distributed import Dist, on_main, place
@@ -28,6 +28,7 @@ from .engine.stream import StreamingLoader
 from .engine.trainer import Loader, Trainer, autocast_for, evaluate, training_means
 from .errors import UserError
 from .limits import MAX_WORKERS, check_count
+from .methods import check_types
 from .networks.cnn import count_parameters
 from .spaces import (SPACES, build_model, check_activations, check_network, get_genotype, model_spec, space_of,
                      write_diagrams)

@@ -16,15 +16,41 @@ Groups of different sizes are batched in one tensor, zero-padded to the largest 
 from __future__ import annotations
 
 import logging
-
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from .fields import POSITIVE, Settings, at_least, one_of, setting
 from .solver import LassoResult, lasso
 
 MATRIX_KINDS = ("uniform", "gaussian")
+WEIGHT_SCALES = ("raw", "mean", "softmax")
+
+
+@dataclass
+class CodeSettings(Settings):
+    """The sparse code's settings: the settings of the ISTA-NAS methods (two-stage, one-stage), which list it."""
+
+    why: ClassVar[str] = "ISTA-NAS's sparse code; DARTS searches softmax(alpha) instead"
+
+    proj_dims: int = setting(7, "m, length of each node's compressed vector b (official code: 7)", at_least(1), "m")
+    sparsity: int = setting(2, "s, candidates kept per node (DARTS cell: 2 inputs per node)", at_least(1), "s")
+    lam: float = setting(1e-5, "l1 weight of the recovery LASSO (official code: 1e-5)", POSITIVE)
+    matrix: str = setting("uniform", "measurement matrix entries: uniform U[0,1) (official) or gaussian N(0,1/m)",
+                          one_of(MATRIX_KINDS))
+    arch_init: float = setting(1e-3, "ISTA-NAS: standard deviation of b's random initial values, which sets the scale "
+                                     "of the first recovered z and of the relaxed weights (official: 1e-3)", POSITIVE)
+    weight_scale: str = setting("raw", "ISTA-NAS: raw (the relaxed weights as they are, official), mean (divided by "
+                                       "their mean magnitude over the cell, not differentiated) or softmax (softmax "
+                                       "of |alpha| per edge: each edge a convex mixture of its support)",
+                                one_of(WEIGHT_SCALES))
+
+    def own_checks(self) -> list[tuple[bool, str]]:
+        return [(self.sparsity <= self.proj_dims, f"--sparsity (s) must be at most --proj-dims (m): a LASSO solution "
+                                                  f"has at most m nonzeros, got s={self.sparsity} > m={self.proj_dims}")]
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +82,9 @@ class SparseCode(nn.Module):
     recovered vector, ``support`` (T, G, s) candidate indices. Parameter: ``b`` (T, G, m).
     """
 
-    def __init__(self, group_sizes: Sequence[int], types: int = 2, m: int = 7, s: int = 2, lam: float = 1e-5,
-                 matrix: str = "uniform", seed: int = 0, init_scale: float = 1e-3):
+    def __init__(self, group_sizes: Sequence[int], types: int = 2, m: int = CodeSettings.proj_dims,
+                 s: int = CodeSettings.sparsity, lam: float = CodeSettings.lam, matrix: str = CodeSettings.matrix,
+                 seed: int = 0, init_scale: float = CodeSettings.arch_init):
         super().__init__()
         if s > min(group_sizes):
             raise ValueError(f"sparsity s={s} exceeds the smallest group size {min(group_sizes)}")
@@ -131,9 +158,6 @@ class SparseCode(nn.Module):
     def ranking(self) -> Tensor:
         """(T, G, n) candidate indices ordered by decreasing |z| (padding last); the support is its first s."""
         return self._rank(self.z)
-
-
-WEIGHT_SCALES = ("raw", "mean", "softmax")
 
 
 def scale_weights(alpha: Tensor, scale: str, keep: Tensor | None = None) -> Tensor:

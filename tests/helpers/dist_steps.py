@@ -13,7 +13,7 @@ from ista_nas.config import make_train_config
 from ista_nas.methods import make_config
 from ista_nas.engine.distributed import Dist, place, shutdown
 from ista_nas.methods.budget import recover_within_budget
-from ista_nas.methods.base import BilevelStepper
+from ista_nas.methods.bilevel import BilevelStepper
 from ista_nas.networks import SearchNetwork
 from ista_nas.networks.cnn import Network
 from ista_nas.published import PUBLISHED

@@ -1,5 +1,10 @@
 """Search methods, by name, and what starts, resumes and configures them. A new method is one module (a
-``SearchMethod`` subclass, run by the engine's driver) and one entry in ``METHODS``."""
+``SearchMethod`` subclass, run by the engine's driver, listing its settings) and one entry in ``METHODS``.
+
+``SearchConfig``, a search's settings, is composed here from every search's (``base.SearchSettings``) and the
+settings every registered method and space lists (``fields.Settings`` groups, each declared beside the code that
+reads it): one flat dataclass, so every setting is a flag and a key of a run's config.json. Who owns a setting
+is read from the same lists (``owned``)."""
 
 from __future__ import annotations
 
@@ -8,42 +13,93 @@ from pathlib import Path
 from typing import Any
 
 from ..benchmark import NO_TABLE
-from ..config import SearchConfig
-from ..fields import resolve
+from ..config import RunConfig, TrainConfig
+from ..config import check_types as check_types_of
+from ..fields import Settings, resolve
 from ..engine import driver
 from ..engine.rundir import RunDir
 from ..errors import UserError
 from ..files import read_json, refuse_link
 from ..limits import check_size
 from ..spaces import SPACES, check_network, machine_memory
-from .base import SearchMethod, SearchResult, table_of
+from .base import SearchMethod, SearchResult, SearchSettings, table_of
 from .darts import Darts
 from .one_stage import OneStage
 from .two_stage import TwoStage
 
 METHODS: dict[str, type[SearchMethod]] = {"two-stage": TwoStage, "one-stage": OneStage, "darts": Darts}
 
+_PARTS = tuple(dict.fromkeys(part for plugin in (*METHODS.values(), *SPACES.values()) for part in plugin.settings))
+# The plug-ins' settings follow every search's (fields come in reverse base order), in registry order.
+SearchConfig = dataclasses.dataclass(type("SearchConfig", (*reversed(_PARTS), SearchSettings), {
+    "__module__": __name__, "__doc__": "``ista-nas search``: every search's settings and each plug-in's (composed "
+                                       "from the registries; ``owned`` says which plug-in reads which)."}))
+
+
+def owners(name: str) -> tuple[list[str], list[str], str]:
+    """Who reads the search setting ``name``: the methods listing it, the spaces listing it (empty: every one),
+    and what it is (its group's ``why``)."""
+    def lists(plugin: Any) -> Settings | None:
+        return next((part for part in plugin.settings if name in {f.name for f in dataclasses.fields(part)}), None)
+
+    methods = [m for m, cls in METHODS.items() if lists(cls)]
+    spaces = [s for s, space in SPACES.items() if lists(space)]
+    part = next((lists(p) for p in (*METHODS.values(), *SPACES.values()) if lists(p)), None)
+    return methods, spaces, part.why if part else ""
+
+
+def owned(cfg: SearchConfig, baseline: SearchConfig) -> list[str]:
+    """The one check of who owns a setting: a setting that the chosen method or space does not list keeps the
+    value ``baseline`` (the same preset, method and space without flags) gives it. One refusal per setting given,
+    naming the flag, its owner and the fix."""
+    refusals = []
+    for f in dataclasses.fields(cfg):
+        if getattr(cfg, f.name) == getattr(baseline, f.name):
+            continue
+        flag, (methods, spaces, why) = f"--{f.name.replace('_', '-')}", owners(f.name)
+        if methods and cfg.method not in methods:
+            refusals.append(f"{flag} is a setting of --method {' and '.join(methods)} ({why}), unused by --method "
+                            f"{cfg.method}: drop it or use --method {methods[0]}")
+        if spaces and cfg.space not in spaces:
+            refusals.append(f"{flag} is a setting of --space {spaces[0]} only, unused by --space {cfg.space}: drop "
+                            f"it or use --space {spaces[0]}")
+    return refusals
+
+
+def check_types(config: Any, source: str) -> dict[str, Any]:
+    """A run's stored settings (a search's or a training run's) as readers rely on them: ``config.check_types``
+    over both commands' settings."""
+    return check_types_of(config, source, (SearchConfig, TrainConfig))
+
+
+def evaluation_fields(config: dict[str, Any], search: bool) -> tuple[str, str]:
+    """The (C, L) fields of the network a run's genotype is evaluated at, as its method says: a search whose
+    method retrains the genotype (the methods listing ``RetrainSize``), the budget network's; a training run,
+    or a search that trains its own network, the run's own."""
+    if search and config.get("method", "two-stage") in owners("budget_channels")[0]:
+        return "budget_channels", "budget_layers"
+    return "channels", "layers"
+
 
 def validate(cfg: SearchConfig) -> SearchConfig:
-    """``cfg.validate()``, who owns each setting (``cfg.owned``), what its method and its space require of it
-    together, and its benchmark table (read here, once: the method records with the same reading); returns
+    """Every setting's type and rule, who owns each setting (``owned``), the checks of the parts the method and
+    the space list, what they require of it together, and its benchmark table (read here, once: the method records with the same reading); returns
     ``cfg``. Everything here runs before any data loads."""
-    cfg.validate()
+    cfg.check_rules()
+    cfg.check_parts({RunConfig, SearchSettings})  # what every run and every search requires
     if cfg.method not in METHODS:
         raise UserError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
     method, space = METHODS[cfg.method], SPACES[cfg.space]
-    for ok, message in cfg.owned(settings(cfg.preset, method=cfg.method, space=cfg.space)):
-        if not ok:
-            raise UserError(message)
+    for refusal in owned(cfg, settings(cfg.preset, method=cfg.method, space=cfg.space)):
+        raise UserError(refusal)
     check_search_size(cfg, space)
     smallest = space.smallest_group(method.supernet == "dense")
     checks = [(cfg.sparsity < smallest, f"--sparsity (s) must be in 1..{smallest - 1}: the smallest decision group "
-                                        f"has only {smallest} candidates, got {cfg.sparsity}"),
-              (cfg.sparsity <= cfg.proj_dims, f"--sparsity (s) must be at most --proj-dims (m): a LASSO solution has "
-                                              f"at most m nonzeros, got s={cfg.sparsity} > m={cfg.proj_dims}")]
+                                        f"has only {smallest} candidates, got {cfg.sparsity}")]
     for ok, message in method.checks(cfg, space) + space.check_search(cfg) + checks:
         if not ok:
             raise UserError(message)
+    cfg.check_parts({*method.settings, *space.settings})  # each plug-in's own checks of its settings
     if cfg.benchmark not in ("", NO_TABLE) and not space.example:
         raise UserError(f"--benchmark needs a space whose architectures have a written form; --space {space.name} "
                         "has none (use ista-nas correlate with training runs as the truth)")
@@ -62,7 +118,7 @@ def check_search_size(cfg: SearchConfig, space: Any) -> None:
     check_size(cfg.channels, cfg.layers)
     ops, entries = space.search_size(cfg)
     if ops > MAX_CANDIDATE_OPS:
-        nodes = "nodes" in space.own_fields  # the DARTS cell's nodes size its supernet too
+        nodes = space.name in owners("nodes")[1]  # the DARTS cell's nodes size its supernet too
         raise UserError(f"--layers {cfg.layers}{f' --nodes {cfg.nodes}' if nodes else ''}: the supernet would build "
                         f"{ops:,} candidate ops (the paper's largest: 1,960; at most {MAX_CANDIDATE_OPS:,}); lower "
                         f"--layers{' or --nodes' if nodes else ''}")
@@ -83,7 +139,7 @@ def settings(preset: str = "paper", **overrides: Any) -> SearchConfig:
     ``overrides``; not validated yet (``search`` validates it)."""
     name = overrides.get("method", "two-stage")
     method, space = METHODS.get(name), SPACES.get(overrides.get("space", "darts"))
-    tables = [("", SearchConfig.PRESETS)]
+    tables = [("", SearchSettings.PRESETS)]
     tables += [(f"--space {space.name}", space.search_presets)] if space else []
     tables += [(f"--method {name}", method.presets)] if method else []
     tables += [(f"--space {space.name} --method {name}", space.target.presets)] if method and space and \

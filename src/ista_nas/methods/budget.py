@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from ..engine.distributed import Dist
+from ..fields import NONNEGATIVE, Settings, setting
 from ..solver import LassoResult
 from ..spaces.base import SearchSpace
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class BudgetSettings(Settings):
+    """The parameter budget of a recovery: a setting of the methods that recover z (two-stage, one-stage)."""
+
+    why: ClassVar[str] = "the recovery under a parameter budget; DARTS has none"
+
+    max_params: float = setting(0.0, "reject recovered architectures over this many million parameters, 0 = no "
+                                     "budget (two-stage: counted for the budget_channels x budget_layers network)",
+                                NONNEGATIVE)
 
 
 def recover_within_budget(net: torch.nn.Module, space: SearchSpace, max_params: float, channels: int, layers: int,

@@ -2,7 +2,7 @@
 
 Every candidate op runs, mixed by softmax(alpha); each training batch gives one Adam step on alpha (loss on a
 held-out batch) and one SGD step on the weights, the same bilevel step as the two-stage ISTA-NAS search's
-(``methods.base``). There is no recovery: alpha is the architecture, and the genotype is derived from it (the
+(``methods.bilevel``). There is no recovery: alpha is the architecture, and the genotype is derived from it (the
 two strongest non-none inputs of each node). Same data and schedule as the two-stage search, so the two
 compare at equal cost per epoch; the parameter budget (``--max-params``) is ISTA-NAS's and refused here.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Bilevel
+from .bilevel import Bilevel
 
 
 class Darts(Bilevel):

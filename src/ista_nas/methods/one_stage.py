@@ -22,25 +22,43 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, TypedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..config import RunConfig, SearchConfig, TrainConfig
-from ..engine.distributed import Dist, place, wrap
+from ..config import RunConfig, Streaming, TrainConfig, TrainingPhase
+from ..engine.distributed import Dist, place
 from ..engine.driver import EpochPlan
 from ..engine.rundir import RunDir
 from ..engine.splits import train_test
 from ..engine.trainer import Trainer, evaluate, training_means
+from ..fields import NONNEGATIVE, Settings, setting
 from ..networks.protocols import TargetSupernet
 from ..spaces import SPACES, build_model, model_spec
 from ..spaces.base import Checks, SearchSpace
-from .base import SearchMethod, SearchResult, Stepper, build_supernet, clip_weight_grads, keep_zero_grads
-from .budget import recover_within_budget
+from ..sparse_coding import CodeSettings
+from .base import ClipSettings, SearchMethod, SearchResult, Stepper, build_supernet, clip_weight_grads
+from .budget import BudgetSettings, recover_within_budget
+
+if TYPE_CHECKING:
+    from . import SearchConfig
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class FreezeSettings(Settings):
+    """When the search phase fixes a decision group, and when it ends."""
+
+    why: ClassVar[str] = "its search freezes each decision once it settles"
+
+    freeze_tol: float = setting(1e-3, "one-stage: a decision group (a node of the DARTS cell, an edge of others) "
+                                      "freezes when its z moved at most this much (L2) in an epoch", NONNEGATIVE)
+    max_search_epochs: int = setting(0, "one-stage: freeze every group still searching after this many search "
+                                        "epochs, 0 = search until every group froze", NONNEGATIVE)
 
 
 # The one-stage method's presets: the target network's settings (official train_search_single defaults). The
@@ -68,13 +86,15 @@ ONE_STAGE_PRESETS = {
                   drop_path=0.1, weight_scale="mean"),
 }
 # The one-stage run's training phase, field by field: every setting a search and a training run share (the
-# RunConfig fields: the same data, network, optimiser, space and run settings, same meaning in both) comes from
-# the run's config; the training command's own settings are fixed by what it trains (the searched network).
-TRAINING_PHASE_FROM_SEARCH = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name != "preset")
+# RunConfig fields: the same data, network, optimiser, space and run settings, same meaning in both; the training
+# phase's and the streaming loader's, which this method lists) comes from the run's config; the training
+# command's own settings are fixed by what it trains (the searched network).
+TRAINING_PHASE_FROM_SEARCH = tuple(f.name for part in (RunConfig, TrainingPhase, Streaming)
+                                   for f in dataclasses.fields(part) if f.name != "preset")
 TRAINING_PHASE_FIXED = dict(genotype="(one-stage search)", arch="")
 
 
-def training_phase(cfg: SearchConfig) -> TrainConfig:
+def training_phase(cfg: "SearchConfig") -> TrainConfig:
     """The TrainConfig of a one-stage run's training phase (every field named above; a test checks the list
     covers TrainConfig, so a new training setting has to be placed here)."""
     return TrainConfig(preset=cfg.preset, **TRAINING_PHASE_FIXED,
@@ -86,20 +106,14 @@ class OneStageStepper(Stepper):
     network: one loss, one SGD step on weights and one Adam step on b
     (gradients of both averaged over the ranks by a DDP wrapper rebuilt every epoch)."""
 
-    def __init__(self, net: TargetSupernet, cfg: SearchConfig, ctx: Dist = Dist()):
-        self.net, self.cfg, self.ctx = net, cfg, ctx
+    def __init__(self, net: TargetSupernet, cfg: "SearchConfig", ctx: Dist = Dist()):
         # Every candidate op's BN starts fixed at (1, 0); a group's held ops' BNs train once the group freezes.
         types, groups = net.arch.frozen.shape
         for t in range(types):
             for g in range(groups):
                 for p in net.op_bn_parameters(t, g):
                     p.requires_grad_(False)
-        self.w_opt = torch.optim.SGD(net.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                     weight_decay=cfg.weight_decay)
-        self.a_opt = torch.optim.Adam([net.arch.b], lr=cfg.arch_lr, betas=(0.5, 0.999),
-                                      weight_decay=cfg.arch_weight_decay, capturable=self.use_graphs(cfg, ctx))
-        self.active: list[nn.Parameter] = []
-        self.train_net: nn.Module | None = None
+        super().__init__(net, net.arch.b, cfg, ctx)
 
     def unfreeze_bn(self, groups: Tensor) -> None:
         for t, g in groups.nonzero().tolist():
@@ -108,12 +122,7 @@ class OneStageStepper(Stepper):
 
     def begin_epoch(self) -> None:
         # Only the support ops run this epoch; a BN still fixed at (1, 0) has no gradient and stays as it is.
-        self.active = [p for p in self.net.active_weight_parameters() if p.requires_grad]
-        keep_zero_grads(self.w_opt.param_groups[0]["params"], self.active)
-        self.train_net = None  # drop the previous DDP wrapper (and its gradient hooks) before building the next
-        self.train_net = wrap(self.net, self.active + [self.net.arch.b], self.ctx)
-        self.net.train()
-        self.recapture()
+        self.open_epoch([p for p in self.net.active_weight_parameters() if p.requires_grad], [self.b])
 
     def eager_step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         logits, aux = self.train_net(x)
@@ -171,16 +180,18 @@ class OneStage(SearchMethod):
     kind = "phase"
     presets = ONE_STAGE_PRESETS
     supernet = "target"
+    # b's code, clip and budget as two-stage's; when groups freeze; the training phase and its loader
+    settings = (CodeSettings, ClipSettings, BudgetSettings, FreezeSettings, TrainingPhase, Streaming)
 
     @staticmethod
-    def checks(cfg: SearchConfig, space: SearchSpace) -> Checks:
+    def checks(cfg: "SearchConfig", space: SearchSpace) -> Checks:
         return [
             (space.target is not None, f"--space {cfg.space} has no one-stage supernet; search it with --method "
                                         "two-stage or darts"),
         ] + (space.target.checks(cfg) if space.target else [])
 
     @staticmethod
-    def validate_parts(cfg: SearchConfig) -> None:
+    def validate_parts(cfg: "SearchConfig") -> None:
         training_phase(cfg).validate()  # the training phase's settings, checked as the train command checks them
 
     def setup(self, ctx: Dist) -> None:

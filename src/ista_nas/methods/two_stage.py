@@ -1,6 +1,6 @@
 """Two-stage ISTA-NAS search (Yang et al., NeurIPS 2020, Sec. 3.2), read top to bottom.
 
-Per epoch (the bilevel loop of ``methods.base``, over the sparse supernet): the supernet runs only the
+Per epoch (the bilevel loop of ``methods.bilevel``, over the sparse supernet): the supernet runs only the
 current supports; every training batch gives one Adam step on the compressed architecture parameters b (loss
 on a batch of the held-out half) and one SGD step on the network weights (loss on a batch of the training
 half). After the epoch z is recovered from b by LASSO, under the parameter budget, and the supports move.
@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..spaces import SPACES
-from .base import Bilevel
-from .budget import recover_within_budget
+from ..sparse_coding import CodeSettings
+from .base import ClipSettings
+from .bilevel import Bilevel
+from .budget import BudgetSettings, recover_within_budget
 
 
 class TwoStage(Bilevel):
@@ -21,6 +23,7 @@ class TwoStage(Bilevel):
     supernet, then the recovery."""
 
     supernet = "sparse"
+    settings = (*Bilevel.settings, CodeSettings, ClipSettings, BudgetSettings)  # the split, the retrained size, b
 
     def end_epoch(self, epoch: int, stats: dict[str, float]) -> dict[str, Any]:
         return self.hold(stats, self.recover())

@@ -20,7 +20,8 @@ A subclass provides, for its space:
   ``searched_by`` (made of the candidates a search chooses among).
 - defaults and settings: ``default_size`` (the evaluation network's C and L), ``evaluation_size`` (which network
   a run's genotype is sized at, given the fields its method names), ``search_presets`` / ``train_presets``
-  (settings layered over the command's presets), ``own_fields`` (settings only this space offers),
+  (settings layered over the command's presets), ``settings`` (the ``fields.Settings`` groups only this space
+  offers: other spaces refuse them),
   ``check_search`` / ``check_train``.
 - optional, the one-stage group: ``target`` (a ``TargetSearch``: presets, model spec and checks of a search of
   the target network) with ``target_supernet``; a space without it is refused by ``--method one-stage``.
@@ -38,10 +39,25 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..fields import Settings, at_least, setting
 from ..networks.cnn import count_parameters
 from ..networks.protocols import DenseSupernet, SparseSupernet, TargetSupernet
 
 Checks = list[tuple[bool, str]]
+
+
+@dataclass
+class RetrainSize(Settings):
+    """The network a search's genotype is retrained at (``ista-nas train``), where a space leaves that size to
+    the user: the methods that retrain their genotype (two-stage: its parameter budget is counted there) and the
+    spaces whose evaluation size is a choice list it."""
+
+    why: ClassVar[str] = ("the size its genotype is retrained and budgeted at; a one-stage search trains its own "
+                          "network, --channels x --layers")
+
+    budget_channels: int = setting(36, "two-stage: C of the network the parameter budget is counted for",
+                                   at_least(2))
+    budget_layers: int = setting(20, "two-stage: L of the network the parameter budget is counted for", at_least(1))
 
 
 @dataclass(frozen=True)
@@ -63,7 +79,7 @@ class SearchSpace:
     search_presets: ClassVar[dict[str, dict[str, Any]]] = {}
     train_presets: ClassVar[dict[str, dict[str, Any]]] = {}
     target: ClassVar[TargetSearch | None] = None  # the one-stage group: None if the space has no target supernet
-    own_fields: ClassVar[tuple[str, ...]] = ()  # search settings that only this space offers (others refuse them)
+    settings: ClassVar[tuple[type[Settings], ...]] = ()  # search settings only this space offers (others refuse them)
 
     # --- networks ---
     def supernet(self, cfg: Any, data: Any) -> SparseSupernet:

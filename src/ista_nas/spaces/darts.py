@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +14,24 @@ from torch import nn
 
 from ..diagram import OP_COLOURS, draw_graph
 from ..errors import UserError
+from ..fields import Rule, Settings, setting
 from ..genotype import Genotype
+from ..limits import MAX_NODES
 from ..networks.cnn import Network
 from ..networks.dense import DenseSearchNetwork
 from ..networks.protocols import DenseSupernet, SparseSupernet, TargetSupernet
 from ..networks.search_cnn import SearchNetwork
 from ..ops import PRIMITIVES
 from ..published import PUBLISHED
-from .base import SearchSpace, TargetSearch
+from .base import RetrainSize, SearchSpace, TargetSearch
+
+
+@dataclass
+class CellSettings(Settings):
+    """The DARTS cell's own size, a setting of this space only."""
+
+    nodes: int = setting(4, "intermediate nodes per cell of the DARTS cell space (DARTS's steps: 4)",
+                         Rule(lambda v: 1 <= v <= MAX_NODES, f"in 1..{MAX_NODES}"))
 
 
 def draw_cell(genotype: Genotype, cell: str, stem: str | Path) -> list[Path]:
@@ -59,7 +70,7 @@ class DartsSpace(SearchSpace):
                                                                   "DARTS-cell network, two inputs per node: use "
                                                                   f"--sparsity 2, not {cfg.sparsity}")])
     published = PUBLISHED
-    own_fields = ("nodes", "budget_channels", "budget_layers")  # the DARTS cell's nodes, the retrained network
+    settings = (CellSettings, RetrainSize)  # the DARTS cell's nodes, the size its cells are retrained at
 
     @staticmethod
     def _build(cls: type, cfg: Any, data: Any, **extra: Any) -> nn.Module:

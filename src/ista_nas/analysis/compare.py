@@ -11,12 +11,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .diagram import pyplot, savefig
-from .errors import UserError
-from .files import claim_plot
+from ..diagram import pyplot, savefig
+from ..errors import UserError
+from ..files import claim_plot
 from .baselines import OpSet, run_op_set, run_size, table_op_set
 from .report import RunInfo, drawn, plain, read_run
-from .spaces import space_of
+from ..spaces import space_of
 
 log = logging.getLogger(__name__)
 

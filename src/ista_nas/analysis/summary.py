@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .errors import UserError
-from .networks.cnn import count_parameters
-from .spaces import space_of
+from ..errors import UserError
+from ..networks.cnn import count_parameters
+from ..spaces import space_of
 
 # (classes, channels, image side) of the datasets the CLI knows by name; folder:PATH is read from disk.
 DATASET_SHAPES = {"cifar10": (10, 3, 32), "cifar100": (100, 3, 32), "fashion-mnist": (10, 1, 28),
@@ -20,7 +20,7 @@ def dataset_shape(name: str) -> tuple[int, int, int]:
     if name in DATASET_SHAPES:
         return DATASET_SHAPES[name]
     if name.startswith("folder:"):
-        from .engine.data import load_dataset
+        from ..engine.data import load_dataset
 
         data = load_dataset(name, "train")
         return len(data.classes), data.channels, data.size[0]

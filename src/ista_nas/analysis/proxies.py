@@ -30,12 +30,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .benchmark import table_for
-from .engine.data import load_dataset
-from .engine.loop import resolve_device
-from .errors import UserError
-from .limits import check_seed
-from .spaces import SPACES, check_activations, check_network, get_genotype, sample_architectures, space_of
+from ..benchmark import table_for
+from ..engine.data import load_dataset
+from ..engine.loop import resolve_device
+from ..errors import UserError
+from ..limits import check_seed
+from ..spaces import SPACES, check_activations, check_network, get_genotype, sample_architectures, space_of
 from .summary import network_summary_shaped
 
 

@@ -31,22 +31,22 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .benchmark import Table
-from .config import SearchConfig, check_types, evaluation_fields
-from .diagram import pyplot, savefig
-from .engine.checkpoint import atomic_write_json, load_checkpoint
-from .engine.data import DeviceLoader, ImageData
-from .engine.distributed import Dist
-from .engine.loop import resolve_device
-from .engine.rundir import RESUMABLE, RunDir
-from .engine.splits import search_split
-from .engine.trainer import evaluate
-from .errors import UserError
-from .limits import check_seed
-from .files import atomic_write_bytes, claim_folder, claim_output, claim_plot, read_json, refuse_link
-from .methods import METHODS, check_search_size
-from .methods.base import Bilevel, build_supernet
-from .spaces import SPACES, load_genotype, sample_architectures  # noqa: F401 (re-exported)
+from ..benchmark import Table
+from ..diagram import pyplot, savefig
+from ..engine.checkpoint import atomic_write_json, load_checkpoint
+from ..engine.data import DeviceLoader, ImageData
+from ..engine.distributed import Dist
+from ..engine.loop import resolve_device
+from ..engine.rundir import RESUMABLE, RunDir
+from ..engine.splits import search_split
+from ..engine.trainer import evaluate
+from ..errors import UserError
+from ..limits import check_seed
+from ..files import atomic_write_bytes, claim_folder, claim_output, claim_plot, read_json, refuse_link
+from ..methods import METHODS, SearchConfig, check_search_size, check_types, evaluation_fields
+from ..methods.base import build_supernet
+from ..methods.bilevel import Bilevel
+from ..spaces import SPACES, load_genotype, sample_architectures  # noqa: F401 (re-exported)
 from .proxies import PROXIES, correlation, one_batch, proxy_baselines, score_cells
 from .summary import DATASET_SHAPES, dataset_shape
 

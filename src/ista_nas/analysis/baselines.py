@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .benchmark import DEFAULT_METRIC, NO_TABLE, Table, builtin_table, load_table
-from .config import check_types, evaluation_fields
-from .engine.rundir import RunDir
-from .errors import UserError
-from .files import read_json
-from .spaces import SPACES, get_genotype, space_of
+from ..benchmark import DEFAULT_METRIC, NO_TABLE, Table, builtin_table, load_table
+from ..engine.rundir import RunDir
+from ..errors import UserError
+from ..files import read_json
+from ..methods import check_types, evaluation_fields
+from ..spaces import SPACES, get_genotype, space_of
 from .summary import DATASET_SHAPES
 
 log = logging.getLogger(__name__)

@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from .baselines import OpSet, bench_record, run_op_set
-from .config import check_types, evaluation_fields
-from .diagram import pyplot
-from .engine.rundir import RunDir
-from .errors import UserError
-from .fields import fits
-from .files import LIMITS, MARKS, atomic_write_bytes, claim_output, read_bytes
-from .files import read_json as read_json_file
-from .spaces import genotype_from_dict, load_genotype, space_of
+from ..diagram import pyplot
+from ..engine.rundir import RunDir
+from ..errors import UserError
+from ..fields import fits
+from ..files import LIMITS, MARKS, atomic_write_bytes, claim_output, read_bytes
+from ..files import read_json as read_json_file
+from ..methods import check_types, evaluation_fields
+from ..spaces import genotype_from_dict, load_genotype, space_of
 
 log = logging.getLogger(__name__)
 GENERATOR = MARKS["report"].decode()  # the mark that lets a later report replace this one (files.claim_output)
@@ -427,12 +427,11 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     return path
 
 
-def write_run_report(run: RunDir) -> None:
-    """The report a search writes when it ends (rank 0); a failure to draw it never fails the search."""
-    if not run.writes:
-        return
+def write_run_report(run_dir: str | Path) -> None:
+    """The report ``ista-nas search`` writes once a search returns; a failure to draw it never fails the command
+    (the search result is already safe on disk)."""
     try:
-        log.info("report: %s", write_report(run.path))
+        log.info("report: %s", write_report(run_dir))
     except Exception as exc:  # noqa: BLE001 - the search result is already safe on disk
-        log.warning("could not write the report of %s (%s: %s); try 'ista-nas report %s'", run.path,
-                    type(exc).__name__, exc, run.path)
+        log.warning("could not write the report of %s (%s: %s); try 'ista-nas report %s'", run_dir,
+                    type(exc).__name__, exc, run_dir)

@@ -10,6 +10,9 @@ checkout than the installed one.
     OMP_NUM_THREADS=1 PYTHONPATH=/tmp/before/src python bench/same_runs.py run --out /tmp/before-runs \\
         --data nb201=folder:/tmp/data/cifar10-jpeg
     python bench/same_runs.py compare /tmp/before-runs/digest.json /tmp/after-runs/digest.json
+
+``--epochs`` and ``--subset`` shorten every pair alike (e.g. ``--epochs 2 --subset 1200``: a few minutes a pair
+on one thread); the script is the same for both versions, only ``PYTHONPATH`` differs.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ def run(args: argparse.Namespace) -> None:
             if args.only and name not in args.only:
                 continue
             overrides = dict(space=space, method=method, device="cpu", seed=0)
+            overrides.update({k: v for k, v in (("epochs", args.epochs), ("subset", args.subset)) if v is not None})
             if space in data:
                 overrides["dataset"] = data[space]
             try:
@@ -109,6 +113,8 @@ def main() -> None:
     r.add_argument("--out", required=True)
     r.add_argument("--data", nargs="*", default=[], metavar="SPACE=DATASET", help="a space's --dataset")
     r.add_argument("--only", nargs="*", default=[], metavar="SPACE-METHOD")
+    r.add_argument("--epochs", type=int, default=None, help="fewer epochs than the quick presets' (a faster check)")
+    r.add_argument("--subset", type=int, default=None, help="fewer images than the quick presets'")
     c = sub.add_parser("compare")
     c.add_argument("a")
     c.add_argument("b")

@@ -113,3 +113,12 @@ def test_a_method_module_imports_no_other_method():
         path = SRC / "methods" / f"{name}.py"
         imported = {target.split(".")[-1] for target in runtime_imports(path, ("methods",))}
         assert not imported & methods, f"methods/{name}.py imports {sorted(imported & methods)}"
+
+
+def test_only_the_run_record_reads_what_a_run_is_from_the_keys_it_holds():
+    """Readers of a finished run ask ``methods.run_record``; no other module infers the command, the method or the
+    space from which keys a config holds, or falls back to a literal method or space."""
+    infers = re.compile(r"""["'](method|genotype|space)["']\s+(not\s+)?in\s+\w*config|"""
+                        r"""get\(\s*["'](space|method)["']\s*,\s*["']""")
+    found = sorted(name for name, text in _sources().items() if infers.search(text) and name != "methods/__init__.py")
+    assert found == []

@@ -253,7 +253,7 @@ def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_previous_one_kept(ti
     # Not a fresh start either: only --resume continues a directory that holds checkpoints.
     run.checkpoint_path.rename(tmp_path / "hidden.pt")
     with pytest.raises(UserError, match="already holds this run"):
-        RunDir.check_new(run.path, cfg.to_dict())
+        RunDir.check_new(run.path, cfg.record())
     (tmp_path / "hidden.pt").rename(run.checkpoint_path)
     result = methods.resume(run.path, epochs=3)  # falls back to epoch 1, moves the damaged file aside
     assert [m["epoch"] for m in result.metrics] == [1, 2, 3]

@@ -52,7 +52,8 @@ def test_tiny_run_searches_then_trains_exactly_epochs_and_its_checkpoint_evaluat
     assert set(froze_at.values()) == {2}
     config = json.loads((cli_run / "config.json").read_text())
     tcfg = TrainConfig.from_dict(json.loads((cli_run / "training_phase.json").read_text()))
-    assert tcfg == training_phase(make_config("quick", **{k: v for k, v in config.items() if k != "preset"}))
+    settings = {k: v for k, v in config.items() if k not in ("preset", "command")}  # the run's settings, no record
+    assert tcfg == training_phase(make_config("quick", **settings))
     assert [r["lr"] for r in metrics[2:]] == [learning_rate(e, tcfg) for e in range(2)]
     assert "search 2 (cap 2), training 2 of 2" in (cli_run / "report.html").read_text()  # both phases counted
     # The checkpoint holds the plain one-stage network (alpha folded into the BNs): no fixed-weight buffers.

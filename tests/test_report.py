@@ -29,7 +29,7 @@ def search_run(tiny_folder, tmp_path_factory):
     assert main(["search", "--preset", "quick", "--dataset", f"folder:{tiny_folder}", "--subset", "0", "--epochs", "3",
                  "--batch-size", "12", "--channels", "4", "--layers", "3", "--device", "cpu", "--seed", "0",
                  "--tensorboard", "--out", str(out)]) == 0  # the command writes the report
-    assert json.loads((out / "config.json").read_text()) == cfg.to_dict()
+    assert json.loads((out / "config.json").read_text()) == cfg.record()
     return out
 
 

@@ -20,7 +20,7 @@ def test_tiny_search_writes_every_output(tiny_config, tmp_path):
     assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "genotype.json", "ranking.json",
                                                "checkpoint.pt", "normal.png", "normal.svg", "reduce.png",
                                                "reduce.svg"}
-    assert json.loads((run / "config.json").read_text()) == cfg.to_dict()
+    assert json.loads((run / "config.json").read_text()) == cfg.record()
     genotype = load_genotype(run / "genotype.json")
     assert genotype == result.genotype and len(genotype.normal) == 8
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -154,7 +154,7 @@ def test_unfinished_first_epoch_can_simply_be_started_again(tiny_config, tmp_pat
     from ista_nas.engine.rundir import RunDir
 
     cfg = tiny_config(epochs=1)
-    RunDir.create(tmp_path / "run", cfg.to_dict())  # as left by a run killed before its first checkpoint
+    RunDir.create(tmp_path / "run", cfg.record())  # as left by a run killed before its first checkpoint
     result = methods.search(cfg, tmp_path / "run")
     assert (tmp_path / "run" / "checkpoint.pt").exists() and len(result.metrics) == 1
 
@@ -509,3 +509,27 @@ def test_a_search_started_from_a_runs_config_reproduces_it_and_flags_override_it
     _assert_user_error(cli("search", "--config", str(tmp_path / "train.json")), "(genotype)")
     (tmp_path / "old.json").write_text(json.dumps({"explore": 1}))
     _assert_user_error(cli("search", "--config", str(tmp_path / "old.json")), "explore")
+    (tmp_path / "recorded.json").write_text(json.dumps({"command": "train", "seed": 0}))
+    _assert_user_error(cli("search", "--config", str(tmp_path / "recorded.json")), "records an ista-nas train run")
+
+
+def test_a_run_records_what_it_is_and_a_run_of_an_earlier_version_is_read_by_a_named_rule(runs):
+    """config.json names the command, and a search's method and space; every reader asks ``run_record``, which
+    reads those keys, or applies the written-out rule for runs of earlier versions and says which it applied."""
+    from ista_nas.errors import UserError
+    from ista_nas.methods import LEGACY_COMMAND, LEGACY_METHOD, LEGACY_SPACE, RunRecord, run_record
+
+    search = json.loads((runs["search"] / "config.json").read_text())
+    train = json.loads((runs["train"] / "config.json").read_text())
+    assert (search["command"], search["method"], search["space"]) == ("search", "two-stage", "nb201")
+    assert train["command"] == "train" and "method" not in train
+    assert run_record(search, "s") == RunRecord("search", "two-stage", "nb201", "recorded")
+    assert run_record(train, "t") == RunRecord("train", None, "nb201", "recorded")
+    # Earlier versions: no command (then neither space nor method, before those existed).
+    old = {k: v for k, v in search.items() if k not in ("command", "space", "method")}
+    assert run_record(old, "o") == RunRecord("search", "two-stage", "darts",
+                                             "; ".join((LEGACY_COMMAND, LEGACY_SPACE, LEGACY_METHOD)))
+    old_train = {k: v for k, v in train.items() if k != "command"}
+    assert run_record(old_train, "o") == RunRecord("train", None, "nb201", LEGACY_COMMAND)
+    with pytest.raises(UserError, match="unknown command 'evaluate'"):
+        run_record({**search, "command": "evaluate"}, "e")

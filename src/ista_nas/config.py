@@ -24,13 +24,21 @@ from .limits import MAX_WORKERS
 from .spaces import SPACES
 
 
+# The record a run's config.json holds beside its settings: the command that made it (its config class's COMMAND).
+COMMAND_KEY = "command"
+COMMANDS = ("search", "train")
+
+
 def check_types(config: Any, source: str, classes: tuple[type, ...]) -> dict[str, Any]:
     """A run's stored settings as readers rely on them: a JSON object, every setting of ``classes`` of its type,
-    a known space; else one UserError naming ``source`` and the setting."""
-    kinds = {f.name: type(f.default) for cls in classes for f in dataclasses.fields(cls)}
-    bad = [f"{k} = {v!r:.40} is not of type {kinds[k].__name__}" for k, v in config.items()
-           if k in kinds and not fits(v, kinds[k])] if isinstance(config, dict) else ["it holds no settings object"]
-    bad += [] if bad or config.get("space", "darts") in SPACES else [f"unknown space {config.get('space')!r:.40}"]
+    a known space and command where it names them; else one UserError naming ``source`` and the setting."""
+    types = {f.name: type(f.default) for cls in classes for f in dataclasses.fields(cls)}
+    bad = [f"{k} = {v!r:.40} is not of type {types[k].__name__}" for k, v in config.items()
+           if k in types and not fits(v, types[k])] if isinstance(config, dict) else ["it holds no settings object"]
+    if not bad and config.get("space") not in (None, *SPACES):  # a run of an earlier version may name none
+        bad = [f"unknown space {config['space']!r:.40}"]
+    if not bad and config.get(COMMAND_KEY) not in (None, *COMMANDS):  # a run of an earlier version names none
+        bad = [f"unknown command {config[COMMAND_KEY]!r:.40} (a run names {' or '.join(COMMANDS)})"]
     if bad:
         raise UserError(f"{source}: {bad[0]}; the run directory is damaged or was edited by hand")
     return config
@@ -40,11 +48,16 @@ class _Config:
     """Shared behaviour: dict round trip, type and field checks, presets; each part adds ``own_checks``."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    COMMAND: ClassVar[str] = ""  # the command whose settings these are, recorded in a run's config.json
     # Settings of ista-nas 0.1.0 that 0.2.0 removed or renamed: a run that holds one was made by 0.1.0.
     RETIRED: ClassVar[dict[str, str]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def record(self) -> dict[str, Any]:
+        """What a run's config.json and checkpoints hold: the command that made the run, then its settings."""
+        return {COMMAND_KEY: self.COMMAND, **self.to_dict()}
 
     def changed(self, names: Collection[str]) -> list[str]:
         """Those of the fields ``names`` whose value differs from the field's default."""
@@ -52,13 +65,17 @@ class _Config:
 
     @classmethod
     def unknown_keys(cls, data: dict[str, Any]) -> list[str]:
-        """The keys of ``data`` that are no field of this config, sorted."""
-        return sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        """The keys of ``data`` that are no field of this config (nor its record), sorted."""
+        return sorted(set(data) - {f.name for f in dataclasses.fields(cls)} - {COMMAND_KEY})
 
     @classmethod
     def check_stored(cls, data: dict[str, Any], source: str = "the run's config.json") -> None:
-        """A UserError naming the settings of ista-nas 0.1.0 that ``data`` holds, or a setting of the wrong type."""
+        """A UserError naming the settings of ista-nas 0.1.0 that ``data`` holds, a setting of the wrong type, or
+        another command's record."""
         check_types(data, source, (cls,))
+        if data.get(COMMAND_KEY, cls.COMMAND) != cls.COMMAND:
+            raise UserError(f"{source} is not a run of this command: it records an ista-nas {data[COMMAND_KEY]} run; "
+                            f"give it to ista-nas {data[COMMAND_KEY]} (--resume continues it there)")
         retired = [f"{key} ({cls.RETIRED[key]})" for key in sorted(cls.RETIRED) if key in data]
         if retired:
             raise UserError(f"{source} was written by ista-nas 0.1.0: its settings {', '.join(retired)} are gone "
@@ -72,7 +89,7 @@ class _Config:
         if unknown:
             raise UserError(f"unknown config key(s) {', '.join(map(repr, unknown))}; valid keys are "
                             f"{', '.join(sorted(f.name for f in dataclasses.fields(cls)))}")
-        return cls(**data)
+        return cls(**{k: v for k, v in data.items() if k != COMMAND_KEY})
 
     def validate(self):
         """A UserError for a wrong type, a value outside its field's rule or an impossible combination; else self."""
@@ -212,6 +229,8 @@ class Streaming(Settings):
 class TrainConfig(RunConfig, TrainingPhase, Streaming):
     """``ista-nas train``: a genotype's network from scratch (the paper's CIFAR evaluation protocol)."""
 
+    COMMAND: ClassVar[str] = "train"
+
     genotype: str = _f("ista_twostage", "built-in genotype name, a genotype.json, or a search run directory")
     arch: str = _f("", "an architecture in its space's written form (instead of --genotype), e.g. " + " or ".join(
         f"'{s.example}'" for s in SPACES.values() if s.example))
@@ -256,6 +275,6 @@ def make_train_config(preset: str = "paper", **overrides: Any) -> TrainConfig:
 def train_settings(preset: str = "paper", **overrides: Any) -> TrainConfig:
     """The TrainConfig of a preset: the command's, then the space's (``overrides``' space, darts by default);
     not validated yet (``retrain.train`` validates it)."""
-    space = SPACES.get(overrides.get("space", "darts"))
+    space = SPACES.get(overrides.get("space", TrainConfig.space))
     tables = [("", TrainConfig.PRESETS)] + ([(f"--space {space.name}", space.train_presets)] if space else [])
     return TrainConfig(**resolve(preset, tables, overrides))

@@ -28,7 +28,7 @@ from .engine.stream import StreamingLoader
 from .engine.trainer import Loader, Trainer, autocast_for, evaluate, training_means
 from .errors import UserError
 from .limits import MAX_WORKERS, check_count
-from .methods import check_types
+from .methods import check_types, run_record
 from .networks.cnn import count_parameters
 from .spaces import (SPACES, build_model, check_activations, check_network, get_genotype, model_spec, space_of,
                      write_diagrams)
@@ -73,7 +73,7 @@ def train(cfg: TrainConfig, out: str | Path) -> TrainResult:
 
 def resume(run_dir: str | Path, **overrides: Any) -> TrainResult:
     """Continue the training run in ``run_dir`` from its last checkpoint (epochs and device may change)."""
-    return driver.resume(run_dir, Train, TrainConfig, overrides, kind=lambda _: Train.kind)
+    return driver.resume(run_dir, Train, TrainConfig, overrides, entry=lambda _: Train.entry)
 
 
 class TrainState(TypedDict, total=False):
@@ -87,7 +87,7 @@ class TrainState(TypedDict, total=False):
 class Train(Job):
     """Training from scratch as the driver runs it: per epoch the trainer's steps, then the test split."""
 
-    kind = "trainer"
+    entry = "trainer"
 
     def setup(self, ctx: Dist) -> None:
         cfg = self.cfg
@@ -110,7 +110,7 @@ class Train(Job):
     def load(self, checkpoint: dict[str, Any]) -> None:
         self.trainer.load_state_dict(checkpoint["trainer"])
 
-    def describe(self) -> str:
+    def start_line(self) -> str:
         cfg = self.cfg
         return (f"training {cfg.arch or cfg.genotype} ({count_parameters(self.model) / 1e6:.3f}M parameters without "
                 f"the auxiliary head) on {self.ctx}: {cfg.dataset}, {len(self.train_loader.indices)} train / "
@@ -151,9 +151,10 @@ def load_model(checkpoint_path: str | Path) -> tuple[torch.nn.Module, dict[str, 
     checkpoint = load_checkpoint(checkpoint_path)
     if not all(k in checkpoint for k in ("model_spec", "trainer")):
         config = checkpoint.get("config")
-        if isinstance(config, dict) and "method" in config:
+        record = run_record(config, f"checkpoint {checkpoint_path}") if isinstance(config, dict) else None
+        if record and record.search:
             run = Path(checkpoint_path).parent
-            raise UserError(f"{checkpoint_path} is the checkpoint of a {config['method']} search, which trains no "
+            raise UserError(f"{checkpoint_path} is the checkpoint of a {record.method} search, which trains no "
                             f"network to evaluate or export; train its cell first: ista-nas train --genotype {run}")
         raise UserError(f"{checkpoint_path} holds no trained network (no model_spec or trainer); give the "
                         "checkpoint.pt of an ista-nas train run")

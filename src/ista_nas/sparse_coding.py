@@ -49,8 +49,9 @@ class CodeSettings(Settings):
                                 one_of(WEIGHT_SCALES))
 
     def own_checks(self) -> list[tuple[bool, str]]:
-        return [(self.sparsity <= self.proj_dims, f"--sparsity (s) must be at most --proj-dims (m): a LASSO solution "
-                                                  f"has at most m nonzeros, got s={self.sparsity} > m={self.proj_dims}")]
+        return [(self.sparsity <= self.proj_dims,
+                 f"--sparsity (s) must be at most --proj-dims (m): a LASSO solution has at most m nonzeros, got "
+                 f"s={self.sparsity} > m={self.proj_dims}")]
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from ..benchmark import DEFAULT_METRIC, NO_TABLE, Table, builtin_table, load_tab
 from ..engine.rundir import RunDir
 from ..errors import UserError
 from ..files import read_json
-from ..methods import check_types, evaluation_fields
+from ..methods import SearchConfig, check_types, evaluation_fields, run_record
 from ..spaces import SPACES, get_genotype, space_of
 from .summary import DATASET_SHAPES
 
@@ -108,8 +108,8 @@ def bench_record(data: Any, path: Any) -> dict[str, Any] | None:
 
 def run_size(config: dict[str, Any]) -> tuple[int, int, tuple[int, int, int]]:
     """(C, L, input shape) a search run's genotype is evaluated at (report and compare count parameters there)."""
-    space = SPACES[config.get("space", "darts")]
-    channels, layers = space.evaluation_size(config, True, evaluation_fields(config, True))
+    record = run_record(config, "a search run's config.json")
+    channels, layers = SPACES[record.space].evaluation_size(config, True, evaluation_fields(record))
     return channels, layers, DATASET_SHAPES.get(config.get("dataset"), DATASET_SHAPES["cifar10"])
 
 
@@ -137,9 +137,9 @@ def run_op_set(bench: dict[str, Any] | None, config: dict[str, Any]) -> OpSet | 
     if not isinstance(bench, dict) or "metric" not in bench:
         return None
     try:
-        return _op_set(config.get("space", "darts"), bool(bench.get("builtin")), str(bench.get("table")),
-                       config.get("arch_column", "arch"), bench["metric"], bool(bench.get("dense", True)),
-                       run_size(config))
+        return _op_set(run_record(config, "a search run's config.json").space, bool(bench.get("builtin")),
+                       str(bench.get("table")), config.get("arch_column", SearchConfig.arch_column), bench["metric"],
+                       bool(bench.get("dense", True)), run_size(config))
     except UserError as exc:
         log.warning("cannot read the benchmark table again (%s); the baselines are left out", exc)
         return None

@@ -43,7 +43,7 @@ from ..engine.trainer import evaluate
 from ..errors import UserError
 from ..limits import check_seed
 from ..files import atomic_write_bytes, claim_folder, claim_output, claim_plot, read_json, refuse_link
-from ..methods import METHODS, SearchConfig, check_search_size, check_types, evaluation_fields
+from ..methods import METHODS, SearchConfig, check_search_size, check_types, evaluation_fields, run_record
 from ..methods.base import build_supernet
 from ..methods.bilevel import Bilevel
 from ..spaces import SPACES, load_genotype, sample_architectures  # noqa: F401 (re-exported)
@@ -85,7 +85,7 @@ def truth_from_runs(run_dirs: list[str | Path]) -> Truth:
     found: dict[str, list[float]] = {}
     for path in run_dirs:
         run, config = RunDir.open(path)
-        if "method" in config or not (run.path / "genotype.json").is_file():
+        if run_record(config, str(run.config_path)).search or not (run.path / "genotype.json").is_file():
             raise UserError(f"--truth {path} is not a finished 'ista-nas train' run (no genotype.json of a training "
                             "run); give training run directories")
         tops = [m["test_top1"] for m in run.read_metrics() if isinstance(m.get("test_top1"), (int, float))]
@@ -101,21 +101,20 @@ def truth_from_runs(run_dirs: list[str | Path]) -> Truth:
 
 def run_space(run_dir: str | Path) -> Any:
     """The search space of a run directory."""
-    config = check_types(RunDir.open(run_dir)[1], f"{run_dir}/config.json")
-    return SPACES[config.get("space", "darts")]
+    return SPACES[run_record(RunDir.open(run_dir)[1], f"{run_dir}/config.json").space]
 
 
 def trajectory(run_dir: Path) -> list[dict[str, Any]]:
     """(epoch, genotype, supernet accuracy) of every epoch record of a search run that names a genotype."""
     run, config = RunDir.open(run_dir)
-    check_types(config, str(run.config_path))
-    if "method" not in config:
+    record = run_record(config, str(run.config_path))
+    if not record.search:
         raise UserError(f"{run_dir} is a training run; correlate reads a search run directory")
     points = []
     for m in run.read_metrics():
         score = m.get("valid_acc", m.get("test_top1"))
         if isinstance(m.get("genotype"), dict) and isinstance(score, (int, float)):
-            genotype = SPACES[config.get("space", "darts")].from_dict(m["genotype"])
+            genotype = SPACES[record.space].from_dict(m["genotype"])
             points.append({"epoch": m["epoch"], "genotype": genotype, "score": float(score)})
     if not points:
         raise UserError(f"{run_dir} has no epoch records with a genotype yet; let the search run an epoch")
@@ -167,7 +166,7 @@ def supernet_scores(run_dir: Path, genotypes: list[Any], calibration_batches: in
                         "differ from config.json); give the run directory the checkpoint belongs to")
     ctx = Dist.setup(device)
     data, train_loader, valid_loader = search_split(cfg, ctx)
-    net = build_supernet(cfg, data, method.supernet)
+    net = build_supernet(cfg, data, method.variant)
     net.load_state_dict(checkpoint["search"]["model"])
     net.to(ctx.device)
     held_out = DeviceLoader(ImageData(valid_loader.images, valid_loader.labels, data.classes), valid_loader.indices,
@@ -214,8 +213,9 @@ def baselines(genotypes: list[Any], true: list[float], config: dict[str, Any], d
     evaluates a search's genotype at (its evaluation_size), from one batch of the run's training images (a run
     whose data cannot be read any more: the sizes alone, at CIFAR-10's shape, with a warning); also returned
     per architecture."""
-    space = SPACES[config.get("space", "darts")]
-    channels, layers = space.evaluation_size(config, True, evaluation_fields(config, True))
+    record = run_record(config, "the run's config.json")
+    space = SPACES[record.space]
+    channels, layers = space.evaluation_size(config, True, evaluation_fields(record))
     dataset, names = config.get("dataset", "cifar10"), PROXIES
     try:
         batch, classes = one_batch(dataset, PROXY_BATCH, 0, config.get("data_dir"), resolve_device(device))
@@ -263,8 +263,9 @@ def correlate(run_dir: str | Path, out: str | Path, protocol: str = "trajectory"
     if k < 2 or calibration_batches < 1:
         raise UserError("--k must be at least 2 and --calibration-batches at least 1")
     check_seed(seed, "--sample-seed")
-    config = check_types(RunDir.open(run_dir)[1], f"{run_dir}/config.json")
-    space = SPACES[config.get("space", "darts")]
+    config = RunDir.open(run_dir)[1]
+    record = run_record(config, f"{run_dir}/config.json")
+    space = SPACES[record.space]
     most = min(space.sample_size(), MAX_K)
     if protocol == "ranking" and k > most:
         raise UserError(f"--k {k}: the ranking protocol scores at most {most} architectures of --space {space.name} "
@@ -282,7 +283,7 @@ def correlate(run_dir: str | Path, out: str | Path, protocol: str = "trajectory"
     distinct = {architecture_key(p["genotype"]): p["genotype"] for p in points}
     names = {key: out / "architectures" / f"arch-{i:02d}.json" for i, key in enumerate(distinct)}
     result: dict[str, Any] = {"written_by": "ista-nas correlate", "run": str(run_dir.resolve()),
-                              "protocol": protocol, "method": config.get("method"), "space": space.name,
+                              "protocol": protocol, "method": record.method, "space": space.name,
                               "seed": config.get("seed")}
     shape = _shape(config)
     result["score_spread"] = spread([p["search"] for p in points], shape and 100 / shape[0], held_out)

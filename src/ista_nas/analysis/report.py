@@ -25,7 +25,7 @@ from ..errors import UserError
 from ..fields import fits
 from ..files import LIMITS, MARKS, atomic_write_bytes, claim_output, read_bytes
 from ..files import read_json as read_json_file
-from ..methods import check_types, evaluation_fields
+from ..methods import RunRecord, evaluation_fields, run_record
 from ..spaces import genotype_from_dict, load_genotype, space_of
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ class RunInfo:
     """What the report and the comparison read from one run directory."""
 
     path: Path
+    record: RunRecord  # what the run is: command, method, space
     config: dict[str, Any]
     metrics: list[dict[str, Any]]
     genotype: Any | None
@@ -73,14 +74,15 @@ class RunInfo:
     bench: dict[str, Any] | None = None  # benchmark.json, checked (baselines.bench_record)
 
     @property
-    def kind(self) -> str:
-        return "training" if "genotype" in self.config and "method" not in self.config else "search"
+    def activity(self) -> str:
+        """What the run did, for headings: search or training."""
+        return "search" if self.record.search else "training"
 
     @property
     def name(self) -> str:
-        if self.kind == "training":
-            return f"train ({self.config.get('space', 'darts')})"
-        return f"{self.config.get('method', 'two-stage')} search ({self.config.get('space', 'darts')})"
+        if not self.record.search:
+            return f"train ({self.record.space})"
+        return f"{self.record.method} search ({self.record.space})"
 
     def best_accuracy(self) -> tuple[str, float | None]:
         for key in ("test_top1", "valid_acc", "train_acc"):
@@ -95,7 +97,7 @@ class RunInfo:
 
 def read_run(path: str | Path, with_size: bool = True) -> RunInfo:
     run, config = RunDir.open(path)
-    check_types(config, str(run.config_path))
+    record = run_record(config, str(run.config_path))
     genotype = load_genotype(run.path / "genotype.json") if (run.path / "genotype.json").is_file() else None
     ranking = read_json(run.path / "ranking.json")
     problem = None if ranking is None else _ranking_problem(ranking)
@@ -103,10 +105,10 @@ def read_run(path: str | Path, with_size: bool = True) -> RunInfo:
         log.warning("ignoring %s: %s; not a ranking as ista-nas writes it (cell -> groups -> candidates with an op "
                     "and a weight)", run.path / "ranking.json", problem)
         ranking = None
-    info = RunInfo(run.path, config, run.read_metrics(warn=True), genotype, ranking, finished=run.finished(),
+    info = RunInfo(run.path, record, config, run.read_metrics(warn=True), genotype, ranking, finished=run.finished(),
                    bench=bench_record(read_json(run.path / "benchmark.json"), run.path / "benchmark.json"))
     if with_size and genotype is not None:
-        info.size = _size(genotype, config, info.kind)
+        info.size = _size(genotype, config, record)
     return info
 
 
@@ -152,13 +154,12 @@ def read_json(path: Path) -> Any:
         return None
 
 
-def _size(genotype: Any, config: dict[str, Any], kind: str) -> dict[str, Any]:
+def _size(genotype: Any, config: dict[str, Any], record: RunRecord) -> dict[str, Any]:
     """Parameters and FLOPs of the network the run trains or would train (its space says which: e.g. a
     two-stage DARTS-space search's budget_channels x budget_layers evaluation network)."""
     from .summary import network_summary
 
-    search = kind == "search"
-    channels, layers = space_of(genotype).evaluation_size(config, search, evaluation_fields(config, search))
+    channels, layers = space_of(genotype).evaluation_size(config, record.search, evaluation_fields(record))
     try:
         info = network_summary(genotype, channels, layers, config.get("dataset", "cifar10"))
     except (UserError, ValueError, RuntimeError) as exc:
@@ -394,7 +395,7 @@ def render(info: RunInfo) -> str:
         overview += [("parameters", f"{info.size['params'] / 1e6:.3f}M (C={info.size['channels']}, "
                                     f"L/N={info.size['layers']}, auxiliary head excluded)"),
                      ("FLOPs", f"{info.size['flops'] / 1e6:.1f}M (multiply-add = 2)")]
-    body = [f"<h1>ista-nas {html.escape(info.kind)} run</h1>", _table(overview),
+    body = [f"<h1>ista-nas {html.escape(info.activity)} run</h1>", _table(overview),
             "<h2>Loss and accuracy</h2>",
             _img(_curves(metrics, info.path / "metrics.jsonl"), "loss and accuracy curves")]
     if bench and bench.get("value") is not None:

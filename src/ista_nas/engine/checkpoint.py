@@ -144,8 +144,8 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[st
     missing = [k for k in required if not isinstance(state, dict) or k not in state]
     if missing:
         config = state.get("config") if isinstance(state, dict) else None
-        what = (f"of a {config.get('method', 'two-stage')} search" if isinstance(config, dict) and "method" in config
-                else "of another command")
+        command = config.get("command") if isinstance(config, dict) else None  # the run's record (config.record)
+        what = f"of an ista-nas {command:.20} run" if isinstance(command, str) else "of another command"
         raise UserError(f"checkpoint {path} is the checkpoint {what}: it holds no {', '.join(missing)}; give it to "
                         "the command that wrote it")
     return state

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 class Checkpoint(TypedDict, total=False):
     """The entries every checkpoint has (written by ``drive``); a job's ``state`` adds its own, one of them
-    named by its ``kind``."""
+    named by its ``entry``."""
 
     epoch: int  # epochs finished
     config: dict[str, Any]  # the run's resolved config (a checkpoint of another run is refused)
@@ -61,10 +61,10 @@ class EpochPlan:
 
 
 class Job:
-    """What the driver runs. ``kind`` names the checkpoint entry every checkpoint of the job holds (``--resume``
+    """What the driver runs. ``entry`` names the checkpoint entry every checkpoint of the job holds (``--resume``
     refuses a checkpoint without it: one written by another command)."""
 
-    kind: ClassVar[str]
+    entry: ClassVar[str]
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
@@ -82,7 +82,7 @@ class Job:
         """Restore the state ``state`` wrote (a KeyError, ValueError or RuntimeError: it is another run's)."""
         raise NotImplementedError
 
-    def describe(self) -> str:
+    def start_line(self) -> str:
         """The line logged when the loop starts."""
         raise NotImplementedError
 
@@ -113,19 +113,19 @@ def start(job: Job, out: str | Path, check: Callable[[], Any] | None = None) -> 
     loads, rank 0 runs ``check`` and refuses an ``out`` that cannot hold this run; the directory is created
     once the data has loaded (and checked again then: the load takes minutes)."""
     ctx = Dist.setup(job.cfg.device)
-    config = job.cfg.to_dict()
+    config = job.cfg.record()
     on_main(lambda: (check() if check else None, RunDir.check_new(out, config), lock(out)))
     return drive(job, ctx, lambda: RunDir.create(out, config), None, out)
 
 
 def resume(path: str | Path, make_job: Callable[[Any], Job], config_cls: type, overrides: dict[str, Any],
-           kind: Callable[[Any], str], validate: Callable[[Any], Any] | None = None) -> Any:
+           entry: Callable[[Any], str], validate: Callable[[Any], Any] | None = None) -> Any:
     """Continue the run in ``path`` from its last checkpoint: rank 0 reads its config (``overrides`` applied,
     checked by ``validate``) and checkpoint (``RunDir.resume``), every rank gets them and runs
     ``make_job(config)`` on the stored device (or the one ``overrides`` names)."""
     ctx = Dist.setup()
-    run, cfg, checkpoint = on_main(lambda: _same_data(*RunDir.resume(path, config_cls, overrides, kind, validate)))
-    return drive(make_job(cfg), ctx.on(cfg.device), lambda: run.rewrite_config(cfg.to_dict()), checkpoint, path)
+    run, cfg, checkpoint = on_main(lambda: _same_data(*RunDir.resume(path, config_cls, overrides, entry, validate)))
+    return drive(make_job(cfg), ctx.on(cfg.device), lambda: run.rewrite_config(cfg.record()), checkpoint, path)
 
 
 def _same_data(run: RunDir, cfg: Any, checkpoint: dict[str, Any]) -> tuple[RunDir, Any, dict[str, Any]]:
@@ -165,14 +165,14 @@ def _drive(job: Job, ctx: Dist, open_run: Callable[[], RunDir], checkpoint: dict
     if checkpoint is None:
         run.write_json("data.json", {"dataset": cfg.dataset, "identity": data_identity(cfg.dataset)})
     done = run.restore(checkpoint, job.load)
-    log.info("%s, run directory %s", job.describe(), run.path)
+    log.info("%s, run directory %s", job.start_line(), run.path)
     partial = (checkpoint or {}).get("partial")
 
     saved = checkpoint  # the checkpoint the run directory holds now (what the resume hint names)
 
     def save(finished: int, partial: dict[str, Any] | None = None) -> None:
         nonlocal saved
-        checkpoint = Checkpoint(epoch=finished, config=cfg.to_dict())
+        checkpoint = Checkpoint(epoch=finished, config=cfg.record())
         checkpoint.update(job.state(finished, stopped=partial is not None))
         if partial is not None:
             checkpoint["partial"] = partial

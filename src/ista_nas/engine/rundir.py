@@ -303,23 +303,23 @@ class RunDir:
         atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
     @classmethod
-    def resume(cls, path: str | Path, config_cls: type, overrides: dict[str, Any], kind: Callable[[Any], str],
+    def resume(cls, path: str | Path, config_cls: type, overrides: dict[str, Any], entry: Callable[[Any], str],
                validate: Callable[[Any], Any] | None = None) -> tuple["RunDir", Any, dict]:
         """Open a run for --resume: its stored config with ``overrides`` applied, and its last checkpoint.
 
         Only the RESUMABLE keys may differ from the stored config; the checkpoint must come from this run and
-        hold the entry ``kind(config)`` names (the state of the command that wrote it). ``validate`` checks
+        hold the entry ``entry(config)`` names (the state of the command that wrote it). ``validate`` checks
         the resumed config (default: its own ``validate``).
         """
         run, stored = cls.open(path)
         lock(run.path)  # before anything is read further: a run another process still writes is refused here
         try:
-            return run._resume(stored, config_cls, overrides, kind, validate)
+            return run._resume(stored, config_cls, overrides, entry, validate)
         except BaseException:
             unlock(run.path)
             raise
 
-    def _resume(self, stored: dict[str, Any], config_cls: type, overrides: dict[str, Any], kind: Callable[[Any], str],
+    def _resume(self, stored: dict[str, Any], config_cls: type, overrides: dict[str, Any], entry: Callable[[Any], str],
                 validate: Callable[[Any], Any] | None) -> tuple["RunDir", Any, dict]:
         run = self
         config_cls.check_stored(stored, f"{run.path / 'config.json'}")
@@ -344,7 +344,7 @@ class RunDir:
             aside = run.checkpoint_path.with_name(f"{run.checkpoint_path.stem}.damaged{run.checkpoint_path.suffix}")
             os.replace(run.checkpoint_path, aside)
             log.warning("moved the damaged %s to %s", run.checkpoint_path, aside)
-        if kind(cfg) not in checkpoint:
+        if entry(cfg) not in checkpoint:
             raise UserError(f"{run.checkpoint_path} was not written by this command; resume it with the command "
                             "that wrote it")
         mismatched = sorted(k for k, v in checkpoint["config"].items() if k not in RESUMABLE and stored.get(k) != v)

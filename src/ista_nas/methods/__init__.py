@@ -9,11 +9,12 @@ is read from the same lists (``owned``)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
 from ..benchmark import NO_TABLE
-from ..config import RunConfig, TrainConfig
+from ..config import COMMAND_KEY, RunConfig, TrainConfig
 from ..config import check_types as check_types_of
 from ..fields import Settings, resolve
 from ..engine import driver
@@ -28,6 +29,8 @@ from .one_stage import OneStage
 from .two_stage import TwoStage
 
 METHODS: dict[str, type[SearchMethod]] = {"two-stage": TwoStage, "one-stage": OneStage, "darts": Darts}
+
+log = logging.getLogger(__name__)
 
 _PARTS = tuple(dict.fromkeys(part for plugin in (*METHODS.values(), *SPACES.values()) for part in plugin.settings))
 # The plug-ins' settings follow every search's (fields come in reverse base order), in registry order.
@@ -72,19 +75,64 @@ def check_types(config: Any, source: str) -> dict[str, Any]:
     return check_types_of(config, source, (SearchConfig, TrainConfig))
 
 
-def evaluation_fields(config: dict[str, Any], search: bool) -> tuple[str, str]:
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """What a run is, from its config.json: the command that made it, a search's method, its space, and how that
+    was read (``rule``: "recorded", or the rule applied to a run written before runs recorded their command)."""
+
+    command: str  # "search" or "train"
+    method: str | None  # a search's method; None for a training run
+    space: str
+    rule: str = "recorded"
+
+    @property
+    def search(self) -> bool:
+        return self.command == SearchConfig.COMMAND
+
+
+# Runs written before config.json recorded the command: the rules that read them, in one place.
+LEGACY_COMMAND = "no command recorded: a config with a genotype and no method is a training run's, else a search's"
+LEGACY_SPACE = "no space recorded: the DARTS cell space, the only one then"
+LEGACY_METHOD = "no method recorded: two-stage, the only method then"
+
+
+def run_record(config: Any, source: str) -> RunRecord:
+    """The record of a run's stored ``config`` (checked by ``check_types``, a UserError naming ``source``): read
+    from the keys its command wrote, or, for a run of an earlier version that lacks them, by the rules above
+    (logged with the rule applied). Every reader of a finished run asks here what the run is."""
+    check_types(config, source)
+    rules = []
+    command = config.get(COMMAND_KEY)
+    if command is None:
+        command = TrainConfig.COMMAND if "genotype" in config and "method" not in config else SearchConfig.COMMAND
+        rules.append(LEGACY_COMMAND)
+    if "space" not in config:
+        rules.append(LEGACY_SPACE)
+    method = None
+    if command == SearchConfig.COMMAND:
+        method = config.get("method")
+        if method is None:
+            method = SearchSettings.method  # the field default was the only method then
+            rules.append(LEGACY_METHOD)
+    record = RunRecord(command, method, config.get("space", RunConfig.space), "; ".join(rules) or "recorded")
+    if rules:
+        log.debug("%s: read by the rule for runs of earlier versions (%s)", source, record.rule)
+    return record
+
+
+def evaluation_fields(record: RunRecord) -> tuple[str, str]:
     """The (C, L) fields of the network a run's genotype is evaluated at, as its method says: a search whose
     method retrains the genotype (the methods listing ``RetrainSize``), the budget network's; a training run,
     or a search that trains its own network, the run's own."""
-    if search and config.get("method", "two-stage") in owners("budget_channels")[0]:
+    if record.search and record.method in owners("budget_channels")[0]:
         return "budget_channels", "budget_layers"
     return "channels", "layers"
 
 
 def validate(cfg: SearchConfig) -> SearchConfig:
-    """Every setting's type and rule, who owns each setting (``owned``), the checks of the parts the method and
-    the space list, what they require of it together, and its benchmark table (read here, once: the method records with the same reading); returns
-    ``cfg``. Everything here runs before any data loads."""
+    """Every setting's type and rule, who owns each setting (``owned``), what the method and the space require of
+    it, the checks of the settings groups they list, and its benchmark table (read here, once: the method
+    records with the same reading); returns ``cfg``. Everything here runs before any data loads."""
     cfg.check_rules()
     cfg.check_parts({RunConfig, SearchSettings})  # what every run and every search requires
     if cfg.method not in METHODS:
@@ -93,7 +141,7 @@ def validate(cfg: SearchConfig) -> SearchConfig:
     for refusal in owned(cfg, settings(cfg.preset, method=cfg.method, space=cfg.space)):
         raise UserError(refusal)
     check_search_size(cfg, space)
-    smallest = space.smallest_group(method.supernet == "dense")
+    smallest = space.smallest_group(method.variant == "dense")
     checks = [(cfg.sparsity < smallest, f"--sparsity (s) must be in 1..{smallest - 1}: the smallest decision group "
                                         f"has only {smallest} candidates, got {cfg.sparsity}")]
     for ok, message in method.checks(cfg, space) + space.check_search(cfg) + checks:
@@ -137,13 +185,13 @@ def settings(preset: str = "paper", **overrides: Any) -> SearchConfig:
     """The SearchConfig of a preset, layered: the search's, the space's, the method's (those of ``overrides``:
     two-stage in the darts space by default), the space's for a method of its target supernet, then
     ``overrides``; not validated yet (``search`` validates it)."""
-    name = overrides.get("method", "two-stage")
-    method, space = METHODS.get(name), SPACES.get(overrides.get("space", "darts"))
+    name = overrides.get("method", SearchSettings.method)
+    method, space = METHODS.get(name), SPACES.get(overrides.get("space", SearchSettings.space))
     tables = [("", SearchSettings.PRESETS)]
     tables += [(f"--space {space.name}", space.search_presets)] if space else []
     tables += [(f"--method {name}", method.presets)] if method else []
     tables += [(f"--space {space.name} --method {name}", space.target.presets)] if method and space and \
-        space.target and method.supernet == "target" else []
+        space.target and method.variant == "target" else []
     return SearchConfig(**resolve(preset, tables, overrides))
 
 
@@ -159,7 +207,7 @@ def stored_settings(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise UserError(f"{source} has settings a search does not take ({', '.join(unknown[:3])}"
                         f"{', ...' if len(unknown) > 3 else ''}); give the config.json of a search run")
-    return data
+    return {k: v for k, v in data.items() if k != COMMAND_KEY}
 
 
 def search(cfg: SearchConfig, out: str | Path) -> SearchResult:
@@ -175,7 +223,7 @@ def _start(cfg: SearchConfig, out: str | Path) -> SearchResult:
 def resume(run_dir: str | Path, **overrides: Any) -> SearchResult:
     """Continue the search in ``run_dir`` from its last checkpoint. ``overrides`` may change epochs and device."""
     return driver.resume(run_dir, lambda cfg: METHODS[cfg.method](cfg), SearchConfig, overrides,
-                         kind=lambda cfg: METHODS[cfg.method].kind, validate=validate)
+                         entry=lambda cfg: METHODS[cfg.method].entry, validate=validate)
 
 
 def search_seeds(cfg: SearchConfig, seeds: list[int], out: str | Path) -> list[SearchResult]:
@@ -192,7 +240,7 @@ def search_seeds(cfg: SearchConfig, seeds: list[int], out: str | Path) -> list[S
     paths = [Path(out) / f"seed-{seed}" for seed in seeds]
     for path, seeded in zip(paths, seeded_configs):  # and every new run directory
         if not (path / "config.json").is_file():
-            RunDir.check_new(path, seeded.to_dict())
+            RunDir.check_new(path, seeded.record())
     results = []
     for path, seeded in zip(paths, seeded_configs):
         if not (path / "config.json").is_file():
@@ -200,8 +248,9 @@ def search_seeds(cfg: SearchConfig, seeds: list[int], out: str | Path) -> list[S
             continue
         stored = RunDir.open(path)[1]
         SearchConfig.check_stored(stored, str(path / "config.json"))
-        mine = seeded.to_dict()
-        differs = sorted(k for k in set(stored) | set(mine) if k != "device" and stored.get(k) != mine.get(k))
+        mine = seeded.to_dict()  # the settings: a run of an earlier version records no command
+        differs = sorted(k for k in set(stored) | set(mine) if k not in ("device", COMMAND_KEY)
+                         and stored.get(k) != mine.get(k))
         if differs:
             raise UserError(f"{path} holds a search with other settings ({', '.join(differs)}); give the same "
                             "settings to continue it, or another --out")

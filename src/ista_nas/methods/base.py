@@ -37,6 +37,8 @@ class SearchSettings(RunConfig):
     """The settings every search has, over every run's: the method, b's (or alpha's) Adam, and the benchmark
     table it records. ``methods.SearchConfig`` adds the settings each method and space lists."""
 
+    COMMAND: ClassVar[str] = "search"
+
     method: str = setting("two-stage", "two-stage (search a small supernet, retrain later), one-stage (search and "
                                        "train the target network in one run) or darts (the dense first-order DARTS "
                                        "baseline)")
@@ -95,9 +97,9 @@ class SearchMethod(Job):
 
     settings: ClassVar[tuple[type[Settings], ...]] = ()  # its own settings, beyond every search's
     presets: ClassVar[dict[str, dict[str, Any]]] = {}  # its settings per preset, over the search's and the space's
-    # The space's supernet it searches: sparse (ISTA-NAS, the support only), dense (every candidate runs) or
-    # target (the target network itself; the space's target group applies: SearchSpace.target).
-    supernet: ClassVar[str] = "sparse"
+    # The variant of the space's supernet it searches: sparse (ISTA-NAS, the support only), dense (every candidate
+    # runs) or target (the target network itself; the space's target group applies: SearchSpace.target).
+    variant: ClassVar[str] = "sparse"
 
     @staticmethod
     def checks(cfg: "SearchConfig", space: SearchSpace) -> Checks:
@@ -137,7 +139,7 @@ class SearchMethod(Job):
         if self.table is not None and run.writes:
             entry = self.table.get(genotype)
             run.write_json("benchmark.json", {"table": str(self.table.path), "builtin": self.table.builtin,
-                                              "metric": self.table.metric, "dense": self.supernet == "dense",
+                                              "metric": self.table.metric, "dense": self.variant == "dense",
                                               **(entry.to_dict() if entry else {"arch": self.table.key(genotype),
                                                                                 "value": None})})
             if entry:
@@ -146,14 +148,15 @@ class SearchMethod(Job):
         return SearchResult(genotype, run.path, run.read_metrics())
 
 
-def build_supernet(cfg: "SearchConfig", data: Any, kind: str = "sparse"
+def build_supernet(cfg: "SearchConfig", data: Any, variant: str = "sparse"
                    ) -> SparseSupernet | DenseSupernet | TargetSupernet:
-    """The supernet of the configured space a method searches, its weights drawn from ``cfg.seed``: ``kind``
+    """The supernet of the configured space a method searches, its weights drawn from ``cfg.seed``: ``variant``
     sparse (ISTA-NAS two-stage), dense (every candidate runs: the DARTS baseline) or target (one-stage)."""
     check_activations(cfg.space, cfg.channels, cfg.layers, cfg.batch_size, data, cfg.device, cfg.stem)
     torch.manual_seed(cfg.seed)
     space = SPACES[cfg.space]
-    return {"sparse": space.supernet, "dense": space.dense_supernet, "target": space.target_supernet}[kind](cfg, data)
+    factories = {"sparse": space.supernet, "dense": space.dense_supernet, "target": space.target_supernet}
+    return factories[variant](cfg, data)
 
 
 def table_of(cfg: "SearchConfig") -> Table | None:

@@ -127,10 +127,10 @@ class SearchState(TypedDict):
 class Bilevel(SearchMethod):
     """The bilevel job, over the supernet the subclass names: the data split into a weight half and an
     architecture half, per epoch the stepper's steps; a subclass's ``end_epoch`` says what follows an epoch
-    and hands it to ``hold``. Its result is the genotype the supernet holds at the end, retrained afterwards
+    and hands it to ``record_epoch``. Its result is the genotype the supernet holds at the end, retrained afterwards
     (``ista-nas train``) at the size ``RetrainSize`` sets."""
 
-    kind = "search"
+    entry = "search"
     settings: ClassVar[tuple[type[Settings], ...]] = (SplitSettings, RetrainSize)
     stepper_class = BilevelStepper
 
@@ -138,14 +138,14 @@ class Bilevel(SearchMethod):
         cfg = self.cfg
         self.ctx = ctx
         data, self.train_loader, self.valid_loader = search_split(cfg, ctx)
-        self.net = place(build_supernet(cfg, data, self.supernet), ctx, cfg.channels_last, cfg.sync_bn)
+        self.net = place(build_supernet(cfg, data, self.variant), ctx, cfg.channels_last, cfg.sync_bn)
         self.stepper = self.stepper_class(self.net, cfg, ctx)
-        self.held: Any = None  # the genotype after the last finished epoch (computed once an epoch)
+        self.last_genotype: Any = None  # the genotype after the last finished epoch (computed once an epoch)
 
     def load(self, checkpoint: dict[str, Any]) -> None:
         self.stepper.load_state_dict(checkpoint["search"])
 
-    def describe(self) -> str:
+    def start_line(self) -> str:
         return (f"searching on {self.ctx}: {self.cfg.dataset}, {len(self.train_loader.indices)} train / "
                 f"{len(self.valid_loader.indices)} valid images, {len(self.train_loader)} steps per epoch")
 
@@ -155,25 +155,25 @@ class Bilevel(SearchMethod):
         return EpochPlan(lambda tr, va: self.stepper.step(*tr, *va), batches, len(self.train_loader),
                          f"epoch {epoch + 1}/{self.cfg.epochs}", bilevel_means)
 
-    def hold(self, stats: dict[str, float], after: dict[str, Any]) -> dict[str, Any]:
+    def record_epoch(self, stats: dict[str, float], after: dict[str, Any]) -> dict[str, Any]:
         """The epoch's record: its ``stats``, learning rate, what followed the epoch (``after``) and the genotype
         the supernet now holds (taken once, written with the ranking) with its benchmark value."""
-        self.held = self.net.genotype()
-        self.write_results(self.held)
-        return {**stats, "lr": self.stepper.w_opt.param_groups[0]["lr"], **after, "genotype": self.held.to_dict(),
-                **self.benchmark_record(self.held)}
+        self.last_genotype = self.net.genotype()
+        self.write_results(self.last_genotype)
+        return {**stats, "lr": self.stepper.w_opt.param_groups[0]["lr"], **after,
+                "genotype": self.last_genotype.to_dict(), **self.benchmark_record(self.last_genotype)}
 
     def write_results(self, genotype: Any) -> None:
         self.run.write_json("genotype.json", genotype.to_dict())
         self.run.write_json("ranking.json", self.net.ranking())
 
-    def holds(self, stopped: bool = False) -> Any:
+    def genotype_now(self, stopped: bool = False) -> Any:
         """The genotype the network holds: the last finished epoch's, or (``stopped`` inside an epoch, or before
         any epoch of this process finished) computed now."""
-        return self.net.genotype() if stopped or self.held is None else self.held
+        return self.net.genotype() if stopped or self.last_genotype is None else self.last_genotype
 
     def state(self, finished: int, stopped: bool = False) -> SearchState:
-        return SearchState(search=self.stepper.state_dict(), genotype=self.holds(stopped).to_dict())
+        return SearchState(search=self.stepper.state_dict(), genotype=self.genotype_now(stopped).to_dict())
 
     def log_epoch(self, record: dict[str, Any]) -> None:
         log.info("epoch %d/%d  train loss %.4f acc %.2f%%  valid loss %.4f acc %.2f%%  supports changed %s  %.1fs",
@@ -182,8 +182,8 @@ class Bilevel(SearchMethod):
                  record["seconds"])
 
     def result(self, run: RunDir) -> SearchResult:
-        genotype = self.holds()
-        if genotype is not self.held:  # ended without finishing an epoch in this process: not written yet
+        genotype = self.genotype_now()
+        if genotype is not self.last_genotype:  # ended without finishing an epoch in this process: not written yet
             self.write_results(genotype)
         log.info("wrote %s", run.path / "genotype.json")
         return self.finish(run, genotype)

@@ -17,8 +17,8 @@ from .bilevel import Bilevel
 class Darts(Bilevel):
     """The job (registered as ``darts``): per epoch the bilevel steps on the dense supernet."""
 
-    supernet = "dense"
+    variant = "dense"
     presets = {"paper": {"arch_lr": 3e-4}, "quick": {"arch_lr": 3e-4}}  # DARTS's architecture learning rate
 
     def end_epoch(self, epoch: int, stats: dict[str, float]) -> dict[str, Any]:
-        return self.hold(stats, {})
+        return self.record_epoch(stats, {})

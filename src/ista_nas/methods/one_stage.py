@@ -177,9 +177,9 @@ class OneStage(SearchMethod):
     cap), then ``epochs`` training epochs of the fixed network. Epochs are counted over both phases; ``searched`` is
     the number of search epochs once the architecture is fixed, and ``trainer`` exists from then on."""
 
-    kind = "phase"
+    entry = "phase"
     presets = ONE_STAGE_PRESETS
-    supernet = "target"
+    variant = "target"
     # b's code, clip and budget as two-stage's; when groups freeze; the training phase and its loader
     settings = (CodeSettings, ClipSettings, BudgetSettings, FreezeSettings, TrainingPhase, Streaming)
 
@@ -218,7 +218,7 @@ class OneStage(SearchMethod):
         self.trainer = Trainer(model, self.tcfg, self.ctx)
         self.trainer.load_state_dict(checkpoint["train_on"])
 
-    def describe(self) -> str:
+    def start_line(self) -> str:
         return (f"one-stage search on {self.ctx}: {self.cfg.dataset}, {len(self.train_loader.indices)} train / "
                 f"{len(self.test_loader.indices)} test images")
 

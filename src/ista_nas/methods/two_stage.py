@@ -22,11 +22,11 @@ class TwoStage(Bilevel):
     """The job (registered as ``two-stage``; the driver runs it): per epoch the bilevel steps on the sparse
     supernet, then the recovery."""
 
-    supernet = "sparse"
+    variant = "sparse"
     settings = (*Bilevel.settings, CodeSettings, ClipSettings, BudgetSettings)  # the split, the retrained size, b
 
     def end_epoch(self, epoch: int, stats: dict[str, float]) -> dict[str, Any]:
-        return self.hold(stats, self.recover())
+        return self.record_epoch(stats, self.recover())
 
     def recover(self) -> dict[str, Any]:
         """Recover z from b and move the supports (keeping them where the recovered cell exceeds the budget);

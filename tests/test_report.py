@@ -15,7 +15,8 @@ from PIL import Image
 from ista_nas.cli import main
 from ista_nas.analysis.compare import compare, format_comparison, format_groups
 from ista_nas.networks.nb201 import NB201_EXAMPLE
-from ista_nas.analysis.report import CHECK, read_run, render, settled_after, support_history
+from ista_nas.analysis.plots import settled_after, support_history
+from ista_nas.analysis.report import CHECK, read_run, render
 from ista_nas import methods
 
 

@@ -100,10 +100,10 @@ class _Config:
     def check_rules(self) -> None:
         """Every field's type and rule."""
         for f in dataclasses.fields(self):
-            value, kind = getattr(self, f.name), type(f.default)
-            if not fits(value, kind):
-                raise UserError(f"{f.name} must be {kind.__name__}, got {value!r:.60}")
-            if kind is float and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+            value, expected = getattr(self, f.name), type(f.default)
+            if not fits(value, expected):
+                raise UserError(f"{f.name} must be {expected.__name__}, got {value!r:.60}")
+            if expected is float and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
                 raise UserError(f"--{f.name.replace('_', '-')} must be a finite number float32 holds, got {value:.3g}")
             rule = f.metadata.get("rule")
             if rule is not None and not rule.test(value):

@@ -62,9 +62,10 @@ def one_of(choices: Collection[str]) -> Rule:
 FLOAT32_MAX = 3.4028234663852886e38  # the tensors every setting ends up in are float32
 
 
-def fits(value: Any, kind: type) -> bool:
+def fits(value: Any, expected: type) -> bool:
     """Is ``value`` of a setting's type (an int serves a float setting; a bool is no number)?"""
-    return isinstance(value, (int, float) if kind is float else kind) and (kind is bool or not isinstance(value, bool))
+    return isinstance(value, (int, float) if expected is float else expected) and \
+        (expected is bool or not isinstance(value, bool))
 
 
 def resolve(preset: str, tables: list[tuple[str, dict[str, dict[str, Any]]]], overrides: dict[str, Any]

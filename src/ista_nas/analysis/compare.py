@@ -15,7 +15,8 @@ from ..diagram import pyplot, savefig
 from ..errors import UserError
 from ..files import claim_plot
 from .baselines import OpSet, run_op_set, run_size, table_op_set
-from .report import RunInfo, drawn, plain, read_run
+from .plots import drawn, plain
+from .report import RunInfo, read_run
 from ..spaces import space_of
 
 log = logging.getLogger(__name__)

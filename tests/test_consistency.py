@@ -25,7 +25,7 @@ from ista_nas.engine.checkpoint import load_checkpoint
 from ista_nas.errors import UserError
 from ista_nas.methods import make_config, search
 from ista_nas.networks.nb201 import NB201_EDGES, NB201_OPS, Nb201Arch, Nb201Network
-from ista_nas.networks.nb201_search import Nb201SearchNetwork
+from ista_nas.networks.nb201_search import Nb201DenseSearchNetwork, Nb201SearchNetwork
 from ista_nas.spaces import SPACES
 
 ALL = [Nb201Arch(ops) for ops in itertools.product(NB201_OPS, repeat=len(NB201_EDGES))]
@@ -236,7 +236,7 @@ def test_trajectory_pairs_each_epoch_with_the_true_accuracy_of_the_architecture_
 def test_the_nb201_supernet_running_a_fixed_architecture_is_that_architectures_network():
     torch.manual_seed(0)
     for dense in (False, True):
-        supernet = Nb201SearchNetwork(channels=4, layers=1, num_classes=3, dense=dense).eval()
+        supernet = (Nb201DenseSearchNetwork if dense else Nb201SearchNetwork)(channels=4, layers=1, num_classes=3).eval()
         for arch in random.Random(1).sample(ALL, 5):
             net = Nb201Network(arch, channels=4, layers=1, num_classes=3).eval()
             state = supernet.state_dict()

@@ -10,7 +10,7 @@ from ista_nas.analysis.report import write_run_report
 from ista_nas.errors import UserError
 from ista_nas.networks.nb201 import NB201_EDGES, NB201_OPS, Nb201Arch
 from ista_nas.networks.nb201 import Nb201Network
-from ista_nas.networks.nb201_search import Nb201SearchNetwork
+from ista_nas.networks.nb201_search import Nb201DenseSearchNetwork, Nb201SearchNetwork
 from ista_nas import methods
 from ista_nas.spaces import SPACES
 
@@ -88,7 +88,8 @@ def test_networks_take_any_input_size_and_channel_count(shape):
     x = torch.randn(shape)
     assert Nb201Network(arch, channels=4, layers=1, in_channels=shape[1])(x).shape == (2, 10)
     for dense in (False, True):
-        net = Nb201SearchNetwork(channels=4, layers=1, in_channels=shape[1], dense=dense)
+        supernet = Nb201DenseSearchNetwork if dense else Nb201SearchNetwork
+        net = supernet(channels=4, layers=1, in_channels=shape[1])
         assert net(x).shape == (2, 10)
 
 

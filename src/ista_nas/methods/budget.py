@@ -24,8 +24,8 @@ class BudgetSettings(Settings):
     why: ClassVar[str] = "the recovery under a parameter budget; DARTS has none"
 
     max_params: float = setting(0.0, "reject recovered architectures over this many million parameters, 0 = no "
-                                     "budget (two-stage: counted for the budget_channels x budget_layers network)",
-                                NONNEGATIVE)
+                                     "budget (two-stage: counted for the network the cell is retrained at, "
+                                     "--budget-channels x --budget-layers; one-stage: its own network)", NONNEGATIVE)
 
 
 def recover_within_budget(net: torch.nn.Module, space: SearchSpace, max_params: float, channels: int, layers: int,

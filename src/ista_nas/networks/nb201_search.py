@@ -1,7 +1,8 @@
 """The supernets of the NAS-Bench-201 space (its architecture strings and the benchmark's network are in
 ``networks.nb201``): every edge holds all 5 ops and runs the supported ones, weighted. One decision group per
-edge, one cell type shared by all cells; ISTA-NAS's sparse code chooses among the 4 ops other than none,
-DARTS's softmax among all 5, and the one-stage flavour is the target network itself.
+edge, one cell type shared by all cells; ISTA-NAS's sparse code chooses among the 4 ops other than none
+(``Nb201SearchNetwork``; its one-stage flavour, ``one_stage=True``, is the target network itself), DARTS's
+softmax among all 5 (the subclass ``Nb201DenseSearchNetwork``), as the DARTS cell space's supernets are built.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ops import weighted
-from ..sparse_coding import SparseCode, scale_weights
+from ..sparse_coding import CodeSettings, SparseCode, scale_weights
 from .cnn import transplant
 from .dense import DenseCode
 from .nb201 import NB201_EDGES, NB201_NODES, NB201_OPS, Nb201Arch, Nb201Network, ResidualReduction, _Nb201Body, \
@@ -56,8 +57,8 @@ class Nb201SearchNetwork(_Nb201Body):
 
     ISTA-NAS (sparse) chooses among the 4 ops other than ``none`` (n=4, s=1), as the paper removed ``none``
     from the DARTS space: a ``none`` in the support would give b no gradient for its edge, so the edge could
-    never leave it. The DARTS baseline (``dense``) weighs all 5 ops, ``none`` included, as the benchmark's
-    DARTS baseline does.
+    never leave it. The DARTS baseline (``Nb201DenseSearchNetwork``) weighs all 5 ops, ``none`` included, as
+    the benchmark's DARTS baseline does.
 
     ``one_stage``: the target network of the one-stage search, its ops those of the one-stage flavour network.
     An edge searches with its whole support (s ops mixed as ``weight_scale`` says); once frozen it keeps only
@@ -65,23 +66,29 @@ class Nb201SearchNetwork(_Nb201Body):
     edge froze the supernet is the discrete network of its genotype (``discrete``).
     """
 
+    candidates: tuple[str, ...] = tuple(op for op in NB201_OPS if op != "none")  # what a decision chooses among
+
     def __init__(self, channels: int = 16, layers: int = 5, num_classes: int = 10, in_channels: int = 3,
-                 proj_dims: int = 3, sparsity: int = 1, lam: float = 1e-5, matrix: str = "uniform", seed: int = 0,
-                 dense: bool = False, arch_init: float = 1e-3, weight_scale: str = "raw", one_stage: bool = False):
+                 proj_dims: int = 3, sparsity: int = 1, lam: float = CodeSettings.lam,
+                 matrix: str = CodeSettings.matrix, seed: int = 0, arch_init: float = CodeSettings.arch_init,
+                 weight_scale: str = CodeSettings.weight_scale, one_stage: bool = False):
         flavour = "one-stage" if one_stage else "standard"
         super().__init__(lambda c: Nb201SearchCell(c, flavour), channels, layers, num_classes, in_channels)
         self.shape = dict(channels=channels, layers=layers, num_classes=num_classes, in_channels=in_channels)
-        self.candidates = NB201_OPS if dense else tuple(op for op in NB201_OPS if op != "none")
         self.op_ids = [NB201_OPS.index(op) for op in self.candidates]  # candidate index -> the cell's op index
         groups = [len(self.candidates)] * len(NB201_EDGES)
-        self.arch = (DenseCode(groups, block=len(self.candidates), types=1, seed=seed) if dense else
-                     SparseCode(groups, types=1, m=proj_dims, s=sparsity, lam=lam, matrix=matrix, seed=seed,
-                                init_scale=arch_init))
-        self.dense, self.one_stage = dense, one_stage
+        self.arch = self._code(groups, seed, proj_dims, sparsity, lam, matrix, arch_init)
+        self.one_stage = one_stage
         self.weight_scale = weight_scale
         self._kept: list[list[bool]] | None = None  # host-side cache of keep(); None: to be read from the buffers
         self._kept_mask: Tensor | None = None  # keep() as a tensor on the network's device, for multipliers()
         self.register_load_state_dict_post_hook(lambda module, _keys: module.forget_kept())
+
+    def _code(self, groups: list[int], seed: int, proj_dims: int, sparsity: int, lam: float, matrix: str,
+              arch_init: float) -> nn.Module:
+        """The architecture state: ISTA-NAS's sparse code over the edges."""
+        return SparseCode(groups, types=1, m=proj_dims, s=sparsity, lam=lam, matrix=matrix, seed=seed,
+                          init_scale=arch_init)
 
     def forget_kept(self) -> None:
         """Drop the host-side cache of which ops the frozen edges keep (after the architecture state changed)."""
@@ -111,8 +118,6 @@ class Nb201SearchNetwork(_Nb201Body):
     def multipliers(self) -> Tensor:
         """(edges, s): each supported op's output multiplier (0 for ops that do not run)."""
         weights = self.arch.relaxed_weights()[0]
-        if self.dense:
-            return weights
         if not self.one_stage:
             return scale_weights(weights, self.weight_scale)
         if self._kept_mask is None or self._kept_mask.device != weights.device:
@@ -188,23 +193,47 @@ class Nb201SearchNetwork(_Nb201Body):
         to, i = NB201_EDGES[g]
         return f"edge{to}<-{i}"
 
+    score_name = "abs_z"  # what ``ranking`` orders the candidates by
+
     def _scores(self) -> Tensor:
-        """(edges, candidates): |z| for ISTA-NAS, the softmax weights for DARTS."""
-        if self.dense:
-            return self.arch.relaxed_weights().detach()[0].cpu()
+        """(edges, candidates): |z|."""
         return self.arch.z.detach()[0].abs().cpu()
 
     def genotype(self) -> Nb201Arch:
-        """ISTA-NAS: per edge the candidate with the largest |z| (the support at s=1). DARTS: the largest softmax
-        weight, "none" included, as the benchmark's DARTS baseline derives it; ties go to the earlier op."""
-        if not self.dense:
-            return Nb201Arch(tuple(self.candidates[int(order[0])] for order in self.arch.ranking()[0]))
-        scores = self._scores()
-        return Nb201Arch(tuple(self.candidates[int(row.argsort(descending=True, stable=True)[0])] for row in scores))
+        """Per edge the candidate with the largest |z| (the support at s=1)."""
+        return Nb201Arch(tuple(self.candidates[int(order[0])] for order in self.arch.ranking()[0]))
 
     def ranking(self) -> dict[str, list[list[dict]]]:
-        key = "weight" if self.dense else "abs_z"
         scores = self._scores()
-        return {"cell": [[{"edge": self.group_name(0, g), "op": self.candidates[k], key: float(row[k])}
+        return {"cell": [[{"edge": self.group_name(0, g), "op": self.candidates[k], self.score_name: float(row[k])}
                           for k in row.argsort(descending=True, stable=True).tolist()]
                          for g, row in enumerate(scores)]}
+
+
+class Nb201DenseSearchNetwork(Nb201SearchNetwork):
+    """The DARTS baseline's supernet of the space: every edge weighs all 5 ops, ``none`` included, by
+    softmax(alpha), as the benchmark's DARTS baseline does (the sparse code's settings do not apply)."""
+
+    candidates = NB201_OPS
+    score_name = "weight"
+
+    def __init__(self, channels: int = 16, layers: int = 5, num_classes: int = 10, in_channels: int = 3,
+                 seed: int = 0):
+        super().__init__(channels, layers, num_classes, in_channels, seed=seed)
+
+    def _code(self, groups: list[int], seed: int, *_: object) -> nn.Module:
+        """The architecture state: DARTS's alpha over every op of every edge."""
+        return DenseCode(groups, block=len(self.candidates), types=1, seed=seed)
+
+    def multipliers(self) -> Tensor:
+        return self.arch.relaxed_weights()[0]
+
+    def _scores(self) -> Tensor:
+        """(edges, candidates): the softmax weights."""
+        return self.arch.relaxed_weights().detach()[0].cpu()
+
+    def genotype(self) -> Nb201Arch:
+        """The largest softmax weight per edge, "none" included, as the benchmark's DARTS baseline derives it; ties
+        go to the earlier op."""
+        return Nb201Arch(tuple(self.candidates[int(row.argsort(descending=True, stable=True)[0])]
+                               for row in self._scores()))

@@ -21,7 +21,9 @@ from .darts import DartsSpace
 from .nb201 import Nb201Space
 
 SPACES: dict[str, SearchSpace] = {space.name: space for space in (DartsSpace(), Nb201Space())}
-DEFAULT = "darts"  # a model spec or config without a space entry (written before spaces existed)
+# The space of a model spec written before specs named their space (the DARTS cell space, the only one then), and
+# the reader of a genotype object no space owns (its refusal names what is wrong).
+UNNAMED = "darts"
 
 
 def space_of(genotype: Any) -> SearchSpace:
@@ -37,7 +39,7 @@ def genotype_from_dict(data: Any, source: str = "genotype") -> Any:
     for space in SPACES.values():
         if isinstance(data, dict) and space.owns(data):
             return space.from_dict(data, source=source)
-    return SPACES[DEFAULT].from_dict(data, source=source)
+    return SPACES[UNNAMED].from_dict(data, source=source)
 
 
 def load_genotype(path: str | Path) -> Any:
@@ -91,14 +93,14 @@ def build_model(spec: Any, source: str = "the model spec") -> nn.Module:
     """The discrete network a model spec describes, in its search space. A spec read from someone else's
     checkpoint is checked first (its space, genotype, the entries' types, the one size rule: ``check_network``),
     each problem one UserError naming ``source``."""
-    if not isinstance(spec, dict) or spec.get("space", DEFAULT) not in SPACES:
+    if not isinstance(spec, dict) or spec.get("space", UNNAMED) not in SPACES:
         raise UserError(f"{source} is not a model spec of a known space; give the checkpoint.pt of an ista-nas "
                         "train run")
-    space = SPACES[spec.get("space", DEFAULT)]
+    space = SPACES[spec.get("space", UNNAMED)]
     genotype = space.from_dict(spec.get("genotype"), source=f"{source}: genotype")
-    kinds = {"channels": int, "layers": int, "num_classes": int, "in_channels": int, "auxiliary": bool, "stem": str}
-    wrong = [k for k, kind in kinds.items() if k in spec and not fits(spec[k], kind)]
-    missing = [k for k in kinds if k not in spec]
+    types = {"channels": int, "layers": int, "num_classes": int, "in_channels": int, "auxiliary": bool, "stem": str}
+    wrong = [k for k, expected in types.items() if k in spec and not fits(spec[k], expected)]
+    missing = [k for k in types if k not in spec]
     if wrong or missing or spec.get("stem", "cifar") not in ("cifar", "imagenet"):
         raise UserError(f"{source}: {(wrong or missing or ['stem'])[0]} is missing or of the wrong kind; the "
                         "checkpoint is damaged or was not written by ista-nas train")

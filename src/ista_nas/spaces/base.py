@@ -55,9 +55,11 @@ class RetrainSize(Settings):
     why: ClassVar[str] = ("the size its genotype is retrained and budgeted at; a one-stage search trains its own "
                           "network, --channels x --layers")
 
-    budget_channels: int = setting(36, "two-stage: C of the network the parameter budget is counted for",
+    budget_channels: int = setting(36, "C of the network the found cell is retrained at (ista-nas train: 36), where "
+                                       "the report sizes it and a two-stage --max-params budget counts it",
                                    at_least(2))
-    budget_layers: int = setting(20, "two-stage: L of the network the parameter budget is counted for", at_least(1))
+    budget_layers: int = setting(20, "L of the network the found cell is retrained at (ista-nas train: 20), where the "
+                                     "report sizes it and a two-stage --max-params budget counts it", at_least(1))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..diagram import OP_COLOURS, draw_graph
 from ..networks.nb201 import NB201_EDGES, NB201_EXAMPLE, NB201_NODES, NB201_OPS, Nb201Arch, Nb201Network
-from ..networks.nb201_search import Nb201SearchNetwork
+from ..networks.nb201_search import Nb201DenseSearchNetwork, Nb201SearchNetwork
 from ..networks.protocols import DenseSupernet, SparseSupernet, TargetSupernet
 from .base import Checks, SearchSpace, TargetSearch
 
@@ -86,21 +86,22 @@ class Nb201Space(SearchSpace):
     builtin_table = ("nb201-accuracy.csv.gz", ("cifar10", "cifar100", "imagenet16-120"))
 
     @staticmethod
-    def _build(cfg: Any, data: Any, dense: bool, one_stage: bool = False) -> nn.Module:
+    def _build(cfg: Any, data: Any, one_stage: bool = False) -> nn.Module:
         return Nb201SearchNetwork(channels=cfg.channels, layers=cfg.layers, num_classes=data.num_classes,
                                   in_channels=data.channels, proj_dims=cfg.proj_dims, sparsity=cfg.sparsity,
-                                  lam=cfg.lam, matrix=cfg.matrix, seed=cfg.seed, dense=dense,
-                                  arch_init=cfg.arch_init, weight_scale=cfg.weight_scale, one_stage=one_stage)
+                                  lam=cfg.lam, matrix=cfg.matrix, seed=cfg.seed, arch_init=cfg.arch_init,
+                                  weight_scale=cfg.weight_scale, one_stage=one_stage)
 
     def supernet(self, cfg: Any, data: Any) -> SparseSupernet:
-        return self._build(cfg, data, dense=False)
+        return self._build(cfg, data)
 
     def dense_supernet(self, cfg: Any, data: Any) -> DenseSupernet:
-        return self._build(cfg, data, dense=True)
+        return Nb201DenseSearchNetwork(channels=cfg.channels, layers=cfg.layers, num_classes=data.num_classes,
+                                       in_channels=data.channels, seed=cfg.seed)
 
     def target_supernet(self, cfg: Any, data: Any) -> TargetSupernet:
         """One-stage: the benchmark's network at the run's size with every op of the one-stage flavour."""
-        return self._build(cfg, data, dense=False, one_stage=True)
+        return self._build(cfg, data, one_stage=True)
 
     def parameter_counts(self, genotypes: list[Nb201Arch], channels: int, layers: int, classes: int,
                          in_channels: int) -> list[int]:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..genotype import Genotype
 from ..ops import OPS, PRIMITIVES, Chain, concat_channels, weighted
 from .cnn import Network, build_op, build_stem, preprocessing, stack_cells, transplant
-from ..sparse_coding import SparseCode, scale_weights
+from ..sparse_coding import CodeSettings, SparseCode, scale_weights
 
 NORMAL, REDUCE = 0, 1
 
@@ -78,9 +78,11 @@ class SearchNetwork(nn.Module):
     """
 
     def __init__(self, channels: int = 16, layers: int = 8, num_classes: int = 10, in_channels: int = 3,
-                 steps: int = 4, stem_multiplier: int = 3, proj_dims: int = 7, sparsity: int = 2,
-                 lam: float = 1e-5, matrix: str = "uniform", seed: int = 0, one_stage: bool = False,
-                 auxiliary: bool = False, stem: str = "cifar", arch_init: float = 1e-3, weight_scale: str = "raw"):
+                 steps: int = 4, stem_multiplier: int = 3, proj_dims: int = CodeSettings.proj_dims,
+                 sparsity: int = CodeSettings.sparsity, lam: float = CodeSettings.lam,
+                 matrix: str = CodeSettings.matrix, seed: int = 0, one_stage: bool = False, auxiliary: bool = False,
+                 stem: str = "cifar", arch_init: float = CodeSettings.arch_init,
+                 weight_scale: str = CodeSettings.weight_scale):
         super().__init__()
         self.steps, self.one_stage, self.arch_init = steps, one_stage, arch_init
         self.weight_scale = weight_scale

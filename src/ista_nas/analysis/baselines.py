@@ -26,7 +26,7 @@ from ..benchmark import DEFAULT_METRIC, NO_TABLE, Table, builtin_table, load_tab
 from ..engine.rundir import RunDir
 from ..errors import UserError
 from ..files import read_json
-from ..methods import SearchConfig, check_types, evaluation_fields, run_record
+from ..methods import RunRecord, SearchConfig, evaluation_fields, run_record
 from ..spaces import SPACES, get_genotype, space_of
 from .summary import DATASET_SHAPES
 
@@ -106,9 +106,9 @@ def bench_record(data: Any, path: Any) -> dict[str, Any] | None:
     return data if ok else None
 
 
-def run_size(config: dict[str, Any]) -> tuple[int, int, tuple[int, int, int]]:
-    """(C, L, input shape) a search run's genotype is evaluated at (report and compare count parameters there)."""
-    record = run_record(config, "a search run's config.json")
+def run_size(record: RunRecord, config: dict[str, Any]) -> tuple[int, int, tuple[int, int, int]]:
+    """(C, L, input shape) a search run's genotype is evaluated at (report and compare count parameters there),
+    from its record (``methods.run_record``) and config."""
     channels, layers = SPACES[record.space].evaluation_size(config, True, evaluation_fields(record))
     return channels, layers, DATASET_SHAPES.get(config.get("dataset"), DATASET_SHAPES["cifar10"])
 
@@ -131,28 +131,30 @@ def table_op_set(table: Table, dense: bool, channels: int, layers: int,
     return OpSet(tuple(v for a, v in table.values.items() if space.searched_by(space.parse(a), dense)), largest)
 
 
-def run_op_set(bench: dict[str, Any] | None, config: dict[str, Any]) -> OpSet | None:
+def run_op_set(bench: dict[str, Any] | None, record: RunRecord, config: dict[str, Any]) -> OpSet | None:
     """The baselines of the op set a search run chose among, from its benchmark.json (the table it recorded with,
-    and the method's ``dense``) and its config. None without a benchmark.json, or when its table cannot be read."""
+    and the method's ``dense``), its record and its config. None without a benchmark.json, or when its table
+    cannot be read."""
     if not isinstance(bench, dict) or "metric" not in bench:
         return None
     try:
-        return _op_set(run_record(config, "a search run's config.json").space, bool(bench.get("builtin")),
-                       str(bench.get("table")), config.get("arch_column", SearchConfig.arch_column), bench["metric"],
-                       bool(bench.get("dense", True)), run_size(config))
+        return _op_set(record.space, bool(bench.get("builtin")), str(bench.get("table")),
+                       config.get("arch_column", SearchConfig.arch_column), bench["metric"],
+                       bool(bench.get("dense", True)), run_size(record, config))
     except UserError as exc:
         log.warning("cannot read the benchmark table again (%s); the baselines are left out", exc)
         return None
 
 
-def cell_baselines(table: Table, genotype: Any, config: dict[str, Any] | None = None,
+def cell_baselines(table: Table, genotype: Any, run: tuple[RunRecord, dict[str, Any]] | None = None,
                    bench: dict[str, Any] | None = None) -> dict[str, Any]:
     """What ``lookup`` adds to a cell's table entry: its parameter rank among the table's cells, and the largest
-    cell of the op set beside it with the cell's margin. A run's cell (``config``): at the run's evaluation size,
+    cell of the op set beside it with the cell's margin. A run's cell (``run``: its record and config): at the
+    run's evaluation size,
     in the op set its method chose among (``bench``, its benchmark.json); a written cell: at the space's default
     size, in the op set of the sparse search if the cell belongs to it, else among all the table's cells."""
     space = table.space
-    channels, layers, shape = run_size(config) if config else (*space.default_size, DATASET_SHAPES["cifar10"])
+    channels, layers, shape = run_size(*run) if run else (*space.default_size, DATASET_SHAPES["cifar10"])
     dense = bool(bench.get("dense", True)) if isinstance(bench, dict) and "metric" in bench else \
         not space.searched_by(genotype, False)
     op_set = table_op_set(table, dense, channels, layers, shape)
@@ -183,8 +185,12 @@ def lookup(arch: str, benchmark: str | None, arch_column: str, metric: str | Non
         except UserError as exc:
             log.warning("ignoring %s: %s", run / "benchmark.json", exc)
     return {"metric": table.metric, **entry.to_dict(),
-            **cell_baselines(table, genotype, check_types(RunDir.open(run)[1], f"{run}/config.json") if run else None,
-                             bench)}
+            **cell_baselines(table, genotype, _record_and_config(run) if run else None, bench)}
+
+
+def _record_and_config(run: Path) -> tuple[RunRecord, dict[str, Any]]:
+    config = RunDir.open(run)[1]
+    return run_record(config, f"{run}/config.json"), config
 
 
 def format_lookup(found: dict[str, Any]) -> str:

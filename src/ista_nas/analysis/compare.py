@@ -93,9 +93,9 @@ def _op_set(info: RunInfo, table: Any | None) -> OpSet | None:
     """The baselines of the op set the run searched: from ``table`` when given, else from its benchmark.json."""
     bench = info.bench
     if table is None:
-        return run_op_set(bench, info.config)
+        return run_op_set(bench, info.record, info.config)
     dense = bench.get("dense", True) if isinstance(bench, dict) else True  # unknown: every cell of the space
-    return table_op_set(table, bool(dense), *run_size(info.config))
+    return table_op_set(table, bool(dense), *run_size(info.record, info.config))
 
 
 def _groups_and_op_sets(infos: list[RunInfo], table: Any | None) -> list[tuple[dict[str, Any], OpSet | None]]:

@@ -43,7 +43,7 @@ from ..engine.trainer import evaluate
 from ..errors import UserError
 from ..limits import check_seed
 from ..files import atomic_write_bytes, claim_folder, claim_output, claim_plot, read_json, refuse_link
-from ..methods import METHODS, SearchConfig, check_search_size, check_types, evaluation_fields, run_record
+from ..methods import METHODS, RunRecord, SearchConfig, check_search_size, check_types, evaluation_fields, run_record
 from ..methods.base import build_supernet
 from ..methods.bilevel import Bilevel
 from ..spaces import SPACES, load_genotype, sample_architectures  # noqa: F401 (re-exported)
@@ -206,14 +206,14 @@ def _shape(config: dict[str, Any]) -> tuple[int, int, int] | None:
         return None
 
 
-def baselines(genotypes: list[Any], true: list[float], config: dict[str, Any], device: str) -> dict[str, Any]:
+def baselines(genotypes: list[Any], true: list[float], record: RunRecord, config: dict[str, Any],
+              device: str) -> dict[str, Any]:
     """Kendall tau and Spearman rho against ``true`` of each architecture's training-free scores (``proxies``:
     parameter count, FLOPs and the zero-cost proxies), with each score's own spread: what a search must beat to
     rank better than its networks' size or a score at initialisation. Computed on the network the space
     evaluates a search's genotype at (its evaluation_size), from one batch of the run's training images (a run
     whose data cannot be read any more: the sizes alone, at CIFAR-10's shape, with a warning); also returned
-    per architecture."""
-    record = run_record(config, "the run's config.json")
+    per architecture. ``record`` is the run's (``methods.run_record``)."""
     space = SPACES[record.space]
     channels, layers = space.evaluation_size(config, True, evaluation_fields(record))
     dataset, names = config.get("dataset", "cifar10"), PROXIES
@@ -317,7 +317,7 @@ def correlate(run_dir: str | Path, out: str | Path, protocol: str = "trajectory"
     for r, p in zip(rows, points):
         r["true"] = truth.get(p["genotype"])
     result.update(correlation([r["search"] for r in rows], [r["true"] for r in rows]))
-    size = baselines([p["genotype"] for p in points], [r["true"] for r in rows], config, device)
+    size = baselines([p["genotype"] for p in points], [r["true"] for r in rows], record, config, device)
     for r, counted in zip(rows, size.pop("per_architecture")):
         r.update(counted)
     result.update(truth=truth.source, distinct_architectures=len(distinct), baselines=size, points=rows)

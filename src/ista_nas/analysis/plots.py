@@ -83,7 +83,8 @@ def benchmark_plots(metrics: list[dict[str, Any]], bench: dict[str, Any], op_set
     cell of the searched op set (a histogram, with the found cell, the random-draw mean and the largest cell)."""
     plt = pyplot()
     fig, (held_ax, hist_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
-    points = [(epoch_of(m), m["benchmark"]) for m in metrics if epoch_of(m) is not None and fits(m.get("benchmark"), float)]
+    points = [(epoch_of(m), m["benchmark"]) for m in metrics
+              if epoch_of(m) is not None and fits(m.get("benchmark"), float)]
     metric = plain(bench["metric"])
     values = op_set.values if op_set else None
     best, value, largest, mean = drawn([bench["best"], bench.get("value") or 0.0,

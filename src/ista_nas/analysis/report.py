@@ -234,7 +234,7 @@ def render(info: RunInfo) -> str:
     if bench and bench.get("value") is not None:
         overview.append((f"benchmark {bench['metric']}", f"{bench['value']:.2f}, rank {bench['rank']} of {bench['of']} "
                                                         f"(table best {bench['best']:.2f}, mean {bench['mean']:.2f})"))
-    op_set = run_op_set(bench, config) if bench and bench.get("value") is not None else None
+    op_set = run_op_set(bench, info.record, config) if bench and bench.get("value") is not None else None
     if op_set:
         values, largest = op_set.values, op_set.largest
         better = sum(v > bench["value"] for v in values)

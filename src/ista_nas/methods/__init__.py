@@ -16,7 +16,7 @@ from typing import Any
 from ..benchmark import NO_TABLE
 from ..config import COMMAND_KEY, RunConfig, TrainConfig
 from ..config import check_types as check_types_of
-from ..fields import Settings, resolve
+from ..fields import resolve
 from ..engine import driver
 from ..engine.rundir import RunDir
 from ..errors import UserError
@@ -39,16 +39,25 @@ SearchConfig = dataclasses.dataclass(type("SearchConfig", (*reversed(_PARTS), Se
                                        "from the registries; ``owned`` says which plug-in reads which)."}))
 
 
+def _listed() -> dict[str, tuple[list[str], list[str], str]]:
+    """Per setting some plug-in lists: the methods listing it, the spaces listing it, and what it is (its
+    group's ``why``). Read from the registries once."""
+    found: dict[str, tuple[list[str], list[str], str]] = {}
+    for position, plugins in enumerate((METHODS, SPACES)):
+        for name, plugin in plugins.items():
+            for part in plugin.settings:
+                for f in dataclasses.fields(part):
+                    found.setdefault(f.name, ([], [], part.why))[position].append(name)
+    return found
+
+
+_LISTED = _listed()
+
+
 def owners(name: str) -> tuple[list[str], list[str], str]:
     """Who reads the search setting ``name``: the methods listing it, the spaces listing it (empty: every one),
     and what it is (its group's ``why``)."""
-    def lists(plugin: Any) -> Settings | None:
-        return next((part for part in plugin.settings if name in {f.name for f in dataclasses.fields(part)}), None)
-
-    methods = [m for m, cls in METHODS.items() if lists(cls)]
-    spaces = [s for s, space in SPACES.items() if lists(space)]
-    part = next((lists(p) for p in (*METHODS.values(), *SPACES.values()) if lists(p)), None)
-    return methods, spaces, part.why if part else ""
+    return _LISTED.get(name, ([], [], ""))
 
 
 def owned(cfg: SearchConfig, baseline: SearchConfig) -> list[str]:

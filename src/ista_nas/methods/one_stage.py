@@ -130,11 +130,11 @@ class OneStageStepper(Stepper):
         total = loss if aux is None else loss + self.cfg.auxiliary_weight * F.cross_entropy(aux, y)
         for p in self.active:
             p.grad = None  # fresh gradients for the active weights; the inactive ones keep their zeros
-        self.net.arch.b.grad = None
-        total.backward(inputs=self.active + [self.net.arch.b])
+        self.b.grad = None
+        total.backward(inputs=self.active + [self.b])
         # The official code clips over every parameter's gradient, b's included, after b's Adam step: b's
         # gradient enlarges the norm that scales the weight step, and b itself steps unclipped (--clip-with-b).
-        clip_weight_grads(self.active, self.cfg.grad_clip, self.net.arch.b.grad if self.cfg.clip_with_b else None)
+        clip_weight_grads(self.active, self.cfg.grad_clip, self.b.grad if self.cfg.clip_with_b else None)
         self.w_opt.step()
         self.a_opt.step()
         return {"loss": loss.detach() * len(y), "correct": (logits.argmax(1) == y).sum(), "n": torch.tensor(len(y))}

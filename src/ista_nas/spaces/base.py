@@ -182,7 +182,7 @@ class SearchSpace:
     def evaluation_size(self, config: dict[str, Any], search: bool, fields: tuple[str, str] = ("channels", "layers")
                         ) -> tuple[int, int]:
         """(C, L) of the network a run's genotype is sized at in reports: the run config's ``fields`` (which the
-        run's method names: ``config.evaluation_fields``), unless the space evaluates searches elsewhere
+        run's method names: ``methods.evaluation_fields``), unless the space evaluates searches elsewhere
         (``search``: a search run's config)."""
         return config.get(fields[0], self.default_size[0]), config.get(fields[1], self.default_size[1])
 

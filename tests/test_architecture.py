@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).parents[1] / "src" / "ista_nas"
-LEAVES = {"errors", "fields", "files", "limits", "ops", "solver", "sparse_coding", "genotype", "published", "diagram"}
+LEAVES = {"errors", "fields", "files", "limits", "ops", "solver", "sparse_coding", "costs", "genotype", "published",
+          "diagram"}
 RANK = {"leaves": 0, "engine": 0, "networks": 1, "spaces": 2, "config": 3, "tools": 4, "methods": 5, "analysis": 6,
         "front": 7}
 
@@ -21,7 +22,7 @@ def layer(module: str) -> str:
         return top
     if top == "retrain":
         return "methods"
-    if top == "benchmark":
+    if top in ("benchmark", "hardware"):
         return "tools"
     return "front"  # export, bench, cli, the package itself
 

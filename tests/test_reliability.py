@@ -39,6 +39,8 @@ def output_cases(runs, tmp_path):
         (folder / name).write_bytes(FOREIGN)
     file = tmp_path / "foreign.png"
     file.write_bytes(FOREIGN)
+    table = tmp_path / "foreign.json"
+    table.write_bytes(FOREIGN)
     search, train = runs["search"], runs["train"]
     return [
         ("search --out", ["search", "--space", "nb201", "--out", file, "--epochs", "1"]),
@@ -50,7 +52,9 @@ def output_cases(runs, tmp_path):
         ("report --out", ["report", search, "--out", file]),
         ("correlate --out", ["correlate", search, "--out", folder]),
         ("compare --plot", ["compare", search, "--plot", file]),
-    ], [file, folder]
+        ("pareto --plot", ["pareto", search, "--latency", "fpga", "--plot", file]),
+        ("latency --out", ["latency", "--out", table]),
+    ], [file, folder, table]
 
 
 def test_every_output_flag_refuses_a_file_it_did_not_write(runs, tmp_path, capsys):
@@ -63,7 +67,7 @@ def test_every_output_flag_refuses_a_file_it_did_not_write(runs, tmp_path, capsy
     assert flags == {flag.split(" (")[0] for flag, _ in cases}
     for flag, argv in cases:
         err = refused(argv, capsys, *foreign, runs["search"], runs["train"])
-        assert flag.split()[1] in err and (str(foreign[0]) in err or str(foreign[1]) in err), (flag, err)
+        assert flag.split()[1] in err and any(str(path) in err for path in foreign), (flag, err)
 
 
 def test_a_runs_own_files_are_never_an_output(runs, tmp_path, capsys):

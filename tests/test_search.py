@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -307,6 +308,8 @@ def test_a_setting_other_plugins_own_is_refused_in_one_line_before_anything_is_r
         rule = f.metadata["rule"]
         if rule is not None and rule.choices:
             return next(c for c in rule.choices if c != f.default)
+        if isinstance(f.default, str):
+            return f.default + "x"
         return not f.default if isinstance(f.default, bool) else f.default + (1 if isinstance(f.default, int) else 0.1)
 
     def listing(plugins, name):
@@ -533,3 +536,32 @@ def test_a_run_records_what_it_is_and_a_run_of_an_earlier_version_is_read_by_a_n
     assert run_record(old_train, "o") == RunRecord("train", None, "nb201", LEGACY_COMMAND)
     with pytest.raises(UserError, match="unknown command 'evaluate'"):
         run_record({**search, "command": "evaluate"}, "e")
+
+
+@pytest.mark.parametrize("method", ["two-stage", "one-stage", "darts"])
+def test_a_budgeted_search_holds_a_cell_within_budget_at_every_epoch(method, tiny_config, tmp_path):
+    """A tight budget (the 10th percentile of the 4,096 cells' latency on pixel3): the cell held after every epoch,
+    recomputed from its record, fits; where the search's own unconstrained choice (ISTA-NAS: the largest |z| per
+    edge, in ranking.json) did not fit, the budget chose another."""
+    import itertools
+
+    from ista_nas import hardware
+    from ista_nas.networks.nb201 import NB201_OPS, Nb201Arch
+
+    model = hardware.cost_model("nb201", "latency", "pixel3")
+    limit = float(np.quantile([model.of(c) for c in itertools.product(range(1, 5), repeat=6)], 0.1))
+    extra = dict(max_search_epochs=2, epochs=1) if method == "one-stage" else {}
+    cfg = tiny_config(space="nb201", method=method, channels=4, layers=1, max_latency=limit, latency="pixel3",
+                      **extra)
+    result = methods.search(cfg, tmp_path / "run")
+    searched = [m for m in result.metrics if m.get("phase", "search") == "search"]
+    assert len(searched) == 2
+    for m in searched:
+        cost = hardware.cost_of("nb201", "latency", Nb201Arch.parse(m["genotype"]["arch"]), "pixel3")
+        assert m["budget"]["limit"] == limit and m["budget"]["cost"] == pytest.approx(cost) and cost <= limit
+    assert hardware.cost_of("nb201", "latency", result.genotype, "pixel3") <= limit
+    if method == "two-stage":
+        ranking = json.loads((tmp_path / "run" / "ranking.json").read_text())["cell"]
+        top = Nb201Arch(tuple(edge[0]["op"] for edge in ranking))
+        assert hardware.cost_of("nb201", "latency", top, "pixel3") > limit and top != result.genotype
+        assert all(op != NB201_OPS[0] for op in result.genotype.ops)

@@ -205,19 +205,24 @@ def _read_once(path: Path, reading: tuple[Any, ...], read: Callable[[], Table]) 
     return _READ[key]
 
 
-def load_table(path: str | Path, arch_column: str = DEFAULT_ARCH_COLUMN, metric: str = DEFAULT_METRIC) -> Table:
-    """Read and check a benchmark table; every problem is a UserError naming the row and the fix."""
+def load_table(path: str | Path, arch_column: str = DEFAULT_ARCH_COLUMN, metric: str = DEFAULT_METRIC,
+               kind: str = "benchmark table", flags: tuple[str, str, str] = ("--benchmark", "--arch-column", "--metric")
+               ) -> Table:
+    """Read and check a benchmark table; every problem is a UserError naming the row and the fix. ``kind`` and
+    ``flags`` (the file's, the architecture column's and the value column's) name them in the messages (a latency
+    table: ``hardware``)."""
+    file_flag, arch_flag, metric_flag = flags
     path = Path(path).expanduser()
-    text = read_text(path, "benchmark table", LIMITS["table"], "give a CSV or JSON-lines file to --benchmark")
+    text = read_text(path, kind, LIMITS["table"], f"give a CSV or JSON-lines file to {file_flag}")
     if not text.strip():
-        raise UserError(f"benchmark table {path} is empty; give a CSV file with a header line, or JSON lines")
+        raise UserError(f"{kind} {path} is empty; give a CSV file with a header line, or JSON lines")
     columns, rows = _rows(path, text)
-    for name, flag in ((arch_column, "--arch-column"), (metric, "--metric")):
+    for name, flag in ((arch_column, arch_flag), (metric, metric_flag)):
         if name not in columns:
-            raise UserError(f"benchmark table {path} has no column {name!r} (it has {', '.join(map(repr, columns))}); "
+            raise UserError(f"{kind} {path} has no column {name!r} (it has {', '.join(map(repr, columns))}); "
                             f"name the column with {flag}")
     if not rows:
-        raise UserError(f"benchmark table {path} has no rows; give a table with one architecture a row")
+        raise UserError(f"{kind} {path} has no rows; give a table with one architecture a row")
     values: dict[str, float] = {}
     first_line: dict[str, int] = {}
     space = None
@@ -240,7 +245,7 @@ def load_table(path: str | Path, arch_column: str = DEFAULT_ARCH_COLUMN, metric:
         value = _number(row.get(metric))
         if value is None:
             raise UserError(f"{path} line {number}: {metric} = {row.get(metric)!r} is not a finite number written "
-                            f"whole (such as 93.12); every row needs a numeric --metric column")
+                            f"whole (such as 93.12); every row needs a numeric {metric_flag} column")
         key = space.short(genotype)
         if key in values:
             raise UserError(f"{path} line {number} repeats architecture {key} of line {first_line[key]}; keep one "

@@ -71,6 +71,66 @@ def _proxies(args: argparse.Namespace) -> None:
     print(json.dumps(result) if args.json else format_score(result))
 
 
+def _pick(args: argparse.Namespace) -> None:
+    import torch
+
+    from .analysis.front import budget_from, format_pick, pick
+    from .analysis.proxies import one_batch
+    from .limits import check_seed
+
+    check_seed(args.seed, "--seed")
+    if args.sample < 1 or args.batch_size < 2:
+        raise UserError(f"--sample and --batch-size must be at least 1 and 2, got {args.sample} and {args.batch_size}")
+    budget = budget_from(args.space, args.with_none, max_params=args.max_params, max_flops=args.max_flops,
+                         max_latency=args.max_latency, latency=args.latency)
+    if args.by == "naswot":
+        batch, classes = one_batch(args.dataset, args.batch_size, args.seed, args.data_dir)
+    else:  # synflow reads no data (one all-ones image); params and flops no network
+        batch, classes = (torch.zeros(1, 3, 32, 32), torch.zeros(1, dtype=torch.long)), 10
+    result = pick(args.space, budget.kind, args.latency, budget.limit, args.by, args.sample, args.seed,
+                  args.with_none, batch, classes)
+    print(json.dumps(result) if args.json else format_pick(result))
+
+
+def _latency(args: argparse.Namespace) -> None:
+    from .engine.loop import resolve_device
+    from .files import atomic_write_bytes, claim_output
+    from .hardware import measure
+    from .limits import check_count, check_seed
+
+    if not args.out.lower().endswith(".json"):
+        raise UserError(f"--out {args.out}: a latency table is a .json file (what --latency FILE.json reads)")
+    out = claim_output(args.out, "json", "--out")
+    for flag, value, low, high in (("--batch-size", args.batch_size, 1, 4096), ("--warmup", args.warmup, 0, 10_000),
+                                   ("--passes", args.passes, 3, 10_000), ("--calls", args.calls, 1, 10_000),
+                                   ("--check", args.check, 2, 10_000), ("--threads", args.threads, 1, 1024)):
+        check_count(flag, value, low, high)
+    check_seed(args.seed)
+    device = resolve_device(args.device)
+    table = measure(args.space, device, args.batch_size, args.warmup, args.passes, args.calls, args.check, args.seed,
+                    args.threads)
+    atomic_write_bytes(out, json.dumps(table, indent=1).encode())
+    check = table["check"]
+    print(json.dumps(table) if args.json else
+          f"{table['space']} on {table['device_name']} ({table['device']}, {table['threads']} thread(s), batch "
+          f"{table['batch_size']}): every candidate op timed; {check['cells']} whole networks: Kendall tau {check['kendall_tau']:.3f} and median "
+          f"relative error {100 * check['median_relative_error']:.1f}% of the table's prediction\nwritten: {out} "
+          f"(use --latency {out})")
+
+
+def _pareto(args: argparse.Namespace) -> None:
+    from .analysis.front import format_pareto, pareto
+    from .analysis.report import read_run
+    from .files import claim_plot
+
+    if (args.cost == "latency") != bool(args.latency):
+        raise UserError("--cost latency needs --latency DEVICE or FILE:COLUMN, and --latency is read only with it")
+    plot = claim_plot(args.plot, "--plot")
+    runs = [read_run(r, with_size=False) for r in args.runs]
+    result = pareto(runs, args.space, args.cost, args.latency, args.metric, args.with_none, plot)
+    print(json.dumps(result) if args.json else format_pareto(result) + f"\nwritten: {plot}")
+
+
 def _absolute(path: str) -> str:
     return str(Path(path).expanduser().resolve())
 
@@ -202,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         with logging_redirect_tqdm():
             {"search": _search, "train": _train, "evaluate": _evaluate, "show": _show,
              "export": _export, "bench": _bench, "report": _report, "compare": _compare,
-             "lookup": _lookup, "correlate": _correlate, "proxies": _proxies}[args.command](args)
+             "lookup": _lookup, "correlate": _correlate, "proxies": _proxies,
+             "pick": _pick, "pareto": _pareto, "latency": _latency}[args.command](args)
     except IstaNasError as exc:
         if not getattr(exc, "reported_by_main", False):
             print(f"ista-nas: error: {one_line(str(exc))}", file=sys.stderr)

@@ -10,6 +10,7 @@ import dataclasses
 from . import __version__
 from .benchmark import DEFAULT_ARCH_COLUMN, DEFAULT_METRIC
 from .config import RunConfig, TrainConfig
+from .analysis.front import PICKS
 from .limits import one_line
 from .spaces import SPACES, published
 
@@ -68,6 +69,23 @@ def _add_table_flags(parser: argparse.ArgumentParser, required: bool, builtin: s
 def _builtin_tables() -> str:
     return "; ".join(f"{name}, metrics {' | '.join(space.builtin_table[1])}" for name, space in SPACES.items()
                      if space.builtin_table)
+
+
+def _add_cost_space(parser: argparse.ArgumentParser) -> None:
+    """--space of pick, pareto and latency: the spaces whose costs add up per candidate."""
+    exact = [name for name, space in SPACES.items() if space.exact_budgets]
+    parser.add_argument("--space", choices=exact, default=exact[0], help=f"a space with exact budgets [{exact[0]}]")
+
+
+def _add_budget_flags(parser: argparse.ArgumentParser) -> None:
+    """The budget of pick and pareto: one of --max-params, --max-flops, --max-latency (with --latency)."""
+    from .methods.budget import BudgetSettings
+
+    _add_cost_space(parser)
+    for name in ("max_params", "max_flops", "max_latency", "latency"):
+        spec = BudgetSettings.__dataclass_fields__[name]
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(spec.default), default=spec.default,
+                            help=spec.metadata["help"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,6 +209,54 @@ def build_parser() -> argparse.ArgumentParser:
     prx.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     _add_table_flags(prx, required=False, builtin=_builtin_tables() + "; none: no table")
     prx.add_argument("--json", action="store_true", help="print one JSON object")
+    pick = commands.add_parser("pick", help="The cell a training-free score ranks first within a budget",
+                               description="Among the cells of the op set the search chooses among whose cost is "
+                                           "within the budget, the one a training-free score ranks first (the "
+                                           "largest), with its cost: params and flops over every such cell, synflow "
+                                           "and naswot over a uniform sample of them.")
+    _add_budget_flags(pick)
+    pick.add_argument("--by", choices=PICKS, default="synflow", help="the score [synflow]")
+    pick.add_argument("--sample", type=int, default=100, metavar="K",
+                      help="synflow, naswot: score K cells drawn at random among those within budget [100]")
+    pick.add_argument("--seed", type=int, default=0, help="seed of the draw, the networks and the batch [0]")
+    pick.add_argument("--with-none", action="store_true",
+                      help="choose among the cells with none edges too (the DARTS baseline's op set)")
+    pick.add_argument("--dataset", default="cifar10", help="naswot: the batch's dataset, as search reads it [cifar10]")
+    pick.add_argument("--data-dir", default=None, help="where torchvision datasets live")
+    pick.add_argument("--batch-size", type=int, default=64, help="naswot: images in the batch [64]")
+    pick.add_argument("--json", action="store_true", help="print one JSON object")
+    lat = commands.add_parser("latency", help="Measure a latency table of every candidate op on this device",
+                              description="Times, for every candidate op, the evaluation network whose every "
+                                          "decision holds it against the one of the first op: the op's cost per "
+                                          "decision (median over the passes, spread: interquartile range); writes "
+                                          "the table --latency FILE.json reads, and checks it against whole networks "
+                                          "of random cells timed here (Kendall tau, median relative error).")
+    _add_cost_space(lat)
+    lat.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N [cpu]")
+    lat.add_argument("--out", default="latency.json", help="the table to write (.json) [latency.json]")
+    lat.add_argument("--batch-size", type=int, default=1, help="images per forward pass [1]")
+    lat.add_argument("--threads", type=int, default=1, help="CPU threads of the forward passes [1]")
+    lat.add_argument("--warmup", type=int, default=2, help="untimed calls of each network first [2]")
+    lat.add_argument("--passes", type=int, default=10,
+                     help="passes over all networks; a time is the median over them [10]")
+    lat.add_argument("--calls", type=int, default=3, help="calls per network and pass; the fastest counts [3]")
+    lat.add_argument("--check", type=int, default=100, help="random cells timed whole to check the table [100]")
+    lat.add_argument("--seed", type=int, default=0, help="seed of the check's cells and of their weights [0]")
+    lat.add_argument("--json", action="store_true", help="print the table as one JSON object")
+    par = commands.add_parser("pareto", help="A table's accuracy-against-cost front, with found cells and baselines",
+                              description="The best table value within each cost (the front) over the op set the "
+                                          "search chooses among; for each run its found cell's cost and value, its "
+                                          "budget, the front's value there and its margin, the largest cell and the "
+                                          "random draw within that budget; for several runs their hypervolume as a "
+                                          "fraction of the front's.")
+    par.add_argument("runs", nargs="*", help="search run directories")
+    _add_cost_space(par)
+    par.add_argument("--cost", choices=("params", "flops", "latency"), default="latency", help="[latency]")
+    par.add_argument("--latency", default="", help="the latency --cost latency counts: DEVICE or FILE:COLUMN")
+    par.add_argument("--metric", default="", help="the table's column [its first: cifar10]")
+    par.add_argument("--with-none", action="store_true", help="the DARTS baseline's op set (cells with none too)")
+    par.add_argument("--plot", default="pareto.png", help="the figure [pareto.png]")
+    par.add_argument("--json", action="store_true", help="print one JSON object")
     cmp_ = commands.add_parser("compare", help="Runs side by side, and mean +- std over seeds",
                                description="Method, genotype, parameters, best accuracy and time of several runs; "
                                            "runs of the same settings but their seed grouped: mean +- std of best "

@@ -11,12 +11,16 @@ During the epoch the candidates in S_g are weighted by one ISTA step restricted 
 so the gradient of the loss reaches b through A_S, and nothing else is ever evaluated.
 
 Groups of different sizes are batched in one tensor, zero-padded to the largest n.
+
+Under a budget (``methods.budget``) a ``chooser`` picks, after each recovery, the candidates each group's
+architecture holds among those that fit (``costs.best_within`` on |z|); the support is then those plus the
+largest |z| of the others, up to s. Without one, the support is the s largest |z|.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -80,8 +84,13 @@ class SparseCode(nn.Module):
     """Measurement matrices, compressed parameters b and recovered supports for ``types x groups`` decisions.
 
     Buffers (saved in ``state_dict`` and moved by ``.to``): ``A`` (T, G, m, n), ``z`` (T, G, n) the last
-    recovered vector, ``support`` (T, G, s) candidate indices. Parameter: ``b`` (T, G, m).
+    recovered vector, ``support`` (T, G, s) candidate indices, ``lead`` (T, G) the candidate each group's
+    architecture holds first (the largest |z| unless a budget's ``chooser`` picked another). Parameter: ``b``
+    (T, G, m). ``chooser`` (set by a budget; None: none): from |z| (T, G, n), the frozen groups (T, G) and the
+    current ``lead``, the (T, G, p) candidates every group's architecture holds (p <= s, frozen groups unchanged).
     """
+
+    chooser: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
 
     def __init__(self, group_sizes: Sequence[int], types: int = 2, m: int = CodeSettings.proj_dims,
                  s: int = CodeSettings.sparsity, lam: float = CodeSettings.lam, matrix: str = CodeSettings.matrix,
@@ -98,6 +107,7 @@ class SparseCode(nn.Module):
         self.b = nn.Parameter(init_scale * torch.randn(types, len(group_sizes), m, generator=gen))
         self.register_buffer("z", torch.zeros(types, len(group_sizes), n_max))
         self.register_buffer("support", torch.zeros(types, len(group_sizes), s, dtype=torch.long))
+        self.register_buffer("lead", torch.zeros(types, len(group_sizes), dtype=torch.long))
         # One-stage search: a frozen group keeps its support and uses fixed weights; b gets no gradient there.
         self.register_buffer("frozen", torch.zeros(types, len(group_sizes), dtype=torch.bool))
         self.register_buffer("alpha_fixed", torch.zeros(types, len(group_sizes), s))
@@ -126,12 +136,39 @@ class SparseCode(nn.Module):
         if not self.frozen.all() and not z[~self.frozen].any():
             log.warning("lam %g zeroes z in every decision group: the supports (and the genotype) fall to the "
                         "candidates' order, not to b; lower --lam (b's entries are far smaller than it)", self.lam)
-        support = torch.where(self.frozen.unsqueeze(-1), self.support, self._rank(z)[..., : self.s].sort(dim=-1).values)
+        changed = self.select(z)
+        return result, changed
+
+    @torch.no_grad()
+    def select(self, z: Tensor | None = None) -> Tensor:
+        """Take ``z`` (default: the current one) and choose the supports from it (the ``chooser``'s where one is
+        set); frozen groups keep theirs. Returns the (T, G) groups whose support changed."""
+        z = self.z if z is None else z
+        ranked = self._rank(z)
+        if self.chooser is None:
+            support, lead = ranked[..., : self.s].sort(dim=-1).values, ranked[..., 0]
+        else:
+            held = self.chooser(z.abs(), self.frozen, self.lead).to(ranked.device)
+            lead = held[..., 0]
+            others = ranked.tolist()
+            for t, groups in enumerate(held.tolist()):
+                for g, chosen in enumerate(groups):
+                    rest = [k for k in others[t][g] if k not in chosen][: self.s - len(chosen)]
+                    others[t][g] = sorted(chosen + rest)
+            support = torch.tensor(others, dtype=torch.long, device=ranked.device)[..., : self.s]
+        support = torch.where(self.frozen.unsqueeze(-1), self.support, support)
         changed = (support != self.support).any(-1)
         self.z.copy_(z)
         self.support.copy_(support)
+        self.lead.copy_(torch.where(self.frozen, self.lead, lead))
         self.cache_support()
-        return result, changed
+        return changed
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:
+        # Checkpoints written before ``lead`` existed: every group's architecture held its largest |z|.
+        if prefix + "z" in state_dict and prefix + "lead" not in state_dict:
+            state_dict[prefix + "lead"] = self._rank(state_dict[prefix + "z"].to(self.valid.device))[..., 0]
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def relaxed_weights(self) -> Tensor:
         """(T, G, s) weights of the support candidates: alpha_S = z_S + A_S^T (b - A z_S); differentiable in b.

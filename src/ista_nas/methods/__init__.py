@@ -24,6 +24,7 @@ from ..files import read_json, refuse_link
 from ..limits import check_size
 from ..spaces import SPACES, check_network, machine_memory
 from .base import SearchMethod, SearchResult, SearchSettings, table_of
+from .budget import budget_of
 from .darts import Darts
 from .one_stage import OneStage
 from .two_stage import TwoStage
@@ -162,6 +163,7 @@ def validate(cfg: SearchConfig) -> SearchConfig:
                         "has none (use ista-nas correlate with training runs as the truth)")
     method.validate_parts(cfg)
     table_of(cfg)  # a bad table fails here, before the data loads
+    budget_of(cfg, method.variant)  # so does a budget nothing meets (its latency table read and fitted here, once)
     return cfg
 
 

@@ -25,6 +25,7 @@ from ..fields import POSITIVE, NONNEGATIVE, Settings, setting
 from ..networks.protocols import DenseSupernet, SparseSupernet, TargetSupernet
 from ..spaces import SPACES, check_activations, write_diagrams
 from ..spaces.base import Checks, SearchSpace
+from .budget import Budget, budget_of, constrain
 
 if TYPE_CHECKING:
     from . import SearchConfig
@@ -113,7 +114,12 @@ class SearchMethod(Job):
     def __init__(self, cfg: "SearchConfig"):
         super().__init__(cfg)
         self.table: Table | None = table_of(cfg)  # read once, when validate checked it (before the data loads)
+        self.budget: Budget | None = budget_of(cfg, self.variant)
         self.missing: set[str] = set()
+
+    def budget_record(self, genotype: Any) -> dict[str, Any]:
+        """Under an exact budget: its limit and the held ``genotype``'s cost, for the epoch's record."""
+        return {} if self.budget is None else self.budget.record(genotype, SPACES[self.cfg.space])
 
     def benchmark_record(self, genotype: Any) -> dict[str, Any]:
         """With ``--benchmark``: the table's metric and rank of ``genotype`` (None, and one warning, for an
@@ -156,7 +162,11 @@ def build_supernet(cfg: "SearchConfig", data: Any, variant: str = "sparse"
     torch.manual_seed(cfg.seed)
     space = SPACES[cfg.space]
     factories = {"sparse": space.supernet, "dense": space.dense_supernet, "target": space.target_supernet}
-    return factories[variant](cfg, data)
+    net = factories[variant](cfg, data)
+    budget = budget_of(cfg, variant)
+    if budget is not None:  # the architecture it holds stays within the budget, from the random start on
+        constrain(net, budget, variant == "dense")
+    return net
 
 
 def table_of(cfg: "SearchConfig") -> Table | None:

@@ -161,7 +161,8 @@ class Bilevel(SearchMethod):
         self.last_genotype = self.net.genotype()
         self.write_results(self.last_genotype)
         return {**stats, "lr": self.stepper.w_opt.param_groups[0]["lr"], **after,
-                "genotype": self.last_genotype.to_dict(), **self.benchmark_record(self.last_genotype)}
+                "genotype": self.last_genotype.to_dict(), **self.benchmark_record(self.last_genotype),
+                **self.budget_record(self.last_genotype)}
 
     def write_results(self, genotype: Any) -> None:
         self.run.write_json("genotype.json", genotype.to_dict())

@@ -41,7 +41,7 @@ from ..spaces import SPACES, build_model, model_spec
 from ..spaces.base import Checks, SearchSpace
 from ..sparse_coding import CodeSettings
 from .base import ClipSettings, SearchMethod, SearchResult, Stepper, build_supernet, clip_weight_grads
-from .budget import BudgetSettings, recover_within_budget
+from .budget import BudgetSettings, recover_within_budget, rejection_limit
 
 if TYPE_CHECKING:
     from . import SearchConfig
@@ -246,7 +246,7 @@ class OneStage(SearchMethod):
         # with BN statistics they have not gathered yet).
         self.test = evaluate(net, self.test_loader, desc=f"test (search {epoch + 1})", ctx=self.ctx)
         previous = net.arch.z.clone()
-        _, recovered, _, _ = recover_within_budget(net, SPACES[cfg.space], cfg.max_params, cfg.channels, cfg.layers,
+        _, recovered, _, _ = recover_within_budget(net, SPACES[cfg.space], rejection_limit(cfg), cfg.channels, cfg.layers,
                                                    self.ctx)
         moved = torch.linalg.vector_norm(recovered - previous, dim=-1)
         freeze = (moved <= cfg.freeze_tol) & ~net.arch.frozen
@@ -263,7 +263,7 @@ class OneStage(SearchMethod):
                      self.trainer.model.genotype.to_dict())
         genotype = net.genotype()
         return {"phase": "search", "phase_epoch": epoch + 1, **stats, "frozen": sorted(self.froze_at),
-                "genotype": genotype.to_dict(), **self.benchmark_record(genotype)}
+                "genotype": genotype.to_dict(), **self.benchmark_record(genotype), **self.budget_record(genotype)}
 
     def _end_training(self, epoch: int, stats: dict[str, float]) -> dict[str, Any]:
         trainer, e = self.trainer, epoch - self.searched

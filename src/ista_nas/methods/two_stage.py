@@ -15,7 +15,7 @@ from ..spaces import SPACES
 from ..sparse_coding import CodeSettings
 from .base import ClipSettings
 from .bilevel import Bilevel
-from .budget import BudgetSettings, recover_within_budget
+from .budget import BudgetSettings, recover_within_budget, rejection_limit
 
 
 class TwoStage(Bilevel):
@@ -32,7 +32,7 @@ class TwoStage(Bilevel):
         """Recover z from b and move the supports (keeping them where the recovered cell exceeds the budget);
         what changed, for the record."""
         cfg, net = self.cfg, self.net
-        recovery, _, changed, rejected = recover_within_budget(net, SPACES[cfg.space], cfg.max_params,
+        recovery, _, changed, rejected = recover_within_budget(net, SPACES[cfg.space], rejection_limit(cfg),
                                                                cfg.budget_channels, cfg.budget_layers, self.ctx)
         return {"supports_changed": [net.group_name(t, g) for t, g in changed.nonzero().tolist()],
                 "recovery_iterations": recovery.iterations,

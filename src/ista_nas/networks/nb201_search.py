@@ -7,7 +7,7 @@ softmax among all 5 (the subclass ``Nb201DenseSearchNetwork``), as the DARTS cel
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -105,7 +105,7 @@ class Nb201SearchNetwork(_Nb201Body):
         if not self.one_stage:
             return [[True] * len(ops) for ops in self.arch.support_list[0]]
         if self._kept is None:
-            frozen, top = self.arch.frozen[0].tolist(), self.arch.ranking()[0, :, 0].tolist()
+            frozen, top = self.arch.frozen[0].tolist(), self.arch.lead[0].tolist()
             self._kept = [[not frozen[k] or c == top[k] for c in ops]
                           for k, ops in enumerate(self.arch.support_list[0])]
         return self._kept
@@ -200,8 +200,9 @@ class Nb201SearchNetwork(_Nb201Body):
         return self.arch.z.detach()[0].abs().cpu()
 
     def genotype(self) -> Nb201Arch:
-        """Per edge the candidate with the largest |z| (the support at s=1)."""
-        return Nb201Arch(tuple(self.candidates[int(order[0])] for order in self.arch.ranking()[0]))
+        """Per edge the candidate its support leads with: the largest |z| (the support at s=1), or under a budget
+        the one the budget's choice holds (``SparseCode.lead``)."""
+        return Nb201Arch(tuple(self.candidates[k] for k in self.arch.lead[0].tolist()))
 
     def ranking(self) -> dict[str, list[list[dict]]]:
         scores = self._scores()
@@ -232,8 +233,12 @@ class Nb201DenseSearchNetwork(Nb201SearchNetwork):
         """(edges, candidates): the softmax weights."""
         return self.arch.relaxed_weights().detach()[0].cpu()
 
+    chooser: Callable[[Tensor], list[int]] | None = None  # a budget's choice of one op per edge from the weights
+
     def genotype(self) -> Nb201Arch:
         """The largest softmax weight per edge, "none" included, as the benchmark's DARTS baseline derives it; ties
-        go to the earlier op."""
-        return Nb201Arch(tuple(self.candidates[int(row.argsort(descending=True, stable=True)[0])]
-                               for row in self._scores()))
+        go to the earlier op. Under a budget (``chooser``), the ops within it of the largest total weight."""
+        scores = self._scores()
+        if self.chooser is not None:
+            return Nb201Arch(tuple(self.candidates[k] for k in self.chooser(scores)))
+        return Nb201Arch(tuple(self.candidates[int(row.argsort(descending=True, stable=True)[0])] for row in scores))

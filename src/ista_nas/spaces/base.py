@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..fields import Settings, at_least, setting
 from ..networks.cnn import count_parameters
 from ..networks.protocols import DenseSupernet, SparseSupernet, TargetSupernet
@@ -126,6 +127,31 @@ class SearchSpace:
         """``parameter_count`` of each genotype (the cifar stem): what the size baselines rank cells by
         (``baselines``). A space whose counts add up per candidate may count thousands of cells faster."""
         return [self.parameter_count(g, channels, layers, classes, in_channels, None) for g in genotypes]
+
+    # --- costs (search under a budget: methods.budget, hardware) ---
+    exact_budgets: ClassVar[tuple[str, ...]] = ()  # the costs (params, flops, latency) it counts per candidate
+    # The latency table that ships for this space: (file name in ista_nas/data, its device columns), or None.
+    builtin_latency: ClassVar[tuple[str, tuple[str, ...]] | None] = None
+
+    def cost_columns(self, dense: bool) -> list[int]:
+        """The candidates of each group (indices into ``cost_model``'s) the sparse or ``dense`` search chooses
+        among."""
+        raise NotImplementedError
+
+    def cost_model(self, name: str) -> Any:
+        """The exact additive model (``costs.AdditiveCost``) of ``name`` (params or flops) of the network a
+        search of this space is evaluated at, per (decision group, candidate): a space whose costs add up that
+        way offers budgets on them (and latency, fitted over ``choice``)."""
+        raise UserError(f"--space {self.name} counts no cost per candidate yet; search a space that does for a "
+                        "FLOPs or latency budget")
+
+    def from_choice(self, choice: Any) -> Any:
+        """The genotype of one candidate index per decision group (``choice``'s inverse)."""
+        raise NotImplementedError
+
+    def choice(self, genotype: Any) -> list[int]:
+        """Per decision group the index of the candidate ``genotype`` holds (a space of one candidate per group)."""
+        raise NotImplementedError
 
     # --- genotypes ---
     def owns(self, data: dict[str, Any]) -> bool:

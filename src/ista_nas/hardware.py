@@ -1,0 +1,235 @@
+"""The costs a budget counts, per candidate of a space: parameters and FLOPs exactly (the space's
+``cost_model``), latency fitted from a table of whole architectures (one number per (decision group,
+candidate) plus a constant, by least squares over the architectures the ISTA-NAS search chooses among).
+
+A latency table is a benchmark-style table (``benchmark.load_table``): an ``arch`` column and one numeric column
+per device, in milliseconds. A space may ship one (its ``builtin_latency``): ``--latency DEVICE`` reads its
+column, ``--latency FILE:COLUMN`` a file of your own.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .benchmark import BUILTIN, load_table
+from .costs import AdditiveCost, Fit, fit_additive
+from .errors import UserError
+from .files import read_json
+from .limits import shown
+from .spaces import SPACES
+
+log = logging.getLogger(__name__)
+
+KINDS = ("params", "flops", "latency")
+
+
+def latency_source(space: str, spec: str) -> tuple[Path, str]:
+    """(file, column) of ``--latency`` ``spec``: a device of the space's built-in table, or FILE:COLUMN."""
+    builtin = SPACES[space].builtin_latency
+    devices = builtin[1] if builtin else ()
+    if spec in devices:
+        return BUILTIN / builtin[0], spec
+    if spec.lower().endswith(".json"):
+        raise UserError(f"--latency {spec}: a measured table (ista-nas latency) is read whole, not as a column")
+    path, sep, column = spec.rpartition(":")
+    if not sep or not path or not column:
+        known = f"a device of the built-in table ({', '.join(devices)}) or " if devices else ""
+        raise UserError(f"--latency {spec!r} names no latency table: give {known}FILE:COLUMN (a CSV with an arch "
+                        "column and that column of milliseconds)")
+    return Path(path).expanduser(), column
+
+
+@functools.lru_cache(maxsize=8)
+def _fit(space_name: str, path: Path, column: str, stamp: tuple[int, int]) -> Fit:
+    space = SPACES[space_name]
+    table = load_table(path, metric=column, kind="latency table",
+                       flags=("--latency FILE:COLUMN", "an arch column", "--latency FILE:COLUMN"))
+    if table.space is not space:
+        raise UserError(f"latency table {path} lists architectures of --space {table.space.name}, the search is of "
+                        f"--space {space_name}; give a table of its space")
+    cells = [(space.choice(g), v) for g, v in ((space.parse(a), v) for a, v in table.values.items())
+             if space.searched_by(g, dense=False)]
+    if len(cells) < 2:
+        raise UserError(f"latency table {path} has {len(cells)} architecture(s) the search chooses among; a fit of "
+                        "one latency per (decision, candidate) needs many more")
+    choices = np.array([c for c, _ in cells])
+    measured = np.array([v for _, v in cells], dtype=float)
+    candidates = max(len(row) for row in space.cost_model("params").costs)
+    return fit_additive(choices, measured, candidates, "latency", "ms", f"{path.name}:{column}")
+
+
+def latency_fit(space: str, spec: str) -> Fit:
+    """One latency per (decision group, candidate) plus a constant, fitted to the ``--latency`` table over the
+    architectures the ISTA-NAS search chooses among (``searched_by``: in a cell space, those without ``none``,
+    whose ops all run); a candidate they never hold (``none``) gets the cheapest cost of its group. Read once per
+    file version."""
+    path, column = latency_source(space, spec)
+    try:
+        stat = path.stat()
+    except OSError:
+        stat = None
+    fit = _fit(space, path, column, (stat.st_mtime_ns, stat.st_size) if stat else (0, 0))
+    log.info("latency of %s: %s", spec, fit_line(fit))
+    return fit
+
+
+def fit_line(fit: Fit) -> str:
+    """How well one latency per candidate predicts the table's architectures, in words."""
+    return (f"one latency per candidate fitted to {fit.cells:,} architectures: R^2 {fit.r2:.3f}, Kendall tau "
+            f"{fit.tau:.3f}, median relative error {100 * fit.median_relative_error:.1f}%")
+
+
+def cost_model(space: str, kind: str, latency: str = "") -> AdditiveCost:
+    """The additive model of ``kind`` (params, flops or latency from ``latency``) for ``space``."""
+    if kind == "latency":
+        return latency_model(space, latency)[0]
+    return _exact(space, kind)
+
+
+def latency_model(space: str, spec: str) -> tuple[AdditiveCost, str]:
+    """The latency model ``--latency`` names, and a line saying how well it predicts whole architectures: a
+    table measured by ``ista-nas latency`` (FILE.json), or one fitted to a table of whole architectures."""
+    path = Path(spec).expanduser()
+    if path.suffix.lower() == ".json":
+        try:
+            stat = path.stat()
+        except OSError:
+            stat = None
+        return _measured(space, path, (stat.st_mtime_ns, stat.st_size) if stat else (0, 0))
+    fit = latency_fit(space, spec)
+    return fit.model, fit_line(fit)
+
+
+@functools.lru_cache(maxsize=8)
+def _measured(space_name: str, path: Path, stamp: tuple[int, int]) -> tuple[AdditiveCost, str]:
+    fix = "give a latency table written by ista-nas latency"
+    data = read_json(path, "latency table", fix)
+    shape = SPACES[space_name].cost_model("params").costs
+    if not isinstance(data, dict) or data.get("space") != space_name or data.get("unit") != "ms":
+        raise UserError(f"latency table {path} is no ms table of --space {space_name} (its space and unit: "
+                        f"{shown(data.get('space') if isinstance(data, dict) else data)}); {fix}")
+    costs, base = data.get("costs"), data.get("base")
+    if not (isinstance(costs, list) and len(costs) == len(shape)
+            and all(isinstance(row, list) and len(row) == len(want) for row, want in zip(costs, shape))):
+        raise UserError(f"latency table {path}: costs must be {len(shape)} lists of {len(shape[0])} numbers (one per "
+                        f"decision group and candidate of --space {space_name}); {fix}")
+    numbers = [base, *(v for row in costs for v in row)]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+        raise UserError(f"latency table {path}: base and costs must be finite numbers of ms; {fix}")
+    check = data.get("check") if isinstance(data.get("check"), dict) else {}
+    tau, error = check.get("kendall_tau"), check.get("median_relative_error")
+    line = (f"measured on {shown(data.get('device_name', data.get('device')))}, batch {shown(data.get('batch_size'))}"
+            + (f"; against {shown(check.get('cells'))} whole networks timed there: Kendall tau {tau:.3f}, median "
+               f"relative error {100 * error:.1f}%" if isinstance(tau, float) and isinstance(error, float) else ""))
+    model = AdditiveCost("latency", "ms", float(base), tuple(tuple(float(v) for v in row) for row in costs), path.name)
+    return model, line
+
+
+@functools.lru_cache(maxsize=8)
+def _exact(space: str, kind: str) -> AdditiveCost:
+    return SPACES[space].cost_model(kind)
+
+
+def cost_of(space: str, kind: str, genotype: Any, latency: str = "") -> float:
+    """``genotype``'s cost under the model of ``kind``."""
+    return cost_model(space, kind, latency).of(SPACES[space].choice(genotype))
+
+
+# --- a latency table measured here (ista-nas latency) ---------------------------------------------------------
+
+
+def timed(nets: list[Any], x: Any, warmup: int, passes: int, calls: int, device: Any) -> list[list[float]]:
+    """Per network, the fastest of ``calls`` calls in each of ``passes`` passes over all of them (ms), after
+    ``warmup`` untimed calls each. The passes interleave the networks, so a machine that slows down for a while
+    slows them all alike; the fastest call of a pass is the one least disturbed (CUDA: synchronised)."""
+    import time
+
+    import torch
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    out: list[list[float]] = [[] for _ in nets]
+    with torch.inference_mode():
+        for net in nets:
+            for _ in range(warmup):
+                net(x)
+        sync()
+        for _ in range(passes):
+            for i, net in enumerate(nets):
+                best = float("inf")
+                for _ in range(calls):
+                    start = time.perf_counter()
+                    net(x)
+                    sync()
+                    best = min(best, time.perf_counter() - start)
+                out[i].append(1e3 * best)
+    return out
+
+
+def measure(space_name: str, device: Any, batch: int, warmup: int, passes: int, calls: int, check: int, seed: int,
+            threads: int) -> dict[str, Any]:
+    """A latency table of ``space_name`` measured on ``device`` with ``threads`` CPU threads: for every candidate
+    k, the network whose every decision holds k (the space's decision groups hold the same ops on alike inputs:
+    a cell's edges) is timed against the network of the first candidate everywhere; k's cost on each group is the
+    difference over the number of groups, and the constant is that first network's time. Each time is the median
+    over ``passes`` of each pass's fastest of ``calls`` calls (the spread: the interquartile range over the
+    passes). Then ``check`` cells drawn with ``seed`` are timed whole the same way, and the table's prediction of
+    them is scored (Kendall tau, median relative error)."""
+    import random
+    import statistics
+
+    import torch
+    from scipy.stats import kendalltau
+
+    space = SPACES[space_name]
+    torch.set_num_threads(threads)
+    groups = len(space.cost_model("params").costs)
+    candidates = len(space.cost_model("params").costs[0])
+    columns = space.cost_columns(False)
+
+    def network(genotype: Any) -> Any:
+        torch.manual_seed(seed)
+        net, _, _ = space.sized_network(genotype, *space.default_size, 10, 3, 32, None, auxiliary=False)
+        return net.to(device).eval()
+
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    probes = timed([network(space.from_choice([k] * groups)) for k in columns], x, warmup, passes, calls, device)
+    medians = [statistics.median(t) for t in probes]
+    quartiles = [statistics.quantiles(t, n=4) for t in probes]
+    costs = [[0.0] * candidates for _ in range(groups)]
+    spread = [[0.0] * candidates for _ in range(groups)]
+    for k, median, (q1, _, q3) in zip(columns, medians, quartiles):
+        for g in range(groups):
+            costs[g][k] = (median - medians[0]) / groups
+            spread[g][k] = (q3 - q1) / groups
+    model = AdditiveCost("latency", "ms", medians[0], tuple(map(tuple, costs)), f"measured on {device}")
+    rng = random.Random(seed)
+    cells = [space.sample(rng) for _ in range(check)]
+    log.info("timing %d whole networks, %d passes", check, passes)
+    measured = [statistics.median(t) for t in timed([network(g) for g in cells], x, warmup, passes, calls, device)]
+    predicted = [model.of(space.choice(g)) for g in cells]
+    error = statistics.median(abs(p - m) / m for p, m in zip(predicted, measured))
+    return {"written_by": "ista-nas latency", "space": space_name, "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+            "torch": torch.__version__, "threads": threads, "batch_size": batch, "warmup": warmup, "passes": passes,
+            "calls": calls, "unit": "ms", "base": medians[0], "costs": costs, "spread": spread,
+            "check": {"cells": check, "seed": seed, "kendall_tau": float(kendalltau(predicted, measured).statistic),
+                      "median_relative_error": error, "measured": measured, "predicted": predicted,
+                      "archs": [space.short(g) for g in cells]}}
+
+
+def _cpu_name() -> str:
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

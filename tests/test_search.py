@@ -547,6 +547,7 @@ def test_a_budgeted_search_holds_a_cell_within_budget_at_every_epoch(method, tin
 
     from ista_nas import hardware
     from ista_nas.networks.nb201 import NB201_OPS, Nb201Arch
+    from ista_nas.spaces import SPACES
 
     model = hardware.cost_model("nb201", "latency", "pixel3")
     limit = float(np.quantile([model.of(c) for c in itertools.product(range(1, 5), repeat=6)], 0.1))
@@ -565,3 +566,19 @@ def test_a_budgeted_search_holds_a_cell_within_budget_at_every_epoch(method, tin
         top = Nb201Arch(tuple(edge[0]["op"] for edge in ranking))
         assert hardware.cost_of("nb201", "latency", top, "pixel3") > limit and top != result.genotype
         assert all(op != NB201_OPS[0] for op in result.genotype.ops)
+        # The report and compare set the found cell beside the best and the mean cell within the same budget,
+        # here enumerated from the table.
+        from ista_nas.analysis.compare import compare, format_groups
+        from ista_nas.analysis.report import write_run_report
+        from ista_nas.benchmark import builtin_table
+
+        table = builtin_table(SPACES["nb201"])
+        within = [v for a, v in table.values.items() if "none" not in a
+                  and hardware.cost_of("nb201", "latency", Nb201Arch.parse(a), "pixel3") <= limit * (1 + 1e-9)]
+        value = table.values[str(result.genotype)]
+        line = (f"within budget ({len(within):,} cells) the front {max(within):.2f} (margin "
+                f"{value - max(within):+.2f})")
+        write_run_report(tmp_path / "run")
+        assert line in (tmp_path / "run" / "report.html").read_text()
+        _, groups, _ = compare([tmp_path / "run"])
+        assert line in format_groups(groups) and f"a random draw {np.mean(within):.2f}" in format_groups(groups)

@@ -61,7 +61,9 @@ def _fit(space_name: str, path: Path, column: str, stamp: tuple[int, int]) -> Fi
     choices = np.array([c for c, _ in cells])
     measured = np.array([v for _, v in cells], dtype=float)
     candidates = max(len(row) for row in space.cost_model("params").costs)
-    return fit_additive(choices, measured, candidates, "latency", "ms", f"{path.name}:{column}")
+    fit = fit_additive(choices, measured, candidates, "latency", "ms", f"{path.name}:{column}")
+    log.info("latency of %s: %s", column, fit_line(fit))
+    return fit
 
 
 def latency_fit(space: str, spec: str) -> Fit:
@@ -74,9 +76,7 @@ def latency_fit(space: str, spec: str) -> Fit:
         stat = path.stat()
     except OSError:
         stat = None
-    fit = _fit(space, path, column, (stat.st_mtime_ns, stat.st_size) if stat else (0, 0))
-    log.info("latency of %s: %s", spec, fit_line(fit))
-    return fit
+    return _fit(space, path, column, (stat.st_mtime_ns, stat.st_size) if stat else (0, 0))
 
 
 def fit_line(fit: Fit) -> str:

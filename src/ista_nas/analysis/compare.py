@@ -15,6 +15,7 @@ from ..diagram import pyplot, savefig
 from ..errors import UserError
 from ..files import claim_plot
 from .baselines import OpSet, run_op_set, run_size, table_op_set
+from .front import budget_baselines
 from .plots import drawn, plain
 from .report import RunInfo, read_run
 from ..spaces import space_of
@@ -98,6 +99,20 @@ def _op_set(info: RunInfo, table: Any | None) -> OpSet | None:
     return table_op_set(table, bool(dense), *run_size(info.record, info.config))
 
 
+def _budget(members: list[RunInfo]) -> dict[str, Any]:
+    """A group under a budget (``front.budget_baselines``, the same for its seeds): the budget and the baselines
+    within it, and the found cells' cost and margins to the front and to the largest cell within budget."""
+    found = [b for b in (budget_baselines(i.bench, i.record, i.config, i.genotype) for i in members) if b]
+    if not found:
+        return {}
+    first = found[0]
+    return {"budget": {**{k: first[k] for k in ("kind", "unit", "source", "limit", "cells", "best", "best_arch",
+                                                 "largest", "mean")},
+                       "cost": _spread([b["cost"] for b in found]),
+                       "margin_front": _spread([b["margin_front"] for b in found]),
+                       "margin_largest": _spread([b["margin_largest"] for b in found])}}
+
+
 def _groups_and_op_sets(infos: list[RunInfo], table: Any | None) -> list[tuple[dict[str, Any], OpSet | None]]:
     """``summarize_groups``'s rows, each with the baselines of its searched op set."""
     rows = []
@@ -118,7 +133,7 @@ def _groups_and_op_sets(infos: list[RunInfo], table: Any | None) -> list[tuple[d
                                      "cells": len(draw)} if draw and len(draw) > 1 else None,
                      "largest_cell": op_set.largest.to_dict() if op_set else None,
                      "margin": _spread([op_set.largest.margin(b) for b in bench if b is not None] if op_set else []),
-                     "seconds": _spread([i.seconds() for i in members])}, op_set))
+                     "seconds": _spread([i.seconds() for i in members]), **_budget(members)}, op_set))
     return rows
 
 
@@ -194,7 +209,15 @@ def format_groups(rows: list[dict[str, Any]]) -> str:
                       f"{largest['value']:.2f}" if largest else "-", _signed(r["margin"]) if largest else "-",
                       cell(r["seconds"], scale=60.0)))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    for r in rows:
+        if "budget" in r:
+            b = r["budget"]
+            lines.append(f"{r['group']}: {b['kind']} budget {b['limit']:g} {b['unit']} ({b['source']}): found cells cost "
+                         f"{cell(b['cost'])}; within budget ({b['cells']:,} cells) the front {b['best']:.2f} (margin "
+                         f"{_signed(b['margin_front'])}), the largest cell {b['largest']:.2f} (margin "
+                         f"{_signed(b['margin_largest'])}), a random draw {b['mean']:.2f}")
+    return "\n".join(lines)
 
 
 def _signed(spread: dict[str, Any]) -> str:

@@ -13,7 +13,9 @@ an op set with its cost (``hardware``'s models) beside its table value.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import logging
 import random
 import statistics
 import time
@@ -24,12 +26,15 @@ from typing import Any
 import numpy as np
 
 from .. import hardware
-from ..benchmark import Table, builtin_table
+from ..benchmark import Table, builtin_table, load_table
 from ..costs import within
 from ..errors import UserError
+from ..fields import fits
 from ..methods.budget import KINDS, Budget, BudgetSettings, budget_of
 from ..spaces import SPACES, space_of
 from .baselines import largest_cell
+
+log = logging.getLogger(__name__)
 
 PICKS = ("params", "flops", "synflow", "naswot")
 
@@ -49,6 +54,7 @@ class Cells:
         return np.array([within(c, limit) for c in self.costs])
 
 
+@functools.lru_cache(maxsize=8)
 def cells(space_name: str, kind: str, latency: str = "", dense: bool = False) -> Cells:
     """Every cell of the op set with its cost by ``hardware.cost_model`` (a space of one candidate per group)."""
     space = SPACES[space_name]
@@ -173,6 +179,39 @@ def format_pick(result: dict[str, Any]) -> str:
     fit = f"\nlatency: {result['latency_model']}" if "latency_model" in result else ""
     return (f"{result['arch']}\n{result['by']} ranks it first among {among}; cost {result['cost']:.4g} "
             f"{result['unit']} (budget {result['limit']:g}, {result['source']}); {result['seconds']:.1f} s{fit}")
+
+
+def budget_baselines(bench: dict[str, Any] | None, record: Any, config: dict[str, Any], genotype: Any
+                     ) -> dict[str, Any] | None:
+    """Where a search run held a budget on costs its space counts per candidate: the budget, the found cell's
+    cost and value, and the baselines within that budget by the same cost model (the front, the largest cell,
+    the random draw) with the margins, from the table it recorded with (benchmark.json). None otherwise, or
+    (with a warning) when the table or the latency model cannot be read again."""
+    if not isinstance(bench, dict) or bench.get("value") is None or genotype is None or record.space not in SPACES:
+        return None
+    given = [(KINDS[name], config.get(name)) for name in KINDS if fits(config.get(name), float) and config.get(name)]
+    if len(given) != 1 or given[0][0] not in SPACES[record.space].exact_budgets:
+        return None
+    kind, limit = given[0]
+    latency = str(config.get("latency") or "")
+    try:
+        table = (builtin_table(SPACES[record.space], bench["metric"]) if bench.get("builtin") else
+                 load_table(str(bench.get("table")), config.get("arch_column", "arch"), bench["metric"]))
+        found = cells(record.space, kind, latency, bool(bench.get("dense")))
+        base = within_budget(found, table, float(limit))
+        cost = hardware.cost_of(record.space, kind, genotype, latency)
+    except UserError as exc:
+        log.warning("cannot count the run's budget again (%s); the baselines within it are left out", exc)
+        return None
+    value = float(bench["value"])
+    return {"kind": kind, "unit": found.unit, "source": found.source, "limit": float(limit), "cost": cost,
+            "value": value, **base.to_dict(), "margin_front": value - base.best, "margin_largest": value - base.largest}
+
+
+def budget_line(b: dict[str, Any]) -> str:
+    return (f"{b['kind']} budget {b['limit']:g} {b['unit']} ({b['source']}): the found cell costs {b['cost']:.4g}; "
+            f"within budget ({b['cells']:,} cells) the front {b['best']:.2f} (margin {b['margin_front']:+.2f}), "
+            f"the largest cell {b['largest']:.2f} (margin {b['margin_largest']:+.2f}), a random draw {b['mean']:.2f}")
 
 
 def run_budget(config: dict[str, Any], kind: str, latency: str) -> float | None:

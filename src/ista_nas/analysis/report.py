@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .baselines import bench_record, run_op_set
+from .front import budget_baselines, budget_line
 from ..engine.rundir import RunDir
 from ..errors import UserError
 from ..fields import fits
@@ -243,6 +244,9 @@ def render(info: RunInfo) -> str:
                          "of them better than the found cell"))
         overview.append(("largest cell of the searched op set", f"{largest.describe()}; margin of the found cell "
                          f"{largest.margin(bench['value']):+.2f}"))
+    budget = budget_baselines(bench, info.record, config, info.genotype)
+    if budget:
+        overview.append(("budget", budget_line(budget)))
     if info.size:
         overview += [("parameters", f"{info.size['params'] / 1e6:.3f}M (C={info.size['channels']}, "
                                     f"L/N={info.size['layers']}, auxiliary head excluded)"),

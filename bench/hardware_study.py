@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--percentiles", type=int, nargs="+", default=[50])
     parser.add_argument("--methods", nargs="+", default=["two-stage", "one-stage"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--extra", default="{}", help="settings every search adds, as JSON (e.g. {\"cost_l1\": 1})")
+    parser.add_argument("--tag", default="", help="appended to the variants' names (for --extra)")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -65,18 +67,19 @@ def main() -> None:
             base = within_budget(found, args.tables["cifar10"], limit)
             picked = args.tables["cifar10"].values[pick("nb201", "latency", spec, limit, "params")["arch"]]
             for method in args.methods:
-                variant = f"{method}-{name}-p{q}"
+                variant = f"{method}-{name}-p{q}{args.tag}"
                 for seed in args.seeds:
                     out = args.out / variant / f"seed-{seed}"
                     if args.report_only and not (out / "genotype.json").is_file():
                         continue
-                    row = run_one(variant, {"method": method, "max_latency": limit, "latency": spec}, seed, args)
+                    settings = {"method": method, "max_latency": limit, "latency": spec, **json.loads(args.extra)}
+                    row = run_one(variant, settings, seed, args)
                     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
                     held = [m for m in metrics if "budget" in m]
                     costs = [hardware.cost_of("nb201", "latency", args.tables["cifar10"].space.parse(
                         m["genotype"]["arch"]), spec) for m in held]
                     value = args.tables["cifar10"].values[row["arch"]]
-                    row.update(device=name, percentile=q, method=method, limit=limit, cifar10=value,
+                    row.update(device=name, percentile=q, method=method + args.tag, limit=limit, cifar10=value,
                                cost=hardware.cost_of("nb201", "latency", args.tables["cifar10"].space.parse(
                                    row["arch"]), spec),
                                epochs_held=len(held), violations=sum(c > limit * (1 + 1e-9) for c in costs),

@@ -65,6 +65,22 @@ class BudgetSettings(Settings):
                  "is read only with --max-latency")]
 
 
+@dataclass
+class CostPressure(Settings):
+    """Pressure toward cheap candidates in the sparse code itself: a setting of the methods that recover z."""
+
+    why: ClassVar[str] = "a weight on the recovery's l1 term; DARTS recovers nothing"
+
+    cost_l1: float = setting(0.0, "gamma: under a budget, each candidate's l1 weight in the recovery is 1 + gamma x "
+                                  "its cost over the mean cost of its group's candidates (cheap ops are recovered "
+                                  "more readily); 0 = the plain l1", NONNEGATIVE)
+
+    def own_checks(self) -> list[tuple[bool, str]]:
+        budgeted = any(getattr(self, name, 0) for name in KINDS)
+        return [(not self.cost_l1 or budgeted, "--cost-l1 weighs candidates by a budget's cost: give "
+                                               "--max-latency, --max-flops or --max-params with it")]
+
+
 @dataclass(frozen=True)
 class Budget:
     """A budget of a space with additive costs: ``model`` counts an architecture's ``choice``, ``limit`` bounds
@@ -114,9 +130,11 @@ def rejection_limit(cfg: Any) -> float:
     return 0.0 if "params" in SPACES[cfg.space].exact_budgets else cfg.max_params
 
 
-def constrain(net: torch.nn.Module, budget: Budget, dense: bool) -> None:
-    """Make ``net`` (a supernet of one candidate per group) hold only architectures within ``budget``: its supports (sparse:
-    chosen again now from the current z, the random start) or its derived genotype (dense)."""
+def constrain(net: torch.nn.Module, budget: Budget, dense: bool, cfg: Any = None) -> None:
+    """Make ``net`` (a supernet of one candidate per group) hold only architectures within ``budget``: its
+    supports (sparse: chosen again now from the current z, the random start) or its derived genotype (dense).
+    With ``cfg.cost_l1`` the sparse code's recovery weighs each candidate's l1 term by its cost
+    (``CostPressure``)."""
     model = budget.model.columns(net.op_ids)  # the supernet's candidates, as indices into the space's ops
 
     def choose(values: np.ndarray, fixed: dict[int, tuple[int, ...]]) -> list[int]:
@@ -139,6 +157,11 @@ def constrain(net: torch.nn.Module, budget: Budget, dense: bool) -> None:
         return torch.tensor(choose(values, fixed), dtype=torch.long).view(1, -1, 1)
 
     net.arch.chooser = sparse
+    if getattr(cfg, "cost_l1", 0):
+        costs = torch.tensor(model.costs, dtype=torch.float64)
+        mean = costs.mean(-1, keepdim=True)
+        weights = 1 + cfg.cost_l1 * torch.where(mean > 0, costs / mean.clamp_min(1e-30), torch.zeros_like(costs))
+        net.arch.l1_weights = weights.unsqueeze(0).to(net.arch.A)
     net.arch.select()
     if hasattr(net, "forget_kept"):
         net.forget_kept()

@@ -15,7 +15,7 @@ from ..spaces import SPACES
 from ..sparse_coding import CodeSettings
 from .base import ClipSettings
 from .bilevel import Bilevel
-from .budget import BudgetSettings, recover_within_budget, rejection_limit
+from .budget import BudgetSettings, CostPressure, recover_within_budget, rejection_limit
 
 
 class TwoStage(Bilevel):
@@ -23,7 +23,7 @@ class TwoStage(Bilevel):
     supernet, then the recovery."""
 
     variant = "sparse"
-    settings = (*Bilevel.settings, CodeSettings, ClipSettings, BudgetSettings)  # the split, the retrained size, b
+    settings = (*Bilevel.settings, CodeSettings, ClipSettings, BudgetSettings, CostPressure)  # the split, the retrained size, b
 
     def end_epoch(self, epoch: int, stats: dict[str, float]) -> dict[str, Any]:
         return self.record_epoch(stats, self.recover())

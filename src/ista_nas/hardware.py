@@ -60,7 +60,7 @@ def _fit(space_name: str, path: Path, column: str, stamp: tuple[int, int]) -> Fi
                         "one latency per (decision, candidate) needs many more")
     choices = np.array([c for c, _ in cells])
     measured = np.array([v for _, v in cells], dtype=float)
-    candidates = max(len(row) for row in space.cost_model("params").costs)
+    candidates = max(len(row) for row in _exact(space_name, "params").costs)
     fit = fit_additive(choices, measured, candidates, "latency", "ms", f"{path.name}:{column}")
     log.info("latency of %s: %s", column, fit_line(fit))
     return fit
@@ -72,11 +72,17 @@ def latency_fit(space: str, spec: str) -> Fit:
     whose ops all run); a candidate they never hold (``none``) gets the cheapest cost of its group. Read once per
     file version."""
     path, column = latency_source(space, spec)
+    return _fit(space, path, column, _version(path))
+
+
+def _version(path: Path) -> tuple[int, int]:
+    """(modification time, size) of ``path``, the key a reading is cached under; (0, 0) if it cannot be stat'ed
+    (then read, and refused, every time: the cache keeps no failures)."""
     try:
         stat = path.stat()
     except OSError:
-        stat = None
-    return _fit(space, path, column, (stat.st_mtime_ns, stat.st_size) if stat else (0, 0))
+        return 0, 0
+    return stat.st_mtime_ns, stat.st_size
 
 
 def fit_line(fit: Fit) -> str:
@@ -97,11 +103,7 @@ def latency_model(space: str, spec: str) -> tuple[AdditiveCost, str]:
     table measured by ``ista-nas latency`` (FILE.json), or one fitted to a table of whole architectures."""
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".json":
-        try:
-            stat = path.stat()
-        except OSError:
-            stat = None
-        return _measured(space, path, (stat.st_mtime_ns, stat.st_size) if stat else (0, 0))
+        return _measured(space, path, _version(path))
     fit = latency_fit(space, spec)
     return fit.model, fit_line(fit)
 
@@ -110,7 +112,7 @@ def latency_model(space: str, spec: str) -> tuple[AdditiveCost, str]:
 def _measured(space_name: str, path: Path, stamp: tuple[int, int]) -> tuple[AdditiveCost, str]:
     fix = "give a latency table written by ista-nas latency"
     data = read_json(path, "latency table", fix)
-    shape = SPACES[space_name].cost_model("params").costs
+    shape = _exact(space_name, "params").costs
     if not isinstance(data, dict) or data.get("space") != space_name or data.get("unit") != "ms":
         raise UserError(f"latency table {path} is no ms table of --space {space_name} (its space and unit: "
                         f"{shown(data.get('space') if isinstance(data, dict) else data)}); {fix}")
@@ -188,8 +190,8 @@ def measure(space_name: str, device: Any, batch: int, warmup: int, passes: int, 
 
     space = SPACES[space_name]
     torch.set_num_threads(threads)
-    groups = len(space.cost_model("params").costs)
-    candidates = len(space.cost_model("params").costs[0])
+    shape = _exact(space_name, "params").costs
+    groups, candidates = len(shape), len(shape[0])
     columns = space.cost_columns(False)
 
     def network(genotype: Any) -> Any:

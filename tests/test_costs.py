@@ -11,6 +11,7 @@ import torch
 from ista_nas import hardware
 from ista_nas.analysis.summary import network_summary
 from ista_nas.costs import AdditiveCost, best_within, fit_additive
+from ista_nas.engine.data import DATASET_SHAPES
 from ista_nas.errors import UserError
 from ista_nas.methods import make_config
 from ista_nas.methods.budget import Budget, constrain
@@ -19,10 +20,10 @@ from ista_nas.networks.nb201_search import Nb201DenseSearchNetwork, Nb201SearchN
 from ista_nas.spaces import SPACES
 
 
-def brute_force(values, model, limit, picks, fixed):
-    """The best value of any choice within ``limit``, by enumerating every choice."""
-    options = [[tuple(fixed[g])] if g in fixed else list(itertools.combinations(range(len(row)), picks))
-               for g, row in enumerate(model.costs)]
+def brute_force(values, model, limit, picks, fixed, allowed=None):
+    """The best value of any choice within ``limit``, by enumerating every choice (of the ``allowed`` ones)."""
+    options = [[tuple(fixed[g])] if g in fixed else allowed[g] if allowed else
+               list(itertools.combinations(range(len(row)), picks)) for g, row in enumerate(model.costs)]
     best = None
     for choice in itertools.product(*options):
         if model.of(choice) <= limit:
@@ -41,14 +42,20 @@ def test_the_choice_within_a_budget_is_the_best_one_enumeration_finds(seed):
                                                                      for _ in range(groups)))
     values = rng.random((groups, n))
     fixed = {0: tuple(sorted(rng.choice(n, picks, replace=False).tolist()))} if seed % 3 == 0 else {}
+    # Every fourth case allows only some pairs per group (DARTS: two candidates of distinct inputs, here k // 2).
+    allowed = ([[o for o in itertools.combinations(range(n), 2) if o[0] // 2 != o[1] // 2]] * groups
+               if seed % 4 == 0 else None)
     limit = float(rng.integers(model.cheapest(picks) - 3, model.most(picks) + 2))
-    choice = best_within(values, model, limit, picks, fixed)
-    truth = brute_force(values, model, limit, picks, fixed)
+    choice = best_within(values, model, limit, picks, fixed, allowed)
+    truth = brute_force(values, model, limit, picks, fixed, allowed)
+    if allowed:
+        assert model.cheapest(picks, allowed) == min(model.of(c) for c in itertools.product(*allowed))
     if truth is None:
         assert choice is None
         return
     assert model.of(choice) <= limit
     assert all(len(set(o)) == picks for o in choice) and all(choice[g] == fixed[g] for g in fixed)
+    assert not allowed or all(choice[g] in allowed[g] for g in range(groups) if g not in fixed)
     assert sum(values[g][k] for g, o in enumerate(choice) for k in o) == pytest.approx(truth, abs=1e-12)
 
 
@@ -79,6 +86,36 @@ def test_nb201_parameters_and_flops_add_up_per_edge_exactly(seed):
     assert params.of(space.choice(with_none)) == pytest.approx(network_summary(with_none, 16, 5)["params"] / 1e6)
 
 
+@pytest.mark.parametrize("flavour,stem,nodes", [("standard", "cifar", 4), ("one-stage", "imagenet", 3)])
+def test_darts_cell_parameters_and_flops_add_up_per_candidate_exactly(flavour, stem, nodes):
+    """Against the network each genotype builds, counted whole: parameters (auxiliary head excluded) and torch's
+    FLOPs of one image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ista_nas.genotype import Genotype
+    from ista_nas.networks.cnn import Network, count_parameters
+    from ista_nas.spaces.base import CostSize
+
+    space, side = SPACES["darts"], 64 if stem == "imagenet" else 16
+    size = CostSize(6, 5, nodes, 7, 3, side, stem, flavour)
+    params, flops = space.cost_model("params", size), space.cost_model("flops", size)
+    rng = random.Random(nodes)
+    for _ in range(3):
+        g = space.sample(rng, steps=nodes)
+        g = Genotype(g.normal, g.normal_concat, g.reduce, g.reduce_concat, flavour)
+        back = space.from_choice(space.choice(g))  # the same pairs, each node's in candidate order
+        assert space.choice(back) == space.choice(g) and all(
+            sorted(a[2 * i: 2 * i + 2]) == sorted(b[2 * i: 2 * i + 2]) for a, b in ((back.normal, g.normal),
+                                                                                    (back.reduce, g.reduce))
+            for i in range(nodes))
+        net = Network(g, 6, 5, 7, 3, auxiliary=False, stem=stem).eval()
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            net(torch.zeros(1, 3, side, side))
+        assert params.of(space.choice(g)) == pytest.approx(count_parameters(net) / 1e6, abs=1e-9)
+        assert flops.of(space.choice(g)) == pytest.approx(counter.get_total_flops() / 1e6, abs=1e-9)
+
+
 def test_the_built_in_latency_table_is_fitted_over_the_cells_without_none():
     fit = hardware.latency_fit("nb201", "fpga")
     assert fit.cells == 4 ** len(NB201_EDGES) and fit.model.source == "nb201-latency.csv.gz:fpga"
@@ -106,8 +143,11 @@ def test_budgets_nothing_meets_and_unknown_latency_tables_are_refused_before_any
         make_config("quick", space="nb201", max_latency=10)
     with pytest.raises(UserError, match="give one budget"):
         make_config("quick", space="nb201", max_flops=100, max_params=1)
-    with pytest.raises(UserError, match="offered for --space nb201"):
-        make_config("quick", space="darts", max_flops=100)
+    cfg = make_config("quick", space="darts")  # two-stage: the retrained network, C=36, L=20, of the quick data
+    cheapest = hardware.cost_model("darts", "params", size=SPACES["darts"].cost_size(
+        cfg, "sparse", DATASET_SHAPES[cfg.dataset])).cheapest(2)
+    with pytest.raises(UserError, match=f"the cheapest costs {cheapest:.4g} M parameters"):
+        make_config("quick", space="darts", max_params=cheapest * 0.99)
     own = tmp_path / "lat.csv"
     own.write_text("arch,ms\n" + "".join(f"{a},1\n" for a in ["|skip_connect~0|+|skip_connect~0|skip_connect~1|+|"
                                                               "skip_connect~0|skip_connect~1|skip_connect~2|"]))
@@ -133,7 +173,7 @@ def test_a_budgeted_supernet_holds_the_best_cell_within_budget_and_frozen_edges_
     net = Nb201SearchNetwork(channels=4, layers=1, proj_dims=3, sparsity=2, seed=0, one_stage=True)
     model = base.columns(net.op_ids)
     limit = float(np.quantile([model.of(c) for c in itertools.product(range(4), repeat=6)], 0.1))
-    constrain(net, Budget("latency", limit, base), dense=False)
+    constrain(net, Budget("latency", limit, base, model), dense=False)
     gen = torch.Generator().manual_seed(0)
     for trial in range(6):
         with torch.no_grad():
@@ -157,7 +197,7 @@ def test_the_dense_baseline_derives_the_best_cell_within_budget_from_its_weights
     net = Nb201DenseSearchNetwork(channels=4, layers=1, seed=0)
     model = base.columns(net.op_ids)
     limit = 150.0
-    constrain(net, Budget("flops", limit, base), dense=True)
+    constrain(net, Budget("flops", limit, base, model), dense=True)
     with torch.no_grad():
         net.arch.alpha.copy_(torch.randn(net.arch.alpha.shape, generator=torch.Generator().manual_seed(1)))
     weights = net.arch.relaxed_weights()[0].tolist()
@@ -260,6 +300,39 @@ def test_a_latency_table_measured_here_is_read_back_by_a_budget_and_foreign_tabl
             hardware.cost_model("nb201", "latency", str(mine))
 
 
+def test_darts_cell_latency_probes_recover_an_exactly_additive_time_and_tables_fit_one_network(tmp_path, monkeypatch):
+    """With each network's "time" its parameter count (exactly additive per (cell type, input kind, op)), the
+    probes' differences give a table that predicts every cell's exactly: the parameter model's prediction. A
+    search reads the table for the network it was measured on and refuses it for another."""
+    import json
+
+    from ista_nas.cli import main
+    from ista_nas.networks.cnn import count_parameters
+    from ista_nas.spaces.base import CostSize
+
+    monkeypatch.setattr(hardware, "timed", lambda nets, x, warmup, passes, calls, device: [
+        [count_parameters(net) / 1e6] * passes for net in nets])
+    out = tmp_path / "darts.json"
+    assert main(["latency", "--space", "darts", "--channels", "6", "--layers", "5", "--nodes", "3", "--dataset",
+                 "fashion-mnist", "--passes", "3", "--check", "12", "--out", str(out)]) == 0
+    check = json.loads(out.read_text())["check"]
+    assert check["median_relative_error"] < 1e-9 and check["kendall_tau"] == pytest.approx(1.0)
+    size = CostSize(6, 5, 3, 10, 1, 28, "cifar", "standard")
+    latency, params = hardware.cost_model("darts", "latency", str(out), size), hardware.cost_model("darts", "params",
+                                                                                                 size=size)
+    rng = random.Random(1)
+    for _ in range(10):
+        choice = SPACES["darts"].choice(SPACES["darts"].sample(rng, steps=3))
+        assert latency.of(choice) == pytest.approx(params.of(choice), abs=1e-9)
+    search = dict(space="darts", nodes=3, budget_channels=6, budget_layers=5, latency=str(out))
+    make_config("quick", max_latency=latency.most(2), **search)  # fashion-mnist: the network it was measured on
+    with pytest.raises(UserError, match="measured on another network .* --channels 8 --layers 5 --nodes 3"):
+        make_config("quick", max_latency=latency.most(2), **{**search, "budget_channels": 8})
+    with pytest.raises(UserError, match="reads a table measured by ista-nas latency --space darts"):
+        make_config("quick", max_latency=10, **{**search, "latency": "pixel3"})
+    assert main(["latency", "--space", "nb201", "--channels", "8", "--out", str(tmp_path / "n.json")]) == 2
+
+
 def test_cost_l1_weighs_each_candidate_by_its_cost_and_needs_a_budget():
     from types import SimpleNamespace
 
@@ -269,7 +342,7 @@ def test_cost_l1_weighs_each_candidate_by_its_cost_and_needs_a_budget():
         make_config("quick", space="nb201", method="darts", cost_l1=1.0, max_flops=200)
     base = hardware.cost_model("nb201", "flops")
     net = Nb201SearchNetwork(channels=4, layers=1, proj_dims=3, sparsity=2, seed=0)
-    constrain(net, Budget("flops", 1e9, base), dense=False, cfg=SimpleNamespace(cost_l1=2.0))
+    constrain(net, Budget("flops", 1e9, base, base.columns(net.op_ids)), dense=False, cfg=SimpleNamespace(cost_l1=2.0))
     costs = [base.costs[0][k] for k in net.op_ids]  # every edge alike: skip, 1x1, 3x3, pool
     want = [1 + 2.0 * c / (sum(costs) / len(costs)) for c in costs]
     assert net.arch.l1_weights.shape == net.arch.z.shape

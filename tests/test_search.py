@@ -203,15 +203,32 @@ def test_unused_weights_keep_decaying_like_the_official_code(tiny_config):
     assert all(p.grad is not None for p in never_used)  # active now
 
 
-def test_two_stage_budget_keeps_the_previous_supports(tiny_config, tmp_path):
-    from ista_nas.networks import SearchNetwork
+@pytest.mark.parametrize("method", ["two-stage", "one-stage", "darts"])
+def test_a_darts_cell_budget_holds_every_epochs_cell_within_it(method, tiny_config, tmp_path):
+    """--max-params in the DARTS cell space, exact per (cell type, node, input, op) candidate: a budget below the
+    sampled cells' 10th percentile (two-stage and DARTS count the retrained network, one-stage its own); every
+    epoch's held cell, counted whole, fits, and DARTS's holds two distinct inputs per node."""
+    import random
 
-    tight = methods.search(tiny_config(epochs=1, max_params=1e-6, budget_channels=4, budget_layers=3),
-                             tmp_path / "tight")
-    torch.manual_seed(0)
-    initial = SearchNetwork(channels=4, layers=3, num_classes=3, seed=0).genotype()
-    assert tight.genotype == initial
-    assert tight.metrics[0]["rejected_params_m"] > 1e-6 and tight.metrics[0]["supports_changed"] == []
+    from ista_nas.spaces import SPACES
+
+    space = SPACES["darts"]
+    size = dict(budget_channels=6, budget_layers=5) if method != "one-stage" else {}
+    own = space.cost_size(tiny_config(method=method, **size), "target" if method == "one-stage" else "sparse",
+                          (3, 3, 16))
+    count = lambda g: space.parameter_count(g, own.channels, own.layers, 3, 3, "cifar") / 1e6  # noqa: E731
+    rng = random.Random(0)
+    limit = float(np.quantile([count(space.sample(rng)) for _ in range(60)], 0.1))
+    extra = dict(max_search_epochs=2, epochs=1) if method == "one-stage" else {}
+    result = methods.search(tiny_config(method=method, max_params=limit, **size, **extra), tmp_path / "run")
+    searched = [m for m in result.metrics if m.get("phase", "search") == "search"]
+    assert len(searched) == 2
+    for m in searched:
+        held = space.from_dict(m["genotype"])
+        assert m["budget"]["cost"] == pytest.approx(count(held), abs=1e-9) and count(held) <= limit
+        if method == "darts":
+            assert all(held.normal[2 * i][1] != held.normal[2 * i + 1][1] for i in range(4))
+    assert count(result.genotype) <= limit
 
 
 def test_darts_baseline_runs_every_op_and_derives_a_genotype(tiny_config, tmp_path):

@@ -92,6 +92,35 @@ def _pick(args: argparse.Namespace) -> None:
     print(json.dumps(result) if args.json else format_pick(result))
 
 
+def _latency_size(args: argparse.Namespace) -> Any:
+    """The network ``ista-nas latency`` times, where the space's costs depend on it (the DARTS cell's); None
+    where the space has its own (NAS-Bench-201's benchmark network)."""
+    from .engine.data import DATASET_SHAPES
+    from .limits import MAX_NODES, check_count
+    from .spaces import SPACES
+    from .spaces.base import CostSize
+
+    space = SPACES[args.space]
+    given = [f"--{name}" for name in ("channels", "layers", "nodes", "dataset", "flavour")
+             if getattr(args, name) is not None]
+    if not space.sized_costs:
+        if given:
+            raise UserError(f"{' and '.join(given)}: --space {args.space} times its own evaluation network; leave "
+                            f"{'them' if len(given) > 1 else 'it'} out")
+        return None
+    channels, layers = args.channels or space.default_size[0], args.layers or space.default_size[1]
+    nodes, dataset = args.nodes or 4, args.dataset or "cifar10"
+    for flag, value, low, high in (("--channels", channels, 2, 1024), ("--layers", layers, 3, 200),
+                                   ("--nodes", nodes, 1, MAX_NODES)):
+        check_count(flag, value, low, high)
+    if dataset not in DATASET_SHAPES:
+        raise UserError(f"--dataset {dataset}: give one of {', '.join(DATASET_SHAPES)} (the network's classes, "
+                        "channels and image side)")
+    classes, in_channels, side = DATASET_SHAPES[dataset]
+    return CostSize(channels, layers, nodes, classes, in_channels, side, "imagenet" if side >= 128 else "cifar",
+                    args.flavour or "standard")
+
+
 def _latency(args: argparse.Namespace) -> None:
     from .engine.loop import resolve_device
     from .files import atomic_write_bytes, claim_output
@@ -106,9 +135,10 @@ def _latency(args: argparse.Namespace) -> None:
                                    ("--check", args.check, 2, 10_000), ("--threads", args.threads, 1, 1024)):
         check_count(flag, value, low, high)
     check_seed(args.seed)
+    size = _latency_size(args)
     device = resolve_device(args.device)
     table = measure(args.space, device, args.batch_size, args.warmup, args.passes, args.calls, args.check, args.seed,
-                    args.threads)
+                    args.threads, size)
     atomic_write_bytes(out, json.dumps(table, indent=1).encode())
     check = table["check"]
     print(json.dumps(table) if args.json else

@@ -51,9 +51,13 @@ class AdditiveCost:
         return AdditiveCost(self.name, self.unit, self.base, tuple(tuple(row[k] for k in candidates)
                                                                     for row in self.costs), self.source)
 
-    def cheapest(self, picks: int = 1) -> float:
-        """The least cost of any architecture choosing ``picks`` distinct candidates per group."""
-        return float(self.base + sum(sum(sorted(row)[:picks]) for row in self.costs))
+    def cheapest(self, picks: int = 1, options: Sequence[Sequence[tuple[int, ...]]] | None = None) -> float:
+        """The least cost of any architecture choosing ``picks`` distinct candidates per group (or one of each
+        group's ``options``)."""
+        if options is None:
+            return float(self.base + sum(sum(sorted(row)[:picks]) for row in self.costs))
+        return float(self.base + sum(min(sum(row[k] for k in o) for o in group)
+                                     for row, group in zip(self.costs, options)))
 
     def most(self, picks: int = 1) -> float:
         return float(self.base + sum(sum(sorted(row)[-picks:]) for row in self.costs))
@@ -64,10 +68,11 @@ def within(cost: float, limit: float) -> bool:
 
 
 def best_within(values: Sequence[Sequence[float]], model: AdditiveCost, limit: float, picks: int = 1,
-                fixed: Mapping[int, Sequence[int]] | None = None) -> list[tuple[int, ...]] | None:
-    """Per group the ``picks`` distinct candidates (ascending) that maximise the sum of ``values`` of every
-    chosen candidate subject to ``model``'s cost being within ``limit``; groups in ``fixed`` keep the candidates
-    given. None if nothing fits. Exact: dynamic programming over the groups keeping, for every reachable cost,
+                fixed: Mapping[int, Sequence[int]] | None = None,
+                options: Sequence[Sequence[tuple[int, ...]]] | None = None) -> list[tuple[int, ...]] | None:
+    """Per group the ``picks`` distinct candidates (ascending; or one of the group's ``options``, each
+    ascending) that maximise the sum of ``values`` of every chosen candidate subject to ``model``'s cost being
+    within ``limit``; groups in ``fixed`` keep the candidates given. None if nothing fits. Exact: dynamic programming over the groups keeping, for every reachable cost,
     only the choices no other beats in both cost and value (the Pareto front). Among choices of equal value the
     cheaper wins; among equal value and cost the earlier in the enumeration."""
     fixed = fixed or {}
@@ -75,9 +80,10 @@ def best_within(values: Sequence[Sequence[float]], model: AdditiveCost, limit: f
     front_value = np.array([0.0])
     history: list[tuple[list[tuple[int, ...]], np.ndarray, np.ndarray]] = []
     for g, row in enumerate(model.costs):
-        options = [tuple(sorted(fixed[g]))] if g in fixed else list(itertools.combinations(range(len(row)), picks))
-        o_cost = np.array([sum(row[k] for k in o) for o in options])
-        o_value = np.array([sum(values[g][k] for k in o) for o in options])
+        held = ([tuple(sorted(fixed[g]))] if g in fixed else list(options[g]) if options is not None
+                else list(itertools.combinations(range(len(row)), picks)))
+        o_cost = np.array([sum(row[k] for k in o) for o in held])
+        o_value = np.array([sum(values[g][k] for k in o) for o in held])
         cost = (front_cost[:, None] + o_cost[None, :]).ravel()
         value = (front_value[:, None] + o_value[None, :]).ravel()
         keep = cost <= limit + SLACK * abs(limit)
@@ -88,14 +94,14 @@ def best_within(values: Sequence[Sequence[float]], model: AdditiveCost, limit: f
         order = index[np.lexsort((-value[index], cost[index]))]
         best_before = np.maximum.accumulate(np.concatenate([[-np.inf], value[order][:-1]]))
         order = order[value[order] > best_before]
-        parent, option = np.divmod(order, len(options))
-        history.append((options, parent, option))
+        parent, option = np.divmod(order, len(held))
+        history.append((held, parent, option))
         front_cost, front_value = cost[order], value[order]
     # The best value on the front (the front's values increase with cost: the last entry).
     at = len(front_value) - 1
     choice: list[tuple[int, ...]] = []
-    for options, parent, option in reversed(history):
-        choice.append(options[option[at]])
+    for held, parent, option in reversed(history):
+        choice.append(held[option[at]])
         at = parent[at]
     return choice[::-1]
 

@@ -72,8 +72,9 @@ def _builtin_tables() -> str:
 
 
 def _add_cost_space(parser: argparse.ArgumentParser) -> None:
-    """--space of pick, pareto and latency: the spaces whose costs add up per candidate."""
-    exact = [name for name, space in SPACES.items() if space.exact_budgets]
+    """--space of pick, pareto and latency: the spaces whose costs add up per candidate and whose table gives
+    every cell's accuracy (the front)."""
+    exact = [name for name, space in SPACES.items() if space.exact_budgets and space.builtin_table]
     parser.add_argument("--space", choices=exact, default=exact[0], help=f"a space with exact budgets [{exact[0]}]")
 
 
@@ -226,12 +227,25 @@ def build_parser() -> argparse.ArgumentParser:
     pick.add_argument("--batch-size", type=int, default=64, help="naswot: images in the batch [64]")
     pick.add_argument("--json", action="store_true", help="print one JSON object")
     lat = commands.add_parser("latency", help="Measure a latency table of every candidate op on this device",
-                              description="Times, for every candidate op, the evaluation network whose every "
-                                          "decision holds it against the one of the first op: the op's cost per "
-                                          "decision (median over the passes, spread: interquartile range); writes "
-                                          "the table --latency FILE.json reads, and checks it against whole networks "
-                                          "of random cells timed here (Kendall tau, median relative error).")
-    _add_cost_space(lat)
+                              description="Times, for every kind of candidate, the evaluation network that holds "
+                                          "it in place of a reference cell's candidates against the reference "
+                                          "network: its cost per place (median over the passes, spread: "
+                                          "interquartile range); writes the table --latency FILE.json reads, and "
+                                          "checks it against whole networks of random cells timed here (Kendall "
+                                          "tau, median relative error).")
+    timed = [name for name, space in SPACES.items() if "latency" in space.exact_budgets]
+    lat.add_argument("--space", choices=timed, default=timed[-1], help=f"[{timed[-1]}]")
+    lat.add_argument("--channels", type=int, default=None,
+                     help="darts: C of the network timed, the one a budget counts (two-stage and DARTS: "
+                          "--budget-channels; one-stage: --channels) [36]")
+    lat.add_argument("--layers", type=int, default=None, help="darts: L of the network timed [20]")
+    lat.add_argument("--nodes", type=int, default=None, help="darts: the cell's intermediate nodes [4]")
+    lat.add_argument("--dataset", default=None, help="darts: the data whose classes, channels and image side the "
+                                                     "network is built for (cifar10, cifar100, fashion-mnist, "
+                                                     "imagenet) [cifar10]")
+    lat.add_argument("--flavour", choices=("standard", "one-stage"), default=None,
+                     help="darts: the ops of a two-stage or DARTS search's network, or of a one-stage one's "
+                          "[standard]")
     lat.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N [cpu]")
     lat.add_argument("--out", default="latency.json", help="the table to write (.json) [latency.json]")
     lat.add_argument("--batch-size", type=int, default=1, help="images per forward pass [1]")

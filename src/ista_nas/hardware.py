@@ -91,36 +91,48 @@ def fit_line(fit: Fit) -> str:
             f"{fit.tau:.3f}, median relative error {100 * fit.median_relative_error:.1f}%")
 
 
-def cost_model(space: str, kind: str, latency: str = "") -> AdditiveCost:
-    """The additive model of ``kind`` (params, flops or latency from ``latency``) for ``space``."""
+def cost_model(space: str, kind: str, latency: str = "", size: Any = None) -> AdditiveCost:
+    """The additive model of ``kind`` (params, flops or latency from ``latency``) for ``space`` (of the network
+    ``size`` describes, where the space's costs depend on it: ``SearchSpace.cost_size``)."""
     if kind == "latency":
-        return latency_model(space, latency)[0]
-    return _exact(space, kind)
+        return latency_model(space, latency, size)[0]
+    return _exact(space, kind, size)
 
 
-def latency_model(space: str, spec: str) -> tuple[AdditiveCost, str]:
+def latency_model(space: str, spec: str, size: Any = None) -> tuple[AdditiveCost, str]:
     """The latency model ``--latency`` names, and a line saying how well it predicts whole architectures: a
-    table measured by ``ista-nas latency`` (FILE.json), or one fitted to a table of whole architectures."""
+    table measured by ``ista-nas latency`` (FILE.json; of the network ``size`` describes, where the space's
+    costs depend on it), or one fitted to a table of whole architectures."""
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".json":
-        return _measured(space, path, _version(path))
+        return _measured(space, path, _version(path), size)
+    if SPACES[space].sized_costs:
+        raise UserError(f"--latency {spec}: in --space {space} a latency budget reads a table measured by "
+                        f"ista-nas latency --space {space} (FILE.json), for the network the search counts")
     fit = latency_fit(space, spec)
     return fit.model, fit_line(fit)
 
 
 @functools.lru_cache(maxsize=8)
-def _measured(space_name: str, path: Path, stamp: tuple[int, int]) -> tuple[AdditiveCost, str]:
+def _measured(space_name: str, path: Path, stamp: tuple[int, int], size: Any = None) -> tuple[AdditiveCost, str]:
     fix = "give a latency table written by ista-nas latency"
     data = read_json(path, "latency table", fix)
-    shape = _exact(space_name, "params").costs
+    shape = _exact(space_name, "params", size).costs
     if not isinstance(data, dict) or data.get("space") != space_name or data.get("unit") != "ms":
         raise UserError(f"latency table {path} is no ms table of --space {space_name} (its space and unit: "
                         f"{shown(data.get('space') if isinstance(data, dict) else data)}); {fix}")
+    if size is not None and data.get("size") != size._asdict():
+        want = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in size._asdict().items()
+                        if k in ("channels", "layers", "nodes"))
+        raise UserError(f"latency table {path} was measured on another network ({shown(data.get('size'))}) than "
+                        f"the search counts ({size._asdict()}); measure one with ista-nas latency --space "
+                        f"{space_name} {want}")
     costs, base = data.get("costs"), data.get("base")
     if not (isinstance(costs, list) and len(costs) == len(shape)
             and all(isinstance(row, list) and len(row) == len(want) for row, want in zip(costs, shape))):
-        raise UserError(f"latency table {path}: costs must be {len(shape)} lists of {len(shape[0])} numbers (one per "
-                        f"decision group and candidate of --space {space_name}); {fix}")
+        raise UserError(f"latency table {path}: costs must be {len(shape)} lists of "
+                        f"{'/'.join(sorted({str(len(row)) for row in shape}, key=int))} numbers (one per decision "
+                        f"group and candidate of --space {space_name}); {fix}")
     numbers = [base, *(v for row in costs for v in row)]
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
         raise UserError(f"latency table {path}: base and costs must be finite numbers of ms; {fix}")
@@ -134,8 +146,8 @@ def _measured(space_name: str, path: Path, stamp: tuple[int, int]) -> tuple[Addi
 
 
 @functools.lru_cache(maxsize=8)
-def _exact(space: str, kind: str) -> AdditiveCost:
-    return SPACES[space].cost_model(kind)
+def _exact(space: str, kind: str, size: Any = None) -> AdditiveCost:
+    return SPACES[space].cost_model(kind, size)
 
 
 def cost_of(space: str, kind: str, genotype: Any, latency: str = "") -> float:
@@ -174,14 +186,15 @@ def timed(nets: list[Any], x: Any, warmup: int, passes: int, calls: int, device:
 
 
 def measure(space_name: str, device: Any, batch: int, warmup: int, passes: int, calls: int, check: int, seed: int,
-            threads: int) -> dict[str, Any]:
-    """A latency table of ``space_name`` measured on ``device`` with ``threads`` CPU threads: for every candidate
-    k, the network whose every decision holds k (the space's decision groups hold the same ops on alike inputs:
-    a cell's edges) is timed against the network of the first candidate everywhere; k's cost on each group is the
-    difference over the number of groups, and the constant is that first network's time. Each time is the median
-    over ``passes`` of each pass's fastest of ``calls`` calls (the spread: the interquartile range over the
-    passes). Then ``check`` cells drawn with ``seed`` are timed whole the same way, and the table's prediction of
-    them is scored (Kendall tau, median relative error)."""
+            threads: int, size: Any = None) -> dict[str, Any]:
+    """A latency table of ``space_name`` (of the network ``size`` describes, where the space's costs depend on
+    it) measured on ``device`` with ``threads`` CPU threads: the space's reference architecture and, for every
+    kind of candidate whose ops run alike (``SearchSpace.latency_probes``), a probe holding it in ``count``
+    places instead of the reference's candidates are timed; its cost is the difference over ``count``, and
+    the constant is the reference's time. Each time is the median over ``passes`` of each pass's fastest of
+    ``calls`` calls (the spread: the interquartile range over the passes). Then ``check`` architectures drawn
+    with ``seed`` are timed whole the same way, and the table's prediction of them is scored (Kendall tau,
+    median relative error)."""
     import random
     import statistics
 
@@ -190,39 +203,40 @@ def measure(space_name: str, device: Any, batch: int, warmup: int, passes: int, 
 
     space = SPACES[space_name]
     torch.set_num_threads(threads)
-    shape = _exact(space_name, "params").costs
-    groups, candidates = len(shape), len(shape[0])
-    columns = space.cost_columns(False)
+    plan = space.latency_probes(size)
+    keys = list(plan.probes)
 
-    def network(genotype: Any) -> Any:
+    def network(choice: Any) -> Any:
         torch.manual_seed(seed)
-        net, _, _ = space.sized_network(genotype, *space.default_size, 10, 3, 32, None, auxiliary=False)
-        return net.to(device).eval()
+        return plan.network(choice).to(device).eval()
 
-    x = torch.randn(batch, 3, 32, 32, device=device)
-    probes = timed([network(space.from_choice([k] * groups)) for k in columns], x, warmup, passes, calls, device)
-    medians = [statistics.median(t) for t in probes]
-    quartiles = [statistics.quantiles(t, n=4) for t in probes]
-    costs = [[0.0] * candidates for _ in range(groups)]
-    spread = [[0.0] * candidates for _ in range(groups)]
-    for k, median, (q1, _, q3) in zip(columns, medians, quartiles):
-        for g in range(groups):
-            costs[g][k] = (median - medians[0]) / groups
-            spread[g][k] = (q3 - q1) / groups
+    channels, side = plan.input
+    x = torch.randn(batch, channels, side, side, device=device)
+    times = timed([network(plan.reference)] + [network(plan.probes[k][0]) for k in keys], x, warmup, passes,
+                  calls, device)
+    medians = [statistics.median(t) for t in times]
+    quartiles = [statistics.quantiles(t, n=4) for t in times]
+    cost = {k: (m - medians[0]) / plan.probes[k][1] for k, m in zip(keys, medians[1:])}
+    spread = {k: (q3 - q1) / plan.probes[k][1] for k, (q1, _, q3) in zip(keys, quartiles[1:])}
+    costs = [[cost.get(key, 0.0) for key in row] for row in plan.classes]
+    spreads = [[spread.get(key, 0.0) for key in row] for row in plan.classes]
     model = AdditiveCost("latency", "ms", medians[0], tuple(map(tuple, costs)), f"measured on {device}")
     rng = random.Random(seed)
-    cells = [space.sample(rng) for _ in range(check)]
+    steps = {} if size is None else {"steps": size.nodes}
+    archs = [space.sample(rng, **steps) for _ in range(check)]
     log.info("timing %d whole networks, %d passes", check, passes)
-    measured = [statistics.median(t) for t in timed([network(g) for g in cells], x, warmup, passes, calls, device)]
-    predicted = [model.of(space.choice(g)) for g in cells]
+    measured = [statistics.median(t) for t in timed([network(space.choice(g)) for g in archs], x, warmup, passes,
+                                                     calls, device)]
+    predicted = [model.of(space.choice(g)) for g in archs]
     error = statistics.median(abs(p - m) / m for p, m in zip(predicted, measured))
     return {"written_by": "ista-nas latency", "space": space_name, "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
             "torch": torch.__version__, "threads": threads, "batch_size": batch, "warmup": warmup, "passes": passes,
-            "calls": calls, "unit": "ms", "base": medians[0], "costs": costs, "spread": spread,
+            "calls": calls, **({} if size is None else {"size": size._asdict()}), "unit": "ms",
+            "base": medians[0], "costs": costs, "spread": spreads,
             "check": {"cells": check, "seed": seed, "kendall_tau": float(kendalltau(predicted, measured).statistic),
                       "median_relative_error": error, "measured": measured, "predicted": predicted,
-                      "archs": [space.short(g) for g in cells]}}
+                      "archs": [space.short(g) for g in archs]}}
 
 
 def _cpu_name() -> str:

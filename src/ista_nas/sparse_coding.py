@@ -87,11 +87,12 @@ class SparseCode(nn.Module):
     Buffers (saved in ``state_dict`` and moved by ``.to``): ``A`` (T, G, m, n), ``z`` (T, G, n) the last
     recovered vector, ``support`` (T, G, s) candidate indices, ``lead`` (T, G) the candidate each group's
     architecture holds first (the largest |z| unless a budget's ``chooser`` picked another). Parameter: ``b``
-    (T, G, m). ``chooser`` (set by a budget; None: none): from |z| (T, G, n), the frozen groups (T, G) and the
-    current ``lead``, the (T, G, p) candidates every group's architecture holds (p <= s, frozen groups unchanged).
+    (T, G, m). ``chooser`` (set by a budget; None: none): from |z| (T, G, n), the frozen groups (T, G), the
+    current ``lead`` and ``support``, the (T, G, p) candidates every group's architecture holds (p <= s, frozen
+    groups unchanged).
     """
 
-    chooser: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
+    chooser: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor] | None = None
     # (T, G, n) positive l1 weight of each candidate in the recovery (a budget's pressure toward cheap ones); None: 1
     l1_weights: Tensor | None = None
 
@@ -155,7 +156,7 @@ class SparseCode(nn.Module):
         if self.chooser is None:
             support, lead = ranked[..., : self.s].sort(dim=-1).values, ranked[..., 0]
         else:
-            held = self.chooser(z.abs(), self.frozen, self.lead).to(ranked.device)
+            held = self.chooser(z.abs(), self.frozen, self.lead, self.support).to(ranked.device)
             lead = held[..., 0]
             others = ranked.tolist()
             for t, groups in enumerate(held.tolist()):

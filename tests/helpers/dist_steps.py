@@ -12,12 +12,11 @@ import torch
 from ista_nas.config import make_train_config
 from ista_nas.methods import make_config
 from ista_nas.engine.distributed import Dist, place, shutdown
-from ista_nas.methods.budget import recover_within_budget
+from ista_nas.methods.budget import recover
 from ista_nas.methods.bilevel import BilevelStepper
 from ista_nas.networks import SearchNetwork
 from ista_nas.networks.cnn import Network
 from ista_nas.published import PUBLISHED
-from ista_nas.spaces import SPACES
 from ista_nas.engine.trainer import Trainer
 
 BATCH, CLASSES = 12, 3
@@ -42,7 +41,7 @@ def main(kind, out, device="cpu"):
             stepper.begin_epoch(epoch)
             for (x, y), (xv, yv) in zip(batches(3, 2 * epoch, ctx.device), batches(3, 2 * epoch + 1, ctx.device)):
                 stepper.step(part(x), part(y), part(xv), part(yv))
-            recover_within_budget(net, SPACES["darts"], 0.0, 4, 3, ctx)
+            recover(net, ctx)
         state = {k: v.cpu() for k, v in net.state_dict().items()}
     else:
         model = place(Network(PUBLISHED["ista_twostage"], 4, 3, CLASSES, auxiliary=True).double(), ctx, True, True)

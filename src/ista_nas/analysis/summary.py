@@ -7,13 +7,12 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..engine.data import DATASET_SHAPES
 from ..errors import UserError
 from ..networks.cnn import count_parameters
 from ..spaces import space_of
 
 # (classes, channels, image side) of the datasets the CLI knows by name; folder:PATH is read from disk.
-DATASET_SHAPES = {"cifar10": (10, 3, 32), "cifar100": (100, 3, 32), "fashion-mnist": (10, 1, 28),
-                  "imagenet": (1000, 3, 224)}
 
 
 def dataset_shape(name: str) -> tuple[int, int, int]:

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DATASETS = ("cifar10", "cifar100", "fashion-mnist", "folder:PATH")
+# (classes, channels, side) of the named datasets (and ImageNet's, for sizing networks): known before any is read
+DATASET_SHAPES = {"cifar10": (10, 3, 32), "cifar100": (100, 3, 32), "fashion-mnist": (10, 1, 28),
+                  "imagenet": (1000, 3, 224)}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff"}
 
 

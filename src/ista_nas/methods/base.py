@@ -114,7 +114,7 @@ class SearchMethod(Job):
     def __init__(self, cfg: "SearchConfig"):
         super().__init__(cfg)
         self.table: Table | None = table_of(cfg)  # read once, when validate checked it (before the data loads)
-        self.budget: Budget | None = budget_of(cfg, self.variant)
+        self.budget: Budget | None = None  # the search's budget, once its supernet is built (build_supernet)
         self.missing: set[str] = set()
 
     def budget_record(self, genotype: Any) -> dict[str, Any]:
@@ -163,10 +163,15 @@ def build_supernet(cfg: "SearchConfig", data: Any, variant: str = "sparse"
     space = SPACES[cfg.space]
     factories = {"sparse": space.supernet, "dense": space.dense_supernet, "target": space.target_supernet}
     net = factories[variant](cfg, data)
-    budget = budget_of(cfg, variant)
+    budget = budget_of(cfg, variant, shape_of(data))
     if budget is not None:  # the architecture it holds stays within the budget, from the random start on
         constrain(net, budget, variant == "dense", cfg)
     return net
+
+
+def shape_of(data: Any) -> tuple[int, int, int]:
+    """(classes, channels, side) of the data a supernet is built for."""
+    return len(data.classes), data.channels, data.size[0]
 
 
 def table_of(cfg: "SearchConfig") -> Table | None:

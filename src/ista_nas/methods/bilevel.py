@@ -23,7 +23,8 @@ from ..engine.rundir import RunDir
 from ..engine.splits import search_split
 from ..fields import Rule, Settings, setting
 from ..spaces.base import RetrainSize
-from .base import SearchMethod, SearchResult, Stepper, build_supernet, clip_weight_grads
+from .base import SearchMethod, SearchResult, Stepper, build_supernet, clip_weight_grads, shape_of
+from .budget import budget_of
 
 if TYPE_CHECKING:
     from . import SearchConfig
@@ -139,6 +140,7 @@ class Bilevel(SearchMethod):
         self.ctx = ctx
         data, self.train_loader, self.valid_loader = search_split(cfg, ctx)
         self.net = place(build_supernet(cfg, data, self.variant), ctx, cfg.channels_last, cfg.sync_bn)
+        self.budget = budget_of(cfg, self.variant, shape_of(data))
         self.stepper = self.stepper_class(self.net, cfg, ctx)
         self.last_genotype: Any = None  # the genotype after the last finished epoch (computed once an epoch)
 

@@ -1,12 +1,12 @@
 """Budgets on the architecture a search holds: parameters, FLOPs or latency.
 
 In a space whose costs add up per candidate (its ``exact_budgets``: ``SearchSpace.cost_model``, latency fitted
-by ``hardware``), a budget is a constraint on the choice itself: after every recovery the supports hold the
-architecture within the budget that keeps the most of the recovered |z| (``costs.best_within``, exact), so the
-architecture is within budget from the first epoch (the random start is chosen the same way) to the last;
-the DARTS baseline derives its genotype from softmax(alpha) the same way. Elsewhere (the DARTS cell) the
-parameter budget rejects a recovered architecture over it and keeps the previous supports (replacing the
-official code's hard-coded 3.7 MB check).
+or measured by ``hardware``), a budget is a constraint on the choice itself: after every recovery the supports
+hold the architecture within the budget that keeps the most of the recovered |z| (``costs.best_within``, exact),
+so the architecture is within budget from the first epoch (the random start is chosen the same way) to the last;
+the DARTS baseline derives its genotype from softmax(alpha) the same way. A benchmark space counts its
+benchmark's network; the DARTS cell the network its cell becomes (``SearchSpace.cost_size``: two-stage and DARTS
+the retrained one, one-stage its own).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..costs import AdditiveCost, best_within, within
+from ..engine.data import DATASET_SHAPES
 from ..engine.distributed import Dist
 from ..errors import UserError
 from ..fields import NONNEGATIVE, Settings, setting
@@ -44,12 +45,12 @@ class BudgetSettings(Settings):
     why: ClassVar[str] = "a budget on the architecture the search holds"
 
     max_params: float = setting(0.0, "hold no architecture over this many million parameters, 0 = no budget "
-                                     f"(exact in --space {EXACT['params']}: the network the space evaluates; "
-                                     "elsewhere recoveries over it are rejected: two-stage counts the network the "
+                                     f"(--space {EXACT['params']}; counted on the network the space evaluates: "
+                                     "a benchmark's own, or the DARTS cell's: two-stage and DARTS the network the "
                                      "cell is retrained at, --budget-channels x --budget-layers, one-stage its own)",
                                 NONNEGATIVE)
     max_flops: float = setting(0.0, "hold no architecture over this many million FLOPs (torch's count: a "
-                                    "multiply-add is 2) of the network the space evaluates, one image; 0 = no "
+                                    "multiply-add is 2) of one image, counted as --max-params is; 0 = no "
                                     f"budget (--space {EXACT['flops']})", NONNEGATIVE)
     max_latency: float = setting(0.0, "hold no architecture slower than this many ms by --latency's cost model, "
                                       f"0 = no budget (--space {EXACT['latency']})", NONNEGATIVE)
@@ -88,7 +89,10 @@ class Budget:
 
     kind: str
     limit: float
-    model: AdditiveCost
+    model: AdditiveCost  # over the space's candidates (``SearchSpace.choice``)
+    searched: AdditiveCost  # over the supernet's candidates (``SearchSpace.cost_columns``)
+    picks: int = 1  # candidates the architecture holds per decision group
+    options: list[list[tuple[int, ...]]] | None = None  # the sets it may hold per group; None: any ``picks``
 
     def cost(self, genotype: Any, space: SearchSpace) -> float:
         return self.model.of(space.choice(genotype))
@@ -99,113 +103,90 @@ class Budget:
                            "cost": self.cost(genotype, space), "source": self.model.source}}
 
 
-def budget_of(cfg: Any, variant: str) -> Budget | None:
-    """The exact budget of a search of the supernet ``variant`` (sparse, dense or target): None without one, or
-    for a parameter budget the space cannot count per candidate (the DARTS cell's rejects recoveries instead:
-    ``rejection_limit``; a dense supernet recovers nothing). A budget no architecture the
-    search chooses among meets is refused, naming the cheapest: checked before any data is read."""
+def budget_of(cfg: Any, variant: str, shape: tuple[int, int, int] | None = None) -> Budget | None:
+    """The budget of a search of the supernet ``variant`` (sparse, dense or target) on data of ``shape``
+    (classes, channels, side; by default the named dataset's), or None without one. A budget no architecture the
+    search chooses among meets is refused, naming the cheapest: checked before any data is read (for a folder of
+    images in a space whose costs depend on the data, once it is read, before anything is built). Also None
+    there before the data is read."""
     given = [(name, getattr(cfg, name)) for name in KINDS if getattr(cfg, name, 0)]
     if not given:
         return None
     name, limit = given[0]
     space, kind = SPACES[cfg.space], KINDS[name]
     if kind not in space.exact_budgets:
-        if kind == "params" and variant != "dense":
-            return None
-        other = ("two-stage and one-stage reject recoveries over --max-params there" if kind == "params" else
-                 "--max-params rejects recoveries over it there (two-stage, one-stage)")
         raise UserError(f"--{name.replace('_', '-')} is offered for --space {EXACT[kind]}, whose costs add up per "
-                        "candidate; "
-                        f"--method {cfg.method} of --space {cfg.space} has no such budget yet ({other})")
-    model = cost_model(cfg.space, kind, cfg.latency)
-    cheapest = model.columns(space.cost_columns(variant == "dense")).cheapest()
+                        f"candidate; --space {cfg.space} has no such budget yet")
+    shape = shape or DATASET_SHAPES.get(getattr(cfg, "dataset", "cifar10"))
+    if shape is None and space.sized_costs:
+        return None
+    size = space.cost_size(cfg, variant, shape) if space.sized_costs else None
+    model = cost_model(cfg.space, kind, cfg.latency, size)
+    columns = space.cost_columns(variant == "dense")
+    searched = model if columns is None else model.columns(columns)
+    picks, options = space.budget_picks(cfg, variant == "dense")
+    cheapest = searched.cheapest(picks, options)
     if not within(cheapest, limit):
         raise UserError(f"--{name.replace('_', '-')} {limit:g} is below every architecture the search chooses "
                         f"among: the cheapest costs {cheapest:.4g} {model.unit} ({model.source}); raise the budget")
-    return Budget(kind, limit, model)
-
-
-def rejection_limit(cfg: Any) -> float:
-    """The parameter budget a recovery is rejected over (the DARTS cell space); 0 where the budget is exact."""
-    return 0.0 if "params" in SPACES[cfg.space].exact_budgets else cfg.max_params
+    return Budget(kind, limit, model, searched, picks, options)
 
 
 def constrain(net: torch.nn.Module, budget: Budget, dense: bool, cfg: Any = None) -> None:
-    """Make ``net`` (a supernet of one candidate per group) hold only architectures within ``budget``: its
-    supports (sparse: chosen again now from the current z, the random start) or its derived genotype (dense).
-    With ``cfg.cost_l1`` the sparse code's recovery weighs each candidate's l1 term by its cost
-    (``CostPressure``)."""
-    model = budget.model.columns(net.op_ids)  # the supernet's candidates, as indices into the space's ops
+    """Make ``net`` (a supernet whose groups hold ``budget.picks`` candidates each) hold only architectures
+    within ``budget``: its supports (sparse: chosen again now from the current z, the random start) or its
+    derived genotype (dense). The budget's model counts the supernet's candidates (``Budget.model``). With
+    ``cfg.cost_l1`` the sparse code's recovery weighs each candidate's l1 term by its cost (``CostPressure``)."""
+    model, picks = budget.searched, budget.picks
 
-    def choose(values: np.ndarray, fixed: dict[int, tuple[int, ...]]) -> list[int]:
-        top = [int(fixed[g][0]) if g in fixed else int(np.argsort(-row, kind="stable")[0])
-               for g, row in enumerate(values)]
+    def choose(values: np.ndarray, fixed: dict[int, tuple[int, ...]], top: list[tuple[int, ...]]
+               ) -> list[tuple[int, ...]]:
         if within(model.of(top), budget.limit):  # the unconstrained choice fits: taken as it is
             return top
-        choice = best_within(values, model, budget.limit, 1, fixed)
+        choice = best_within(values, model, budget.limit, picks, fixed, budget.options)
         if choice is None:  # unreachable: the previous choice fits and frozen groups keep theirs
             raise RuntimeError("no architecture within the budget keeps the frozen groups' choices")
-        return [c[0] for c in choice]
+        return choice
 
-    if dense:
-        net.chooser = lambda scores: choose(scores.double().numpy(), {})
+    if dense:  # the network derives its genotype by its own rule (``top``) and asks the budget when it is over
+        net.chooser = lambda scores, top: choose(scores.double().numpy(), {}, top)
         return
 
-    def sparse(z_abs: Tensor, frozen: Tensor, lead: Tensor) -> Tensor:
-        values = z_abs[0].double().cpu().numpy()
-        fixed = {g: (int(lead[0, g]),) for g in frozen[0].nonzero().flatten().tolist()}
-        return torch.tensor(choose(values, fixed), dtype=torch.long).view(1, -1, 1)
+    def sparse(z_abs: Tensor, frozen: Tensor, lead: Tensor, support: Tensor) -> Tensor:
+        types, groups = z_abs.shape[:2]
+        values = z_abs.flatten(0, 1).double().cpu().numpy()  # (T x G, n): the model's groups, type by type
+        held = (lead.unsqueeze(-1) if picks == 1 else support).flatten(0, 1).tolist()
+        fixed = {g: tuple(held[g]) for g in frozen.flatten().nonzero().flatten().tolist()}
+        top = [fixed[g] if g in fixed else
+               tuple(sorted(np.argsort(-values[g][: len(row)], kind="stable")[:picks].tolist()))
+               for g, row in enumerate(model.costs)]
+        return torch.tensor(choose(values, fixed, top), dtype=torch.long).view(types, groups, picks)
 
     net.arch.chooser = sparse
     if getattr(cfg, "cost_l1", 0):
-        costs = torch.tensor(model.costs, dtype=torch.float64)
-        mean = costs.mean(-1, keepdim=True)
+        n = net.arch.z.shape[-1]
+        costs = torch.tensor([list(row) + [0.0] * (n - len(row)) for row in model.costs], dtype=torch.float64)
+        valid = net.arch.valid.repeat(net.arch.z.shape[0], 1)
+        mean = (costs.sum(-1) / valid.sum(-1)).unsqueeze(-1)
         weights = 1 + cfg.cost_l1 * torch.where(mean > 0, costs / mean.clamp_min(1e-30), torch.zeros_like(costs))
-        net.arch.l1_weights = weights.unsqueeze(0).to(net.arch.A)
+        net.arch.l1_weights = weights.view_as(net.arch.z).to(net.arch.A)
     net.arch.select()
     if hasattr(net, "forget_kept"):
         net.forget_kept()
 
 
-def recover_within_budget(net: torch.nn.Module, space: SearchSpace, max_params: float, channels: int, layers: int,
-                          ctx: Dist = Dist()) -> tuple[LassoResult, Tensor, Tensor, float | None]:
-    """Recover z; if the genotype's network (``channels`` x ``layers``, counted by its ``space``) has more than
-    ``max_params`` million parameters, reject it and keep the previous z and supports. With several processes
-    every rank ends with rank 0's outcome (architecture buffers and the recovered z are broadcast), so the
-    supports agree.
+def recover(net: torch.nn.Module, ctx: Dist = Dist()) -> tuple[LassoResult, Tensor]:
+    """Recover z and move the supports (within the budget where ``constrain`` set one). With several processes
+    every rank ends with rank 0's outcome (architecture buffers are broadcast), so the supports agree.
 
-    Returns (the solver's result, the recovered z before any rejection, the (T, G) mask of supports that
-    changed, the rejected size in millions or None).
-    """
-    previous_z, previous_support = net.arch.z.clone(), net.arch.support.clone()
-    result, recovered, changed, rejected = _recover(net, space, max_params, channels, layers, previous_z,
-                                                    previous_support)
-    if ctx.world > 1:
-        ctx.broadcast_buffers_(net.arch)
-        ctx.broadcast_(recovered)
-        net.arch.cache_support()
-        changed = (net.arch.support != previous_support).any(-1)
-    return result, recovered, changed, rejected
-
-
-def _recover(net: torch.nn.Module, space: SearchSpace, max_params: float, channels: int, layers: int,
-             previous_z: Tensor, previous_support: Tensor) -> tuple[LassoResult, Tensor, Tensor, float | None]:
+    Returns (the solver's result, the (T, G) mask of supports that changed)."""
+    previous_support = net.arch.support.clone()
     result, changed = net.arch.recover()
     if not result.converged:
         log.warning("recovery did not certify optimality (KKT violation %.2e); supports may be approximate",
                     float(result.kkt_violation.max()))
-    recovered = net.arch.z.clone()
-    if not max_params:
-        return result, recovered, changed, None
-    shape = net.shape
-    size = space.parameter_count(net.genotype(), channels, layers, shape["num_classes"], shape["in_channels"],
-                                 shape.get("stem")) / 1e6
-    if size <= max_params:
-        return result, recovered, changed, None
-    with torch.no_grad():
-        net.arch.z.copy_(previous_z)
-        net.arch.support.copy_(previous_support)
-    net.arch.cache_support()
-    log.info("rejected a recovered architecture of %.3fM parameters (budget %.3fM); the supports stay", size,
-             max_params)
-    return result, recovered, torch.zeros_like(changed), size
+    if ctx.world > 1:
+        ctx.broadcast_buffers_(net.arch)
+        net.arch.cache_support()
+        changed = (net.arch.support != previous_support).any(-1)
+    return result, changed

@@ -40,8 +40,8 @@ from ..networks.protocols import TargetSupernet
 from ..spaces import SPACES, build_model, model_spec
 from ..spaces.base import Checks, SearchSpace
 from ..sparse_coding import CodeSettings
-from .base import ClipSettings, SearchMethod, SearchResult, Stepper, build_supernet, clip_weight_grads
-from .budget import BudgetSettings, CostPressure, recover_within_budget, rejection_limit
+from .base import ClipSettings, SearchMethod, SearchResult, Stepper, build_supernet, clip_weight_grads, shape_of
+from .budget import BudgetSettings, CostPressure, budget_of, recover
 
 if TYPE_CHECKING:
     from . import SearchConfig
@@ -199,6 +199,7 @@ class OneStage(SearchMethod):
         self.ctx, self.tcfg = ctx, training_phase(cfg)
         self.data, self.train_loader, self.test_loader = train_test(self.tcfg, ctx)
         self.net = place(build_supernet(cfg, self.data, "target"), ctx, cfg.channels_last, cfg.sync_bn)
+        self.budget = budget_of(cfg, "target", shape_of(self.data))
         self.stepper = OneStageStepper(self.net, cfg, ctx)
         self.searched, self.trainer, self.froze_at, self.test = 0, None, {}, {}
 
@@ -246,9 +247,8 @@ class OneStage(SearchMethod):
         # with BN statistics they have not gathered yet).
         self.test = evaluate(net, self.test_loader, desc=f"test (search {epoch + 1})", ctx=self.ctx)
         previous = net.arch.z.clone()
-        _, recovered, _, _ = recover_within_budget(net, SPACES[cfg.space], rejection_limit(cfg), cfg.channels, cfg.layers,
-                                                   self.ctx)
-        moved = torch.linalg.vector_norm(recovered - previous, dim=-1)
+        recover(net, self.ctx)
+        moved = torch.linalg.vector_norm(net.arch.z - previous, dim=-1)
         freeze = (moved <= cfg.freeze_tol) & ~net.arch.frozen
         if cfg.max_search_epochs and epoch + 1 >= cfg.max_search_epochs:
             freeze = ~net.arch.frozen

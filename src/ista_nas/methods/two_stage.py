@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..spaces import SPACES
 from ..sparse_coding import CodeSettings
 from .base import ClipSettings
 from .bilevel import Bilevel
-from .budget import BudgetSettings, CostPressure, recover_within_budget, rejection_limit
+from .budget import BudgetSettings, CostPressure, recover
 
 
 class TwoStage(Bilevel):
@@ -29,11 +28,9 @@ class TwoStage(Bilevel):
         return self.record_epoch(stats, self.recover())
 
     def recover(self) -> dict[str, Any]:
-        """Recover z from b and move the supports (keeping them where the recovered cell exceeds the budget);
-        what changed, for the record."""
-        cfg, net = self.cfg, self.net
-        recovery, _, changed, rejected = recover_within_budget(net, SPACES[cfg.space], rejection_limit(cfg),
-                                                               cfg.budget_channels, cfg.budget_layers, self.ctx)
+        """Recover z from b and move the supports (within the budget, under one); what changed, for the record."""
+        net = self.net
+        recovery, changed = recover(net, self.ctx)
         return {"supports_changed": [net.group_name(t, g) for t, g in changed.nonzero().tolist()],
                 "recovery_iterations": recovery.iterations,
-                "recovery_kkt_violation": float(recovery.kkt_violation.max()), "rejected_params_m": rejected}
+                "recovery_kkt_violation": float(recovery.kkt_violation.max())}

@@ -7,6 +7,8 @@ here, 8 in ISTA-NAS at s=2.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -54,21 +56,30 @@ class DenseSearchNetwork(SearchNetwork):
     def arch_parameters(self) -> list[nn.Parameter]:
         return [self.arch.alpha]
 
+    # A budget's choice (``methods.budget.constrain``): from the weights (types x nodes, candidates) and this
+    # rule's choice, two candidates of distinct inputs per node, within the budget.
+    chooser: Callable[[Tensor, list[tuple[int, ...]]], list[tuple[int, ...]]] | None = None
+
     def genotype(self) -> Genotype:
-        """DARTS's rule: per node the two edges with the strongest op, each with its strongest op."""
-        weights = torch.softmax(self.arch.alpha.detach(), dim=-1).cpu()
-
-        def cell(t: int) -> tuple[tuple[str, int], ...]:
-            pairs = []
+        """DARTS's rule: per node the two edges with the strongest op, each with its strongest op (candidate
+        input x 7 + op). Under a budget (``chooser``), the two candidates of distinct inputs within it of the
+        largest total weight; each node's stronger candidate first."""
+        weights = self.arch.relaxed_weights().detach().cpu()  # (T, G, edges x ops): softmax over each edge's ops
+        ops = len(PRIMITIVES)
+        top = []
+        for t in (NORMAL, REDUCE):
             for node in range(self.steps):
-                w = weights[t, node, : node + 2]  # (edges, ops)
-                best_w, best_op = w.max(dim=-1)
-                for edge in best_w.argsort(descending=True, stable=True)[:2].tolist():
-                    pairs.append((PRIMITIVES[int(best_op[edge])], edge))
-            return tuple(pairs)
-
+                best_w, best_op = weights[t, node, : (node + 2) * ops].view(node + 2, ops).max(dim=-1)
+                top.append(tuple(edge * ops + int(best_op[edge])
+                                 for edge in best_w.argsort(descending=True, stable=True)[:2].tolist()))
+        if self.chooser is not None:
+            flat = weights.flatten(0, 1)
+            top = [tuple(sorted(pair, key=lambda k, g=g: -float(flat[g, k])))
+                   for g, pair in enumerate(self.chooser(flat, [tuple(sorted(p)) for p in top]))]
+        pairs = [tuple((PRIMITIVES[k % ops], k // ops) for node in top[t * self.steps: (t + 1) * self.steps]
+                       for k in node) for t in (NORMAL, REDUCE)]
         concat = tuple(range(2, self.steps + 2))
-        return Genotype(cell(NORMAL), concat, cell(REDUCE), concat)
+        return Genotype(pairs[NORMAL], concat, pairs[REDUCE], concat)
 
     def ranking(self) -> dict[str, list[list[dict]]]:
         """Per node, every (predecessor, op) ranked by its softmax weight."""

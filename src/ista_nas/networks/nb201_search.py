@@ -233,12 +233,15 @@ class Nb201DenseSearchNetwork(Nb201SearchNetwork):
         """(edges, candidates): the softmax weights."""
         return self.arch.relaxed_weights().detach()[0].cpu()
 
-    chooser: Callable[[Tensor], list[int]] | None = None  # a budget's choice of one op per edge from the weights
+    # A budget's choice (``methods.budget.constrain``): from the weights (edges, candidates) and this rule's choice,
+    # one candidate per edge, within the budget.
+    chooser: Callable[[Tensor, list[tuple[int, ...]]], list[tuple[int, ...]]] | None = None
 
     def genotype(self) -> Nb201Arch:
         """The largest softmax weight per edge, "none" included, as the benchmark's DARTS baseline derives it; ties
         go to the earlier op. Under a budget (``chooser``), the ops within it of the largest total weight."""
         scores = self._scores()
+        top = [(int(row.argsort(descending=True, stable=True)[0]),) for row in scores]
         if self.chooser is not None:
-            return Nb201Arch(tuple(self.candidates[k] for k in self.chooser(scores)))
-        return Nb201Arch(tuple(self.candidates[int(row.argsort(descending=True, stable=True)[0])] for row in scores))
+            top = self.chooser(scores, top)
+        return Nb201Arch(tuple(self.candidates[k] for (k,) in top))

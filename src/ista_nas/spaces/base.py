@@ -34,7 +34,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -61,6 +61,36 @@ class RetrainSize(Settings):
                                    at_least(2))
     budget_layers: int = setting(20, "L of the network the found cell is retrained at (ista-nas train: 20), where the "
                                      "report sizes it and a two-stage --max-params budget counts it", at_least(1))
+
+
+class CostSize(NamedTuple):
+    """The network a budget counts, where a space leaves it to the search: C, L (or N), the cell's intermediate
+    nodes, the data's classes, channels and side, the stem and the ops' flavour (``standard`` or ``one-stage``)."""
+
+    channels: int
+    layers: int
+    nodes: int
+    classes: int
+    in_channels: int
+    side: int
+    stem: str
+    flavour: str
+
+
+@dataclass(frozen=True)
+class LatencyProbes:
+    """How ``ista-nas latency`` measures a space's latency per candidate: the candidates whose ops run alike
+    (one ``classes`` key per (group, candidate); None: never timed, cost 0) are timed by ``probes``, each an
+    architecture (a ``choice``) that holds the key's candidates in ``count`` places where ``reference`` holds
+    the reference's own (whose keys cost 0: the reference's time is the base); ``network`` builds an
+    architecture's network, fed ``input`` (channels, side)."""
+
+    reference: list[Any]
+    classes: list[list[Any]]
+    probes: dict[Any, tuple[list[Any], int]]
+    network: Callable[[list[Any]], nn.Module]
+    input: tuple[int, int]
+    size: CostSize | None = None  # the network it counts, where the space's costs depend on it
 
 
 @dataclass(frozen=True)
@@ -130,27 +160,45 @@ class SearchSpace:
 
     # --- costs (search under a budget: methods.budget, hardware) ---
     exact_budgets: ClassVar[tuple[str, ...]] = ()  # the costs (params, flops, latency) it counts per candidate
+    sized_costs: ClassVar[bool] = False  # do its costs depend on the search's network and data (``cost_size``)?
     # The latency table that ships for this space: (file name in ista_nas/data, its device columns), or None.
     builtin_latency: ClassVar[tuple[str, tuple[str, ...]] | None] = None
 
-    def cost_columns(self, dense: bool) -> list[int]:
+    def cost_columns(self, dense: bool) -> list[int] | None:
         """The candidates of each group (indices into ``cost_model``'s) the sparse or ``dense`` search chooses
-        among."""
+        among; None: all of them."""
+        return None
+
+    def cost_size(self, cfg: Any, variant: str, shape: tuple[int, int, int]) -> CostSize:
+        """With ``sized_costs``: the network a budget of a search (``variant``: sparse, dense or target) of data
+        of ``shape`` (classes, channels, side) counts."""
         raise NotImplementedError
 
-    def cost_model(self, name: str) -> Any:
+    def cost_model(self, name: str, size: CostSize | None = None) -> Any:
         """The exact additive model (``costs.AdditiveCost``) of ``name`` (params or flops) of the network a
-        search of this space is evaluated at, per (decision group, candidate): a space whose costs add up that
-        way offers budgets on them (and latency, fitted over ``choice``)."""
+        search of this space is evaluated at (``size``, where ``cost_size`` gives one), per (decision group,
+        candidate): a space whose costs add up that way offers budgets on them (and latency, fitted over
+        ``choice``)."""
         raise UserError(f"--space {self.name} counts no cost per candidate yet; search a space that does for a "
                         "FLOPs or latency budget")
+
+    def latency_probes(self, size: CostSize | None) -> LatencyProbes:
+        """How ``ista-nas latency`` times this space's candidates (of the network ``size`` describes, where
+        ``sized_costs``)."""
+        raise UserError(f"--space {self.name} has no latency measurement yet")
+
+    def budget_picks(self, cfg: Any, dense: bool) -> tuple[int, list[list[tuple[int, ...]]] | None]:
+        """(candidates the architecture holds per decision group, the sets it may hold per group or None: any
+        that many distinct ones), in ``cost_model``'s order of groups and candidates."""
+        return 1, None
 
     def from_choice(self, choice: Any) -> Any:
         """The genotype of one candidate index per decision group (``choice``'s inverse)."""
         raise NotImplementedError
 
-    def choice(self, genotype: Any) -> list[int]:
-        """Per decision group the index of the candidate ``genotype`` holds (a space of one candidate per group)."""
+    def choice(self, genotype: Any) -> list[Any]:
+        """Per decision group the index of the candidate ``genotype`` holds (a tuple of them where a group holds
+        several), in ``cost_model``'s order."""
         raise NotImplementedError
 
     # --- genotypes ---

@@ -4,26 +4,30 @@ decision group per node, choosing 2 of its (i + 2) x 7 (predecessor, op) candida
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from ..diagram import OP_COLOURS, draw_graph
 from ..errors import UserError
 from ..fields import Rule, Settings, setting
 from ..genotype import Genotype
 from ..limits import MAX_NODES
-from ..networks.cnn import Network
+from ..costs import AdditiveCost
+from ..networks.cnn import Network, build_op, count_parameters
 from ..networks.dense import DenseSearchNetwork
 from ..networks.protocols import DenseSupernet, SparseSupernet, TargetSupernet
 from ..networks.search_cnn import SearchNetwork
 from ..ops import PRIMITIVES
 from ..published import PUBLISHED
-from .base import RetrainSize, SearchSpace, TargetSearch
+from .base import CostSize, LatencyProbes, RetrainSize, SearchSpace, TargetSearch
 
 
 @dataclass
@@ -109,6 +113,88 @@ class DartsSpace(SearchSpace):
                       auxiliary=auxiliary, stem=stem)
         return net, stem, genotype.flavour
 
+    # --- costs (search under a budget) ---
+    exact_budgets = ("params", "flops", "latency")  # latency: a table ista-nas latency --space darts measured
+    sized_costs = True
+
+    def cost_size(self, cfg: Any, variant: str, shape: tuple[int, int, int]) -> CostSize:
+        """Two-stage and DARTS: the network the found cell is retrained at (--budget-channels x
+        --budget-layers); one-stage: the network it trains (--channels x --layers, one-stage ops)."""
+        classes, in_channels, side = shape
+        stem = cfg.stem or ("imagenet" if side >= 128 else "cifar")
+        if variant == "target":
+            return CostSize(cfg.channels, cfg.layers, cfg.nodes, classes, in_channels, side, stem, "one-stage")
+        return CostSize(cfg.budget_channels, cfg.budget_layers, cfg.nodes, classes, in_channels, side, stem,
+                        "standard")
+
+    def cost_model(self, name: str, size: CostSize | None = None) -> AdditiveCost:
+        """Parameters (M) or FLOPs (M, torch's count: a multiply-add is 2) of the network ``size`` describes
+        (auxiliary head excluded), exact per (cell type, node, (input, op)) candidate: every op is its own module
+        whatever the other candidates are, and its input's shape is fixed by its cell's place in the network
+        (a reduction cell's ops on c_{k-2} and c_{k-1} have stride 2). Groups: the normal cell's nodes, then the
+        reduction cell's; candidate k of node i is (input k // 7, op k % 7), as the supernets number them."""
+        if size is None:
+            raise ValueError("the DARTS cell's costs depend on the network: give its size")
+        return _darts_costs(name, size)
+
+    def latency_probes(self, size: CostSize | None) -> LatencyProbes:
+        """A candidate's ops run alike in every node of its cell type given its op and its input's kind (a
+        reduction cell's c_{k-2} and c_{k-1} at stride 2, its nodes at stride 1; all alike in a normal cell). The
+        reference cell holds skip connections from c_{k-2} and c_{k-1} in every node (in a reduction cell:
+        factorized reductions); a probe puts the op in their place (on the nodes' own inputs: in the first two
+        places from node 1 on), in the cells of one type. Costs are relative to the reference's candidates
+        (a reduction cell's identity skip on a node costs less than the reference's factorized reduction: a
+        negative cost)."""
+        if size is None:
+            raise ValueError("the DARTS cell's latency depends on the network: give its size")
+        ops, nodes, skip = len(PRIMITIVES), size.nodes, PRIMITIVES.index("skip_connect")
+        reference = [(skip, ops + skip)] * (2 * nodes)
+        classes = [[(t, t == 1 and k // ops < 2, k % ops) for k in range((i + 2) * ops)]
+                   for t in range(2) for i in range(nodes)]
+        probes: dict[Any, tuple[list[Any], int]] = {}
+        for t, strided in ((0, False), (1, True), (1, False)):
+            for op in range(ops):
+                if not strided and t == 1 or op != skip:
+                    choice, count = list(reference), 0
+                    for i in range(nodes):
+                        inputs = [2, 3][:i] if t == 1 and not strided else [0, 1]
+                        held = [p * ops + op for p in inputs] + [p * ops + skip for p in (0, 1)][len(inputs):]
+                        choice[t * nodes + i], count = tuple(sorted(held)), count + len(inputs)
+                    if count:
+                        probes[(t, strided, op)] = choice, count
+
+        def network(choice: list[Any]) -> nn.Module:
+            genotype = self.from_choice(choice)
+            genotype = Genotype(genotype.normal, genotype.normal_concat, genotype.reduce, genotype.reduce_concat,
+                                size.flavour)
+            return Network(genotype, size.channels, size.layers, size.classes, size.in_channels, auxiliary=False,
+                           stem=size.stem)
+
+        return LatencyProbes(reference, classes, probes, network, (size.in_channels, size.side), size)
+
+    def budget_picks(self, cfg: Any, dense: bool) -> tuple[int, list[list[tuple[int, ...]]] | None]:
+        """ISTA-NAS holds its support (--sparsity candidates per node); DARTS two candidates of distinct inputs
+        (its rule: the two strongest inputs, each with its strongest op)."""
+        if not dense:
+            return cfg.sparsity, None
+        ops = len(PRIMITIVES)
+        groups = [[(a, b) for a in range(n) for b in range(a + 1, n) if a // ops != b // ops]
+                  for n in ((i + 2) * ops for i in range(cfg.nodes))]
+        return 2, groups * 2
+
+    def choice(self, genotype: Genotype) -> list[tuple[int, ...]]:
+        return [tuple(sorted(pred * len(PRIMITIVES) + PRIMITIVES.index(op) for op, pred in pairs[2 * i: 2 * i + 2]))
+                for pairs in (genotype.normal, genotype.reduce) for i in range(len(pairs) // 2)]
+
+    def from_choice(self, choice: Any) -> Genotype:
+        half = len(choice) // 2
+
+        def cell(groups: Any) -> tuple[tuple[str, int], ...]:
+            return tuple((PRIMITIVES[k % len(PRIMITIVES)], k // len(PRIMITIVES)) for group in groups for k in group)
+
+        concat = tuple(range(2, half + 2))
+        return Genotype(cell(choice[:half]), concat, cell(choice[half:]), concat)
+
     def owns(self, data: dict[str, Any]) -> bool:
         return "normal" in data or "reduce" in data
 
@@ -152,3 +238,57 @@ class DartsSpace(SearchSpace):
     def check_size(self, channels: int, layers: int, dataset: str) -> None:
         if dataset == "imagenet" and channels % 2:
             raise UserError("--channels must be at least 2 (and even for imagenet) and --layers at least 1")
+
+
+@functools.lru_cache(maxsize=16)
+def _darts_costs(name: str, size: CostSize) -> AdditiveCost:
+    """``DartsSpace.cost_model``: the network of a reference cell (every node: skip connections from c_{k-2} and
+    c_{k-1}) gives the shape each cell's ops see and, less its ops' costs, the base; each candidate's cost is
+    its op's, counted alone on that shape in every cell of its type."""
+    ops, nodes = len(PRIMITIVES), size.nodes
+    pairs = tuple(("skip_connect", pred) for _ in range(nodes) for pred in (0, 1))
+    concat = tuple(range(2, nodes + 2))
+    reference = Genotype(pairs, concat, pairs, concat, size.flavour)
+    with torch.device("meta"):
+        net = Network(reference, size.channels, size.layers, size.classes, size.in_channels, auxiliary=False,
+                      stem=size.stem)
+    shapes: list[tuple[bool, tuple[int, ...]]] = []  # per cell: a reduction?, the shape its inputs' ops see
+    hooks = [cell.pre0.register_forward_hook(lambda m, i, out, c=cell: shapes.append((c.reduction, tuple(out.shape))))
+             for cell in net.cells]
+    with torch.no_grad():
+        net(torch.zeros(1, size.in_channels, size.side, size.side, device="meta"))
+    for hook in hooks:
+        hook.remove()
+
+    @functools.cache
+    def op_cost(op: str, c: int, stride: int, shape: tuple[int, ...]) -> tuple[float, tuple[int, ...]]:
+        with torch.device("meta"):
+            module = build_op(op, c, stride, size.flavour).eval()
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            out = module(torch.zeros(shape, device="meta"))
+        return float(count_parameters(module) if name == "params" else counter.get_total_flops()), tuple(out.shape)
+
+    costs = [[0.0] * ((i + 2) * ops) for _ in range(2) for i in range(nodes)]
+    spent = 0.0  # the reference network's ops
+    for reduction, shape in shapes:
+        c = shape[1]
+        node_shape = op_cost("max_pool_3x3", c, 2, shape)[1] if reduction else shape  # nodes: after the inputs' ops
+        for i in range(nodes):
+            row = costs[int(reduction) * nodes + i]
+            for k in range(len(row)):
+                pred, op = divmod(k, ops)
+                stride = 2 if reduction and pred < 2 else 1
+                row[k] += op_cost(PRIMITIVES[op], c, stride, shape if pred < 2 else node_shape)[0]
+        spent += 2 * nodes * op_cost("skip_connect", c, 2 if reduction else 1, shape)[0]
+    if name == "params":
+        total = float(count_parameters(net))
+    else:
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            net.eval()(torch.zeros(1, size.in_channels, size.side, size.side, device="meta"))
+        total = float(counter.get_total_flops())
+    unit = "M parameters" if name == "params" else "MFLOPs"
+    where = (f"the {'one-stage ' if size.flavour == 'one-stage' else ''}network of C={size.channels}, "
+             f"L={size.layers}, {size.classes} classes, {size.in_channels}x{size.side}x{size.side} input")
+    return AdditiveCost(name, unit, (total - spent) / 1e6, tuple(tuple(v / 1e6 for v in row) for row in costs), where)

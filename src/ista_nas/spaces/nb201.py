@@ -19,7 +19,7 @@ from ..diagram import OP_COLOURS, draw_graph
 from ..networks.nb201 import NB201_EDGES, NB201_EXAMPLE, NB201_NODES, NB201_OPS, Nb201Arch, Nb201Network
 from ..networks.nb201_search import Nb201DenseSearchNetwork, Nb201SearchNetwork
 from ..networks.protocols import DenseSupernet, SparseSupernet, TargetSupernet
-from .base import Checks, SearchSpace, TargetSearch
+from .base import Checks, LatencyProbes, SearchSpace, TargetSearch
 
 
 def draw_cell(arch: Nb201Arch, stem: str | Path) -> list[Path]:
@@ -119,7 +119,7 @@ class Nb201Space(SearchSpace):
         per_edge = {op: (count(op) - base) // len(NB201_EDGES) for op in NB201_OPS}
         return [base + sum(per_edge[op] for op in g.ops) for g in genotypes]
 
-    def cost_model(self, name: str) -> AdditiveCost:
+    def cost_model(self, name: str, size: Any = None) -> AdditiveCost:
         """Parameters (M) or FLOPs (M, torch's count: a multiply-add is 2) of the benchmark's network (C=16, N=5,
         CIFAR-10), exact per (edge, op): every op is its own module whatever the other edges hold, and all
         edges of a cell see the same input; an edge's cost is a sixth of the all-op cell's over the all-none
@@ -145,6 +145,20 @@ class Nb201Space(SearchSpace):
     exact_budgets = ("params", "flops", "latency")
     # HW-NAS-Bench's and HELP's latencies of every cell on six devices (credit in the file's header).
     builtin_latency = ("nb201-latency.csv.gz", ("pixel3", "raspi4", "eyeriss", "fpga", "gold_6226", "titan_rtx_1"))
+
+    def latency_probes(self, size: Any = None) -> LatencyProbes:
+        """Every edge of a cell sees the same input: op k is timed as the network whose every edge holds it,
+        against the all-skip network (``none`` is never timed: cost 0, it runs nothing)."""
+        columns = self.cost_columns(False)
+        edges = len(NB201_EDGES)
+
+        def network(choice: list[Any]) -> nn.Module:
+            return self.sized_network(self.from_choice(choice), *self.default_size, 10, 3, 32, None,
+                                      auxiliary=False)[0]
+
+        return LatencyProbes([columns[0]] * edges,
+                             [[k if k in columns else None for k in range(len(NB201_OPS))]] * edges,
+                             {k: ([k] * edges, edges) for k in columns[1:]}, network, (3, 32))
 
     def cost_columns(self, dense: bool) -> list[int]:
         return [i for i, op in enumerate(NB201_OPS) if dense or op != "none"]

@@ -1,0 +1,42 @@
+#!/bin/bash
+# Issue 45: a latency budget in the DARTS cell space (the paper's) on this CPU, against the cell found without one.
+#   bash bench/darts_latency_study.sh OUT DATA [SEEDS...]     e.g. OUT=/tmp/dl DATA=folder:/tmp/cifar10-jpeg
+# Phases (each skipped when its output exists, so the study resumes):
+#   1. table:  ista-nas latency --space darts (C=36, L=20, CIFAR-10: the network two-stage's budget counts),
+#              checked on 100 random cells timed whole; run it on a quiet machine.
+#   2. search: two-stage, quick preset, on each seed, without a budget and under --max-latency at the median
+#              of the 100 cells' predicted latency.
+#   3. retrain: each found cell, a short retrain (a stand-in: C=16, L=8, 10,000 images, 10 epochs).
+#   4. truth:  every found cell's network (C=36, L=20) timed whole here, as the table was (quiet machine).
+set -euo pipefail
+OUT=$1; DATA=$2; shift 2; SEEDS=${*:-10 11}
+mkdir -p "$OUT"
+[ -f "$OUT/darts-cpu.json" ] || ista-nas latency --space darts --check 100 --out "$OUT/darts-cpu.json"
+BUDGET=$(python -c "import json, statistics; print(round(statistics.median(json.load(open('$OUT/darts-cpu.json'))['check']['predicted']), 3))")
+echo "budget: $BUDGET ms"
+for seed in $SEEDS; do
+  for variant in free budget; do
+    run="$OUT/$variant-seed-$seed"
+    extra=(); [ "$variant" = budget ] && extra=(--max-latency "$BUDGET" --latency "$OUT/darts-cpu.json")
+    [ -f "$run/genotype.json" ] || ista-nas search --preset quick --dataset "$DATA" --seed "$seed" --out "$run" "${extra[@]}"
+    [ -f "$run-train/metrics.jsonl" ] || ista-nas train --preset quick --dataset "$DATA" --genotype "$run" \
+      --channels 16 --layers 8 --subset 10000 --epochs 10 --seed "$seed" --out "$run-train"
+  done
+done
+python - "$OUT" <<'PY'
+import json, statistics, sys
+from pathlib import Path
+import torch
+from ista_nas import hardware
+from ista_nas.genotype import Genotype
+from ista_nas.networks.cnn import Network
+out = Path(sys.argv[1])
+table = json.loads((out / "darts-cpu.json").read_text())
+torch.set_num_threads(1)
+runs = sorted(p for p in out.glob("*-seed-*") if (p / "genotype.json").is_file())
+nets = [Network(Genotype.from_dict(json.loads((p / "genotype.json").read_text())), 36, 20, 10, 3, auxiliary=False).eval() for p in runs]
+times = hardware.timed(nets, torch.randn(1, 3, 32, 32), 2, 10, 3, torch.device("cpu"))
+rows = {p.name: {"measured_ms": statistics.median(t)} for p, t in zip(runs, times)}
+(out / "truth.json").write_text(json.dumps(rows, indent=1) + "\n")
+print(json.dumps(rows, indent=1))
+PY

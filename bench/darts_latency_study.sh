@@ -7,7 +7,8 @@
 #   2. search: two-stage, quick preset, on each seed, without a budget and under --max-latency at the median
 #              of the 100 cells' predicted latency.
 #   3. retrain: each found cell, a short retrain (a stand-in: C=16, L=8, 10,000 images, 10 epochs).
-#   4. truth:  every found cell's network (C=36, L=20) timed whole here, as the table was (quiet machine).
+#   4. truth:  every found cell's network (C=36, L=20) timed whole here, as the table was (quiet machine;
+#              TRUTH=0 skips it, to run it later alone).
 set -euo pipefail
 OUT=$1; DATA=$2; shift 2; SEEDS=${*:-10 11}
 mkdir -p "$OUT"
@@ -23,6 +24,7 @@ for seed in $SEEDS; do
       --channels 16 --layers 8 --subset 10000 --epochs 10 --seed "$seed" --out "$run-train"
   done
 done
+[ "${TRUTH:-1}" = 0 ] && exit 0
 python - "$OUT" <<'PY'
 import json, statistics, sys
 from pathlib import Path

@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--percentiles", type=int, nargs="+", default=[50])
     parser.add_argument("--methods", nargs="+", default=["two-stage", "one-stage"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--extra", default="{}", help="settings every search adds, as JSON (e.g. {\"cost_l1\": 1})")
+    parser.add_argument("--extra", default="{}", help="settings every search adds, as JSON (e.g. {\"lam\": 0.5})")
     parser.add_argument("--tag", default="", help="appended to the variants' names (for --extra)")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()

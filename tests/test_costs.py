@@ -331,19 +331,3 @@ def test_darts_cell_latency_probes_recover_an_exactly_additive_time_and_tables_f
     with pytest.raises(UserError, match="reads a table measured by ista-nas latency --space darts"):
         make_config("quick", max_latency=10, **{**search, "latency": "pixel3"})
     assert main(["latency", "--space", "nb201", "--channels", "8", "--out", str(tmp_path / "n.json")]) == 2
-
-
-def test_cost_l1_weighs_each_candidate_by_its_cost_and_needs_a_budget():
-    from types import SimpleNamespace
-
-    with pytest.raises(UserError, match="--cost-l1 weighs candidates by a budget's cost"):
-        make_config("quick", space="nb201", cost_l1=1.0)
-    with pytest.raises(UserError, match="--cost-l1 is a setting of --method"):
-        make_config("quick", space="nb201", method="darts", cost_l1=1.0, max_flops=200)
-    base = hardware.cost_model("nb201", "flops")
-    net = Nb201SearchNetwork(channels=4, layers=1, proj_dims=3, sparsity=2, seed=0)
-    constrain(net, Budget("flops", 1e9, base, base.columns(net.op_ids)), dense=False, cfg=SimpleNamespace(cost_l1=2.0))
-    costs = [base.costs[0][k] for k in net.op_ids]  # every edge alike: skip, 1x1, 3x3, pool
-    want = [1 + 2.0 * c / (sum(costs) / len(costs)) for c in costs]
-    assert net.arch.l1_weights.shape == net.arch.z.shape
-    assert net.arch.l1_weights[0].tolist() == [pytest.approx(want)] * len(NB201_EDGES)

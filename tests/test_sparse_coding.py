@@ -134,19 +134,3 @@ def test_a_lambda_that_zeroes_every_group_is_named_in_a_warning(caplog):
     caplog.clear()
     SparseCode([5, 5], types=1, m=3, s=2).recover()
     assert "zeroes z" not in caplog.text
-
-
-def test_a_weighted_recovery_meets_the_weighted_lasso_optimality_conditions():
-    """lam ||w z||_1: on the support A^T (b - A z) = lam w sign(z), elsewhere |A^T (b - A z)| <= lam w."""
-    code = SparseCode([5, 5, 5], types=2, m=3, s=2, lam=0.05, seed=3)
-    with torch.no_grad():
-        code.b.copy_(torch.randn(code.b.shape, generator=torch.Generator().manual_seed(0)))
-    weights = 1 + 3 * torch.rand(code.z.shape, generator=torch.Generator().manual_seed(1))
-    code.l1_weights = weights
-    code.recover(warm_start=False)
-    A, b, z, w = code.A.double(), code.b.detach().double(), code.z.double(), weights.double()
-    correlation = (A.transpose(-1, -2) @ (b - (A @ z.unsqueeze(-1)).squeeze(-1)).unsqueeze(-1)).squeeze(-1)
-    on = z.abs() > 1e-9
-    assert on.any() and (~on).any()
-    torch.testing.assert_close(correlation[on], (0.05 * w * z.sign())[on], rtol=1e-4, atol=1e-6)
-    assert (correlation[~on].abs() <= 0.05 * w[~on] + 1e-6).all()

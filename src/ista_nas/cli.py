@@ -94,7 +94,7 @@ def _pick(args: argparse.Namespace) -> None:
 
 def _latency_size(args: argparse.Namespace) -> Any:
     """The network ``ista-nas latency`` times, where the space's costs depend on it (the DARTS cell's); None
-    where the space has its own (NAS-Bench-201's benchmark network)."""
+    where the space times its own (a benchmark's network)."""
     from .engine.data import DATASET_SHAPES
     from .limits import MAX_NODES, check_count
     from .spaces import SPACES

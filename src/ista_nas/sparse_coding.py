@@ -12,8 +12,7 @@ so the gradient of the loss reaches b through A_S, and nothing else is ever eval
 
 Groups of different sizes are batched in one tensor, zero-padded to the largest n.
 
-The recovery may weigh each candidate's l1 term (``l1_weights``: lam ||w z||_1, solved as the LASSO in w z with
-the columns of A divided by w). Under a budget (``methods.budget``) a ``chooser`` picks, after each recovery, the candidates each group's
+Under a budget (``methods.budget``) a ``chooser`` picks, after each recovery, the candidates each group's
 architecture holds among those that fit (``costs.best_within`` on |z|); the support is then those plus the
 largest |z| of the others, up to s. Without one, the support is the s largest |z|.
 """
@@ -93,8 +92,6 @@ class SparseCode(nn.Module):
     """
 
     chooser: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor] | None = None
-    # (T, G, n) positive l1 weight of each candidate in the recovery (a budget's pressure toward cheap ones); None: 1
-    l1_weights: Tensor | None = None
 
     def __init__(self, group_sizes: Sequence[int], types: int = 2, m: int = CodeSettings.proj_dims,
                  s: int = CodeSettings.sparsity, lam: float = CodeSettings.lam, matrix: str = CodeSettings.matrix,
@@ -134,13 +131,9 @@ class SparseCode(nn.Module):
 
         Returns the solver result and a (T, G) bool tensor of the groups whose support changed.
         """
-        A, z0 = self.A.double(), self.z.double() if warm_start else None
-        if self.l1_weights is not None:  # min 0.5 ||A z - b||^2 + lam ||w z||_1: a LASSO in w z, columns A / w
-            w = self.l1_weights.double()
-            A, z0 = A / w.unsqueeze(-2), None if z0 is None else z0 * w
-        result = lasso(A, self.b.detach().double(), self.lam, z0=z0)
-        solved = result.z if self.l1_weights is None else result.z / self.l1_weights.double()
-        z = torch.where(self.frozen.unsqueeze(-1), self.z, solved.to(self.z.dtype))
+        result = lasso(self.A.double(), self.b.detach().double(), self.lam,
+                       z0=self.z.double() if warm_start else None)
+        z = torch.where(self.frozen.unsqueeze(-1), self.z, result.z.to(self.z.dtype))
         if not self.frozen.all() and not z[~self.frozen].any():
             log.warning("lam %g zeroes z in every decision group: the supports (and the genotype) fall to the "
                         "candidates' order, not to b; lower --lam (b's entries are far smaller than it)", self.lam)

@@ -165,7 +165,7 @@ def build_supernet(cfg: "SearchConfig", data: Any, variant: str = "sparse"
     net = factories[variant](cfg, data)
     budget = budget_of(cfg, variant, shape_of(data))
     if budget is not None:  # the architecture it holds stays within the budget, from the random start on
-        constrain(net, budget, variant == "dense", cfg)
+        constrain(net, budget, variant == "dense")
     return net
 
 

@@ -66,22 +66,6 @@ class BudgetSettings(Settings):
                  "is read only with --max-latency")]
 
 
-@dataclass
-class CostPressure(Settings):
-    """Pressure toward cheap candidates in the sparse code itself: a setting of the methods that recover z."""
-
-    why: ClassVar[str] = "a weight on the recovery's l1 term; DARTS recovers nothing"
-
-    cost_l1: float = setting(0.0, "gamma: under a budget, each candidate's l1 weight in the recovery is 1 + gamma x "
-                                  "its cost over the mean cost of its group's candidates (cheap ops are recovered "
-                                  "more readily); 0 = the plain l1", NONNEGATIVE)
-
-    def own_checks(self) -> list[tuple[bool, str]]:
-        budgeted = any(getattr(self, name, 0) for name in KINDS)
-        return [(not self.cost_l1 or budgeted, "--cost-l1 weighs candidates by a budget's cost: give "
-                                               "--max-latency, --max-flops or --max-params with it")]
-
-
 @dataclass(frozen=True)
 class Budget:
     """A budget of a space with additive costs: ``model`` counts an architecture's ``choice``, ``limit`` bounds
@@ -132,11 +116,10 @@ def budget_of(cfg: Any, variant: str, shape: tuple[int, int, int] | None = None)
     return Budget(kind, limit, model, searched, picks, options)
 
 
-def constrain(net: torch.nn.Module, budget: Budget, dense: bool, cfg: Any = None) -> None:
+def constrain(net: torch.nn.Module, budget: Budget, dense: bool) -> None:
     """Make ``net`` (a supernet whose groups hold ``budget.picks`` candidates each) hold only architectures
     within ``budget``: its supports (sparse: chosen again now from the current z, the random start) or its
-    derived genotype (dense). The budget's model counts the supernet's candidates (``Budget.model``). With
-    ``cfg.cost_l1`` the sparse code's recovery weighs each candidate's l1 term by its cost (``CostPressure``)."""
+    derived genotype (dense). The budget's model counts the supernet's candidates (``Budget.searched``)."""
     model, picks = budget.searched, budget.picks
 
     def choose(values: np.ndarray, fixed: dict[int, tuple[int, ...]], top: list[tuple[int, ...]]
@@ -163,13 +146,6 @@ def constrain(net: torch.nn.Module, budget: Budget, dense: bool, cfg: Any = None
         return torch.tensor(choose(values, fixed, top), dtype=torch.long).view(types, groups, picks)
 
     net.arch.chooser = sparse
-    if getattr(cfg, "cost_l1", 0):
-        n = net.arch.z.shape[-1]
-        costs = torch.tensor([list(row) + [0.0] * (n - len(row)) for row in model.costs], dtype=torch.float64)
-        valid = net.arch.valid.repeat(net.arch.z.shape[0], 1)
-        mean = (costs.sum(-1) / valid.sum(-1)).unsqueeze(-1)
-        weights = 1 + cfg.cost_l1 * torch.where(mean > 0, costs / mean.clamp_min(1e-30), torch.zeros_like(costs))
-        net.arch.l1_weights = weights.view_as(net.arch.z).to(net.arch.A)
     net.arch.select()
     if hasattr(net, "forget_kept"):
         net.forget_kept()

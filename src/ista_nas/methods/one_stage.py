@@ -41,7 +41,7 @@ from ..spaces import SPACES, build_model, model_spec
 from ..spaces.base import Checks, SearchSpace
 from ..sparse_coding import CodeSettings
 from .base import ClipSettings, SearchMethod, SearchResult, Stepper, build_supernet, clip_weight_grads, shape_of
-from .budget import BudgetSettings, CostPressure, budget_of, recover
+from .budget import BudgetSettings, budget_of, recover
 
 if TYPE_CHECKING:
     from . import SearchConfig
@@ -181,7 +181,7 @@ class OneStage(SearchMethod):
     presets = ONE_STAGE_PRESETS
     variant = "target"
     # b's code, clip and budget as two-stage's; when groups freeze; the training phase and its loader
-    settings = (CodeSettings, ClipSettings, BudgetSettings, CostPressure, FreezeSettings, TrainingPhase, Streaming)
+    settings = (CodeSettings, ClipSettings, BudgetSettings, FreezeSettings, TrainingPhase, Streaming)
 
     @staticmethod
     def checks(cfg: "SearchConfig", space: SearchSpace) -> Checks:

@@ -14,7 +14,7 @@ from typing import Any
 from ..sparse_coding import CodeSettings
 from .base import ClipSettings
 from .bilevel import Bilevel
-from .budget import BudgetSettings, CostPressure, recover
+from .budget import BudgetSettings, recover
 
 
 class TwoStage(Bilevel):
@@ -22,7 +22,7 @@ class TwoStage(Bilevel):
     supernet, then the recovery."""
 
     variant = "sparse"
-    settings = (*Bilevel.settings, CodeSettings, ClipSettings, BudgetSettings, CostPressure)  # the split, the retrained size, b
+    settings = (*Bilevel.settings, CodeSettings, ClipSettings, BudgetSettings)  # the split, the retrained size, b
 
     def end_epoch(self, epoch: int, stats: dict[str, float]) -> dict[str, Any]:
         return self.record_epoch(stats, self.recover())

@@ -6,7 +6,7 @@
 #              checked on 100 random cells timed whole; run it on a quiet machine.
 #   2. search: two-stage, quick preset, on each seed, without a budget and under --max-latency at the median
 #              of the 100 cells' predicted latency.
-#   3. retrain: each found cell, a short retrain (a stand-in: C=16, L=8, 10,000 images, 10 epochs).
+#   3. retrain: each found cell, a short retrain (a stand-in: C=16, L=8, 5,000 images, 5 epochs).
 #   4. truth:  every found cell's network (C=36, L=20) timed whole here, as the table was (quiet machine;
 #              TRUTH=0 skips it, to run it later alone).
 set -euo pipefail
@@ -21,7 +21,7 @@ for seed in $SEEDS; do
     extra=(); [ "$variant" = budget ] && extra=(--max-latency "$BUDGET" --latency "$OUT/darts-cpu.json")
     [ -f "$run/genotype.json" ] || ista-nas search --preset quick --dataset "$DATA" --seed "$seed" --out "$run" "${extra[@]}"
     [ -f "$run-train/metrics.jsonl" ] || ista-nas train --preset quick --dataset "$DATA" --genotype "$run" \
-      --channels 16 --layers 8 --subset 10000 --epochs 10 --seed "$seed" --out "$run-train"
+      --channels 16 --layers 8 --subset 5000 --epochs 5 --seed "$seed" --out "$run-train"
   done
 done
 [ "${TRUTH:-1}" = 0 ] && exit 0

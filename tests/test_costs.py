@@ -306,17 +306,28 @@ def test_darts_cell_latency_probes_recover_an_exactly_additive_time_and_tables_f
     search reads the table for the network it was measured on and refuses it for another."""
     import json
 
+    from torch.utils.flop_counter import FlopCounterMode
+
     from ista_nas.cli import main
     from ista_nas.networks.cnn import count_parameters
     from ista_nas.spaces.base import CostSize
 
-    monkeypatch.setattr(hardware, "timed", lambda nets, x, warmup, passes, calls, device: [
-        [count_parameters(net) / 1e6] * passes for net in nets])
-    out = tmp_path / "darts.json"
-    assert main(["latency", "--space", "darts", "--channels", "6", "--layers", "5", "--nodes", "3", "--dataset",
-                 "fashion-mnist", "--passes", "3", "--check", "12", "--out", str(out)]) == 0
-    check = json.loads(out.read_text())["check"]
-    assert check["median_relative_error"] < 1e-9 and check["kendall_tau"] == pytest.approx(1.0)
+    def flops(net, x):
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            net(x)
+        return counter.get_total_flops() / 1e6
+
+    # FLOPs depend on the shape each op sees (a reduction cell's inputs at stride 2, its nodes after): a probe of
+    # the wrong kind of input would show; parameters do not, and are the clock the budget below reads.
+    for clock in (flops, lambda net, x: count_parameters(net) / 1e6):
+        monkeypatch.setattr(hardware, "timed", lambda nets, x, warmup, passes, calls, device: [
+            [clock(net, x)] * passes for net in nets])
+        out = tmp_path / "darts.json"
+        assert main(["latency", "--space", "darts", "--channels", "6", "--layers", "5", "--nodes", "3", "--dataset",
+                     "fashion-mnist", "--passes", "3", "--check", "12", "--out", str(out)]) == 0
+        check = json.loads(out.read_text())["check"]
+        assert check["median_relative_error"] < 1e-9 and check["kendall_tau"] == pytest.approx(1.0)
     size = CostSize(6, 5, 3, 10, 1, 28, "cifar", "standard")
     latency, params = hardware.cost_model("darts", "latency", str(out), size), hardware.cost_model("darts", "params",
                                                                                                  size=size)
@@ -326,7 +337,8 @@ def test_darts_cell_latency_probes_recover_an_exactly_additive_time_and_tables_f
         assert latency.of(choice) == pytest.approx(params.of(choice), abs=1e-9)
     search = dict(space="darts", nodes=3, budget_channels=6, budget_layers=5, latency=str(out))
     make_config("quick", max_latency=latency.most(2), **search)  # fashion-mnist: the network it was measured on
-    with pytest.raises(UserError, match="measured on another network .* --channels 8 --layers 5 --nodes 3"):
+    with pytest.raises(UserError, match="measured on another network .* --channels 8 --layers 5 --nodes 3 "
+                                        "--dataset fashion-mnist"):
         make_config("quick", max_latency=latency.most(2), **{**search, "budget_channels": 8})
     with pytest.raises(UserError, match="reads a table measured by ista-nas latency --space darts"):
         make_config("quick", max_latency=10, **{**search, "latency": "pixel3"})

@@ -117,6 +117,25 @@ def test_a_run_counts_once_however_it_is_reached(runs, tmp_path, capsys):
     assert not (tmp_path / "t.png").exists()
 
 
+def test_a_run_recording_a_since_removed_setting_off_reads_as_one_without_it(runs, tmp_path, capsys):
+    """--cost-l1 was removed after its study: a run that recorded it at 0 (off) reads as the same run without it;
+    one that recorded it on is refused in one line naming the commit that had it; nothing is written."""
+    from ista_nas.methods import SearchConfig, stored_settings
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["search"], run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "cost_l1": 0.0}))
+    assert SearchConfig.from_dict({**config, "cost_l1": 0.0}) == SearchConfig.from_dict(config)
+    assert stored_settings(run / "config.json") == stored_settings(runs["search"] / "config.json")
+    (run / "config.json").write_text(json.dumps({**config, "cost_l1": 1.0}))
+    before = snapshot(tmp_path)
+    assert main(["search", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "records cost_l1 1.0, a setting since removed" in err and "commit 47da30c" in err
+    assert len(err.splitlines()) == 1 and snapshot(tmp_path) == before
+
+
 def test_a_run_of_the_earlier_version_is_refused_naming_its_retired_settings(runs, tmp_path, capsys):
     """A run made by 0.1.0 (its config.json holds settings 0.2.0 removed or renamed): resume, --seeds and
     correlate refuse it in one line naming them and the version to continue it with; nothing is written."""

@@ -227,7 +227,7 @@ def test_a_darts_cell_budget_holds_every_epochs_cell_within_it(method, tiny_conf
         held = space.from_dict(m["genotype"])
         assert m["budget"]["cost"] == pytest.approx(count(held), abs=1e-9) and count(held) <= limit
         if method == "darts":
-            assert all(held.normal[2 * i][1] != held.normal[2 * i + 1][1] for i in range(4))
+            assert all(cell[2 * i][1] != cell[2 * i + 1][1] for cell in (held.normal, held.reduce) for i in range(4))
     assert count(result.genotype) <= limit
 
 

@@ -108,8 +108,9 @@ def _latency_size(args: argparse.Namespace) -> Any:
             raise UserError(f"{' and '.join(given)}: --space {args.space} times its own evaluation network; leave "
                             f"{'them' if len(given) > 1 else 'it'} out")
         return None
-    channels, layers = args.channels or space.default_size[0], args.layers or space.default_size[1]
-    nodes, dataset = args.nodes or 4, args.dataset or "cifar10"
+    channels = space.default_size[0] if args.channels is None else args.channels
+    layers = space.default_size[1] if args.layers is None else args.layers
+    nodes, dataset = 4 if args.nodes is None else args.nodes, args.dataset or "cifar10"
     for flag, value, low, high in (("--channels", channels, 2, 1024), ("--layers", layers, 3, 200),
                                    ("--nodes", nodes, 1, MAX_NODES)):
         check_count(flag, value, low, high)

@@ -51,6 +51,9 @@ class _Config:
     COMMAND: ClassVar[str] = ""  # the command whose settings these are, recorded in a run's config.json
     # Settings of ista-nas 0.1.0 that 0.2.0 removed or renamed: a run that holds one was made by 0.1.0.
     RETIRED: ClassVar[dict[str, str]] = {}
+    # Settings removed after a study: (the value that left them off, the last commit that had them). A run that
+    # recorded that value reads as one without the setting; any other value is refused, naming the commit.
+    DROPPED: ClassVar[dict[str, tuple[Any, str]]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -66,7 +69,7 @@ class _Config:
     @classmethod
     def unknown_keys(cls, data: dict[str, Any]) -> list[str]:
         """The keys of ``data`` that are no field of this config (nor its record), sorted."""
-        return sorted(set(data) - {f.name for f in dataclasses.fields(cls)} - {COMMAND_KEY})
+        return sorted(set(data) - {f.name for f in dataclasses.fields(cls)} - {COMMAND_KEY} - set(cls.DROPPED))
 
     @classmethod
     def check_stored(cls, data: dict[str, Any], source: str = "the run's config.json") -> None:
@@ -81,6 +84,17 @@ class _Config:
             raise UserError(f"{source} was written by ista-nas 0.1.0: its settings {', '.join(retired)} are gone "
                             "in 0.2.0; continue that run with the version that wrote it (commit a2bfcc7 of this "
                             "repository), or start it again")
+        for key, (off, commit) in cls.DROPPED.items():
+            if key in data and data[key] != off:
+                raise UserError(f"{source} records {key} {data[key]!r}, a setting since removed; continue that run "
+                                f"with the version that had it (commit {commit} of this repository), or start it "
+                                "again")
+
+    @classmethod
+    def current(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` without the removed settings a run recorded off (``DROPPED``; ``check_stored`` refuses any
+        other value)."""
+        return {k: v for k, v in data.items() if k not in cls.DROPPED}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
@@ -89,7 +103,7 @@ class _Config:
         if unknown:
             raise UserError(f"unknown config key(s) {', '.join(map(repr, unknown))}; valid keys are "
                             f"{', '.join(sorted(f.name for f in dataclasses.fields(cls)))}")
-        return cls(**{k: v for k, v in data.items() if k != COMMAND_KEY})
+        return cls(**{k: v for k, v in cls.current(data).items() if k != COMMAND_KEY})
 
     def validate(self):
         """A UserError for a wrong type, a value outside its field's rule or an impossible combination; else self."""

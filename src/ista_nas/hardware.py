@@ -122,11 +122,8 @@ def _measured(space_name: str, path: Path, stamp: tuple[int, int], size: Any = N
         raise UserError(f"latency table {path} is no ms table of --space {space_name} (its space and unit: "
                         f"{shown(data.get('space') if isinstance(data, dict) else data)}); {fix}")
     if size is not None and data.get("size") != size._asdict():
-        want = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in size._asdict().items()
-                        if k in ("channels", "layers", "nodes"))
         raise UserError(f"latency table {path} was measured on another network ({shown(data.get('size'))}) than "
-                        f"the search counts ({size._asdict()}); measure one with ista-nas latency --space "
-                        f"{space_name} {want}")
+                        f"the search counts ({size._asdict()}); {_measure_hint(space_name, size)}")
     costs, base = data.get("costs"), data.get("base")
     if not (isinstance(costs, list) and len(costs) == len(shape)
             and all(isinstance(row, list) and len(row) == len(want) for row, want in zip(costs, shape))):
@@ -143,6 +140,19 @@ def _measured(space_name: str, path: Path, stamp: tuple[int, int], size: Any = N
                f"relative error {100 * error:.1f}%" if isinstance(tau, float) and isinstance(error, float) else ""))
     model = AdditiveCost("latency", "ms", float(base), tuple(tuple(float(v) for v in row) for row in costs), path.name)
     return model, line
+
+
+def _measure_hint(space: str, size: Any) -> str:
+    """The ``ista-nas latency`` command that measures a table of the network ``size`` describes, or why none can."""
+    from .engine.data import DATASET_SHAPES
+
+    named = [name for name, shape in DATASET_SHAPES.items() if shape == (size.classes, size.in_channels, size.side)]
+    if not named or size.stem != ("imagenet" if size.side >= 128 else "cifar"):
+        return (f"ista-nas latency times the networks of {', '.join(DATASET_SHAPES)} (their classes, channels, "
+                "image side and stem); give the search one of those, or a budget on --max-params or --max-flops")
+    flavour = " --flavour one-stage" if size.flavour == "one-stage" else ""
+    return (f"measure one with ista-nas latency --space {space} --channels {size.channels} --layers {size.layers} "
+            f"--nodes {size.nodes} --dataset {named[0]}{flavour}")
 
 
 @functools.lru_cache(maxsize=8)

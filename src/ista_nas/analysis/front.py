@@ -133,8 +133,8 @@ def budget_from(space: str, dense: bool, **given: Any) -> Budget:
             raise UserError(message)
     budget = budget_of(SimpleNamespace(space=space, **given), "dense" if dense else "sparse")
     if budget is None:
-        raise UserError("give a budget: --max-latency MS with --latency DEVICE or FILE:COLUMN, --max-flops M or "
-                        "--max-params M")
+        raise UserError("give a budget: --max-latency MS with --latency DEVICE, FILE:COLUMN or FILE.json, "
+                        "--max-flops M or --max-params M")
     return budget
 
 

@@ -218,7 +218,7 @@ def stored_settings(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise UserError(f"{source} has settings a search does not take ({', '.join(unknown[:3])}"
                         f"{', ...' if len(unknown) > 3 else ''}); give the config.json of a search run")
-    return {k: v for k, v in data.items() if k != COMMAND_KEY}
+    return {k: v for k, v in SearchConfig.current(data).items() if k != COMMAND_KEY}
 
 
 def search(cfg: SearchConfig, out: str | Path) -> SearchResult:
@@ -259,6 +259,7 @@ def search_seeds(cfg: SearchConfig, seeds: list[int], out: str | Path) -> list[S
             continue
         stored = RunDir.open(path)[1]
         SearchConfig.check_stored(stored, str(path / "config.json"))
+        stored = SearchConfig.current(stored)
         mine = seeded.to_dict()  # the settings: a run of an earlier version records no command
         differs = sorted(k for k in set(stored) | set(mine) if k not in ("device", COMMAND_KEY)
                          and stored.get(k) != mine.get(k))

@@ -140,7 +140,7 @@ class Bilevel(SearchMethod):
         self.ctx = ctx
         data, self.train_loader, self.valid_loader = search_split(cfg, ctx)
         self.net = place(build_supernet(cfg, data, self.variant), ctx, cfg.channels_last, cfg.sync_bn)
-        self.budget = budget_of(cfg, self.variant, shape_of(data))
+        self.budget = budget_of(cfg, self.variant, shape_of(data))  # as build_supernet read it (cached)
         self.stepper = self.stepper_class(self.net, cfg, ctx)
         self.last_genotype: Any = None  # the genotype after the last finished epoch (computed once an epoch)
 

@@ -55,15 +55,16 @@ class BudgetSettings(Settings):
     max_latency: float = setting(0.0, "hold no architecture slower than this many ms by --latency's cost model, "
                                       f"0 = no budget (--space {EXACT['latency']})", NONNEGATIVE)
     latency: str = setting("", f"the latency --max-latency counts: DEVICE, a column of a built-in table ({DEVICES}), "
-                               "or FILE:COLUMN, a table of whole architectures in ms; one latency per candidate is "
-                               "fitted to it")
+                               "FILE:COLUMN, a table of whole architectures in ms (one latency per candidate is "
+                               "fitted to it), or FILE.json, a table ista-nas latency measured (the only kind the "
+                               "DARTS cell reads)")
 
     def own_checks(self) -> list[tuple[bool, str]]:
         given = [f"--{name.replace('_', '-')}" for name in KINDS if getattr(self, name)]
         return [(len(given) <= 1, f"give one budget, not {' and '.join(given)}"),
                 (bool(self.max_latency) == bool(self.latency),
-                 "--max-latency MS needs --latency DEVICE or FILE:COLUMN (the latency it counts), and --latency "
-                 "is read only with --max-latency")]
+                 "--max-latency MS needs --latency DEVICE, FILE:COLUMN or FILE.json (the latency it counts), and "
+                 "--latency is read only with --max-latency")]
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,9 @@ def constrain(net: torch.nn.Module, budget: Budget, dense: bool) -> None:
         if within(model.of(top), budget.limit):  # the unconstrained choice fits: taken as it is
             return top
         choice = best_within(values, model, budget.limit, picks, fixed, budget.options)
-        if choice is None:  # unreachable: the previous choice fits and frozen groups keep theirs
-            raise RuntimeError("no architecture within the budget keeps the frozen groups' choices")
+        if choice is None:  # the previous choice fits and frozen groups keep theirs: only a resumed checkpoint
+            raise UserError("the frozen decisions of this search already exceed the budget (a checkpoint written "
+                            "before budgets were exact?); resume it without the budget, or start it again")
         return choice
 
     if dense:  # the network derives its genotype by its own rule (``top``) and asks the budget when it is over

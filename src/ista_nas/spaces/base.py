@@ -57,10 +57,10 @@ class RetrainSize(Settings):
                           "network, --channels x --layers")
 
     budget_channels: int = setting(36, "C of the network the found cell is retrained at (ista-nas train: 36), where "
-                                       "the report sizes it and a two-stage --max-params budget counts it",
+                                       "the report sizes it and a budget of two-stage or DARTS counts it",
                                    at_least(2))
     budget_layers: int = setting(20, "L of the network the found cell is retrained at (ista-nas train: 20), where the "
-                                     "report sizes it and a two-stage --max-params budget counts it", at_least(1))
+                                     "report sizes it and a budget of two-stage or DARTS counts it", at_least(1))
 
 
 class CostSize(NamedTuple):

@@ -234,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "checks it against whole networks of random cells timed here (Kendall "
                                           "tau, median relative error).")
     timed = [name for name, space in SPACES.items() if "latency" in space.exact_budgets]
-    lat.add_argument("--space", choices=timed, default="nb201", help="[nb201]")
+    default = next(name for name in timed if not SPACES[name].sized_costs)  # a benchmark's own network
+    lat.add_argument("--space", choices=timed, default=default, help=f"[{default}]")
     lat.add_argument("--channels", type=int, default=None,
                      help="darts: C of the network timed, the one a budget counts (two-stage and DARTS: "
                           "--budget-channels; one-stage: --channels) [36]")

@@ -97,6 +97,7 @@ def _latency_size(args: argparse.Namespace) -> Any:
     where the space times its own (a benchmark's network)."""
     from .engine.data import DATASET_SHAPES
     from .limits import MAX_NODES, check_count
+    from .networks.cnn import stem_for
     from .spaces import SPACES
     from .spaces.base import CostSize
 
@@ -118,8 +119,7 @@ def _latency_size(args: argparse.Namespace) -> Any:
         raise UserError(f"--dataset {dataset}: give one of {', '.join(DATASET_SHAPES)} (the network's classes, "
                         "channels and image side)")
     classes, in_channels, side = DATASET_SHAPES[dataset]
-    return CostSize(channels, layers, nodes, classes, in_channels, side, "imagenet" if side >= 128 else "cifar",
-                    args.flavour or "standard")
+    return CostSize(channels, layers, nodes, classes, in_channels, side, stem_for(side), args.flavour or "standard")
 
 
 def _latency(args: argparse.Namespace) -> None:

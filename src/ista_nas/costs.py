@@ -72,8 +72,9 @@ def best_within(values: Sequence[Sequence[float]], model: AdditiveCost, limit: f
                 options: Sequence[Sequence[tuple[int, ...]]] | None = None) -> list[tuple[int, ...]] | None:
     """Per group the ``picks`` distinct candidates (ascending; or one of the group's ``options``, each
     ascending) that maximise the sum of ``values`` of every chosen candidate subject to ``model``'s cost being
-    within ``limit``; groups in ``fixed`` keep the candidates given. None if nothing fits. Exact: dynamic programming over the groups keeping, for every reachable cost,
-    only the choices no other beats in both cost and value (the Pareto front). Among choices of equal value the
+    within ``limit``; groups in ``fixed`` keep the candidates given. None if nothing fits. Exact: dynamic
+    programming over the groups keeping, for every reachable cost, only the choices no other beats in both cost
+    and value (the Pareto front). Among choices of equal value the
     cheaper wins; among equal value and cost the earlier in the enumeration."""
     fixed = fixed or {}
     front_cost = np.array([model.base])

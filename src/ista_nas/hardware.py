@@ -145,9 +145,10 @@ def _measured(space_name: str, path: Path, stamp: tuple[int, int], size: Any = N
 def _measure_hint(space: str, size: Any) -> str:
     """The ``ista-nas latency`` command that measures a table of the network ``size`` describes, or why none can."""
     from .engine.data import DATASET_SHAPES
+    from .networks.cnn import stem_for
 
     named = [name for name, shape in DATASET_SHAPES.items() if shape == (size.classes, size.in_channels, size.side)]
-    if not named or size.stem != ("imagenet" if size.side >= 128 else "cifar"):
+    if not named or size.stem != stem_for(size.side):
         return (f"ista-nas latency times the networks of {', '.join(DATASET_SHAPES)} (their classes, channels, "
                 "image side and stem); give the search one of those, or a budget on --max-params or --max-flops")
     flavour = " --flavour one-stage" if size.flavour == "one-stage" else ""

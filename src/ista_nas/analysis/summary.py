@@ -12,8 +12,6 @@ from ..errors import UserError
 from ..networks.cnn import count_parameters
 from ..spaces import space_of
 
-# (classes, channels, image side) of the datasets the CLI knows by name; folder:PATH is read from disk.
-
 
 def dataset_shape(name: str) -> tuple[int, int, int]:
     if name in DATASET_SHAPES:

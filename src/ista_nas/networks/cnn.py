@@ -121,6 +121,11 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(x.flatten(1))
 
 
+def stem_for(side: int) -> str:
+    """The stem a DARTS-cell network has by default for images of ``side`` pixels: ImageNet's from 128 on."""
+    return "imagenet" if side >= 128 else "cifar"
+
+
 def build_stem(kind: str, in_channels: int, channels: int, stem_multiplier: int = 3
                ) -> tuple[nn.Module, nn.Module | None, int]:
     """(stem, second stem stage or None, output channels). The first two cell inputs are both the stem output

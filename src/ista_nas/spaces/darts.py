@@ -21,7 +21,7 @@ from ..fields import Rule, Settings, setting
 from ..genotype import Genotype
 from ..limits import MAX_NODES
 from ..costs import AdditiveCost
-from ..networks.cnn import Network, build_op, count_parameters
+from ..networks.cnn import Network, build_op, count_parameters, stem_for
 from ..networks.dense import DenseSearchNetwork
 from ..networks.protocols import DenseSupernet, SparseSupernet, TargetSupernet
 from ..networks.search_cnn import SearchNetwork
@@ -108,7 +108,7 @@ class DartsSpace(SearchSpace):
 
     def sized_network(self, genotype: Genotype, channels: int, layers: int, classes: int, in_channels: int,
                       side: int, stem: str | None, auxiliary: bool = True) -> tuple[nn.Module, str, str]:
-        stem = stem or ("imagenet" if side >= 128 else "cifar")
+        stem = stem or stem_for(side)
         net = Network(genotype, channels=channels, layers=layers, num_classes=classes, in_channels=in_channels,
                       auxiliary=auxiliary, stem=stem)
         return net, stem, genotype.flavour
@@ -121,7 +121,7 @@ class DartsSpace(SearchSpace):
         """Two-stage and DARTS: the network the found cell is retrained at (--budget-channels x
         --budget-layers); one-stage: the network it trains (--channels x --layers, one-stage ops)."""
         classes, in_channels, side = shape
-        stem = cfg.stem or ("imagenet" if side >= 128 else "cifar")
+        stem = cfg.stem or stem_for(side)
         if variant == "target":
             return CostSize(cfg.channels, cfg.layers, cfg.nodes, classes, in_channels, side, stem, "one-stage")
         return CostSize(cfg.budget_channels, cfg.budget_layers, cfg.nodes, classes, in_channels, side, stem,
